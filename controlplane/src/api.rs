@@ -1,0 +1,30 @@
+//! The public API port (7423): HTTP/JSON under `/api/v1` (StacyVM-compatible) and the
+//! `berth.v1.Sandboxes` / `berth.v1.Admin` gRPC services, on one listener. Plain HTTP
+//! only on a loopback address; any other bind serves TLS with the control plane's
+//! serving certificate.
+
+mod auth;
+mod grpc;
+mod http;
+mod serve;
+
+use std::sync::Arc;
+
+use crate::fleet::Fleet;
+use crate::store::Store;
+
+pub use serve::serve;
+
+/// What every API handler can reach.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub fleet: Fleet,
+    pub store: Store,
+    pub version: Arc<str>,
+}
+
+/// The whole public API as one axum router: HTTP routes plus the gRPC services.
+pub fn router(state: ApiState) -> axum::Router {
+    let grpc = grpc::routes(state.clone()).into_axum_router();
+    http::router(state).merge(grpc)
+}

@@ -1,0 +1,106 @@
+//! `berth.v1.Admin`: workers and join tokens for generated clients.
+
+use berth_proto::v1 as pb;
+use berth_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use super::caller;
+use crate::api::ApiState;
+use crate::api::http::parse_optional_duration;
+use crate::api_keys::Scope;
+use crate::fleet::{JoinTokenRequest, WorkerView};
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    state: ApiState,
+}
+
+impl AdminService {
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+}
+
+fn worker_message(view: WorkerView) -> pb::Worker {
+    pb::Worker {
+        status: view.status.as_str().to_owned(),
+        providers: view
+            .capabilities
+            .into_iter()
+            .map(|p| pb::ProviderHealth {
+                name: p.name,
+                healthy: p.healthy,
+                message: p.message,
+            })
+            .collect(),
+        capacity: Some(pb::Capacity {
+            max_sandboxes: u32::try_from(view.capacity.max_sandboxes).unwrap_or(0),
+            vcpus: u32::try_from(view.capacity.vcpus).unwrap_or(0),
+            memory_mb: u64::try_from(view.capacity.memory_mb).unwrap_or(0),
+        }),
+        last_heartbeat_ms: view.last_heartbeat.unwrap_or(0),
+        certificate_serial: view.certificate.serial,
+        certificate_expires_at: view.certificate.expires_at,
+        id: view.id,
+        spiffe_id: view.spiffe_id,
+        hostname: view.hostname,
+        advertise_addr: view.advertise_addr,
+        version: view.version,
+        enrolled_at: view.enrolled_at,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let workers = self.state.fleet.list_workers().await.map_err(crate::error::ApiError::from)?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: workers.into_iter().map(worker_message).collect(),
+        }))
+    }
+
+    async fn get_worker(
+        &self,
+        request: Request<pb::GetWorkerRequest>,
+    ) -> Result<Response<pb::Worker>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let view = self
+            .state
+            .fleet
+            .get_worker(&request.get_ref().id)
+            .await
+            .map_err(crate::error::ApiError::from)?;
+        Ok(Response::new(worker_message(view)))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        let caller = caller(&self.state, &request, Scope::Admin).await?;
+        let body = request.into_inner();
+        let token_request = JoinTokenRequest {
+            worker_id: Some(body.worker_id).filter(|id| !id.is_empty()),
+            ttl: parse_optional_duration(Some(&body.ttl))?,
+            uses: Some(body.uses).filter(|uses| *uses > 0),
+        };
+        let issued = self
+            .state
+            .fleet
+            .create_join_token(token_request, &caller.key_id)
+            .await
+            .map_err(crate::error::ApiError::from)?;
+        Ok(Response::new(pb::JoinToken {
+            token: issued.token,
+            jti: issued.jti,
+            expires_at: issued.expires_at,
+            worker_id: issued.worker_id.unwrap_or_default(),
+            uses: issued.uses,
+            ca_sha256: issued.ca_sha256,
+        }))
+    }
+}

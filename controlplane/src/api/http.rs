@@ -1,0 +1,115 @@
+//! The HTTP/JSON API under `/api/v1`: routes, the caller extractor, request ids and the
+//! `{"code","message"}` error body.
+
+mod health;
+pub(crate) mod tokens;
+mod workers;
+
+use axum::extract::{FromRef, FromRequestParts, Request};
+use axum::http::{HeaderValue, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::ApiState;
+use super::auth::{authorize, presented_key};
+use crate::api_keys::{Caller, Scope};
+use crate::error::ApiError;
+use crate::store::Store;
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health::health))
+        .route("/api/v1/live", get(health::live))
+        .route("/api/v1/ready", get(health::ready))
+        .route("/api/v1/providers", get(health::providers))
+        .route("/api/v1/workers", get(workers::list))
+        .route("/api/v1/workers/{id}", get(workers::get))
+        .route("/api/v1/tokens", post(tokens::create))
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        (self.code.http_status(), Json(body)).into_response()
+    }
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Echoes `X-Request-ID`, or makes one, and keeps it in the request's span.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    request.headers_mut().insert(REQUEST_ID, value.clone());
+    let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    response.headers_mut().insert(REQUEST_ID, value);
+    response
+}
+
+impl FromRef<ApiState> for Store {
+    fn from_ref(state: &ApiState) -> Self {
+        state.store.clone()
+    }
+}
+
+/// An authenticated caller with at least scope `S`.
+pub struct Authorized<S: RequiredScope>(pub Caller, std::marker::PhantomData<S>);
+
+pub trait RequiredScope: Send + Sync + 'static {
+    const SCOPE: Scope;
+}
+
+pub struct ReadScope;
+impl RequiredScope for ReadScope {
+    const SCOPE: Scope = Scope::Read;
+}
+
+pub struct AdminScope;
+impl RequiredScope for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+impl<S: RequiredScope> FromRequestParts<ApiState> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let key = presented_key(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()));
+        let caller = authorize(&state.store, key, S::SCOPE).await?;
+        Ok(Self(caller, std::marker::PhantomData))
+    }
+}
+
+/// A JSON body whose rejection is our `{"code","message"}` error.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        Ok(Self(value))
+    }
+}
+pub use tokens::parse_optional_duration;

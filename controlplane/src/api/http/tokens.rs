@@ -1,0 +1,49 @@
+//! `POST /api/v1/tokens`: create a join token (admin scope).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{AdminScope, Authorized, JsonBody};
+use crate::api::ApiState;
+use crate::error::ApiError;
+use crate::fleet::{IssuedJoinToken, JoinTokenRequest};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenBody {
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Go-style duration, e.g. "1h".
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub uses: Option<u32>,
+}
+
+pub async fn create(
+    Authorized(caller, _): Authorized<AdminScope>,
+    State(state): State<ApiState>,
+    JsonBody(body): JsonBody<CreateTokenBody>,
+) -> Result<(StatusCode, Json<IssuedJoinToken>), ApiError> {
+    let request = JoinTokenRequest {
+        worker_id: body.worker_id.filter(|id| !id.is_empty()),
+        ttl: parse_optional_duration(body.ttl.as_deref())?,
+        uses: body.uses,
+    };
+    let issued = state.fleet.create_join_token(request, &caller.key_id).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// A Go-style duration ("30m", "1h30m"); empty means none.
+pub fn parse_optional_duration(
+    value: Option<&str>,
+) -> Result<Option<std::time::Duration>, ApiError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(text) => humantime::parse_duration(text)
+            .map(Some)
+            .map_err(|err| ApiError::bad_request(format!("invalid duration {text:?}: {err}"))),
+    }
+}

@@ -1,0 +1,258 @@
+//! `berth serve` configuration: serde structs with working defaults, loaded from YAML
+//! and checked by `validate()`. Environment variables and flags are applied on top by
+//! the binary (`BERTH_*` through clap), so this module never reads the environment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// Holds the CA, the token key, the SQLite database and admin.key.
+    pub data_dir: PathBuf,
+    /// Public API (HTTP/JSON and gRPC). Plain HTTP only on loopback; TLS otherwise.
+    pub listen: SocketAddr,
+    /// Worker mesh (mTLS gRPC).
+    pub mesh_listen: SocketAddr,
+    pub trust_domain: String,
+    pub database: DatabaseConfig,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Heartbeats a worker may miss before it counts as unhealthy.
+    pub missed_heartbeats: u32,
+    pub certificates: CertificatesConfig,
+    pub tokens: TokensConfig,
+    pub local_worker: LocalWorkerConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Empty: `<data_dir>/berth.db`.
+    pub url: String,
+    /// Read the url from this file instead (it may carry a password).
+    pub url_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CertificatesConfig {
+    /// Lifetime of worker certificates; workers renew at about two thirds of it.
+    #[serde(with = "humantime_serde")]
+    pub worker_ttl: Duration,
+    /// Lifetime of the control plane's own serving certificate; re-issued at two thirds.
+    #[serde(with = "humantime_serde")]
+    pub serving_ttl: Duration,
+    /// DNS names put on the serving certificate (besides its spiffe:// identity).
+    pub dns_names: Vec<String>,
+    /// IP addresses put on the serving certificate.
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Lifetime of a join token when `berth token create` names none.
+    #[serde(with = "humantime_serde")]
+    pub join_ttl: Duration,
+    /// Longest join token lifetime accepted.
+    #[serde(with = "humantime_serde")]
+    pub join_max_ttl: Duration,
+    /// Lifetime of the signed worker token used to re-enroll after a lapsed certificate.
+    #[serde(with = "humantime_serde")]
+    pub worker_token_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalWorkerConfig {
+    /// Provider of an in-process worker enrolled like any other; empty: none.
+    pub provider: String,
+    /// Where the local worker's WorkerService listens.
+    pub listen: SocketAddr,
+    pub max_sandboxes: u32,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("berth-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7423)),
+            mesh_listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            trust_domain: berth_pki::DEFAULT_TRUST_DOMAIN.to_owned(),
+            database: DatabaseConfig::default(),
+            heartbeat_interval: Duration::from_secs(5),
+            missed_heartbeats: 3,
+            certificates: CertificatesConfig::default(),
+            tokens: TokensConfig::default(),
+            local_worker: LocalWorkerConfig::default(),
+        }
+    }
+}
+
+impl Default for CertificatesConfig {
+    fn default() -> Self {
+        Self {
+            worker_ttl: Duration::from_secs(24 * 3600),
+            serving_ttl: Duration::from_secs(24 * 3600),
+            dns_names: vec!["localhost".to_owned()],
+            ip_addresses: vec![IpAddr::from([127, 0, 0, 1])],
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            join_ttl: Duration::from_secs(3600),
+            join_max_ttl: Duration::from_secs(7 * 24 * 3600),
+            worker_token_ttl: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+impl Default for LocalWorkerConfig {
+    fn default() -> Self {
+        Self {
+            provider: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_sandboxes: 64,
+        }
+    }
+}
+
+impl ControlPlaneConfig {
+    /// Reads a YAML file; every key is optional.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        berth_pki::validate_trust_domain(&self.trust_domain)
+            .map_err(|err| ConfigError::Invalid(format!("trust_domain: {err}")))?;
+        if self.heartbeat_interval < Duration::from_millis(50) {
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval must be at least 50ms".into(),
+            ));
+        }
+        if self.missed_heartbeats == 0 {
+            return Err(ConfigError::Invalid(
+                "missed_heartbeats must be at least 1".into(),
+            ));
+        }
+        if self.certificates.worker_ttl < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "certificates.worker_ttl must be at least 1m".into(),
+            ));
+        }
+        if self.certificates.serving_ttl < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "certificates.serving_ttl must be at least 1m".into(),
+            ));
+        }
+        if self.tokens.join_ttl > self.tokens.join_max_ttl {
+            return Err(ConfigError::Invalid(
+                "tokens.join_ttl is longer than tokens.join_max_ttl".into(),
+            ));
+        }
+        if !matches!(self.local_worker.provider.as_str(), "" | "mock" | "docker") {
+            return Err(ConfigError::Invalid(format!(
+                "local_worker.provider {:?}: expected mock or docker",
+                self.local_worker.provider
+            )));
+        }
+        Ok(())
+    }
+
+    /// The database url in force: the configured one, the one in `url_file`, or the
+    /// SQLite file in the data dir.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        if let Some(path) = &self.database.url_file {
+            let url = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(url.trim().to_owned());
+        }
+        if !self.database.url.is_empty() {
+            return Ok(self.database.url.clone());
+        }
+        Ok(format!(
+            "sqlite://{}",
+            self.data_dir.join("berth.db").display()
+        ))
+    }
+
+    /// How long after its last heartbeat a worker counts as unhealthy.
+    pub fn heartbeat_grace(&self) -> Duration {
+        self.heartbeat_interval * self.missed_heartbeats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config: ControlPlaneConfig = serde_yaml::from_str("{}").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listen.port(), 7423);
+        assert_eq!(config.mesh_listen.port(), 7443);
+        assert_eq!(config.trust_domain, "berth.local");
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let config: ControlPlaneConfig =
+            serde_yaml::from_str("heartbeat_interval: 2s\ncertificates:\n  worker_ttl: 1h\n")
+                .unwrap();
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(config.certificates.worker_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(serde_yaml::from_str::<ControlPlaneConfig>("listne: 1").is_err());
+        let config: ControlPlaneConfig = serde_yaml::from_str("missed_heartbeats: 0").unwrap();
+        assert!(config.validate().is_err());
+        let config: ControlPlaneConfig =
+            serde_yaml::from_str("local_worker:\n  provider: vmware").unwrap();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_default_database_is_sqlite_in_the_data_dir() {
+        let config = ControlPlaneConfig {
+            data_dir: PathBuf::from("/var/lib/berth"),
+            ..Default::default()
+        };
+        assert_eq!(config.database_url().unwrap(), "sqlite:///var/lib/berth/berth.db");
+    }
+}

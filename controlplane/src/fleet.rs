@@ -1,0 +1,98 @@
+//! The fleet registry: enrollment, heartbeats, certificate renewal, join tokens and the
+//! operator's view of workers. Both the mesh (workers) and the public API (operators)
+//! call into here; neither holds fleet logic of its own.
+
+mod enrollment;
+mod heartbeats;
+mod join_tokens;
+mod workers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use enrollment::{Credential, EnrollmentGrant, EnrollmentRequest, WorkerDescription};
+pub use heartbeats::{HeartbeatAck, HeartbeatReport};
+pub use join_tokens::{IssuedJoinToken, JoinTokenRequest};
+pub use workers::{ProviderStatus, WorkerStatus, WorkerView};
+
+use crate::authority::Authority;
+use crate::error::{ApiError, ErrorCode};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Token(#[from] berth_pki::TokenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("certificate authority: {0}")]
+    Pki(#[from] berth_pki::PkiError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("worker {0:?} not found")]
+    WorkerNotFound(String),
+}
+
+impl From<FleetError> for ApiError {
+    fn from(err: FleetError) -> Self {
+        match err {
+            FleetError::Token(err) => err.into(),
+            FleetError::Store(err) => err.into(),
+            FleetError::Pki(err) => ApiError::internal(&err),
+            FleetError::BadRequest(message) => ApiError::bad_request(message),
+            FleetError::Forbidden(message) => ApiError::new(ErrorCode::Forbidden, message),
+            FleetError::WorkerNotFound(id) => {
+                ApiError::not_found(format!("worker {id:?} not found"))
+            }
+        }
+    }
+}
+
+/// Intervals and lifetimes the fleet works with.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    pub heartbeat_interval: Duration,
+    /// After this long without a heartbeat a worker is unhealthy.
+    pub heartbeat_grace: Duration,
+    pub worker_cert_ttl: Duration,
+    pub worker_token_ttl: Duration,
+    pub join_default_ttl: Duration,
+    pub join_max_ttl: Duration,
+    /// Clock skew tolerated on token times.
+    pub token_leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    store: Store,
+    authority: Arc<Authority>,
+    settings: FleetSettings,
+}
+
+impl Fleet {
+    pub fn new(store: Store, authority: Arc<Authority>, settings: FleetSettings) -> Self {
+        Self {
+            store,
+            authority,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn authority(&self) -> &Arc<Authority> {
+        &self.authority
+    }
+
+    pub fn settings(&self) -> &FleetSettings {
+        &self.settings
+    }
+}
+
+fn duration_ms(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,50 @@
+//! Heartbeats: a worker (identified by its verified certificate) reports its state,
+//! capacity and providers; the control plane records the time it heard from it.
+
+use super::{Fleet, FleetError, WorkerDescription, duration_ms};
+use crate::clock::now_ms;
+use crate::store::HeartbeatUpdate;
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatReport {
+    /// ready | draining | drained
+    pub state: &'static str,
+    pub description: WorkerDescription,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatAck {
+    pub heartbeat_interval_ms: u32,
+    pub server_time_ms: i64,
+}
+
+impl Fleet {
+    pub async fn heartbeat(
+        &self,
+        worker_id: &str,
+        report: HeartbeatReport,
+    ) -> Result<HeartbeatAck, FleetError> {
+        report.description.validate()?;
+        let now = now_ms();
+        let description = &report.description;
+        self.store
+            .record_heartbeat(&HeartbeatUpdate {
+                worker_id: worker_id.to_owned(),
+                reported_state: report.state.to_owned(),
+                hostname: description.hostname.clone(),
+                advertise_addr: description.advertise_addr.clone(),
+                providers: description.providers_json(),
+                max_sandboxes: i64::from(description.max_sandboxes),
+                vcpus: i64::from(description.vcpus),
+                memory_mb: i64::try_from(description.memory_mb).unwrap_or(i64::MAX),
+                version: description.version.clone(),
+                now_ms: now,
+            })
+            .await?;
+        tracing::trace!(%worker_id, "heartbeat");
+        Ok(HeartbeatAck {
+            heartbeat_interval_ms: duration_ms(self.settings.heartbeat_interval),
+            server_time_ms: now,
+        })
+    }
+}

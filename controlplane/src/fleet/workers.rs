@@ -1,0 +1,189 @@
+//! The operator's view of a worker: its record plus a status derived from heartbeat age.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fleet, FleetError};
+use crate::clock::now_ms;
+use crate::store::WorkerRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStatus {
+    /// Heartbeating within the grace period and ready for work.
+    Online,
+    /// Heartbeating, but draining or drained by its own account.
+    Draining,
+    /// Its last heartbeat is older than the grace period.
+    Unhealthy,
+    /// Enrolled but never heartbeated.
+    Offline,
+    /// Its credentials are refused.
+    Revoked,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Draining => "draining",
+            Self::Unhealthy => "unhealthy",
+            Self::Offline => "offline",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    pub name: String,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    pub max_sandboxes: i64,
+    pub vcpus: i64,
+    pub memory_mb: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateView {
+    pub serial: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A worker as `GET /api/v1/workers` shows it (StacyVM's fields plus Berth's own).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    pub id: String,
+    pub spiffe_id: String,
+    pub hostname: String,
+    pub status: WorkerStatus,
+    /// Names of the providers the worker offers.
+    pub providers: Vec<String>,
+    /// Health of each provider.
+    pub capabilities: Vec<ProviderStatus>,
+    pub capacity: Capacity,
+    /// Unix milliseconds; absent when it never heartbeated.
+    pub last_heartbeat: Option<i64>,
+    pub advertise_addr: String,
+    pub version: String,
+    pub enrolled_at: i64,
+    pub certificate: CertificateView,
+}
+
+impl WorkerView {
+    pub fn from_row(row: WorkerRow, grace_ms: i64, now_ms: i64) -> Self {
+        let status = derive_status(&row, grace_ms, now_ms);
+        let capabilities: Vec<ProviderStatus> =
+            serde_json::from_str(&row.providers).unwrap_or_default();
+        Self {
+            providers: capabilities.iter().map(|p| p.name.clone()).collect(),
+            capabilities,
+            status,
+            capacity: Capacity {
+                max_sandboxes: row.max_sandboxes,
+                vcpus: row.vcpus,
+                memory_mb: row.memory_mb,
+            },
+            last_heartbeat: row.last_heartbeat_ms,
+            certificate: CertificateView {
+                serial: row.cert_serial,
+                expires_at: row.cert_expires_at,
+            },
+            id: row.id,
+            spiffe_id: row.spiffe_id,
+            hostname: row.hostname,
+            advertise_addr: row.advertise_addr,
+            version: row.version,
+            enrolled_at: row.enrolled_at,
+        }
+    }
+}
+
+fn derive_status(row: &WorkerRow, grace_ms: i64, now_ms: i64) -> WorkerStatus {
+    if row.state == "revoked" {
+        return WorkerStatus::Revoked;
+    }
+    let Some(last) = row.last_heartbeat_ms else {
+        return WorkerStatus::Offline;
+    };
+    if now_ms.saturating_sub(last) > grace_ms {
+        return WorkerStatus::Unhealthy;
+    }
+    match row.reported_state.as_str() {
+        "draining" | "drained" => WorkerStatus::Draining,
+        _ => WorkerStatus::Online,
+    }
+}
+
+impl Fleet {
+    fn grace_ms(&self) -> i64 {
+        i64::try_from(self.settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerView>, FleetError> {
+        let now = now_ms();
+        let grace = self.grace_ms();
+        let rows = self.store.list_workers().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| WorkerView::from_row(row, grace, now))
+            .collect())
+    }
+
+    pub async fn get_worker(&self, id: &str) -> Result<WorkerView, FleetError> {
+        let row = self
+            .store
+            .get_worker(id)
+            .await?
+            .ok_or_else(|| FleetError::WorkerNotFound(id.to_owned()))?;
+        Ok(WorkerView::from_row(row, self.grace_ms(), now_ms()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str, reported: &str, last: Option<i64>) -> WorkerRow {
+        WorkerRow {
+            id: "w1".into(),
+            spiffe_id: "spiffe://berth.local/worker/w1".into(),
+            hostname: "h".into(),
+            advertise_addr: "127.0.0.1:1".into(),
+            providers: r#"[{"name":"mock","healthy":true}]"#.into(),
+            max_sandboxes: 1,
+            vcpus: 1,
+            memory_mb: 1,
+            version: "v".into(),
+            state: state.into(),
+            reported_state: reported.into(),
+            worker_token_jti: "j".into(),
+            enrolled_at: 0,
+            last_heartbeat_ms: last,
+            cert_serial: "s".into(),
+            cert_expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn status_follows_heartbeat_age_and_state() {
+        let view = |r| WorkerView::from_row(r, 15_000, 100_000).status;
+        assert_eq!(view(row("active", "ready", Some(90_000))), WorkerStatus::Online);
+        assert_eq!(view(row("active", "ready", Some(80_000))), WorkerStatus::Unhealthy);
+        assert_eq!(view(row("active", "draining", Some(99_000))), WorkerStatus::Draining);
+        assert_eq!(view(row("active", "ready", None)), WorkerStatus::Offline);
+        assert_eq!(view(row("revoked", "ready", Some(99_000))), WorkerStatus::Revoked);
+    }
+
+    #[test]
+    fn providers_are_listed_by_name_with_their_health() {
+        let view = WorkerView::from_row(row("active", "ready", None), 1, 1);
+        assert_eq!(view.providers, vec!["mock".to_owned()]);
+        assert!(view.capabilities[0].healthy);
+    }
+}

@@ -1,0 +1,22 @@
+//! `berth serve`: the control plane. It is the fleet's certificate authority and token
+//! issuer ([`authority`]), keeps its state in the [`store`], serves workers on the mesh
+//! port ([`mesh`]) and operators and clients on the public API port ([`api`]); the
+//! fleet logic both call into lives in [`fleet`]. [`server`] wires it together.
+
+pub mod api;
+pub mod api_keys;
+pub mod authority;
+mod clock;
+pub mod config;
+pub mod error;
+pub mod fleet;
+mod local_worker;
+pub mod mesh;
+pub mod server;
+pub mod store;
+
+pub use config::ControlPlaneConfig;
+pub use server::{Listeners, RunningControlPlane, start};
+
+/// The version the control plane reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

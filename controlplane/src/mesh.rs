@@ -1,0 +1,35 @@
+//! The worker mesh port (7443): the `berth.v1.ControlPlane` gRPC service over TLS.
+//! `Enroll` is the only call allowed without a client certificate; every other call
+//! acts for the worker named by the verified certificate, and only for that worker.
+
+mod convert;
+mod peer;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::v1::control_plane_server::ControlPlaneServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use service::MeshService;
+
+use crate::fleet::Fleet;
+
+/// Serves the mesh on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    fleet: Fleet,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = berth_pki::transport::tls_incoming(listener, tls, shutdown.clone());
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .timeout(Duration::from_secs(30))
+        .add_service(ControlPlaneServer::new(MeshService::new(fleet)))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+}

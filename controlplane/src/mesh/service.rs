@@ -1,0 +1,89 @@
+//! `berth.v1.ControlPlane`: thin handlers that authenticate the caller, convert the
+//! request and hand it to the fleet.
+
+use berth_proto::v1 as pb;
+use berth_proto::v1::control_plane_server::ControlPlane;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::peer::calling_worker;
+use crate::error::ApiError;
+use crate::fleet::{EnrollmentRequest, Fleet, HeartbeatReport};
+
+#[derive(Debug, Clone)]
+pub struct MeshService {
+    fleet: Fleet,
+}
+
+impl MeshService {
+    pub fn new(fleet: Fleet) -> Self {
+        Self { fleet }
+    }
+}
+
+#[tonic::async_trait]
+impl ControlPlane for MeshService {
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let remote = request
+            .extensions()
+            .get::<berth_pki::transport::PeerInfo>()
+            .map(|peer| peer.remote_addr);
+        let enrollment = EnrollmentRequest::try_from(request.into_inner())?;
+        let grant = self.fleet.enroll(enrollment).await.map_err(|err| {
+            let err = ApiError::from(err);
+            tracing::warn!(?remote, error = %err.message, "enrollment refused");
+            err
+        })?;
+        Ok(Response::new(pb::EnrollResponse {
+            worker_id: grant.worker_id,
+            certificate_pem: grant.certificate_pem,
+            ca_pem: grant.ca_pem,
+            worker_token: grant.worker_token,
+            certificate_expires_at: grant.certificate_expires_at,
+            heartbeat_interval_ms: grant.heartbeat_interval_ms,
+            trust_domain: grant.trust_domain,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let worker_id = calling_worker(&request, &request.get_ref().worker_id)?;
+        let request = request.into_inner();
+        let report = HeartbeatReport {
+            state: convert::reported_state(request.state),
+            description: convert::description(request.info)?,
+        };
+        let ack = self
+            .fleet
+            .heartbeat(&worker_id, report)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            heartbeat_interval_ms: ack.heartbeat_interval_ms,
+            server_time_ms: ack.server_time_ms,
+            drain_requested: false,
+        }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
+        let worker_id = calling_worker(&request, &request.get_ref().worker_id)?;
+        let issued = self
+            .fleet
+            .renew_certificate(&worker_id, &request.get_ref().csr_pem)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::RenewCertificateResponse {
+            certificate_pem: issued.cert_pem,
+            ca_pem: self.fleet.authority().ca().cert_pem().to_owned(),
+            expires_at: issued.not_after,
+        }))
+    }
+}

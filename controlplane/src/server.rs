@@ -1,0 +1,210 @@
+//! Wiring `berth serve` together: data dir, authority, store, first admin key, the mesh
+//! and API servers, the serving-certificate rotation and the optional local worker, all
+//! as tracked tasks that stop with one shutdown token.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::api_keys::{Scope, create_api_key};
+use crate::authority::Authority;
+use crate::config::ControlPlaneConfig;
+use crate::fleet::{Fleet, FleetSettings};
+use crate::store::Store;
+use crate::{VERSION, local_worker, mesh};
+
+/// Clock skew tolerated on token times.
+const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
+
+/// The two listeners `berth serve` needs; tests pass port-0 listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    pub api: TcpListener,
+    pub mesh: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ControlPlaneConfig) -> anyhow::Result<Self> {
+        let api = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let mesh = TcpListener::bind(config.mesh_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.mesh_listen))?;
+        Ok(Self { api, mesh })
+    }
+}
+
+/// A started control plane.
+#[derive(Debug)]
+pub struct RunningControlPlane {
+    pub api_addr: SocketAddr,
+    pub mesh_addr: SocketAddr,
+    /// Set on the very first start only: the admin key, to be shown once.
+    pub first_admin_key: Option<String>,
+    pub admin_key_path: PathBuf,
+    pub fleet: Fleet,
+    /// Id of the in-process worker, when one was asked for.
+    pub local_worker_id: Option<String>,
+    tasks: TaskTracker,
+}
+
+impl RunningControlPlane {
+    /// Waits until every task has stopped (after the shutdown token was cancelled).
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.fleet.store().close().await;
+    }
+}
+
+pub async fn start(
+    config: ControlPlaneConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningControlPlane> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let api_addr = listeners.api.local_addr()?;
+    let mesh_addr = listeners.mesh.local_addr()?;
+
+    let mut serving_ips = config.certificates.ip_addresses.clone();
+    if !mesh_addr.ip().is_unspecified() && !serving_ips.contains(&mesh_addr.ip()) {
+        serving_ips.push(mesh_addr.ip());
+    }
+    let authority = Arc::new(
+        Authority::load_or_create(
+            &data_dir,
+            &config.trust_domain,
+            config.certificates.dns_names.clone(),
+            serving_ips,
+            config.certificates.serving_ttl,
+        )
+        .context("cannot load or create the certificate authority")?,
+    );
+    let database_url = config.database_url()?;
+    let store = Store::open_url(&database_url)
+        .await
+        .context("cannot open the store")?;
+    authority
+        .revocations()
+        .revoke_serials(store.revoked_serials().await?);
+
+    let admin_key_path = data_dir.join("admin.key");
+    let first_admin_key = ensure_admin_key(&store, &admin_key_path).await?;
+
+    let fleet = Fleet::new(
+        store.clone(),
+        authority.clone(),
+        FleetSettings {
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_grace: config.heartbeat_grace(),
+            worker_cert_ttl: config.certificates.worker_ttl,
+            worker_token_ttl: config.tokens.worker_token_ttl,
+            join_default_ttl: config.tokens.join_ttl,
+            join_max_ttl: config.tokens.join_max_ttl,
+            token_leeway: TOKEN_LEEWAY,
+        },
+    );
+
+    let tasks = TaskTracker::new();
+    let mesh_tls = Arc::new(authority.mesh_server_config()?);
+    {
+        let (fleet, shutdown) = (fleet.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(err) = mesh::serve(listeners.mesh, mesh_tls, fleet, shutdown).await {
+                tracing::error!(error = %err, "mesh server stopped");
+            }
+        });
+    }
+    let api_tls = if api_addr.ip().is_loopback() {
+        None
+    } else {
+        Some(Arc::new(authority.api_server_config()?))
+    };
+    let router = api::router(ApiState {
+        fleet: fleet.clone(),
+        store: store.clone(),
+        version: Arc::from(VERSION),
+    });
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = api::serve(listeners.api, api_tls, router, shutdown).await {
+                tracing::error!(error = %err, "api server stopped");
+            }
+        });
+    }
+    tasks.spawn(rotate_serving_certificate(authority.clone(), shutdown.clone()));
+
+    let local_worker_id = if config.local_worker.provider.is_empty() {
+        None
+    } else {
+        let worker = local_worker::start(&config, &fleet, mesh_addr, shutdown.clone())
+            .await
+            .context("cannot start the local worker")?;
+        let id = worker.worker_id.clone();
+        tasks.spawn(worker.wait());
+        Some(id)
+    };
+
+    tracing::info!(%api_addr, %mesh_addr, store = store.backend(), trust_domain = %authority.trust_domain(), "control plane started");
+    Ok(RunningControlPlane {
+        api_addr,
+        mesh_addr,
+        first_admin_key,
+        admin_key_path,
+        fleet,
+        local_worker_id,
+        tasks,
+    })
+}
+
+/// On a store without keys: creates the admin key and writes it 0600 to `path`.
+async fn ensure_admin_key(
+    store: &Store,
+    path: &std::path::Path,
+) -> anyhow::Result<Option<String>> {
+    if store.count_api_keys().await? > 0 {
+        return Ok(None);
+    }
+    let key = create_api_key(store, "admin", &[Scope::Admin]).await?;
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{key}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(key))
+}
+
+/// Re-issues the serving certificate at two thirds of its life.
+async fn rotate_serving_certificate(authority: Arc<Authority>, shutdown: CancellationToken) {
+    let period = authority.serving_ttl() * 2 / 3;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        match authority.rotate_serving_certificate() {
+            Ok(()) => tracing::info!("serving certificate rotated"),
+            Err(err) => tracing::error!(error = %err, "serving certificate rotation failed"),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The mesh's wire: TLS listeners that hand tonic (or axum) connections whose peer
+//! identity was verified during the handshake, and lazily connecting tonic channels
+//! that dial through our own rustls client config.
+//!
+//! tonic's built-in TLS is not used: our verifiers (SPIFFE identity, CA pin, revocation)
+//! and hot-swappable certificates live in the rustls configs built by [`crate::tls`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{SpiffeId, cert_info};
+
+/// A handshake that has not finished by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Established connections waiting for the server to pick them up.
+const ACCEPT_BACKLOG: usize = 1024;
+
+/// Who is on the other end of an accepted connection, as its verified certificate says.
+/// tonic puts it into every request's extensions.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote_addr: SocketAddr,
+    /// The identity of the verified client certificate; `None` when none was presented.
+    pub spiffe_id: Option<SpiffeId>,
+    pub serial_hex: Option<String>,
+}
+
+/// An established server-side TLS connection and its peer.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl TlsConnection {
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepts on `listener` until `shutdown`, completing TLS handshakes concurrently (a
+/// slow or silent peer cannot stall the listener) and handing over only the connections
+/// whose handshake succeeded: plaintext clients, unknown CAs, wrong identities and
+/// revoked certificates never reach the server.
+pub fn accept_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<TlsConnection> {
+    let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, remote_addr) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // e.g. out of file descriptors: back off instead of spinning
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%remote_addr, error = %err, "tls handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote_addr, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                let peer = peer_info(remote_addr, &stream);
+                let _ = tx.send(TlsConnection { stream, peer }).await;
+            });
+        }
+    });
+    rx
+}
+
+fn peer_info(
+    remote_addr: SocketAddr,
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+) -> PeerInfo {
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first());
+    let info = leaf.and_then(|der| cert_info(der.as_ref()).ok());
+    PeerInfo {
+        remote_addr,
+        spiffe_id: info.as_ref().and_then(|info| info.spiffe_id.clone()),
+        serial_hex: info.map(|info| info.serial_hex),
+    }
+}
+
+/// [`accept_tls`] as the stream tonic's `serve_with_incoming` takes.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> impl tokio_stream::Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::ReceiverStream::new(accept_tls(listener, config, shutdown)).map(Ok)
+}
+
+/// Keepalive and deadline settings of mesh channels: a dead peer is noticed, never
+/// waited on for ever.
+#[derive(Debug, Clone, Copy)]
+pub struct DialOptions {
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for DialOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("invalid mesh address {0:?}: expected host:port or https://host:port")]
+    InvalidAddress(String),
+}
+
+/// A lazily connecting channel to `address` (`host:port` or `https://host:port`) that
+/// always speaks TLS with `config`, whatever the scheme says.
+pub fn mesh_channel(
+    address: &str,
+    config: Arc<rustls::ClientConfig>,
+    options: DialOptions,
+) -> Result<Channel, DialError> {
+    let authority = address
+        .strip_prefix("https://")
+        .unwrap_or(address)
+        .trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.starts_with("http:") {
+        return Err(DialError::InvalidAddress(address.to_owned()));
+    }
+    // The URI only carries the authority to the connector below, which does the TLS;
+    // tonic itself never sees a TLS setting.
+    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+        .map_err(|_| DialError::InvalidAddress(address.to_owned()))?
+        .connect_timeout(options.connect_timeout)
+        .http2_keep_alive_interval(options.keepalive_interval)
+        .keep_alive_timeout(options.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    let connector = TlsConnector::from(config);
+    let connect = tower::service_fn(move |uri: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
+            let port = uri.port_u16().unwrap_or(443);
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let server_name = ServerName::try_from(host)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+            let stream = connector.connect(server_name, tcp).await?;
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connect))
+}

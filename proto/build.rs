@@ -1,0 +1,27 @@
+//! Compiles `berth/v1/*.proto` with protox (pure Rust), so no system protoc is needed.
+
+use std::path::Path;
+
+const PROTOS: &[&str] = &[
+    "berth/v1/types.proto",
+    "berth/v1/control_plane.proto",
+    "berth/v1/worker.proto",
+    "berth/v1/sandboxes.proto",
+    "berth/v1/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(proto).display());
+    }
+    let descriptors = protox::compile(PROTOS, [root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Unimplemented calls answer UNIMPLEMENTED instead of failing to compile, so a
+        // service can grow one call at a time.
+        .generate_default_stubs(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Starting a worker: obtain an identity (stored, re-enrolled or freshly enrolled),
+//! then run the WorkerService server, the heartbeat loop and the renewal loop as
+//! tracked tasks that stop with the shutdown token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_pki::transport::{DialOptions, mesh_channel};
+use berth_pki::{ReloadableIdentity, SpiffeId, mesh_client_config, worker_server_config};
+use berth_proto::v1 as pb;
+use berth_proto::v1::control_plane_client::ControlPlaneClient;
+use berth_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::identity::StoredIdentity;
+use crate::service::WorkerGrpc;
+use crate::{WorkerConfig, WorkerError, enroll, heartbeat, renewal};
+
+/// A stored certificate this close to expiry is treated as lapsed.
+const EXPIRY_MARGIN_SECS: i64 = 60;
+
+/// What the worker's tasks share.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub config: WorkerConfig,
+    pub worker_id: String,
+    pub identity: Arc<ReloadableIdentity>,
+    pub info: pb::WorkerInfo,
+    /// One lazily connecting client per configured control plane, tried in turn.
+    pub control_planes: Vec<ControlPlaneClient<tonic::transport::Channel>>,
+}
+
+/// A started worker. Cancel the shutdown token given to [`start`] to stop it, then
+/// [`RunningWorker::wait`].
+#[derive(Debug)]
+pub struct RunningWorker {
+    pub worker_id: String,
+    pub listen_addr: SocketAddr,
+    pub spiffe_id: SpiffeId,
+    tasks: TaskTracker,
+}
+
+impl RunningWorker {
+    /// Waits until every task of the worker has stopped.
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+pub async fn start(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<RunningWorker, WorkerError> {
+    config.validate()?;
+    let listen_addr = listener
+        .local_addr()
+        .map_err(|err| WorkerError::io("listener", err))?;
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| listen_addr.to_string());
+    let info = worker_info(&config, advertise);
+    let stored = obtain_identity(&config, info.clone()).await?;
+    let spiffe_id = SpiffeId::worker(&stored.trust_domain, &stored.worker_id);
+    let ca_der = stored.ca_der()?;
+    let identity = Arc::new(ReloadableIdentity::from_pem(&stored.cert_pem, &stored.key_pem)?);
+
+    let client_tls = Arc::new(mesh_client_config(
+        &ca_der,
+        SpiffeId::control_plane(&stored.trust_domain),
+        Some(identity.clone()),
+    )?);
+    let mut control_planes = Vec::new();
+    for url in &config.control_plane {
+        let channel = mesh_channel(url, client_tls.clone(), DialOptions::default())?;
+        control_planes.push(ControlPlaneClient::new(channel));
+    }
+    let server_tls = Arc::new(worker_server_config(
+        &ca_der,
+        &stored.trust_domain,
+        identity.clone(),
+    )?);
+    let runtime = Arc::new(Runtime {
+        worker_id: stored.worker_id.clone(),
+        identity,
+        info,
+        control_planes,
+        config,
+    });
+
+    let tasks = TaskTracker::new();
+    let incoming = berth_pki::transport::tls_incoming(listener, server_tls, shutdown.clone());
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(WorkerServiceServer::new(WorkerGrpc::new(runtime.clone())))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let worker_id = runtime.worker_id.clone();
+    tasks.spawn(async move {
+        if let Err(err) = server.await {
+            tracing::error!(%worker_id, error = %err, "worker service stopped");
+        }
+    });
+    tasks.spawn(heartbeat::run(runtime.clone(), shutdown.clone()));
+    tasks.spawn(renewal::run(runtime.clone(), shutdown.clone()));
+    tracing::info!(worker_id = %runtime.worker_id, %listen_addr, advertise = %runtime.info.advertise_addr, "worker started");
+    Ok(RunningWorker {
+        worker_id: runtime.worker_id.clone(),
+        listen_addr,
+        spiffe_id,
+        tasks,
+    })
+}
+
+/// The stored identity if it is still good; otherwise re-enrollment with the worker
+/// token, or a first enrollment with the join token.
+async fn obtain_identity(
+    config: &WorkerConfig,
+    info: pb::WorkerInfo,
+) -> Result<StoredIdentity, WorkerError> {
+    let dir = &config.data_dir;
+    let Some(stored) = StoredIdentity::load(dir)? else {
+        let token = config
+            .join_token()?
+            .ok_or_else(|| WorkerError::NoCredential(dir.clone()))?;
+        let fresh = enroll::with_join_token(config, &token, info).await?;
+        fresh.save(dir)?;
+        tracing::info!(worker_id = %fresh.worker_id, "enrolled with the join token");
+        return Ok(fresh);
+    };
+    if let Some(id) = &config.id
+        && id != &stored.worker_id
+    {
+        return Err(WorkerError::Config(format!(
+            "{} holds the identity of worker {:?}, not {id:?}",
+            dir.display(),
+            stored.worker_id
+        )));
+    }
+    if stored.cert_not_after()? > now_secs() + EXPIRY_MARGIN_SECS {
+        return Ok(stored);
+    }
+    tracing::info!(worker_id = %stored.worker_id, "certificate lapsed; re-enrolling with the worker token");
+    let fresh = match enroll::with_worker_token(config, &stored, info.clone()).await {
+        Ok(fresh) => fresh,
+        Err(err) => {
+            let Some(token) = config.join_token()? else {
+                return Err(err);
+            };
+            tracing::warn!(error = %err, "re-enrollment refused; trying the join token");
+            enroll::with_join_token(config, &token, info).await?
+        }
+    };
+    fresh.save(dir)?;
+    Ok(fresh)
+}
+
+fn worker_info(config: &WorkerConfig, advertise_addr: String) -> pb::WorkerInfo {
+    let vcpus = if config.capacity.vcpus > 0 {
+        config.capacity.vcpus
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(1)
+    };
+    pb::WorkerInfo {
+        hostname: hostname(),
+        advertise_addr,
+        providers: vec![pb::ProviderHealth {
+            name: config.provider.clone(),
+            healthy: true,
+            message: String::new(),
+        }],
+        capacity: Some(pb::Capacity {
+            max_sandboxes: config.capacity.max_sandboxes,
+            vcpus,
+            memory_mb: config.capacity.memory_mb,
+        }),
+        version: crate::VERSION.to_owned(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

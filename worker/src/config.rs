@@ -1,0 +1,170 @@
+//! `berth worker` configuration: serde structs with working defaults, loaded from YAML
+//! and checked by `validate()`. Environment variables and flags are applied on top by
+//! the binary, so this module never reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::WorkerError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Holds the worker's key, certificate, CA and worker token.
+    pub data_dir: PathBuf,
+    /// Mesh URLs of the control planes (`https://host:7443`), tried in turn.
+    pub control_plane: Vec<String>,
+    /// Join token for the first enrollment.
+    pub join_token: Option<String>,
+    /// Read the join token from this file instead.
+    pub join_token_file: Option<PathBuf>,
+    /// Requested worker id; a pinned join token or the control plane decides otherwise.
+    pub id: Option<String>,
+    /// Where the WorkerService listens (mTLS, control plane only).
+    pub listen: SocketAddr,
+    /// host:port the control plane dials; default: the listen address.
+    pub advertise: Option<String>,
+    /// mock | docker
+    pub provider: String,
+    /// Heartbeat interval until the control plane says otherwise.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    pub capacity: CapacityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapacityConfig {
+    pub max_sandboxes: u32,
+    /// 0: the machine's CPU count.
+    pub vcpus: u32,
+    pub memory_mb: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("berth-worker-data"),
+            control_plane: vec!["https://127.0.0.1:7443".to_owned()],
+            join_token: None,
+            join_token_file: None,
+            id: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7444)),
+            advertise: None,
+            provider: "mock".to_owned(),
+            heartbeat_interval: Duration::from_secs(5),
+            capacity: CapacityConfig::default(),
+        }
+    }
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        Self {
+            max_sandboxes: 64,
+            vcpus: 0,
+            memory_mb: 0,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub fn from_file(path: &Path) -> Result<Self, WorkerError> {
+        let text = std::fs::read_to_string(path).map_err(|err| WorkerError::io(path, err))?;
+        serde_yaml::from_str(&text).map_err(|err| {
+            WorkerError::Config(format!("config file {} is not valid: {err}", path.display()))
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), WorkerError> {
+        if self.control_plane.is_empty() {
+            return Err(WorkerError::Config(
+                "at least one control_plane url is required".into(),
+            ));
+        }
+        for url in &self.control_plane {
+            if url.starts_with("http://") {
+                return Err(WorkerError::Config(format!(
+                    "control plane url {url:?} is plaintext; the mesh is TLS only (https://)"
+                )));
+            }
+        }
+        if let Some(id) = &self.id {
+            berth_pki::validate_worker_id(id)
+                .map_err(|err| WorkerError::Config(format!("id: {err}")))?;
+        }
+        if self.provider != "mock" {
+            return Err(WorkerError::Config(format!(
+                "provider {:?} is not available in this build; use mock",
+                self.provider
+            )));
+        }
+        if self.heartbeat_interval < Duration::from_millis(50) {
+            return Err(WorkerError::Config(
+                "heartbeat_interval must be at least 50ms".into(),
+            ));
+        }
+        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
+            return Err(WorkerError::Config(format!(
+                "listen address {} is unspecified: set advertise to the host:port the control plane should dial",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// The join token in force, from the config or its file.
+    pub fn join_token(&self) -> Result<Option<String>, WorkerError> {
+        if let Some(path) = &self.join_token_file {
+            let token = std::fs::read_to_string(path).map_err(|err| WorkerError::io(path, err))?;
+            return Ok(Some(token.trim().to_owned()).filter(|t| !t.is_empty()));
+        }
+        Ok(self.join_token.clone().filter(|t| !t.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config: WorkerConfig = serde_yaml::from_str("{}").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listen.port(), 7444);
+    }
+
+    #[test]
+    fn plaintext_control_planes_and_unknown_providers_are_refused() {
+        let config: WorkerConfig =
+            serde_yaml::from_str("control_plane: [\"http://127.0.0.1:7443\"]").unwrap();
+        assert!(config.validate().is_err());
+        let config: WorkerConfig = serde_yaml::from_str("provider: vmware").unwrap();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn an_unspecified_listen_address_needs_an_advertise_address() {
+        let config: WorkerConfig = serde_yaml::from_str("listen: 0.0.0.0:7444").unwrap();
+        assert!(config.validate().is_err());
+        let config: WorkerConfig =
+            serde_yaml::from_str("listen: 0.0.0.0:7444\nadvertise: w1.internal:7444").unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_join_token_file_wins_and_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "abc\n").unwrap();
+        let config = WorkerConfig {
+            join_token: Some("inline".into()),
+            join_token_file: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(config.join_token().unwrap().as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The heartbeat loop: report state, capacity and providers at the interval the
+//! control plane asks for; on failure move to the next control plane and back off
+//! with jitter, so a fleet does not reconnect in lockstep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Runtime;
+use crate::enroll::status_detail;
+
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
+pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    let mut interval = runtime.config.heartbeat_interval;
+    let mut target = 0usize;
+    let mut failures = 0u32;
+    loop {
+        let mut client = runtime.control_planes[target].clone();
+        let mut request = tonic::Request::new(pb::HeartbeatRequest {
+            worker_id: runtime.worker_id.clone(),
+            state: pb::WorkerState::Ready as i32,
+            info: Some(runtime.info.clone()),
+            sandboxes: Vec::new(),
+            sent_at_ms: now_ms(),
+        });
+        request.set_timeout(HEARTBEAT_TIMEOUT);
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = client.heartbeat(request) => result,
+        };
+        match result {
+            Ok(ack) => {
+                if failures > 0 {
+                    tracing::info!(worker_id = %runtime.worker_id, "heartbeats accepted again");
+                }
+                failures = 0;
+                let asked = ack.into_inner().heartbeat_interval_ms;
+                if asked > 0 {
+                    interval = Duration::from_millis(u64::from(asked));
+                }
+            }
+            Err(status) => {
+                failures += 1;
+                tracing::warn!(
+                    worker_id = %runtime.worker_id,
+                    control_plane = %runtime.config.control_plane[target],
+                    failures,
+                    error = %status_detail(&status),
+                    "heartbeat failed"
+                );
+                target = (target + 1) % runtime.control_planes.len();
+            }
+        }
+        let delay = next_delay(interval, failures);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// The interval itself while healthy; exponential backoff from 250ms capped at the
+/// interval while failing; both with ±20% jitter.
+fn next_delay(interval: Duration, failures: u32) -> Duration {
+    let base = if failures == 0 {
+        interval
+    } else {
+        FIRST_RETRY
+            .saturating_mul(1 << failures.min(16))
+            .min(interval)
+    };
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_back_off_up_to_the_interval_with_jitter() {
+        let interval = Duration::from_secs(5);
+        for _ in 0..100 {
+            let healthy = next_delay(interval, 0);
+            assert!(healthy >= Duration::from_secs(4) && healthy <= Duration::from_secs(6));
+            let first = next_delay(interval, 1);
+            assert!(first >= Duration::from_millis(400) && first <= Duration::from_millis(600));
+            let many = next_delay(interval, 30);
+            assert!(many <= Duration::from_secs(6));
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! `berth worker`: the agent on each machine. It enrolls with a join token (checking
+//! the control plane's CA against the token's pin before trusting it), keeps its
+//! identity in its data dir, heartbeats, renews its certificate at about two thirds of
+//! its life, and serves `berth.v1.WorkerService` over mTLS to the control plane only.
+
+mod agent;
+mod config;
+mod enroll;
+mod error;
+mod heartbeat;
+mod identity;
+mod renewal;
+mod service;
+
+pub use agent::{RunningWorker, start};
+pub use config::{CapacityConfig, WorkerConfig};
+pub use error::WorkerError;
+pub use identity::StoredIdentity;
+
+/// The version workers report in heartbeats.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
