@@ -25,6 +25,10 @@ pub struct ApiState {
 
 /// The whole public API as one axum router: HTTP routes plus the gRPC services.
 pub fn router(state: ApiState) -> axum::Router {
+    // tonic's router brings a fallback of its own; ours replaces it after the merge.
     let grpc = grpc::routes(state.clone()).into_axum_router();
-    http::router(state).merge(grpc)
+    http::router(state)
+        .merge(grpc)
+        .fallback(http::not_found)
+        .layer(axum::middleware::from_fn(http::request_id))
 }

@@ -166,9 +166,9 @@ impl ControlPlaneConfig {
                 "missed_heartbeats must be at least 1".into(),
             ));
         }
-        if self.certificates.worker_ttl < Duration::from_secs(60) {
+        if self.certificates.worker_ttl < Duration::from_secs(5) {
             return Err(ConfigError::Invalid(
-                "certificates.worker_ttl must be at least 1m".into(),
+                "certificates.worker_ttl must be at least 5s".into(),
             ));
         }
         if self.certificates.serving_ttl < Duration::from_secs(60) {

@@ -21,8 +21,11 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 
 pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     let mut retry = MIN_RETRY;
+    // When the worker got hold of its current certificate. Certificates are backdated
+    // for clock skew, so their own not_before says little about when they arrived.
+    let mut received_at = now_secs();
     loop {
-        let wait = match time_until_renewal(&runtime) {
+        let wait = match time_until_renewal(&runtime, received_at) {
             Ok(wait) => wait,
             Err(err) => {
                 tracing::error!(worker_id = %runtime.worker_id, error = %err, "cannot read the current certificate");
@@ -40,6 +43,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
         match renewed {
             Ok(not_after) => {
                 retry = MIN_RETRY;
+                received_at = now_secs();
                 tracing::info!(worker_id = %runtime.worker_id, not_after, "certificate renewed");
             }
             Err(err) => {
@@ -54,13 +58,18 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     }
 }
 
-/// Zero once two thirds of the current certificate's life have passed.
-fn time_until_renewal(runtime: &Runtime) -> Result<Duration, WorkerError> {
+/// Time left until two thirds of the certificate's life (counted from when the worker
+/// received it) have passed.
+fn time_until_renewal(runtime: &Runtime, received_at: i64) -> Result<Duration, WorkerError> {
     let info = cert_info(&runtime.identity.current_leaf_der())?;
-    let lifetime = info.not_after.saturating_sub(info.not_before).max(0);
-    let renew_at = info.not_before + lifetime * 2 / 3;
-    let wait = renew_at.saturating_sub(now_secs()).max(0);
-    Ok(Duration::from_secs(u64::try_from(wait).unwrap_or(0)))
+    Ok(renewal_delay(received_at, info.not_after, now_secs()))
+}
+
+fn renewal_delay(received_at: i64, not_after: i64, now: i64) -> Duration {
+    let life = not_after.saturating_sub(received_at).max(0);
+    let renew_at = received_at + life * 2 / 3;
+    let wait = renew_at.saturating_sub(now).max(0);
+    Duration::from_secs(u64::try_from(wait).unwrap_or(0))
 }
 
 /// One renewal; returns the new certificate's expiry.
@@ -104,4 +113,18 @@ async fn renew_once(runtime: &Runtime) -> Result<i64, WorkerError> {
         return Ok(cert.not_after);
     }
     Err(WorkerError::Unreachable(last_error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_at_two_thirds_of_the_life_left_at_receipt() {
+        // a 24h certificate received at t=1000
+        assert_eq!(renewal_delay(1000, 1000 + 86_400, 1000), Duration::from_secs(57_600));
+        assert_eq!(renewal_delay(1000, 1000 + 86_400, 58_600), Duration::ZERO);
+        // already past: renew at once
+        assert_eq!(renewal_delay(1000, 900, 1000), Duration::ZERO);
+    }
 }

@@ -2,15 +2,17 @@
 //! `{"code","message"}` error body.
 
 mod health;
-pub(crate) mod tokens;
+mod tokens;
 mod workers;
 
 use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::{HeaderValue, request::Parts};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+
+pub use tokens::parse_optional_duration;
 
 use super::ApiState;
 use super::auth::{authorize, presented_key};
@@ -27,12 +29,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/workers/{id}", get(workers::get))
         .route("/api/v1/tokens", post(tokens::create))
-        .fallback(not_found)
-        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
+/// Anything no route matched (HTTP or gRPC).
+pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
@@ -46,7 +47,7 @@ impl IntoResponse for ApiError {
 const REQUEST_ID: &str = "x-request-id";
 
 /// Echoes `X-Request-ID`, or makes one, and keeps it in the request's span.
-async fn request_id(mut request: Request, next: Next) -> Response {
+pub async fn request_id(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(REQUEST_ID)
@@ -112,4 +113,3 @@ where
         Ok(Self(value))
     }
 }
-pub use tokens::parse_optional_duration;

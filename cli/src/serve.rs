@@ -1,0 +1,112 @@
+//! `berth serve`: config file, then `BERTH_*` variables and flags (clap merges those
+//! two, flags winning), then start the control plane and run until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_controlplane::{ControlPlaneConfig, Listeners};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// YAML config file.
+    #[arg(long, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (CA, token key, SQLite database, admin.key).
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Public API address (default 127.0.0.1:7423).
+    #[arg(long, env = "BERTH_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Worker mesh address (default 0.0.0.0:7443).
+    #[arg(long, env = "BERTH_MESH_LISTEN")]
+    mesh_listen: Option<SocketAddr>,
+    /// Database URL (default: SQLite file in the data dir).
+    #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Start an in-process worker with this provider (e.g. mock).
+    #[arg(long, env = "BERTH_LOCAL_WORKER")]
+    local_worker: Option<String>,
+    /// How often workers heartbeat (e.g. 5s).
+    #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<Duration>,
+    /// SPIFFE trust domain of the fleet (default berth.local).
+    #[arg(long, env = "BERTH_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<ControlPlaneConfig> {
+        let mut config = match &self.config {
+            Some(path) => ControlPlaneConfig::from_file(path)?,
+            None => ControlPlaneConfig::default(),
+        };
+        if let Some(value) = self.data_dir {
+            config.data_dir = value;
+        }
+        if let Some(value) = self.listen {
+            config.listen = value;
+        }
+        if let Some(value) = self.mesh_listen {
+            config.mesh_listen = value;
+        }
+        if let Some(value) = self.database_url {
+            config.database.url = value;
+            config.database.url_file = None;
+        }
+        if let Some(value) = self.local_worker {
+            config.local_worker.provider = value;
+        }
+        if let Some(value) = self.heartbeat_interval {
+            config.heartbeat_interval = value;
+        }
+        if let Some(value) = self.trust_domain {
+            config.trust_domain = value;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let listeners = Listeners::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    let running = berth_controlplane::start(config, listeners, shutdown.clone()).await?;
+    if let Some(key) = &running.first_admin_key {
+        println!(
+            "admin API key (shown once; also in {}):\n  {key}",
+            running.admin_key_path.display()
+        );
+    }
+    println!(
+        "berth control plane: api http://{} mesh https://{}{}",
+        running.api_addr,
+        running.mesh_addr,
+        running
+            .local_worker_id
+            .as_deref()
+            .map(|id| format!(", local worker {id:?}"))
+            .unwrap_or_default()
+    );
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    running.wait().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

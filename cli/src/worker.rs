@@ -1,0 +1,103 @@
+//! `berth worker`: config file, then `BERTH_*` variables and flags, then enroll (or
+//! reuse the stored identity) and run until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_worker::WorkerConfig;
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// YAML config file.
+    #[arg(long, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Mesh URL of a control plane (repeatable; comma-separated in the variable).
+    #[arg(long = "control-plane", env = "BERTH_CONTROL_PLANE", value_delimiter = ',')]
+    control_plane: Vec<String>,
+    /// Join token for the first enrollment.
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "BERTH_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    join_token_file: Option<PathBuf>,
+    /// Requested worker id.
+    #[arg(long, env = "BERTH_WORKER_ID")]
+    id: Option<String>,
+    /// Where the worker service listens (default 127.0.0.1:7444).
+    #[arg(long, env = "BERTH_WORKER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// host:port the control plane dials (default: the listen address).
+    #[arg(long, env = "BERTH_ADVERTISE")]
+    advertise: Option<String>,
+    /// Worker data directory (key, certificate, CA, worker token).
+    #[arg(long, env = "BERTH_WORKER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Sandbox provider: mock (docker arrives with the docker provider).
+    #[arg(long, env = "BERTH_PROVIDER")]
+    provider: Option<String>,
+    /// Heartbeat interval until the control plane says otherwise.
+    #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<Duration>,
+}
+
+impl WorkerArgs {
+    fn into_config(self) -> anyhow::Result<WorkerConfig> {
+        let mut config = match &self.config {
+            Some(path) => WorkerConfig::from_file(path)?,
+            None => WorkerConfig::default(),
+        };
+        if !self.control_plane.is_empty() {
+            config.control_plane = self.control_plane;
+        }
+        if let Some(value) = self.join_token {
+            config.join_token = Some(value);
+            config.join_token_file = None;
+        }
+        if let Some(value) = self.join_token_file {
+            config.join_token_file = Some(value);
+        }
+        if let Some(value) = self.id {
+            config.id = Some(value);
+        }
+        if let Some(value) = self.listen {
+            config.listen = value;
+        }
+        if let Some(value) = self.advertise {
+            config.advertise = Some(value);
+        }
+        if let Some(value) = self.data_dir {
+            config.data_dir = value;
+        }
+        if let Some(value) = self.provider {
+            config.provider = value;
+        }
+        if let Some(value) = self.heartbeat_interval {
+            config.heartbeat_interval = value;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let shutdown = CancellationToken::new();
+    let running = berth_worker::start(config, listener, shutdown.clone()).await?;
+    println!(
+        "berth worker {:?} ({}) serving on {}",
+        running.worker_id, running.spiffe_id, running.listen_addr
+    );
+    crate::serve::wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    running.wait().await;
+    Ok(())
+}

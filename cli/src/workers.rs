@@ -1,0 +1,83 @@
+//! `berth workers list|get`.
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::client::{ApiClient, ClientArgs};
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// List the fleet's workers.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one worker.
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
+    match command {
+        WorkersCommand::List { client } => {
+            let workers: Vec<Value> = ApiClient::new(&client)?.get("/api/v1/workers").await?;
+            if client.json() {
+                return output::json(&Value::Array(workers));
+            }
+            let rows: Vec<Vec<String>> = workers.iter().map(row).collect();
+            output::table(&HEADERS, &rows);
+            Ok(())
+        }
+        WorkersCommand::Get { id, client } => {
+            let worker: Value = ApiClient::new(&client)?
+                .get(&format!("/api/v1/workers/{id}"))
+                .await?;
+            if client.json() {
+                return output::json(&worker);
+            }
+            output::table(&HEADERS, &[row(&worker)]);
+            println!();
+            println!("spiffe id    {}", output::text(&worker["spiffe_id"]));
+            println!("certificate  {} (expires at {})", output::text(&worker["certificate"]["serial"]), output::text(&worker["certificate"]["expires_at"]));
+            println!("version      {}", output::text(&worker["version"]));
+            Ok(())
+        }
+    }
+}
+
+const HEADERS: [&str; 7] = [
+    "ID",
+    "STATUS",
+    "PROVIDERS",
+    "CAPACITY",
+    "ADDRESS",
+    "HOSTNAME",
+    "LAST HEARTBEAT",
+];
+
+fn row(worker: &Value) -> Vec<String> {
+    let providers: Vec<String> = worker["providers"]
+        .as_array()
+        .map(|list| list.iter().map(output::text).collect())
+        .unwrap_or_default();
+    vec![
+        output::text(&worker["id"]),
+        output::text(&worker["status"]),
+        providers.join(","),
+        output::text(&worker["capacity"]["max_sandboxes"]),
+        output::text(&worker["advertise_addr"]),
+        output::text(&worker["hostname"]),
+        output::ago_ms(&worker["last_heartbeat"], now_ms()),
+    ]
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0)
+}
