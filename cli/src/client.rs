@@ -86,7 +86,8 @@ impl ApiClient {
         let status = response.status();
         let body = response.bytes().await?;
         if status.is_success() {
-            return serde_json::from_slice(&body).context("the control plane answered with unexpected JSON");
+            return serde_json::from_slice(&body)
+                .context("the control plane answered with unexpected JSON");
         }
         let error: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let code = error["code"].as_str().unwrap_or("ERROR");

@@ -13,7 +13,11 @@ mod workers;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "Self-hosted sandbox fleet: control plane, worker and client")]
+#[command(
+    name = "berth",
+    version,
+    about = "Self-hosted sandbox fleet: control plane, worker and client"
+)]
 struct Cli {
     /// Log output format.
     #[arg(long, global = true, env = "BERTH_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]

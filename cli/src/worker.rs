@@ -17,7 +17,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
     /// Mesh URL of a control plane (repeatable; comma-separated in the variable).
-    #[arg(long = "control-plane", env = "BERTH_CONTROL_PLANE", value_delimiter = ',')]
+    #[arg(
+        long = "control-plane",
+        env = "BERTH_CONTROL_PLANE",
+        value_delimiter = ','
+    )]
     control_plane: Vec<String>,
     /// Join token for the first enrollment.
     #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]

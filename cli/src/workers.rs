@@ -42,7 +42,11 @@ pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
             output::table(&HEADERS, &[row(&worker)]);
             println!();
             println!("spiffe id    {}", output::text(&worker["spiffe_id"]));
-            println!("certificate  {} (expires at {})", output::text(&worker["certificate"]["serial"]), output::text(&worker["certificate"]["expires_at"]));
+            println!(
+                "certificate  {} (expires at {})",
+                output::text(&worker["certificate"]["serial"]),
+                output::text(&worker["certificate"]["expires_at"])
+            );
             println!("version      {}", output::text(&worker["version"]));
             Ok(())
         }

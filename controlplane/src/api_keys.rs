@@ -175,7 +175,10 @@ mod tests {
         let wrong = format!("{head}_{}", "0".repeat(64));
         for presented in [wrong.as_str(), "", "berth_", "nonsense", "berth_abc_def"] {
             assert!(
-                matches!(authenticate(&store, presented).await, Err(AuthError::Invalid)),
+                matches!(
+                    authenticate(&store, presented).await,
+                    Err(AuthError::Invalid)
+                ),
                 "{presented:?}"
             );
         }

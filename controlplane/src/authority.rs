@@ -135,7 +135,10 @@ fn issue_serving(
     ttl: Duration,
 ) -> Result<(String, String), PkiError> {
     let issued = ca.issue_control_plane(dns_names, ips, ttl)?;
-    Ok((chain_pem(&issued.cert.cert_pem, ca.cert_pem()), issued.key_pem))
+    Ok((
+        chain_pem(&issued.cert.cert_pem, ca.cert_pem()),
+        issued.key_pem,
+    ))
 }
 
 /// The serving chain: our leaf, then the CA, so a new worker can find the CA it pinned.

@@ -253,6 +253,17 @@ mod tests {
             data_dir: PathBuf::from("/var/lib/berth"),
             ..Default::default()
         };
-        assert_eq!(config.database_url().unwrap(), "sqlite:///var/lib/berth/berth.db");
+        assert_eq!(
+            config.database_url().unwrap(),
+            "sqlite:///var/lib/berth/berth.db"
+        );
+    }
+
+    #[test]
+    fn the_example_config_parses_and_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control-plane.yaml");
+        let config = ControlPlaneConfig::from_file(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.certificates.worker_ttl, Duration::from_secs(24 * 3600));
     }
 }

@@ -127,9 +127,9 @@ impl From<StoreError> for ApiError {
             | StoreError::StaleWorkerToken(_) => Self::unauthorized(err.to_string()),
             StoreError::WorkerIdTaken(_) => Self::new(ErrorCode::Conflict, err.to_string()),
             StoreError::UnknownWorker(_) => Self::not_found(err.to_string()),
-            StoreError::UnsupportedUrl(_)
-            | StoreError::Database(_)
-            | StoreError::Migrate(_) => Self::internal(&err),
+            StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+                Self::internal(&err)
+            }
         }
     }
 }
@@ -158,6 +158,9 @@ mod tests {
     fn a_status_carries_the_machine_readable_code() {
         let status = tonic::Status::from(ApiError::not_found("no such worker"));
         assert_eq!(status.code(), tonic::Code::NotFound);
-        assert_eq!(status.metadata().get("berth-error-code").unwrap(), "NOT_FOUND");
+        assert_eq!(
+            status.metadata().get("berth-error-code").unwrap(),
+            "NOT_FOUND"
+        );
     }
 }

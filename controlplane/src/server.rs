@@ -148,7 +148,10 @@ pub async fn start(
             }
         });
     }
-    tasks.spawn(rotate_serving_certificate(authority.clone(), shutdown.clone()));
+    tasks.spawn(rotate_serving_certificate(
+        authority.clone(),
+        shutdown.clone(),
+    ));
 
     let local_worker_id = if config.local_worker.provider.is_empty() {
         None
@@ -174,10 +177,7 @@ pub async fn start(
 }
 
 /// On a store without keys: creates the admin key and writes it 0600 to `path`.
-async fn ensure_admin_key(
-    store: &Store,
-    path: &std::path::Path,
-) -> anyhow::Result<Option<String>> {
+async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Result<Option<String>> {
     if store.count_api_keys().await? > 0 {
         return Ok(None);
     }

@@ -27,7 +27,9 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database url {0:?}: use a sqlite: url (postgres arrives with the postgres store)")]
+    #[error(
+        "unsupported database url {0:?}: use a sqlite: url (postgres arrives with the postgres store)"
+    )]
     UnsupportedUrl(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

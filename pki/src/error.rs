@@ -61,9 +61,9 @@ pub(crate) fn lowercase(err: impl std::fmt::Display) -> String {
 /// Why a join token or worker token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("join token has expired")]
+    #[error("token has expired")]
     Expired,
-    #[error("join token is not valid yet")]
+    #[error("token is not valid yet")]
     NotYetValid,
     #[error("token was issued for another audience")]
     WrongAudience,
@@ -96,7 +96,7 @@ mod tests {
             let first = message.chars().next().unwrap_or('a');
             assert!(!first.is_uppercase(), "{message}");
         }
-        assert_eq!(TokenError::Expired.to_string(), "join token has expired");
+        assert_eq!(TokenError::Expired.to_string(), "token has expired");
         assert_eq!(lowercase("Could not parse"), "could not parse");
         assert_eq!(lowercase(""), "");
     }

@@ -1,1 +1,235 @@
-//! placeholder
+//! In-process Berth fleets for integration tests: a control plane and workers on
+//! port-0 loopback listeners with real mTLS, real enrollment and a real SQLite store
+//! in a temp dir, plus raw mesh clients for poking at the edges and an `eventually`
+//! poller in place of sleeps. Kept in its own crate because it is costly to compile.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use berth_controlplane::fleet::{Fleet, JoinTokenRequest};
+use berth_controlplane::{ControlPlaneConfig, Listeners, RunningControlPlane};
+use berth_pki::transport::{DialOptions, mesh_channel};
+use berth_pki::{ReloadableIdentity, SpiffeId};
+use berth_proto::v1::control_plane_client::ControlPlaneClient;
+use berth_proto::v1::worker_service_client::WorkerServiceClient;
+use berth_worker::{RunningWorker, WorkerConfig, WorkerError};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Installs the crypto provider and a test log subscriber (`RUST_LOG`, default warn).
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        berth_pki::install_crypto_provider();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A control plane with a fast heartbeat, on loopback port-0 listeners.
+pub struct TestControlPlane {
+    pub dir: TempDir,
+    pub config: ControlPlaneConfig,
+    pub api_addr: std::net::SocketAddr,
+    pub mesh_addr: std::net::SocketAddr,
+    pub admin_key: String,
+    pub fleet: Fleet,
+    pub local_worker_id: Option<String>,
+    shutdown: CancellationToken,
+    running: RunningControlPlane,
+}
+
+impl TestControlPlane {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the test defaults adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
+        init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = ControlPlaneConfig {
+            data_dir: dir.path().join("control-plane"),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            mesh_listen: "127.0.0.1:0".parse().expect("addr"),
+            heartbeat_interval: Duration::from_millis(200),
+            ..Default::default()
+        };
+        adjust(&mut config);
+        let listeners = Listeners::bind(&config).await.expect("bind listeners");
+        let shutdown = CancellationToken::new();
+        let running = berth_controlplane::start(config.clone(), listeners, shutdown.clone())
+            .await
+            .expect("start control plane");
+        let admin_key = running
+            .first_admin_key
+            .clone()
+            .expect("a new data dir makes an admin key");
+        Self {
+            api_addr: running.api_addr,
+            mesh_addr: running.mesh_addr,
+            fleet: running.fleet.clone(),
+            local_worker_id: running.local_worker_id.clone(),
+            dir,
+            config,
+            admin_key,
+            shutdown,
+            running,
+        }
+    }
+
+    pub fn mesh_url(&self) -> String {
+        format!("https://{}", self.mesh_addr)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        self.fleet.authority().trust_domain()
+    }
+
+    pub fn ca_fingerprint(&self) -> String {
+        self.fleet.authority().ca().fingerprint()
+    }
+
+    pub fn ca_der(&self) -> Vec<u8> {
+        self.fleet.authority().ca().cert_der().to_vec()
+    }
+
+    /// A one-use join token, optionally pinned to `worker_id`.
+    pub async fn join_token(&self, worker_id: Option<&str>) -> String {
+        self.fleet
+            .create_join_token(
+                JoinTokenRequest {
+                    worker_id: worker_id.map(str::to_owned),
+                    ..Default::default()
+                },
+                "test",
+            )
+            .await
+            .expect("create join token")
+            .token
+    }
+
+    /// A worker config pointed at this control plane, listening on a port-0 address.
+    pub fn worker_config(&self, data_dir: &Path, join_token: Option<String>) -> WorkerConfig {
+        WorkerConfig {
+            data_dir: data_dir.to_owned(),
+            control_plane: vec![self.mesh_url()],
+            join_token,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            heartbeat_interval: Duration::from_millis(200),
+            ..Default::default()
+        }
+    }
+
+    /// A raw mesh client that trusts this control plane but presents no certificate
+    /// (what a worker has before enrollment).
+    pub fn anonymous_mesh_client(&self) -> ControlPlaneClient<Channel> {
+        let (tls, _) =
+            berth_pki::bootstrap_client_config(&self.ca_fingerprint()).expect("bootstrap config");
+        ControlPlaneClient::new(
+            mesh_channel(&self.mesh_url(), Arc::new(tls), DialOptions::default())
+                .expect("mesh channel"),
+        )
+    }
+
+    /// A raw mesh client presenting `cert_pem`/`key_pem`.
+    pub fn mesh_client_as(&self, cert_pem: &str, key_pem: &str) -> ControlPlaneClient<Channel> {
+        let identity = Arc::new(ReloadableIdentity::from_pem(cert_pem, key_pem).expect("identity"));
+        let tls = berth_pki::mesh_client_config(
+            &self.ca_der(),
+            SpiffeId::control_plane(self.trust_domain()),
+            Some(identity),
+        )
+        .expect("client config");
+        ControlPlaneClient::new(
+            mesh_channel(&self.mesh_url(), Arc::new(tls), DialOptions::default())
+                .expect("mesh channel"),
+        )
+    }
+
+    /// A client of worker `worker_id`'s service using the control plane's own identity.
+    pub fn worker_client(&self, worker: &TestWorker) -> WorkerServiceClient<Channel> {
+        let tls = self
+            .fleet
+            .authority()
+            .worker_client_config(&worker.worker_id)
+            .expect("worker client config");
+        WorkerServiceClient::new(
+            mesh_channel(
+                &worker.listen_addr.to_string(),
+                Arc::new(tls),
+                DialOptions::default(),
+            )
+            .expect("worker channel"),
+        )
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await;
+    }
+}
+
+/// A worker running in this process.
+pub struct TestWorker {
+    pub worker_id: String,
+    pub listen_addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+    running: RunningWorker,
+}
+
+impl TestWorker {
+    pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
+        init();
+        let data_dir = config.data_dir.clone();
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .expect("bind worker listener");
+        let shutdown = CancellationToken::new();
+        let running = berth_worker::start(config, listener, shutdown.clone()).await?;
+        Ok(Self {
+            worker_id: running.worker_id.clone(),
+            listen_addr: running.listen_addr,
+            data_dir,
+            shutdown,
+            running,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await;
+    }
+}
+
+/// Polls `check` every 25ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

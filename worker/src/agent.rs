@@ -68,7 +68,10 @@ pub async fn start(
     let stored = obtain_identity(&config, info.clone()).await?;
     let spiffe_id = SpiffeId::worker(&stored.trust_domain, &stored.worker_id);
     let ca_der = stored.ca_der()?;
-    let identity = Arc::new(ReloadableIdentity::from_pem(&stored.cert_pem, &stored.key_pem)?);
+    let identity = Arc::new(ReloadableIdentity::from_pem(
+        &stored.cert_pem,
+        &stored.key_pem,
+    )?);
 
     let client_tls = Arc::new(mesh_client_config(
         &ca_der,

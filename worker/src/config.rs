@@ -75,7 +75,10 @@ impl WorkerConfig {
     pub fn from_file(path: &Path) -> Result<Self, WorkerError> {
         let text = std::fs::read_to_string(path).map_err(|err| WorkerError::io(path, err))?;
         serde_yaml::from_str(&text).map_err(|err| {
-            WorkerError::Config(format!("config file {} is not valid: {err}", path.display()))
+            WorkerError::Config(format!(
+                "config file {} is not valid: {err}",
+                path.display()
+            ))
         })
     }
 
@@ -166,5 +169,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(config.join_token().unwrap().as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn the_example_config_parses_and_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/worker.yaml");
+        let config = WorkerConfig::from_file(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.control_plane, vec!["https://127.0.0.1:7443".to_owned()]);
     }
 }

@@ -44,9 +44,9 @@ pub(crate) async fn with_join_token(
         info: Some(info),
     };
     let response = call_enroll(&config.control_plane, Arc::new(tls), request).await?;
-    let ca_der = pinned_ca
-        .get()
-        .ok_or_else(|| WorkerError::BadEnrollment("no CA was pinned during the handshake".into()))?;
+    let ca_der = pinned_ca.get().ok_or_else(|| {
+        WorkerError::BadEnrollment("no CA was pinned during the handshake".into())
+    })?;
     identity_from(response, key.key_pem, &ca_der)
 }
 
@@ -57,11 +57,7 @@ pub(crate) async fn with_worker_token(
     info: pb::WorkerInfo,
 ) -> Result<StoredIdentity, WorkerError> {
     let ca_der = stored.ca_der()?;
-    let tls = mesh_client_config(
-        &ca_der,
-        SpiffeId::control_plane(&stored.trust_domain),
-        None,
-    )?;
+    let tls = mesh_client_config(&ca_der, SpiffeId::control_plane(&stored.trust_domain), None)?;
     let key = generate_key_and_csr(&stored.worker_id)?;
     let request = pb::EnrollRequest {
         credential: Some(pb::enroll_request::Credential::WorkerToken(

@@ -15,7 +15,9 @@ pub enum WorkerError {
     Pki(#[from] berth_pki::PkiError),
     #[error(transparent)]
     Token(#[from] berth_pki::TokenError),
-    #[error("no stored identity in {0} and no join token given (--join-token or --join-token-file)")]
+    #[error(
+        "no stored identity in {0} and no join token given (--join-token or --join-token-file)"
+    )]
     NoCredential(PathBuf),
     #[error("cannot reach any control plane: {0}")]
     Unreachable(String),

@@ -148,14 +148,20 @@ mod tests {
         assert_eq!(loaded.worker_id, "w1");
         assert_eq!(loaded.worker_token, "TOKEN");
         for secret in [KEY_FILE, TOKEN_FILE] {
-            let mode = std::fs::metadata(path.join(secret)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(path.join(secret))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{secret}");
         }
         StoredIdentity::save_renewed(&path, "KEY2", "CERT2").unwrap();
         let renewed = StoredIdentity::load(&path).unwrap().unwrap();
         assert_eq!(renewed.key_pem, "KEY2");
         assert_eq!(renewed.cert_pem, "CERT2");
-        let mode = std::fs::metadata(path.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(path.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

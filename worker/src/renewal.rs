@@ -10,10 +10,10 @@ use berth_pki::{cert_info, generate_key_and_csr};
 use berth_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
+use crate::WorkerError;
 use crate::agent::{Runtime, now_secs};
 use crate::enroll::status_detail;
 use crate::identity::{StoredIdentity, pem_to_der};
-use crate::WorkerError;
 
 const RENEW_TIMEOUT: Duration = Duration::from_secs(20);
 const MIN_RETRY: Duration = Duration::from_secs(5);
@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn renewal_comes_at_two_thirds_of_the_life_left_at_receipt() {
         // a 24h certificate received at t=1000
-        assert_eq!(renewal_delay(1000, 1000 + 86_400, 1000), Duration::from_secs(57_600));
+        assert_eq!(
+            renewal_delay(1000, 1000 + 86_400, 1000),
+            Duration::from_secs(57_600)
+        );
         assert_eq!(renewal_delay(1000, 1000 + 86_400, 58_600), Duration::ZERO);
         // already past: renew at once
         assert_eq!(renewal_delay(1000, 900, 1000), Duration::ZERO);

@@ -63,7 +63,10 @@ mod tests {
             presented_key(headers(&[("x-admin-api-key", "k3")])),
             Some("k3")
         );
-        assert_eq!(presented_key(headers(&[("authorization", "Basic xyz")])), None);
+        assert_eq!(
+            presented_key(headers(&[("authorization", "Basic xyz")])),
+            None
+        );
         assert_eq!(presented_key(headers(&[("x-api-key", "  ")])), None);
         assert_eq!(presented_key(headers(&[])), None);
     }

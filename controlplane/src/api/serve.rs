@@ -34,8 +34,7 @@ pub async fn serve(
     let builder = connection_builder();
     match tls {
         Some(tls) => {
-            let mut incoming =
-                berth_pki::transport::accept_tls(listener, tls, shutdown.clone());
+            let mut incoming = berth_pki::transport::accept_tls(listener, tls, shutdown.clone());
             loop {
                 let conn = tokio::select! {
                     () = shutdown.cancelled() => break,

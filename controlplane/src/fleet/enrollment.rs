@@ -109,8 +109,12 @@ impl Fleet {
         let tokens = self.authority.tokens();
         let (worker_id, credential) = match &request.credential {
             Credential::JoinToken(token) => {
-                let claims =
-                    tokens.verify_join_token(token, &self.authority.ca().fingerprint(), now, leeway)?;
+                let claims = tokens.verify_join_token(
+                    token,
+                    &self.authority.ca().fingerprint(),
+                    now,
+                    leeway,
+                )?;
                 let worker_id = match (&claims.worker_id, &request.requested_id) {
                     (Some(pinned), Some(asked)) if pinned != asked => {
                         return Err(FleetError::Forbidden(format!(
@@ -231,7 +235,15 @@ mod tests {
         for ok in ["127.0.0.1:7444", "[::1]:7444", "worker-1.example:7444"] {
             assert!(is_host_port(ok), "{ok}");
         }
-        for bad in ["", "127.0.0.1", "host:0", "host:99999", ":7444", "a b:1", "x/y:1"] {
+        for bad in [
+            "",
+            "127.0.0.1",
+            "host:0",
+            "host:99999",
+            ":7444",
+            "a b:1",
+            "x/y:1",
+        ] {
             assert!(!is_host_port(bad), "{bad}");
         }
     }

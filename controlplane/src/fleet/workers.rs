@@ -173,11 +173,23 @@ mod tests {
     #[test]
     fn status_follows_heartbeat_age_and_state() {
         let view = |r| WorkerView::from_row(r, 15_000, 100_000).status;
-        assert_eq!(view(row("active", "ready", Some(90_000))), WorkerStatus::Online);
-        assert_eq!(view(row("active", "ready", Some(80_000))), WorkerStatus::Unhealthy);
-        assert_eq!(view(row("active", "draining", Some(99_000))), WorkerStatus::Draining);
+        assert_eq!(
+            view(row("active", "ready", Some(90_000))),
+            WorkerStatus::Online
+        );
+        assert_eq!(
+            view(row("active", "ready", Some(80_000))),
+            WorkerStatus::Unhealthy
+        );
+        assert_eq!(
+            view(row("active", "draining", Some(99_000))),
+            WorkerStatus::Draining
+        );
         assert_eq!(view(row("active", "ready", None)), WorkerStatus::Offline);
-        assert_eq!(view(row("revoked", "ready", Some(99_000))), WorkerStatus::Revoked);
+        assert_eq!(
+            view(row("revoked", "ready", Some(99_000))),
+            WorkerStatus::Revoked
+        );
     }
 
     #[test]

@@ -160,10 +160,12 @@ impl Store {
     }
 
     pub async fn get_worker(&self, id: &str) -> Result<Option<WorkerRow>, StoreError> {
-        let row = sqlx::query_as(&format!("SELECT {WORKER_COLUMNS} FROM workers WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query_as(&format!(
+            "SELECT {WORKER_COLUMNS} FROM workers WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row)
     }
 

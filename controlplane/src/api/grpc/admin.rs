@@ -57,7 +57,12 @@ impl Admin for AdminService {
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         caller(&self.state, &request, Scope::Read).await?;
-        let workers = self.state.fleet.list_workers().await.map_err(crate::error::ApiError::from)?;
+        let workers = self
+            .state
+            .fleet
+            .list_workers()
+            .await
+            .map_err(crate::error::ApiError::from)?;
         Ok(Response::new(pb::ListWorkersResponse {
             workers: workers.into_iter().map(worker_message).collect(),
         }))

@@ -32,7 +32,10 @@ pub async fn create(
         ttl: parse_optional_duration(body.ttl.as_deref())?,
         uses: body.uses,
     };
-    let issued = state.fleet.create_join_token(request, &caller.key_id).await?;
+    let issued = state
+        .fleet
+        .create_join_token(request, &caller.key_id)
+        .await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 

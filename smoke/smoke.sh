@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# End-to-end smoke of Berth with real processes, real ports and real mTLS:
+# `berth serve` and `berth worker` started from the config/ files, a worker enrolled
+# with a join token from `berth token create`, listed online, restarted with its stored
+# identity, a used-up token refused, and both processes stopped cleanly by SIGTERM.
+# Exits non-zero on the first failure, printing the processes' logs.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BERTH=${BERTH:-}
+if [[ -z "$BERTH" ]]; then
+    cargo build --quiet --bin berth
+    BERTH="${CARGO_TARGET_DIR:-target}/debug/berth"
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    local status=$?
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [[ $status -ne 0 ]]; then
+        for log in "$work"/*.log; do
+            [[ -f "$log" ]] || continue
+            echo "----- $log" >&2
+            tail -n 40 "$log" >&2
+        done
+        echo "smoke: FAILED" >&2
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+json_field() { # json_field FIELD.SUBFIELD < json
+    python3 -c 'import json,sys; v=json.load(sys.stdin)
+for k in sys.argv[1].split("."): v=v[k]
+print(v)' "$1"
+}
+step() { echo "smoke: $*"; }
+fail() { echo "smoke: $*" >&2; exit 1; }
+
+# waits up to 20s for a command to succeed
+wait_for() {
+    local what=$1; shift
+    for _ in $(seq 1 100); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    fail "timed out waiting for $what"
+}
+
+api_port=$(free_port)
+mesh_port=$(free_port)
+worker_port=$(free_port)
+export BERTH_API_URL="http://127.0.0.1:$api_port"
+export BERTH_DATA_DIR="$work/control-plane"
+
+step "starting berth serve (api $api_port, mesh $mesh_port)"
+"$BERTH" serve --config config/control-plane.yaml --data-dir "$work/control-plane" \
+    --listen "127.0.0.1:$api_port" --mesh-listen "127.0.0.1:$mesh_port" \
+    --heartbeat-interval 500ms >"$work/serve.log" 2>&1 &
+serve_pid=$!
+pids+=("$serve_pid")
+wait_for "the control plane" curl -fsS "$BERTH_API_URL/api/v1/health"
+[[ $(stat -c %a "$work/control-plane/admin.key") == 600 ]] || fail "admin.key is not 0600"
+[[ $(stat -c %a "$work/control-plane/ca.key") == 600 ]] || fail "ca.key is not 0600"
+grep -q "admin API key" "$work/serve.log" || fail "the first admin key was not shown"
+
+step "creating a join token pinned to smoke-1"
+"$BERTH" token create --worker-id smoke-1 --ttl 10m >"$work/token" 2>/dev/null
+chmod 600 "$work/token"
+
+start_worker() {
+    "$BERTH" worker --config config/worker.yaml --control-plane "https://127.0.0.1:$mesh_port" \
+        --listen "127.0.0.1:$worker_port" --data-dir "$work/worker" \
+        --heartbeat-interval 500ms "$@" >>"$work/worker.log" 2>&1 &
+    worker_pid=$!
+    pids+=("$worker_pid")
+}
+worker_online() {
+    [[ $("$BERTH" workers get smoke-1 -o json | json_field status) == online ]]
+}
+
+step "starting berth worker"
+start_worker --join-token-file "$work/token"
+wait_for "smoke-1 online" worker_online
+spiffe=$("$BERTH" workers get smoke-1 -o json | json_field spiffe_id)
+[[ "$spiffe" == "spiffe://berth.local/worker/smoke-1" ]] || fail "unexpected identity $spiffe"
+serial=$("$BERTH" workers get smoke-1 -o json | json_field certificate.serial)
+[[ $(stat -c %a "$work/worker/worker.key") == 600 ]] || fail "worker.key is not 0600"
+"$BERTH" workers list | grep -q "smoke-1 *online" || fail "workers list does not show smoke-1 online"
+
+step "restarting the worker: it keeps its identity without a token"
+kill -TERM "$worker_pid"
+wait "$worker_pid" || fail "the worker did not exit cleanly on SIGTERM"
+start_worker
+wait_for "smoke-1 online again" worker_online
+[[ $("$BERTH" workers get smoke-1 -o json | json_field certificate.serial) == "$serial" ]] \
+    || fail "the restarted worker was issued a new certificate"
+
+step "a used-up join token is refused"
+if "$BERTH" worker --control-plane "https://127.0.0.1:$mesh_port" --join-token-file "$work/token" \
+    --listen "127.0.0.1:$(free_port)" --data-dir "$work/intruder" >"$work/intruder.log" 2>&1; then
+    fail "a second worker enrolled with a used-up token"
+fi
+grep -q "used up" "$work/intruder.log" || fail "the refusal does not say the token is used up"
+
+step "stopping"
+kill -TERM "$worker_pid"
+wait "$worker_pid" || fail "the worker did not exit cleanly"
+kill -TERM "$serve_pid"
+wait "$serve_pid" || fail "the control plane did not exit cleanly"
+pids=()
+echo "smoke: 1 passed, 0 failed"

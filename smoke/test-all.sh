@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Every test Berth has: the workspace's unit and in-process integration tests, then the
+# end-to-end smoke with real processes. This is the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace --quiet
+bash smoke/smoke.sh

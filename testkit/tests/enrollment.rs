@@ -1,0 +1,194 @@
+//! Workers enroll with join tokens over the real mesh, heartbeat, keep their identity
+//! across restarts, renew their certificates and re-enroll after a lapsed one.
+
+use std::time::Duration;
+
+use berth_controlplane::fleet::WorkerStatus;
+use berth_testkit::{TestControlPlane, TestWorker, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn online(cp: &TestControlPlane, id: &str) -> Option<berth_controlplane::fleet::WorkerView> {
+    let view = cp.fleet.get_worker(id).await.ok()?;
+    (view.status == WorkerStatus::Online).then_some(view)
+}
+
+#[tokio::test]
+async fn two_workers_enroll_heartbeat_and_are_listed_online_with_their_spiffe_ids() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut workers = Vec::new();
+    for name in ["alpha", "beta"] {
+        let mut config = cp.worker_config(&dir.path().join(name), Some(cp.join_token(None).await));
+        config.id = Some(name.to_owned());
+        workers.push(TestWorker::start(config).await.expect("worker starts"));
+    }
+    for worker in &workers {
+        let view = eventually("worker online", WAIT, || online(&cp, &worker.worker_id)).await;
+        assert_eq!(
+            view.spiffe_id,
+            format!("spiffe://berth.local/worker/{}", worker.worker_id)
+        );
+        assert_eq!(view.advertise_addr, worker.listen_addr.to_string());
+        assert_eq!(view.providers, vec!["mock".to_owned()]);
+        assert!(view.last_heartbeat.is_some());
+    }
+
+    // the operator sees the same through the public API
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/workers", cp.api_url()))
+        .header("X-API-Key", &cp.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    for worker in listed {
+        assert_eq!(worker["status"], "online");
+        let id = worker["id"].as_str().unwrap();
+        assert_eq!(
+            worker["spiffe_id"],
+            format!("spiffe://berth.local/worker/{id}")
+        );
+    }
+    for worker in workers {
+        worker.stop().await;
+    }
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_worker_keeps_its_identity_without_a_new_token() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    let first = TestWorker::start(config.clone()).await.unwrap();
+    let id = first.worker_id.clone();
+    let before = eventually("online", WAIT, || online(&cp, &id)).await;
+    first.stop().await;
+
+    // no token this time: the stored identity is reused, nothing is re-issued
+    let config = berth_worker::WorkerConfig {
+        join_token: None,
+        ..config
+    };
+    let second = TestWorker::start(config)
+        .await
+        .expect("restart without a token");
+    assert_eq!(second.worker_id, id);
+    let after = eventually("online again", WAIT, || async {
+        let view = online(&cp, &id).await?;
+        (view.last_heartbeat > before.last_heartbeat).then_some(view)
+    })
+    .await;
+    assert_eq!(after.certificate.serial, before.certificate.serial);
+    assert_eq!(after.spiffe_id, before.spiffe_id);
+    second.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_without_identity_or_token_refuses_to_start() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = TestWorker::start(cp.worker_config(dir.path(), None))
+        .await
+        .err()
+        .expect("no credential");
+    assert!(err.to_string().contains("no join token"), "{err}");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn the_local_worker_enrolls_through_the_mesh_like_any_other() {
+    let cp =
+        TestControlPlane::start_with(|config| config.local_worker.provider = "mock".into()).await;
+    let id = cp.local_worker_id.clone().expect("local worker started");
+    let view = eventually("local worker online", WAIT, || online(&cp, &id)).await;
+    assert_eq!(view.spiffe_id, "spiffe://berth.local/worker/local");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn certificates_are_renewed_before_they_expire() {
+    let cp = TestControlPlane::start_with(|config| {
+        config.certificates.worker_ttl = Duration::from_secs(6);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
+        .await
+        .unwrap();
+    let first = eventually("online", WAIT, || online(&cp, &worker.worker_id)).await;
+    eventually("renewed certificate", WAIT, || async {
+        let view = online(&cp, &worker.worker_id).await?;
+        (view.certificate.serial != first.certificate.serial).then_some(view)
+    })
+    .await;
+    // the renewed certificate (with its new key) is what the worker keeps on disk
+    eventually("stored certificate is the current one", WAIT, || async {
+        let stored = berth_worker::StoredIdentity::load(&worker.data_dir).ok()??;
+        let on_disk = berth_pki::cert_info(&rustls_pem_to_der(&stored.cert_pem)).ok()?;
+        let view = cp.fleet.get_worker(&worker.worker_id).await.ok()?;
+        (on_disk.serial_hex == view.certificate.serial
+            && on_disk.serial_hex != first.certificate.serial)
+            .then_some(())
+    })
+    .await;
+    // and the worker keeps heartbeating past the first certificate's expiry
+    let expiry_ms = first.certificate.expires_at * 1000;
+    eventually(
+        "heartbeat after the first certificate expired",
+        WAIT,
+        || async {
+            let view = online(&cp, &worker.worker_id).await?;
+            (view.last_heartbeat? > expiry_ms + 500).then_some(())
+        },
+    )
+    .await;
+    worker.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_certificate_lapsed_offline_reenrolls_with_its_worker_token() {
+    let cp = TestControlPlane::start_with(|config| {
+        config.certificates.worker_ttl = Duration::from_secs(5);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    let worker = TestWorker::start(config.clone()).await.unwrap();
+    let id = worker.worker_id.clone();
+    let first = eventually("online", WAIT, || online(&cp, &id)).await;
+    worker.stop().await;
+    // offline until the certificate has lapsed (plus the expiry margin of a minute
+    // makes any 5s certificate count as lapsed at once)
+    let config = berth_worker::WorkerConfig {
+        join_token: None,
+        ..config
+    };
+    let back = TestWorker::start(config)
+        .await
+        .expect("re-enrolls with the worker token");
+    assert_eq!(back.worker_id, id);
+    let view = eventually("online after re-enrollment", WAIT, || async {
+        let view = online(&cp, &id).await?;
+        (view.certificate.serial != first.certificate.serial).then_some(view)
+    })
+    .await;
+    assert_eq!(view.spiffe_id, first.spiffe_id);
+    back.stop().await;
+    cp.stop().await;
+}
+
+fn rustls_pem_to_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
