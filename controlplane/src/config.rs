@@ -264,6 +264,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control-plane.yaml");
         let config = ControlPlaneConfig::from_file(&path).unwrap();
         config.validate().unwrap();
-        assert_eq!(config.certificates.worker_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(
+            config.certificates.worker_ttl,
+            Duration::from_secs(24 * 3600)
+        );
     }
 }

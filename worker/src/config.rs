@@ -176,6 +176,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/worker.yaml");
         let config = WorkerConfig::from_file(&path).unwrap();
         config.validate().unwrap();
-        assert_eq!(config.control_plane, vec!["https://127.0.0.1:7443".to_owned()]);
+        assert_eq!(
+            config.control_plane,
+            vec!["https://127.0.0.1:7443".to_owned()]
+        );
     }
 }
