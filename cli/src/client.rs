@@ -68,18 +68,48 @@ impl ApiClient {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
+    /// Sends `request` (built on [`ApiClient::request`]) and returns the raw response
+    /// when it succeeded, for streamed bodies.
+    pub async fn raw(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = self
+            .authorized(request)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the control plane at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.bytes().await?;
+        Err(self.error(status, &body))
+    }
+
+    /// A request to `path` on the API, not yet sent.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(key) => request.header("X-API-Key", key),
+            None => request,
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
-        mut request: reqwest::RequestBuilder,
+        request: reqwest::RequestBuilder,
     ) -> anyhow::Result<T> {
-        if let Some(key) = &self.key {
-            request = request.header("X-API-Key", key);
-        }
-        let response = request
+        let response = self
+            .authorized(request)
             .send()
             .await
             .with_context(|| format!("cannot reach the control plane at {}", self.base))?;
@@ -89,18 +119,22 @@ impl ApiClient {
             return serde_json::from_slice(&body)
                 .context("the control plane answered with unexpected JSON");
         }
-        let error: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Err(self.error(status, &body))
+    }
+
+    fn error(&self, status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
+        let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let code = error["code"].as_str().unwrap_or("ERROR");
         let message = error["message"]
             .as_str()
             .map(str::to_owned)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
         let hint = if status == reqwest::StatusCode::UNAUTHORIZED && self.key.is_none() {
             " (no API key: pass --api-key, set BERTH_API_KEY, or run next to the control plane's data dir)"
         } else {
             ""
         };
-        bail!("{code} ({}): {message}{hint}", status.as_u16())
+        anyhow::anyhow!("{code} ({}): {message}{hint}", status.as_u16())
     }
 }
 

@@ -5,6 +5,7 @@
 mod client;
 mod logging;
 mod output;
+mod sandbox;
 mod serve;
 mod tokens;
 mod worker;
@@ -32,6 +33,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a worker that enrolls with a control plane.
     Worker(worker::WorkerArgs),
+    /// Sandboxes: create, exec, files, logs, destroy.
+    Sandbox {
+        #[command(subcommand)]
+        command: sandbox::SandboxCommand,
+    },
     /// Join tokens for new workers.
     Token {
         #[command(subcommand)]
@@ -67,6 +73,7 @@ fn main() -> std::process::ExitCode {
                 logging::init(&cli.log_format);
                 worker::run(args).await
             }
+            Command::Sandbox { command } => sandbox::run(command).await,
             Command::Token { command } => tokens::run(command).await,
             Command::Workers { command } => workers::run(command).await,
         }

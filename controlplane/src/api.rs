@@ -11,6 +11,7 @@ mod serve;
 use std::sync::Arc;
 
 use crate::fleet::Fleet;
+use crate::sandboxes::Sandboxes;
 use crate::store::Store;
 
 pub use serve::serve;
@@ -19,6 +20,7 @@ pub use serve::serve;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub fleet: Fleet,
+    pub sandboxes: Sandboxes,
     pub store: Store,
     pub version: Arc<str>,
 }

@@ -42,6 +42,45 @@ pub struct ControlPlaneConfig {
     pub certificates: CertificatesConfig,
     pub tokens: TokensConfig,
     pub local_worker: LocalWorkerConfig,
+    pub sandboxes: SandboxesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxesConfig {
+    pub default_image: String,
+    /// Empty: any healthy provider.
+    pub default_provider: String,
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub max_vcpus: u32,
+    #[serde(with = "humantime_serde")]
+    pub default_exec_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_exec_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub spawn_timeout: Duration,
+}
+
+impl Default for SandboxesConfig {
+    fn default() -> Self {
+        Self {
+            default_image: "alpine:latest".to_owned(),
+            default_provider: String::new(),
+            default_ttl: Duration::from_secs(30 * 60),
+            max_ttl: Duration::from_secs(24 * 3600),
+            default_memory_mb: 512,
+            max_memory_mb: 256 * 1024,
+            max_vcpus: 64,
+            default_exec_timeout: Duration::from_secs(60),
+            max_exec_timeout: Duration::from_secs(6 * 3600),
+            spawn_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -105,6 +144,7 @@ impl Default for ControlPlaneConfig {
             certificates: CertificatesConfig::default(),
             tokens: TokensConfig::default(),
             local_worker: LocalWorkerConfig::default(),
+            sandboxes: SandboxesConfig::default(),
         }
     }
 }
@@ -181,9 +221,29 @@ impl ControlPlaneConfig {
                 "tokens.join_ttl is longer than tokens.join_max_ttl".into(),
             ));
         }
-        if !matches!(self.local_worker.provider.as_str(), "" | "mock" | "docker") {
+        let sandboxes = &self.sandboxes;
+        if sandboxes.default_ttl.is_zero() || sandboxes.default_ttl > sandboxes.max_ttl {
+            return Err(ConfigError::Invalid(
+                "sandboxes.default_ttl must be more than 0 and at most sandboxes.max_ttl".into(),
+            ));
+        }
+        if sandboxes.default_exec_timeout.is_zero()
+            || sandboxes.default_exec_timeout > sandboxes.max_exec_timeout
+        {
+            return Err(ConfigError::Invalid(
+                "sandboxes.default_exec_timeout must be more than 0 and at most sandboxes.max_exec_timeout".into(),
+            ));
+        }
+        if !(16..=sandboxes.max_memory_mb).contains(&sandboxes.default_memory_mb)
+            || sandboxes.max_vcpus == 0
+        {
+            return Err(ConfigError::Invalid(
+                "sandboxes: default_memory_mb must be within 16..=max_memory_mb and max_vcpus at least 1".into(),
+            ));
+        }
+        if !matches!(self.local_worker.provider.as_str(), "" | "mock") {
             return Err(ConfigError::Invalid(format!(
-                "local_worker.provider {:?}: expected mock or docker",
+                "local_worker.provider {:?}: expected mock",
                 self.local_worker.provider
             )));
         }
@@ -207,6 +267,24 @@ impl ControlPlaneConfig {
             "sqlite://{}",
             self.data_dir.join("berth.db").display()
         ))
+    }
+
+    /// The sandbox limits and defaults in force.
+    pub fn sandbox_settings(&self) -> crate::sandboxes::SandboxSettings {
+        let sandboxes = &self.sandboxes;
+        crate::sandboxes::SandboxSettings {
+            default_image: sandboxes.default_image.clone(),
+            default_provider: sandboxes.default_provider.clone(),
+            default_ttl: sandboxes.default_ttl,
+            max_ttl: sandboxes.max_ttl,
+            default_memory_mb: sandboxes.default_memory_mb,
+            max_memory_mb: sandboxes.max_memory_mb,
+            max_vcpus: sandboxes.max_vcpus,
+            default_exec_timeout: sandboxes.default_exec_timeout,
+            max_exec_timeout: sandboxes.max_exec_timeout,
+            spawn_timeout: sandboxes.spawn_timeout,
+            heartbeat_grace: self.heartbeat_grace(),
+        }
     }
 
     /// How long after its last heartbeat a worker counts as unhealthy.

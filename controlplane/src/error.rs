@@ -33,6 +33,23 @@ impl ErrorCode {
         }
     }
 
+    /// The code an `as_str` name stands for (as carried in `berth-error-code`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let code = match name {
+            "NOT_FOUND" => Self::NotFound,
+            "BAD_REQUEST" => Self::BadRequest,
+            "UNAUTHORIZED" => Self::Unauthorized,
+            "FORBIDDEN" => Self::Forbidden,
+            "CONFLICT" => Self::Conflict,
+            "UNAVAILABLE" => Self::Unavailable,
+            "TIMEOUT" => Self::Timeout,
+            "RESOURCE_LIMIT" => Self::ResourceLimit,
+            "INTERNAL_ERROR" => Self::Internal,
+            _ => return None,
+        };
+        Some(code)
+    }
+
     pub fn http_status(self) -> http::StatusCode {
         use http::StatusCode;
         match self {

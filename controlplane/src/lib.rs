@@ -12,6 +12,8 @@ pub mod error;
 pub mod fleet;
 mod local_worker;
 pub mod mesh;
+pub mod router;
+pub mod sandboxes;
 pub mod server;
 pub mod store;
 

@@ -25,11 +25,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = berth_pki::transport::tls_incoming(listener, tls, shutdown.clone());
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(Duration::from_secs(30))
         .add_service(ControlPlaneServer::new(MeshService::new(fleet)))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    berth_pki::transport::serve_with_grace(server, shutdown, SHUTDOWN_GRACE)
         .await
+        .unwrap_or(Ok(()))
 }
+
+/// How long open worker calls may take to finish once the control plane shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

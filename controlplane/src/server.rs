@@ -18,6 +18,8 @@ use crate::api_keys::{Scope, create_api_key};
 use crate::authority::Authority;
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{Fleet, FleetSettings};
+use crate::router::WorkerChannels;
+use crate::sandboxes::Sandboxes;
 use crate::store::Store;
 use crate::{VERSION, local_worker, mesh};
 
@@ -52,6 +54,7 @@ pub struct RunningControlPlane {
     pub first_admin_key: Option<String>,
     pub admin_key_path: PathBuf,
     pub fleet: Fleet,
+    pub sandboxes: Sandboxes,
     /// Id of the in-process worker, when one was asked for.
     pub local_worker_id: Option<String>,
     tasks: TaskTracker,
@@ -135,8 +138,11 @@ pub async fn start(
     } else {
         Some(Arc::new(authority.api_server_config()?))
     };
+    let channels = Arc::new(WorkerChannels::new(authority.clone()));
+    let sandboxes = Sandboxes::new(store.clone(), channels, config.sandbox_settings());
     let router = api::router(ApiState {
         fleet: fleet.clone(),
+        sandboxes: sandboxes.clone(),
         store: store.clone(),
         version: Arc::from(VERSION),
     });
@@ -171,6 +177,7 @@ pub async fn start(
         first_admin_key,
         admin_key_path,
         fleet,
+        sandboxes,
         local_worker_id,
         tasks,
     })

@@ -9,6 +9,7 @@
 mod api_keys;
 mod certificates;
 mod join_tokens;
+mod sandboxes;
 mod workers;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use api_keys::ApiKeyRow;
 pub use certificates::NewCertificate;
 pub use join_tokens::NewJoinToken;
+pub use sandboxes::{CandidateRow, NewSandbox, Placement, SandboxRow};
 pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, WorkerRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

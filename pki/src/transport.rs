@@ -247,3 +247,31 @@ pub fn mesh_channel(
     });
     Ok(endpoint.connect_with_connector_lazy(connect))
 }
+
+/// Runs a server future that stops accepting when `shutdown` fires. Once it fired, open
+/// connections get `grace` to drain; after that the server is dropped rather than
+/// waited on for ever (a followed log or a long stream would otherwise hold shutdown).
+pub async fn serve_with_grace<F>(
+    server: F,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Option<F::Output>
+where
+    F: std::future::Future,
+{
+    tokio::pin!(server);
+    tokio::select! {
+        output = &mut server => return Some(output),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(output) => Some(output),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "connections still open after the shutdown grace period; closing"
+            );
+            None
+        }
+    }
+}

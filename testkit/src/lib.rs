@@ -61,6 +61,9 @@ impl TestControlPlane {
             listen: "127.0.0.1:0".parse().expect("addr"),
             mesh_listen: "127.0.0.1:0".parse().expect("addr"),
             heartbeat_interval: Duration::from_millis(200),
+            // 2s of silence before a worker counts as unhealthy: fast, yet calm on a
+            // loaded 2-core CI machine
+            missed_heartbeats: 10,
             ..Default::default()
         };
         adjust(&mut config);
@@ -179,6 +182,58 @@ impl TestControlPlane {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.running.wait().await;
+    }
+}
+
+/// A small HTTP client of a control plane's public API, authenticated as admin.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(cp: &TestControlPlane) -> Self {
+        Self {
+            base: format!("{}/api/v1", cp.api_url()),
+            key: cp.admin_key.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-API-Key", &self.key)
+    }
+
+    /// Sends and returns the status and the JSON body (`Null` when not JSON).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// Creates a sandbox and returns its JSON; panics unless 201.
+    pub async fn create_sandbox(&self, body: serde_json::Value) -> serde_json::Value {
+        let (status, sandbox) = self.post("/sandboxes", body).await;
+        assert_eq!(status, 201, "create failed: {sandbox}");
+        sandbox
     }
 }
 

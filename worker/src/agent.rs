@@ -15,9 +15,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::fencing::Fences;
 use crate::identity::StoredIdentity;
+use crate::provider::Provider;
+use crate::provider::mock::MockProvider;
 use crate::service::WorkerGrpc;
 use crate::{WorkerConfig, WorkerError, enroll, heartbeat, renewal};
+
+/// How long open calls may take to finish once the worker shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A stored certificate this close to expiry is treated as lapsed.
 const EXPIRY_MARGIN_SECS: i64 = 60;
@@ -29,6 +35,8 @@ pub(crate) struct Runtime {
     pub worker_id: String,
     pub identity: Arc<ReloadableIdentity>,
     pub info: pb::WorkerInfo,
+    pub provider: Arc<dyn Provider>,
+    pub fences: Fences,
     /// One lazily connecting client per configured control plane, tried in turn.
     pub control_planes: Vec<ControlPlaneClient<tonic::transport::Channel>>,
 }
@@ -88,10 +96,13 @@ pub async fn start(
         &stored.trust_domain,
         identity.clone(),
     )?);
+    let provider = make_provider(&config.provider)?;
     let runtime = Arc::new(Runtime {
         worker_id: stored.worker_id.clone(),
         identity,
         info,
+        provider,
+        fences: Fences::default(),
         control_planes,
         config,
     });
@@ -104,8 +115,11 @@ pub async fn start(
         .add_service(WorkerServiceServer::new(WorkerGrpc::new(runtime.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let worker_id = runtime.worker_id.clone();
+    let grace_token = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(err) = server.await {
+        let served =
+            berth_pki::transport::serve_with_grace(server, grace_token, SHUTDOWN_GRACE).await;
+        if let Some(Err(err)) = served {
             tracing::error!(%worker_id, error = %err, "worker service stopped");
         }
     });
@@ -161,6 +175,15 @@ async fn obtain_identity(
     };
     fresh.save(dir)?;
     Ok(fresh)
+}
+
+fn make_provider(name: &str) -> Result<Arc<dyn Provider>, WorkerError> {
+    match name {
+        "mock" => Ok(Arc::new(MockProvider::new())),
+        other => Err(WorkerError::Config(format!(
+            "provider {other:?} is not available in this build"
+        ))),
+    }
 }
 
 fn worker_info(config: &WorkerConfig, advertise_addr: String) -> pb::WorkerInfo {

@@ -21,13 +21,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     let mut failures = 0u32;
     loop {
         let mut client = runtime.control_planes[target].clone();
-        let mut request = tonic::Request::new(pb::HeartbeatRequest {
-            worker_id: runtime.worker_id.clone(),
-            state: pb::WorkerState::Ready as i32,
-            info: Some(runtime.info.clone()),
-            sandboxes: Vec::new(),
-            sent_at_ms: now_ms(),
-        });
+        let mut request = tonic::Request::new(report(&runtime).await);
         request.set_timeout(HEARTBEAT_TIMEOUT);
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -61,6 +55,40 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// What the worker tells the control plane: its state, provider health and the
+/// sandboxes it holds with their lease generations (which renews those leases).
+async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
+    let provider = &runtime.provider;
+    let health = provider.health().await;
+    let mut info = runtime.info.clone();
+    info.providers = vec![pb::ProviderHealth {
+        name: provider.name().to_owned(),
+        healthy: health.healthy,
+        message: health.message,
+    }];
+    let sandboxes = match provider.list().await {
+        Ok(list) => list
+            .into_iter()
+            .map(|sandbox| pb::SandboxReport {
+                generation: runtime.fences.current(&sandbox.sandbox_id).unwrap_or(0),
+                state: sandbox.state.as_str().to_owned(),
+                sandbox_id: sandbox.sandbox_id,
+            })
+            .collect(),
+        Err(err) => {
+            tracing::warn!(worker_id = %runtime.worker_id, error = %err, "cannot list sandboxes for the heartbeat");
+            Vec::new()
+        }
+    };
+    pb::HeartbeatRequest {
+        worker_id: runtime.worker_id.clone(),
+        state: pb::WorkerState::Ready as i32,
+        info: Some(info),
+        sandboxes,
+        sent_at_ms: now_ms(),
     }
 }
 

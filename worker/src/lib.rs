@@ -7,10 +7,12 @@ mod agent;
 mod config;
 mod enroll;
 mod error;
+pub mod fencing;
 mod heartbeat;
 mod identity;
+pub mod provider;
 mod renewal;
-mod service;
+pub mod service;
 
 pub use agent::{RunningWorker, start};
 pub use config::{CapacityConfig, WorkerConfig};

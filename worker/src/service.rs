@@ -1,14 +1,31 @@
 //! `berth.v1.WorkerService`, served to the control plane only (the server config
-//! refuses any other client identity at the handshake). Sandbox calls answer
-//! UNIMPLEMENTED until the provider layer lands with the sandboxes issue.
+//! refuses any other client identity at the handshake). Each call is fenced by lease
+//! generation when it mutates, converted to domain types, and handed to the provider.
 
+mod status;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::worker_service_server::WorkerService;
-use tonic::{Request, Response, Status};
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use status::{ERROR_CODE_KEY, provider_codes};
 
 use crate::agent::Runtime;
+use crate::provider::{ExecEvent, ExecMode, ExecSpec, SandboxSpec};
+
+/// Longest exec a caller may ask for.
+const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Used when a caller names none.
+const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerGrpc {
@@ -19,27 +36,353 @@ impl WorkerGrpc {
     pub(crate) fn new(runtime: Arc<Runtime>) -> Self {
         Self { runtime }
     }
+
+    fn admit(&self, sandbox_id: &str, generation: u64) -> Result<(), Status> {
+        self.runtime
+            .fences
+            .admit(sandbox_id, generation)
+            .map_err(status::from_fence)
+    }
+}
+
+fn exec_spec(request: &pb::WorkerExecRequest) -> Result<ExecSpec, Status> {
+    if request.command.is_empty() {
+        return Err(status::bad_request("command is empty"));
+    }
+    let timeout = match request.timeout_ms {
+        0 => DEFAULT_EXEC_TIMEOUT,
+        ms => Duration::from_millis(ms).min(MAX_EXEC_TIMEOUT),
+    };
+    Ok(ExecSpec {
+        command: request.command.clone(),
+        args: request.args.clone(),
+        mode: match pb::ExecMode::try_from(request.mode) {
+            Ok(pb::ExecMode::Argv) => ExecMode::Argv,
+            _ => ExecMode::Shell,
+        },
+        env: request.env.clone().into_iter().collect(),
+        workdir: Some(request.workdir.clone()).filter(|w| !w.is_empty()),
+        timeout,
+    })
+}
+
+fn exec_event(event: ExecEvent) -> pb::ExecEvent {
+    use pb::exec_event::Event;
+    let event = match event {
+        ExecEvent::Stdout(data) => Event::Stdout(data),
+        ExecEvent::Stderr(data) => Event::Stderr(data),
+        ExecEvent::Exit { code, duration } => Event::Exit(pb::ExecExit {
+            exit_code: code,
+            duration_ms: duration_ms(duration),
+        }),
+        ExecEvent::Failed(err) => {
+            let (_, code) = provider_codes(&err);
+            Event::Error(pb::ExecError {
+                code: code.to_owned(),
+                message: err.to_string(),
+            })
+        }
+    };
+    pb::ExecEvent { event: Some(event) }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn file_info(info: crate::provider::FileInfo) -> pb::FileInfo {
+    pb::FileInfo {
+        path: info.path,
+        size: info.size,
+        mode: info.mode,
+        is_dir: info.is_dir,
+        mod_time: info.mod_time,
+    }
 }
 
 #[tonic::async_trait]
 impl WorkerService for WorkerGrpc {
+    async fn spawn(
+        &self,
+        request: Request<pb::SpawnRequest>,
+    ) -> Result<Response<pb::SpawnResponse>, Status> {
+        let request = request.into_inner();
+        let spec = request
+            .spec
+            .ok_or_else(|| status::bad_request("sandbox spec is missing"))?;
+        if spec.sandbox_id.is_empty() {
+            return Err(status::bad_request("sandbox id is empty"));
+        }
+        self.admit(&spec.sandbox_id, request.generation)?;
+        let info = self
+            .runtime
+            .provider
+            .spawn(SandboxSpec {
+                sandbox_id: spec.sandbox_id,
+                image: spec.image,
+                vcpus: spec.vcpus,
+                memory_mb: spec.memory_mb,
+                env: spec.env.into_iter().collect::<BTreeMap<_, _>>(),
+                metadata: spec.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+            })
+            .await
+            .map_err(status::from_provider)?;
+        tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %info.sandbox_id, generation = request.generation, "sandbox spawned");
+        Ok(Response::new(pb::SpawnResponse {
+            sandbox_id: info.sandbox_id,
+            state: info.state.as_str().to_owned(),
+            vm_id: info.vm_id,
+        }))
+    }
+
+    async fn destroy(
+        &self,
+        request: Request<pb::DestroyRequest>,
+    ) -> Result<Response<pb::DestroyResponse>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation)?;
+        self.runtime
+            .provider
+            .destroy(&request.sandbox_id)
+            .await
+            .map_err(status::from_provider)?;
+        tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %request.sandbox_id, "sandbox destroyed");
+        Ok(Response::new(pb::DestroyResponse {}))
+    }
+
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let sandbox_id = &request.get_ref().sandbox_id;
-        if !sandbox_id.is_empty() {
-            return Err(Status::not_found(format!(
-                "sandbox {sandbox_id:?} not found on worker {:?}",
-                self.runtime.worker_id
-            )));
-        }
+        let sandbox_id = request.into_inner().sandbox_id;
+        let provider = &self.runtime.provider;
+        let sandboxes = provider.list().await.map_err(status::from_provider)?;
+        let health = provider.health().await;
+        let sandbox_state = if sandbox_id.is_empty() {
+            String::new()
+        } else {
+            let info = provider
+                .status(&sandbox_id)
+                .await
+                .map_err(status::from_provider)?;
+            info.state.as_str().to_owned()
+        };
         Ok(Response::new(pb::StatusResponse {
             worker_id: self.runtime.worker_id.clone(),
             state: "ready".to_owned(),
-            sandboxes: 0,
-            providers: self.runtime.info.providers.clone(),
-            sandbox_state: String::new(),
+            sandboxes: u32::try_from(sandboxes.len()).unwrap_or(u32::MAX),
+            providers: vec![pb::ProviderHealth {
+                name: provider.name().to_owned(),
+                healthy: health.healthy,
+                message: health.message,
+            }],
+            sandbox_state,
         }))
+    }
+
+    async fn exec(
+        &self,
+        request: Request<pb::WorkerExecRequest>,
+    ) -> Result<Response<pb::WorkerExecResponse>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation)?;
+        let spec = exec_spec(&request)?;
+        let result = self
+            .runtime
+            .provider
+            .exec(&request.sandbox_id, spec)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::WorkerExecResponse {
+            exit_code: result.exit_code,
+            stdout: result.stdout,
+            stderr: result.stderr,
+            duration_ms: duration_ms(result.duration),
+        }))
+    }
+
+    async fn exec_stream(
+        &self,
+        request: Request<pb::WorkerExecRequest>,
+    ) -> Result<Response<ResponseStream<pb::ExecEvent>>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation)?;
+        let spec = exec_spec(&request)?;
+        let events = self
+            .runtime
+            .provider
+            .exec_stream(&request.sandbox_id, spec)
+            .await
+            .map_err(status::from_provider)?;
+        // dropping this stream (the caller went away) drops the provider's receiver,
+        // which stops the command
+        let stream = ReceiverStream::new(events).map(|event| Ok(exec_event(event)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<pb::WorkerLogsRequest>,
+    ) -> Result<Response<ResponseStream<pb::LogLine>>, Status> {
+        let request = request.into_inner();
+        let lines = self
+            .runtime
+            .provider
+            .logs(
+                &request.sandbox_id,
+                request.tail_lines as usize,
+                request.follow,
+            )
+            .await
+            .map_err(status::from_provider)?;
+        let stream = ReceiverStream::new(lines).map(|line| {
+            Ok(pb::LogLine {
+                line: line.line,
+                time_ms: line.time_ms,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn read_file(
+        &self,
+        request: Request<pb::WorkerFileRequest>,
+    ) -> Result<Response<ResponseStream<pb::FileChunk>>, Status> {
+        let request = request.into_inner();
+        let chunks = self
+            .runtime
+            .provider
+            .read_file(&request.sandbox_id, &request.path)
+            .await
+            .map_err(status::from_provider)?;
+        let stream = chunks.map(|chunk| {
+            chunk
+                .map(|data| pb::FileChunk { data })
+                .map_err(status::from_provider)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn write_file(
+        &self,
+        request: Request<Streaming<pb::WriteFileChunk>>,
+    ) -> Result<Response<pb::WriteFileResponse>, Status> {
+        use pb::write_file_chunk::Part;
+        let mut incoming = request.into_inner();
+        let header = match incoming.message().await? {
+            Some(pb::WriteFileChunk {
+                part: Some(Part::Header(header)),
+            }) => header,
+            _ => return Err(status::bad_request("the first message must be the header")),
+        };
+        self.admit(&header.sandbox_id, header.generation)?;
+        let data = incoming
+            .map(|message| match message {
+                Ok(pb::WriteFileChunk {
+                    part: Some(Part::Data(data)),
+                }) => Ok(data),
+                Ok(_) => Err(crate::provider::ProviderError::InvalidArgument(
+                    "only data may follow the header".into(),
+                )),
+                Err(status) => Err(crate::provider::ProviderError::Unavailable(format!(
+                    "upload interrupted: {}",
+                    status.message()
+                ))),
+            })
+            .boxed();
+        let mode = if header.mode == 0 { 0o644 } else { header.mode };
+        let size = self
+            .runtime
+            .provider
+            .write_file(&header.sandbox_id, &header.path, mode, data)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::WriteFileResponse { size }))
+    }
+
+    async fn list_files(
+        &self,
+        request: Request<pb::WorkerFileRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        let request = request.into_inner();
+        let files = self
+            .runtime
+            .provider
+            .list_files(&request.sandbox_id, &request.path)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::ListFilesResponse {
+            files: files.into_iter().map(file_info).collect(),
+        }))
+    }
+
+    async fn stat_file(
+        &self,
+        request: Request<pb::WorkerFileRequest>,
+    ) -> Result<Response<pb::FileInfo>, Status> {
+        let request = request.into_inner();
+        let info = self
+            .runtime
+            .provider
+            .stat(&request.sandbox_id, &request.path)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(file_info(info)))
+    }
+
+    async fn delete_file(
+        &self,
+        request: Request<pb::WorkerDeleteFileRequest>,
+    ) -> Result<Response<pb::WorkerFileDone>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation)?;
+        self.runtime
+            .provider
+            .delete_file(&request.sandbox_id, &request.path, request.recursive)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::WorkerFileDone {}))
+    }
+
+    async fn move_file(
+        &self,
+        request: Request<pb::WorkerMoveFileRequest>,
+    ) -> Result<Response<pb::WorkerFileDone>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation)?;
+        self.runtime
+            .provider
+            .move_file(&request.sandbox_id, &request.old_path, &request.new_path)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::WorkerFileDone {}))
+    }
+
+    async fn chmod(
+        &self,
+        request: Request<pb::WorkerChmodRequest>,
+    ) -> Result<Response<pb::WorkerFileDone>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation)?;
+        self.runtime
+            .provider
+            .chmod(&request.sandbox_id, &request.path, request.mode)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::WorkerFileDone {}))
+    }
+
+    async fn glob(
+        &self,
+        request: Request<pb::WorkerGlobRequest>,
+    ) -> Result<Response<pb::GlobResponse>, Status> {
+        let request = request.into_inner();
+        let paths = self
+            .runtime
+            .provider
+            .glob(&request.sandbox_id, &request.pattern)
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::GlobResponse { paths }))
     }
 }

@@ -1,17 +1,21 @@
 //! The HTTP/JSON API under `/api/v1`: routes, the caller extractor, request ids and the
 //! `{"code","message"}` error body.
 
+mod exec;
+mod files;
 mod health;
+mod sandboxes;
 mod tokens;
 mod workers;
 
-use axum::extract::{FromRef, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Request};
 use axum::http::{HeaderValue, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+pub use exec::parse_timeout;
 pub use tokens::parse_optional_duration;
 
 use super::ApiState;
@@ -19,6 +23,9 @@ use super::auth::{authorize, presented_key};
 use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
 use crate::store::Store;
+
+/// The JSON file write carries its content inline; larger files go through PUT.
+const MAX_JSON_FILE_BODY: usize = 64 << 20;
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -29,6 +36,34 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/workers/{id}", get(workers::get))
         .route("/api/v1/tokens", post(tokens::create))
+        .route(
+            "/api/v1/sandboxes",
+            post(sandboxes::create)
+                .get(sandboxes::list)
+                .delete(sandboxes::prune),
+        )
+        .route("/api/v1/sandboxes/admission", post(sandboxes::admission))
+        .route(
+            "/api/v1/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::destroy),
+        )
+        .route("/api/v1/sandboxes/{id}/extend", post(sandboxes::extend))
+        .route("/api/v1/sandboxes/{id}/exec", post(exec::exec))
+        .route("/api/v1/sandboxes/{id}/logs", get(exec::logs))
+        .route(
+            "/api/v1/sandboxes/{id}/files",
+            post(files::write_json)
+                .layer(DefaultBodyLimit::max(MAX_JSON_FILE_BODY))
+                .put(files::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(files::read)
+                .delete(files::delete),
+        )
+        .route("/api/v1/sandboxes/{id}/files/list", get(files::list))
+        .route("/api/v1/sandboxes/{id}/files/stat", get(files::stat))
+        .route("/api/v1/sandboxes/{id}/files/glob", get(files::glob))
+        .route("/api/v1/sandboxes/{id}/files/move", post(files::move_file))
+        .route("/api/v1/sandboxes/{id}/files/chmod", post(files::chmod))
         .with_state(state)
 }
 
@@ -79,6 +114,16 @@ pub trait RequiredScope: Send + Sync + 'static {
 pub struct ReadScope;
 impl RequiredScope for ReadScope {
     const SCOPE: Scope = Scope::Read;
+}
+
+pub struct WriteScope;
+impl RequiredScope for WriteScope {
+    const SCOPE: Scope = Scope::Write;
+}
+
+pub struct ExecScope;
+impl RequiredScope for ExecScope {
+    const SCOPE: Scope = Scope::Exec;
 }
 
 pub struct AdminScope;

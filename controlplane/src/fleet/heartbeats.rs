@@ -10,6 +10,8 @@ pub struct HeartbeatReport {
     /// ready | draining | drained
     pub state: &'static str,
     pub description: WorkerDescription,
+    /// Sandboxes the worker holds, with the lease generation it has seen for each.
+    pub held: Vec<(String, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,13 @@ impl Fleet {
                 now_ms: now,
             })
             .await?;
+        if !report.held.is_empty() {
+            let grace =
+                i64::try_from(self.settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX);
+            self.store
+                .renew_leases(worker_id, &report.held, now + 2 * grace)
+                .await?;
+        }
         tracing::trace!(%worker_id, "heartbeat");
         Ok(HeartbeatAck {
             heartbeat_interval_ms: duration_ms(self.settings.heartbeat_interval),

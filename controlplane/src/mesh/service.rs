@@ -56,6 +56,17 @@ impl ControlPlane for MeshService {
         let request = request.into_inner();
         let report = HeartbeatReport {
             state: convert::reported_state(request.state),
+            held: request
+                .sandboxes
+                .iter()
+                .filter(|s| s.generation > 0)
+                .map(|s| {
+                    (
+                        s.sandbox_id.clone(),
+                        i64::try_from(s.generation).unwrap_or(i64::MAX),
+                    )
+                })
+                .collect(),
             description: convert::description(request.info)?,
         };
         let ack = self

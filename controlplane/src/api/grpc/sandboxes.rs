@@ -1,0 +1,335 @@
+//! `berth.v1.Sandboxes`: the sandbox API for generated clients, the same operations
+//! and scopes as the HTTP API, answered from the same `Sandboxes` service.
+
+use std::pin::Pin;
+
+use berth_proto::v1 as pb;
+use berth_proto::v1::sandboxes_server::Sandboxes as SandboxesApi;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::caller;
+use crate::api::ApiState;
+use crate::api::http::parse_timeout;
+use crate::api_keys::Scope;
+use crate::error::ApiError;
+use crate::router::remote_error;
+use crate::sandboxes::{CreateSandbox, ExecCall, SandboxView};
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[derive(Debug, Clone)]
+pub struct SandboxesService {
+    state: ApiState,
+}
+
+impl SandboxesService {
+    pub fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+}
+
+fn sandbox_message(view: SandboxView) -> pb::Sandbox {
+    pb::Sandbox {
+        id: view.id,
+        state: view.state,
+        provider: view.provider,
+        image: view.image,
+        memory_mb: u64::try_from(view.memory_mb).unwrap_or(0),
+        vcpus: u32::try_from(view.vcpus).unwrap_or(0),
+        owner_id: view.owner_id,
+        worker_id: view.worker_id,
+        created_at: view.created_at_unix,
+        expires_at: view.expires_at_unix,
+        metadata: view.metadata.into_iter().collect(),
+        vm_id: view.vm_id,
+    }
+}
+
+fn api<T>(result: Result<T, impl Into<ApiError>>) -> Result<T, Status> {
+    result.map_err(|err| Status::from(err.into()))
+}
+
+/// Worker stream items with errors mapped for our client.
+fn relay<T: Send + 'static>(stream: Streaming<T>) -> ResponseStream<T> {
+    Box::pin(stream.map(|item| item.map_err(|status| Status::from(remote_error("", &status)))))
+}
+
+#[tonic::async_trait]
+impl SandboxesApi for SandboxesService {
+    async fn create(
+        &self,
+        request: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        caller(&self.state, &request, Scope::Write).await?;
+        let body = request.into_inner();
+        let create = api(CreateSandbox::validate(
+            self.state.sandboxes.settings(),
+            Some(body.image),
+            Some(body.provider),
+            Some(body.memory_mb),
+            Some(body.vcpus),
+            Some(body.ttl.as_str()),
+            Some(body.template),
+            Some(body.owner_id),
+            body.metadata.into_iter().collect(),
+        ))?;
+        let view = api(self.state.sandboxes.create(create).await)?;
+        Ok(Response::new(sandbox_message(view)))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListSandboxesRequest>,
+    ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let views = api(self.state.sandboxes.list().await)?;
+        Ok(Response::new(pb::ListSandboxesResponse {
+            sandboxes: views.into_iter().map(sandbox_message).collect(),
+        }))
+    }
+
+    async fn get(&self, request: Request<pb::SandboxRef>) -> Result<Response<pb::Sandbox>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let view = api(self.state.sandboxes.get(&request.get_ref().id).await)?;
+        Ok(Response::new(sandbox_message(view)))
+    }
+
+    async fn destroy(
+        &self,
+        request: Request<pb::SandboxRef>,
+    ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
+        caller(&self.state, &request, Scope::Write).await?;
+        api(self.state.sandboxes.destroy(&request.get_ref().id).await)?;
+        Ok(Response::new(pb::DestroySandboxResponse {
+            status: "destroyed".into(),
+        }))
+    }
+
+    async fn extend(
+        &self,
+        request: Request<pb::ExtendSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        caller(&self.state, &request, Scope::Write).await?;
+        let body = request.into_inner();
+        let ttl = if body.ttl.is_empty() {
+            "30m".to_owned()
+        } else {
+            body.ttl
+        };
+        let view = api(self.state.sandboxes.extend(&body.id, &ttl).await)?;
+        Ok(Response::new(sandbox_message(view)))
+    }
+
+    async fn exec(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
+        caller(&self.state, &request, Scope::Exec).await?;
+        let body = request.into_inner();
+        let (sandbox_id, call) = exec_call(body)?;
+        let outcome = api(self.state.sandboxes.exec(&sandbox_id, call).await)?;
+        Ok(Response::new(pb::ExecResponse {
+            exit_code: outcome.exit_code,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            duration_ms: outcome.duration_ms,
+        }))
+    }
+
+    async fn exec_stream(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<ResponseStream<pb::ExecEvent>>, Status> {
+        caller(&self.state, &request, Scope::Exec).await?;
+        let (sandbox_id, call) = exec_call(request.into_inner())?;
+        let events = api(self.state.sandboxes.exec_stream(&sandbox_id, call).await)?;
+        Ok(Response::new(relay(events)))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<ResponseStream<pb::LogLine>>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let body = request.into_inner();
+        let lines = if body.lines == 0 {
+            100
+        } else {
+            body.lines.min(10_000)
+        };
+        let stream = api(self
+            .state
+            .sandboxes
+            .logs(&body.sandbox_id, lines, body.follow)
+            .await)?;
+        Ok(Response::new(relay(stream)))
+    }
+
+    async fn read_file(
+        &self,
+        request: Request<pb::FileRef>,
+    ) -> Result<Response<ResponseStream<pb::FileChunk>>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let body = request.into_inner();
+        let chunks = api(self
+            .state
+            .sandboxes
+            .read_file(&body.sandbox_id, &body.path)
+            .await)?;
+        let stream = chunks.map(|chunk| {
+            chunk
+                .map(|data| pb::FileChunk { data })
+                .map_err(|err| Status::from(ApiError::from(err)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn write_file(
+        &self,
+        request: Request<Streaming<pb::WriteFileRequest>>,
+    ) -> Result<Response<pb::WriteFileResult>, Status> {
+        use pb::write_file_request::Part;
+        caller(&self.state, &request, Scope::Write).await?;
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no header"))?;
+        let (Some(Part::Header(target)), mode) = (first.part, first.mode) else {
+            return Err(Status::invalid_argument(
+                "the first message must be the header",
+            ));
+        };
+        let mode = if mode == 0 { 0o644 } else { mode };
+        let data = incoming.map(|message| match message {
+            Ok(pb::WriteFileRequest {
+                part: Some(Part::Data(data)),
+                ..
+            }) => Ok(data),
+            Ok(_) => Err("only data may follow the header".to_owned()),
+            Err(status) => Err(status.message().to_owned()),
+        });
+        let size = api(self
+            .state
+            .sandboxes
+            .write_file(&target.sandbox_id, &target.path, mode, data)
+            .await)?;
+        Ok(Response::new(pb::WriteFileResult { size }))
+    }
+
+    async fn list_files(
+        &self,
+        request: Request<pb::FileRef>,
+    ) -> Result<Response<pb::FileList>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let body = request.into_inner();
+        let path = if body.path.is_empty() {
+            "/".to_owned()
+        } else {
+            body.path
+        };
+        let files = api(self
+            .state
+            .sandboxes
+            .list_files(&body.sandbox_id, &path)
+            .await)?;
+        Ok(Response::new(pb::FileList { files }))
+    }
+
+    async fn stat_file(
+        &self,
+        request: Request<pb::FileRef>,
+    ) -> Result<Response<pb::FileInfo>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let body = request.into_inner();
+        let info = api(self
+            .state
+            .sandboxes
+            .stat_file(&body.sandbox_id, &body.path)
+            .await)?;
+        Ok(Response::new(info))
+    }
+
+    async fn delete_file(
+        &self,
+        request: Request<pb::DeleteFileRequest>,
+    ) -> Result<Response<pb::FileOpResult>, Status> {
+        caller(&self.state, &request, Scope::Write).await?;
+        let body = request.into_inner();
+        api(self
+            .state
+            .sandboxes
+            .delete_file(&body.sandbox_id, &body.path, body.recursive)
+            .await)?;
+        Ok(Response::new(pb::FileOpResult {
+            status: "deleted".into(),
+        }))
+    }
+
+    async fn move_file(
+        &self,
+        request: Request<pb::MoveFileRequest>,
+    ) -> Result<Response<pb::FileOpResult>, Status> {
+        caller(&self.state, &request, Scope::Write).await?;
+        let body = request.into_inner();
+        api(self
+            .state
+            .sandboxes
+            .move_file(&body.sandbox_id, &body.old_path, &body.new_path)
+            .await)?;
+        Ok(Response::new(pb::FileOpResult {
+            status: "moved".into(),
+        }))
+    }
+
+    async fn chmod(
+        &self,
+        request: Request<pb::ChmodRequest>,
+    ) -> Result<Response<pb::FileOpResult>, Status> {
+        caller(&self.state, &request, Scope::Write).await?;
+        let body = request.into_inner();
+        if body.mode > 0o7777 {
+            return Err(Status::invalid_argument("mode must be at most 0o7777"));
+        }
+        api(self
+            .state
+            .sandboxes
+            .chmod(&body.sandbox_id, &body.path, body.mode)
+            .await)?;
+        Ok(Response::new(pb::FileOpResult {
+            status: "chmod applied".into(),
+        }))
+    }
+
+    async fn glob(
+        &self,
+        request: Request<pb::GlobRequest>,
+    ) -> Result<Response<pb::GlobResponse>, Status> {
+        caller(&self.state, &request, Scope::Read).await?;
+        let body = request.into_inner();
+        let paths = api(self
+            .state
+            .sandboxes
+            .glob(&body.sandbox_id, &body.pattern)
+            .await)?;
+        Ok(Response::new(pb::GlobResponse { paths }))
+    }
+}
+
+fn exec_call(body: pb::ExecRequest) -> Result<(String, ExecCall), Status> {
+    let timeout = if body.timeout.is_empty() {
+        None
+    } else {
+        parse_timeout(Some(&serde_json::Value::String(body.timeout)))?
+    };
+    let call = ExecCall {
+        command: body.command,
+        args: body.args,
+        argv: body.mode == pb::ExecMode::Argv as i32,
+        env: body.env.into_iter().collect(),
+        workdir: body.workdir,
+        timeout,
+    };
+    Ok((body.sandbox_id, call))
+}

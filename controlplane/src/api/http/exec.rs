@@ -1,0 +1,322 @@
+//! `POST /sandboxes/{id}/exec` (whole, or NDJSON with `stream: true`) and
+//! `GET /sandboxes/{id}/logs`.
+//!
+//! The stream answers `{"stream":"stdout"|"stderr","data":…}` lines as output arrives,
+//! then exactly one terminal line: `{"stream":"exit","exit_code":…}` or
+//! `{"stream":"error","code":…,"message":…}`. Its `stream` value is never stdout or
+//! stderr, so StacyVM's parsers (which default a missing `stream` to stdout) do not
+//! take it for output. A client that goes away drops the stream, which cancels the
+//! worker call, which stops the command.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use berth_proto::v1 as pb;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Authorized, ExecScope, JsonBody, ReadScope};
+use crate::api::ApiState;
+use crate::error::ApiError;
+use crate::router::remote_error;
+use crate::sandboxes::{ExecCall, rfc3339};
+
+const NDJSON: &str = "application/x-ndjson";
+
+#[derive(Debug, Deserialize)]
+pub struct ExecBody {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// A Go-style duration ("30s") or a number of seconds.
+    #[serde(default)]
+    pub timeout: Option<Value>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+impl TryFrom<ExecBody> for ExecCall {
+    type Error = ApiError;
+
+    fn try_from(body: ExecBody) -> Result<Self, ApiError> {
+        let argv = match body.mode.as_deref().unwrap_or("shell") {
+            "shell" | "" => false,
+            "argv" => true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "mode {other:?}: expected shell or argv"
+                )));
+            }
+        };
+        Ok(Self {
+            command: body.command,
+            args: body.args,
+            argv,
+            env: body.env,
+            workdir: body.workdir.unwrap_or_default(),
+            timeout: parse_timeout(body.timeout.as_ref())?,
+        })
+    }
+}
+
+/// `"30s"`, `"1m30s"`, `30`, `"30"`, `0.5`; null, 0 and "" mean the default.
+pub fn parse_timeout(value: Option<&Value>) -> Result<Option<Duration>, ApiError> {
+    let bad = |v: &Value| {
+        ApiError::bad_request(format!(
+            "invalid timeout {v}: expected a duration like \"30s\" or seconds"
+        ))
+    };
+    let duration = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => {
+            let secs = n
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| bad(value.unwrap_or(&Value::Null)))?;
+            Duration::try_from_secs_f64(secs).map_err(|_| bad(value.unwrap_or(&Value::Null)))?
+        }
+        Some(v @ Value::String(text)) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            match text.parse::<f64>() {
+                Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+                Ok(_) => return Err(bad(v)),
+                Err(_) => humantime::parse_duration(text).map_err(|_| bad(v))?,
+            }
+        }
+        Some(other) => return Err(bad(other)),
+    };
+    Ok(Some(duration).filter(|d| !d.is_zero()))
+}
+
+pub async fn exec(
+    _caller: Authorized<ExecScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ExecBody>,
+) -> Result<Response, ApiError> {
+    let stream = body.stream;
+    let call = ExecCall::try_from(body)?;
+    if !stream {
+        let outcome = state.sandboxes.exec(&id, call).await?;
+        return Ok(Json(json!({
+            "exit_code": outcome.exit_code,
+            "stdout": String::from_utf8_lossy(&outcome.stdout),
+            "stderr": String::from_utf8_lossy(&outcome.stderr),
+            "duration": format!("{}ms", outcome.duration_ms),
+            "duration_ms": outcome.duration_ms,
+        }))
+        .into_response());
+    }
+    let events = state.sandboxes.exec_stream(&id, call).await?;
+    let lines = ndjson_events(events);
+    Ok((
+        [
+            (header::CONTENT_TYPE, NDJSON),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>)),
+    )
+        .into_response())
+}
+
+/// Worker events as NDJSON lines, ending with exactly one terminal line.
+fn ndjson_events(
+    events: tonic::Streaming<pb::ExecEvent>,
+) -> impl futures::Stream<Item = String> + Send + 'static {
+    struct State {
+        events: tonic::Streaming<pb::ExecEvent>,
+        stdout: Utf8Carry,
+        stderr: Utf8Carry,
+        done: bool,
+    }
+    let initial = State {
+        events,
+        stdout: Utf8Carry::default(),
+        stderr: Utf8Carry::default(),
+        done: false,
+    };
+    futures::stream::unfold(initial, |mut state| async move {
+        use pb::exec_event::Event;
+        if state.done {
+            return None;
+        }
+        loop {
+            let line = match state.events.next().await {
+                Some(Ok(pb::ExecEvent {
+                    event: Some(Event::Stdout(data)),
+                })) => {
+                    let text = state.stdout.push(&data);
+                    if text.is_empty() {
+                        continue;
+                    }
+                    json!({"stream": "stdout", "data": text})
+                }
+                Some(Ok(pb::ExecEvent {
+                    event: Some(Event::Stderr(data)),
+                })) => {
+                    let text = state.stderr.push(&data);
+                    if text.is_empty() {
+                        continue;
+                    }
+                    json!({"stream": "stderr", "data": text})
+                }
+                Some(Ok(pb::ExecEvent {
+                    event: Some(Event::Exit(exit)),
+                })) => {
+                    state.done = true;
+                    json!({
+                        "stream": "exit",
+                        "exit_code": exit.exit_code,
+                        "duration": format!("{}ms", exit.duration_ms),
+                        "duration_ms": exit.duration_ms,
+                    })
+                }
+                Some(Ok(pb::ExecEvent {
+                    event: Some(Event::Error(err)),
+                })) => {
+                    state.done = true;
+                    json!({"stream": "error", "code": err.code, "message": err.message})
+                }
+                Some(Ok(pb::ExecEvent { event: None })) => continue,
+                Some(Err(status)) => {
+                    state.done = true;
+                    let err = remote_error("", &status);
+                    json!({"stream": "error", "code": err.code.as_str(), "message": err.message})
+                }
+                None => {
+                    state.done = true;
+                    json!({
+                        "stream": "error",
+                        "code": "UNAVAILABLE",
+                        "message": "the worker ended the stream without an exit status",
+                    })
+                }
+            };
+            return Some((format!("{line}\n"), state));
+        }
+    })
+}
+
+/// Turns byte chunks into text without splitting a UTF-8 character across two lines:
+/// an incomplete character at the end of a chunk waits for the next one.
+#[derive(Debug, Default)]
+struct Utf8Carry {
+    pending: Vec<u8>,
+}
+
+impl Utf8Carry {
+    fn push(&mut self, data: &[u8]) -> String {
+        self.pending.extend_from_slice(data);
+        let valid_up_to = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(err) if err.error_len().is_none() && self.pending.len() - err.valid_up_to() < 4 => {
+                err.valid_up_to()
+            }
+            Err(_) => self.pending.len(),
+        };
+        let rest = self.pending.split_off(valid_up_to);
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        text
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub lines: Option<u32>,
+    #[serde(default)]
+    pub follow: Option<bool>,
+}
+
+const MAX_LOG_LINES: u32 = 10_000;
+
+/// The last `lines` (default 100) console lines as an array of strings; with
+/// `follow=true`, NDJSON `{"time","line"}` lines that keep coming.
+pub async fn logs(
+    _caller: Authorized<ReadScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let lines = query.lines.unwrap_or(100).min(MAX_LOG_LINES);
+    let follow = query.follow.unwrap_or(false);
+    let mut stream = state.sandboxes.logs(&id, lines, follow).await?;
+    if !follow {
+        let mut collected = Vec::new();
+        while let Some(line) = stream.next().await {
+            let line = line.map_err(|status| remote_error("", &status))?;
+            collected.push(line.line);
+        }
+        return Ok(Json(collected).into_response());
+    }
+    let body = stream
+        .take_while(|line| std::future::ready(line.is_ok()))
+        .filter_map(|line| std::future::ready(line.ok()))
+        .map(|line| {
+            let text = json!({"time": rfc3339(line.time_ms / 1000), "line": line.line});
+            Ok::<_, std::convert::Infallible>(format!("{text}\n"))
+        });
+    Ok((
+        [
+            (header::CONTENT_TYPE, NDJSON),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_take_durations_and_seconds() {
+        assert_eq!(
+            parse_timeout(Some(&json!("30s"))).unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_timeout(Some(&json!(5))).unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_timeout(Some(&json!("2.5"))).unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_timeout(Some(&json!(0))).unwrap(), None);
+        assert_eq!(parse_timeout(None).unwrap(), None);
+        assert!(parse_timeout(Some(&json!("soon"))).is_err());
+        assert!(parse_timeout(Some(&json!(-1))).is_err());
+        assert!(parse_timeout(Some(&json!([1]))).is_err());
+    }
+
+    #[test]
+    fn characters_split_across_chunks_are_kept_whole() {
+        let mut carry = Utf8Carry::default();
+        let text = "héllo";
+        let bytes = text.as_bytes();
+        let first = carry.push(&bytes[..2]);
+        let second = carry.push(&bytes[2..]);
+        assert_eq!(first, "h");
+        assert_eq!(format!("{first}{second}"), text);
+        // invalid bytes do not stall the stream
+        assert_eq!(carry.push(&[0xff, b'a']), "\u{fffd}a");
+    }
+}

@@ -1,0 +1,95 @@
+//! "A channel to worker X": the one place the control plane gets a connection to a
+//! worker, and the one place a worker's gRPC status becomes an API error. Channels are
+//! dialed from the worker's advertised address with the control plane's identity and
+//! must reach exactly `spiffe://<td>/worker/<id>`; they are cached per worker and
+//! reconnect on their own. A later mode can hand out a connection the worker opened.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use berth_pki::transport::{DialOptions, mesh_channel};
+use berth_proto::v1::worker_service_client::WorkerServiceClient;
+use tonic::transport::Channel;
+
+use crate::authority::Authority;
+use crate::error::{ApiError, ErrorCode};
+
+pub type WorkerClient = WorkerServiceClient<Channel>;
+
+#[derive(Debug)]
+pub struct WorkerChannels {
+    authority: Arc<Authority>,
+    /// worker id -> (address dialed, channel)
+    channels: Mutex<HashMap<String, (String, Channel)>>,
+}
+
+impl WorkerChannels {
+    pub fn new(authority: Arc<Authority>) -> Self {
+        Self {
+            authority,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A client of worker `worker_id`, which listens on `address`.
+    pub fn client(&self, worker_id: &str, address: &str) -> Result<WorkerClient, ApiError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((dialed, channel)) = channels.get(worker_id)
+            && dialed == address
+        {
+            return Ok(
+                WorkerServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20)
+            );
+        }
+        let tls = self
+            .authority
+            .worker_client_config(worker_id)
+            .map_err(|err| ApiError::internal(&err))?;
+        let channel =
+            mesh_channel(address, Arc::new(tls), DialOptions::default()).map_err(|err| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("worker {worker_id:?} has an unusable address: {err}"),
+                )
+            })?;
+        channels.insert(worker_id.to_owned(), (address.to_owned(), channel.clone()));
+        Ok(WorkerServiceClient::new(channel).max_decoding_message_size(64 << 20))
+    }
+}
+
+/// A worker's answer as an API error: the code it sent in `berth-error-code`, or one
+/// derived from the gRPC code; transport failures mean the worker is unreachable.
+pub fn remote_error(worker_id: &str, status: &tonic::Status) -> ApiError {
+    let named = status
+        .metadata()
+        .get(berth_worker::service::ERROR_CODE_KEY)
+        .and_then(|value| value.to_str().ok())
+        .and_then(ErrorCode::from_name);
+    if let Some(code) = named {
+        if code == ErrorCode::Internal {
+            tracing::error!(%worker_id, error = %status.message(), "worker failed");
+            return ApiError::new(code, "internal error on the worker");
+        }
+        return ApiError::new(code, status.message());
+    }
+    use tonic::Code;
+    match status.code() {
+        Code::NotFound => ApiError::not_found(status.message()),
+        Code::InvalidArgument => ApiError::bad_request(status.message()),
+        Code::DeadlineExceeded => ApiError::new(
+            ErrorCode::Timeout,
+            format!("worker {worker_id:?} did not answer in time"),
+        ),
+        Code::FailedPrecondition | Code::AlreadyExists => {
+            ApiError::new(ErrorCode::Conflict, status.message())
+        }
+        Code::Unavailable | Code::Unknown | Code::Cancelled => ApiError::new(
+            ErrorCode::Unavailable,
+            format!("worker {worker_id:?} is unreachable: {}", status.message()),
+        ),
+        _ => {
+            tracing::error!(%worker_id, ?status, "unexpected answer from worker");
+            ApiError::new(ErrorCode::Internal, "internal error")
+        }
+    }
+}

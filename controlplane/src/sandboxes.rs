@@ -1,0 +1,117 @@
+//! Sandboxes end to end on the control plane: validated requests, scheduling onto a
+//! worker with a fenced lease, and every later call routed to the lease holder with
+//! the lease's generation. The HTTP and gRPC edges call into here.
+
+mod calls;
+mod lifecycle;
+mod model;
+mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use calls::{ExecCall, ExecOutcome};
+pub use model::{CreateSandbox, FileInfoView, SandboxView, rfc3339};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::router::WorkerChannels;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox {0:?} not found")]
+    NotFound(String),
+    #[error("sandbox {0:?} is destroyed")]
+    Destroyed(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NoCapacity(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// An error the worker answered with, already mapped.
+    #[error("{0}")]
+    Remote(ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SandboxError> for ApiError {
+    fn from(err: SandboxError) -> Self {
+        let message = err.to_string();
+        match err {
+            SandboxError::NotFound(_) | SandboxError::Destroyed(_) => ApiError::not_found(message),
+            SandboxError::BadRequest(_) => ApiError::bad_request(message),
+            SandboxError::Conflict(_) => ApiError::new(ErrorCode::Conflict, message),
+            SandboxError::NoCapacity(_) => ApiError::new(ErrorCode::ResourceLimit, message),
+            SandboxError::Unavailable(_) => ApiError::new(ErrorCode::Unavailable, message),
+            SandboxError::Remote(err) => err,
+            SandboxError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// Limits and defaults for sandboxes.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub default_image: String,
+    /// Empty: any healthy provider.
+    pub default_provider: String,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    pub max_vcpus: u32,
+    pub default_exec_timeout: Duration,
+    pub max_exec_timeout: Duration,
+    /// How long a spawn may take on the worker.
+    pub spawn_timeout: Duration,
+    /// A worker whose last heartbeat is older than this takes no sandboxes and
+    /// answers no routed calls.
+    pub heartbeat_grace: Duration,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self {
+            default_image: "alpine:latest".to_owned(),
+            default_provider: String::new(),
+            default_ttl: Duration::from_secs(30 * 60),
+            max_ttl: Duration::from_secs(24 * 3600),
+            default_memory_mb: 512,
+            max_memory_mb: 256 * 1024,
+            max_vcpus: 64,
+            default_exec_timeout: Duration::from_secs(60),
+            max_exec_timeout: Duration::from_secs(6 * 3600),
+            spawn_timeout: Duration::from_secs(120),
+            heartbeat_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sandboxes {
+    store: Store,
+    channels: Arc<WorkerChannels>,
+    settings: SandboxSettings,
+}
+
+impl Sandboxes {
+    pub fn new(store: Store, channels: Arc<WorkerChannels>, settings: SandboxSettings) -> Self {
+        Self {
+            store,
+            channels,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &SandboxSettings {
+        &self.settings
+    }
+}
+
+fn grace_ms(settings: &SandboxSettings) -> i64 {
+    i64::try_from(settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX)
+}

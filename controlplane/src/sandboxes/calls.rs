@@ -1,0 +1,410 @@
+//! Calls routed to the worker holding a sandbox's lease: exec (whole or streamed),
+//! logs, and files. Mutating calls carry the lease generation so the worker can fence
+//! out a stale control plane; every call has a deadline.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use tonic::Streaming;
+
+use super::{SandboxError, Sandboxes, grace_ms};
+use crate::clock::now_ms;
+use crate::router::{WorkerClient, remote_error};
+
+/// Deadline of quick calls (files, status).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time on top of an exec's own timeout for the round trip.
+const EXEC_MARGIN: Duration = Duration::from_secs(10);
+
+/// An exec as the API takes it.
+#[derive(Debug, Clone)]
+pub struct ExecCall {
+    pub command: String,
+    pub args: Vec<String>,
+    /// `argv` or `shell`.
+    pub argv: bool,
+    pub env: BTreeMap<String, String>,
+    pub workdir: String,
+    /// `None`: the default.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration_ms: u64,
+}
+
+/// The lease holder of a live sandbox.
+struct Target {
+    worker_id: String,
+    client: WorkerClient,
+    generation: u64,
+}
+
+impl Sandboxes {
+    async fn target(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
+        let row = self
+            .store
+            .get_sandbox(sandbox_id)
+            .await?
+            .ok_or_else(|| SandboxError::NotFound(sandbox_id.to_owned()))?;
+        match row.state.as_str() {
+            "running" => {}
+            "destroyed" | "destroying" => {
+                return Err(SandboxError::Destroyed(sandbox_id.to_owned()));
+            }
+            "creating" => {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox {sandbox_id:?} is still being created"
+                )));
+            }
+            other => {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox {sandbox_id:?} is {other}: {}",
+                    row.error
+                )));
+            }
+        }
+        let (Some(worker_id), Some(address), Some(generation)) =
+            (row.worker_id, row.advertise_addr, row.generation)
+        else {
+            return Err(SandboxError::Unavailable(format!(
+                "sandbox {sandbox_id:?} has no live lease"
+            )));
+        };
+        let fresh_since = now_ms() - grace_ms(&self.settings);
+        if row.last_heartbeat_ms.is_none_or(|t| t < fresh_since) {
+            return Err(SandboxError::Unavailable(format!(
+                "worker {worker_id:?} holding sandbox {sandbox_id:?} is not heartbeating"
+            )));
+        }
+        let client = self
+            .channels
+            .client(&worker_id, &address)
+            .map_err(SandboxError::Remote)?;
+        Ok(Target {
+            worker_id,
+            client,
+            generation: u64::try_from(generation).unwrap_or(0),
+        })
+    }
+
+    fn exec_request(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        call: ExecCall,
+    ) -> (pb::WorkerExecRequest, Duration) {
+        let timeout = call
+            .timeout
+            .unwrap_or(self.settings.default_exec_timeout)
+            .min(self.settings.max_exec_timeout);
+        let request = pb::WorkerExecRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation,
+            command: call.command,
+            args: call.args,
+            mode: if call.argv {
+                pb::ExecMode::Argv as i32
+            } else {
+                pb::ExecMode::Shell as i32
+            },
+            env: call.env.into_iter().collect(),
+            workdir: call.workdir,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        (request, timeout)
+    }
+
+    pub async fn exec(
+        &self,
+        sandbox_id: &str,
+        call: ExecCall,
+    ) -> Result<ExecOutcome, SandboxError> {
+        check_command(&call)?;
+        let mut target = self.target(sandbox_id).await?;
+        let (request, timeout) = self.exec_request(sandbox_id, target.generation, call);
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout + EXEC_MARGIN);
+        let answer = target
+            .client
+            .exec(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?
+            .into_inner();
+        Ok(ExecOutcome {
+            exit_code: answer.exit_code,
+            stdout: answer.stdout,
+            stderr: answer.stderr,
+            duration_ms: answer.duration_ms,
+        })
+    }
+
+    /// Output events as the worker produces them, then one exit or error event.
+    /// Dropping the stream cancels the call, and the worker stops the command.
+    pub async fn exec_stream(
+        &self,
+        sandbox_id: &str,
+        call: ExecCall,
+    ) -> Result<Streaming<pb::ExecEvent>, SandboxError> {
+        check_command(&call)?;
+        let mut target = self.target(sandbox_id).await?;
+        let (request, timeout) = self.exec_request(sandbox_id, target.generation, call);
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout + EXEC_MARGIN);
+        target
+            .client
+            .exec_stream(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))
+    }
+
+    /// The last `lines` console lines; with `follow`, new ones as they come (no
+    /// deadline: the stream lives until the sandbox ends or the caller leaves).
+    pub async fn logs(
+        &self,
+        sandbox_id: &str,
+        lines: u32,
+        follow: bool,
+    ) -> Result<Streaming<pb::LogLine>, SandboxError> {
+        let mut target = self.target(sandbox_id).await?;
+        let mut request = tonic::Request::new(pb::WorkerLogsRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            tail_lines: lines,
+            follow,
+        });
+        if !follow {
+            request.set_timeout(CALL_TIMEOUT);
+        }
+        target
+            .client
+            .logs(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))
+    }
+
+    /// The file's bytes in chunks; errors after the first chunk arrive in the stream.
+    pub async fn read_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+    ) -> Result<BoxStream<'static, Result<Vec<u8>, SandboxError>>, SandboxError> {
+        let mut target = self.target(sandbox_id).await?;
+        let request = tonic::Request::new(pb::WorkerFileRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation: target.generation,
+            path: path.to_owned(),
+        });
+        let worker_id = target.worker_id.clone();
+        let stream = target
+            .client
+            .read_file(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status)))?
+            .into_inner();
+        Ok(stream
+            .map(move |chunk| {
+                chunk
+                    .map(|chunk| chunk.data)
+                    .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status)))
+            })
+            .boxed())
+    }
+
+    /// Streams `data` into the file; no size cap. An error in `data` (the client went
+    /// away) cancels the call, so the worker never keeps a truncated file.
+    pub async fn write_file<S>(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        mode: u32,
+        data: S,
+    ) -> Result<u64, SandboxError>
+    where
+        S: Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        use pb::write_file_chunk::Part;
+        let mut target = self.target(sandbox_id).await?;
+        let header = pb::WriteFileChunk {
+            part: Some(Part::Header(pb::WriteFileHeader {
+                sandbox_id: sandbox_id.to_owned(),
+                generation: target.generation,
+                path: path.to_owned(),
+                mode,
+            })),
+        };
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+        let body = futures::stream::unfold(
+            (Box::pin(data), Some(failed_tx)),
+            |(mut data, mut failed_tx)| async move {
+                match data.next().await {
+                    Some(Ok(bytes)) => {
+                        let chunk = pb::WriteFileChunk {
+                            part: Some(Part::Data(bytes)),
+                        };
+                        Some((chunk, (data, failed_tx)))
+                    }
+                    Some(Err(err)) => {
+                        if let Some(tx) = failed_tx.take() {
+                            let _ = tx.send(err);
+                        }
+                        // never end the stream: ending it would commit a truncated
+                        // file; the call is dropped below instead
+                        std::future::pending().await
+                    }
+                    None => None,
+                }
+            },
+        );
+        let outgoing = futures::stream::iter([header]).chain(body);
+        let worker_id = target.worker_id.clone();
+        let call = target.client.write_file(tonic::Request::new(outgoing));
+        // resolves only when the data stream failed; a finished stream drops the sender
+        let failed = async move {
+            match failed_rx.await {
+                Ok(reason) => reason,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            answer = call => answer
+                .map(|answer| answer.into_inner().size)
+                .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status))),
+            reason = failed => Err(SandboxError::BadRequest(format!("upload interrupted: {reason}"))),
+        }
+    }
+
+    pub async fn list_files(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+    ) -> Result<Vec<pb::FileInfo>, SandboxError> {
+        let mut target = self.target(sandbox_id).await?;
+        let mut request = tonic::Request::new(pb::WorkerFileRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation: target.generation,
+            path: path.to_owned(),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        let answer = target
+            .client
+            .list_files(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+        Ok(answer.into_inner().files)
+    }
+
+    pub async fn stat_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+    ) -> Result<pb::FileInfo, SandboxError> {
+        let mut target = self.target(sandbox_id).await?;
+        let mut request = tonic::Request::new(pb::WorkerFileRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation: target.generation,
+            path: path.to_owned(),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        let answer = target
+            .client
+            .stat_file(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+        Ok(answer.into_inner())
+    }
+
+    pub async fn delete_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), SandboxError> {
+        let mut target = self.target(sandbox_id).await?;
+        let mut request = tonic::Request::new(pb::WorkerDeleteFileRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation: target.generation,
+            path: path.to_owned(),
+            recursive,
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        target
+            .client
+            .delete_file(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+        Ok(())
+    }
+
+    pub async fn move_file(
+        &self,
+        sandbox_id: &str,
+        old_path: &str,
+        new_path: &str,
+    ) -> Result<(), SandboxError> {
+        let mut target = self.target(sandbox_id).await?;
+        let mut request = tonic::Request::new(pb::WorkerMoveFileRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation: target.generation,
+            old_path: old_path.to_owned(),
+            new_path: new_path.to_owned(),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        target
+            .client
+            .move_file(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+        Ok(())
+    }
+
+    pub async fn chmod(&self, sandbox_id: &str, path: &str, mode: u32) -> Result<(), SandboxError> {
+        let mut target = self.target(sandbox_id).await?;
+        let mut request = tonic::Request::new(pb::WorkerChmodRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation: target.generation,
+            path: path.to_owned(),
+            mode,
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        target
+            .client
+            .chmod(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+        Ok(())
+    }
+
+    pub async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, SandboxError> {
+        if pattern.is_empty() {
+            return Err(SandboxError::BadRequest("pattern is empty".into()));
+        }
+        let mut target = self.target(sandbox_id).await?;
+        let mut request = tonic::Request::new(pb::WorkerGlobRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            pattern: pattern.to_owned(),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        let answer = target
+            .client
+            .glob(request)
+            .await
+            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+        Ok(answer.into_inner().paths)
+    }
+}
+
+fn check_command(call: &ExecCall) -> Result<(), SandboxError> {
+    if call.command.trim().is_empty() {
+        return Err(SandboxError::BadRequest("command is empty".into()));
+    }
+    Ok(())
+}

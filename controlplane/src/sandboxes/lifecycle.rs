@@ -1,0 +1,220 @@
+//! Create, get, list, destroy, extend and prune. No lock is held across a worker call:
+//! state changes are conditional updates in the store, so concurrent spawns run in
+//! parallel and two destroys of one sandbox cannot both act.
+
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+
+use super::{CreateSandbox, SandboxError, SandboxView, Sandboxes, model};
+use crate::clock::now_secs;
+use crate::router::remote_error;
+
+const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Sandboxes {
+    pub async fn create(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
+        let candidates = self.candidates(&request.provider).await?;
+        let provider = candidates[0].1.clone();
+        let id = new_sandbox_id();
+        let now = now_secs();
+        let ttl = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
+        self.store
+            .insert_sandbox(&crate::store::NewSandbox {
+                id: id.clone(),
+                provider: provider.clone(),
+                image: request.image.clone(),
+                memory_mb: i64::try_from(request.memory_mb).unwrap_or(i64::MAX),
+                vcpus: i64::from(request.vcpus),
+                owner_id: request.owner_id.clone(),
+                template: request.template.clone(),
+                metadata: serde_json::to_string(&request.metadata).unwrap_or_default(),
+                created_at: now,
+                expires_at: now.saturating_add(ttl),
+            })
+            .await?;
+        let placement = match self.place(&id, &candidates).await {
+            Ok(placement) => placement,
+            Err(err) => {
+                self.store
+                    .finish_sandbox(&id, "error", &err.to_string(), now_secs())
+                    .await?;
+                return Err(err);
+            }
+        };
+        let worker_id = placement.worker_id.clone();
+        let spawned = async {
+            let mut client = self
+                .channels
+                .client(&worker_id, &placement.advertise_addr)
+                .map_err(SandboxError::Remote)?;
+            let mut call = tonic::Request::new(pb::SpawnRequest {
+                spec: Some(pb::SandboxSpec {
+                    sandbox_id: id.clone(),
+                    image: request.image.clone(),
+                    provider: provider.clone(),
+                    vcpus: request.vcpus,
+                    memory_mb: request.memory_mb,
+                    metadata: request.metadata.clone().into_iter().collect(),
+                    env: Default::default(),
+                }),
+                generation: u64::try_from(placement.generation).unwrap_or(0),
+            });
+            call.set_timeout(self.settings.spawn_timeout);
+            client
+                .spawn(call)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status)))
+        }
+        .await;
+        match spawned {
+            Ok(answer) => {
+                self.store.mark_sandbox_running(&id, &answer.vm_id).await?;
+                tracing::info!(sandbox_id = %id, %worker_id, generation = placement.generation, "sandbox created");
+                self.get(&id).await
+            }
+            Err(err) => {
+                tracing::warn!(sandbox_id = %id, %worker_id, error = %err, "spawn failed");
+                self.store
+                    .finish_sandbox(&id, "error", &err.to_string(), now_secs())
+                    .await?;
+                Err(err)
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<SandboxView, SandboxError> {
+        let row = self
+            .store
+            .get_sandbox(id)
+            .await?
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        if row.state == "destroyed" {
+            return Err(SandboxError::Destroyed(id.to_owned()));
+        }
+        Ok(row.into())
+    }
+
+    /// Every sandbox that is not destroyed.
+    pub async fn list(&self) -> Result<Vec<SandboxView>, SandboxError> {
+        let rows = self.store.list_sandboxes().await?;
+        Ok(rows.into_iter().map(SandboxView::from).collect())
+    }
+
+    /// Destroys a sandbox on its worker, then releases its lease and capacity. Of two
+    /// concurrent destroys exactly one acts; the other is told it is being destroyed.
+    pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
+        let row = self
+            .store
+            .get_sandbox(id)
+            .await?
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        match row.state.as_str() {
+            "destroyed" => return Err(SandboxError::Destroyed(id.to_owned())),
+            "creating" => {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox {id:?} is still being created"
+                )));
+            }
+            "error" => {
+                self.store
+                    .finish_sandbox(id, "destroyed", &row.error, now_secs())
+                    .await?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        if !self
+            .store
+            .transition_sandbox(id, &["running"], "destroying")
+            .await?
+        {
+            return Err(SandboxError::Conflict(format!(
+                "sandbox {id:?} is being destroyed"
+            )));
+        }
+        let (Some(worker_id), Some(address), Some(generation)) =
+            (row.worker_id, row.advertise_addr, row.generation)
+        else {
+            self.store
+                .finish_sandbox(id, "destroyed", "", now_secs())
+                .await?;
+            return Ok(());
+        };
+        let result = async {
+            let mut client = self
+                .channels
+                .client(&worker_id, &address)
+                .map_err(SandboxError::Remote)?;
+            let mut call = tonic::Request::new(pb::DestroyRequest {
+                sandbox_id: id.to_owned(),
+                generation: u64::try_from(generation).unwrap_or(0),
+            });
+            call.set_timeout(DESTROY_TIMEOUT);
+            client.destroy(call).await.map_err(|status| {
+                if status.code() == tonic::Code::NotFound {
+                    None
+                } else {
+                    Some(SandboxError::Remote(remote_error(&worker_id, &status)))
+                }
+            })
+        }
+        .await;
+        match result {
+            // the worker no longer holding it is as good as destroyed
+            Ok(_) | Err(None) => {
+                self.store
+                    .finish_sandbox(id, "destroyed", "", now_secs())
+                    .await?;
+                tracing::info!(sandbox_id = %id, %worker_id, "sandbox destroyed");
+                Ok(())
+            }
+            Err(Some(err)) => {
+                // leave it running so a retry can destroy it
+                self.store
+                    .transition_sandbox(id, &["destroying"], "running")
+                    .await?;
+                Err(err)
+            }
+        }
+    }
+
+    /// New expiry = now + `ttl`.
+    pub async fn extend(&self, id: &str, ttl: &str) -> Result<SandboxView, SandboxError> {
+        let ttl = model::parse_ttl(ttl, self.settings.max_ttl)?;
+        let expires_at = now_secs().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0));
+        if !self.store.set_sandbox_expiry(id, expires_at).await? {
+            return match self.store.get_sandbox(id).await? {
+                None => Err(SandboxError::NotFound(id.to_owned())),
+                Some(row) if row.state == "destroyed" => {
+                    Err(SandboxError::Destroyed(id.to_owned()))
+                }
+                Some(row) => Err(SandboxError::Conflict(format!(
+                    "sandbox {id:?} is {} and cannot be extended",
+                    row.state
+                ))),
+            };
+        }
+        self.get(id).await
+    }
+
+    /// Destroys every running sandbox whose TTL has run out; returns how many.
+    pub async fn prune_expired(&self) -> Result<usize, SandboxError> {
+        let mut pruned = 0;
+        for id in self.store.expired_sandboxes(now_secs()).await? {
+            match self.destroy(&id).await {
+                Ok(()) => pruned += 1,
+                Err(err) => {
+                    tracing::warn!(sandbox_id = %id, error = %err, "cannot prune expired sandbox")
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+/// `sbx-` and 16 hex digits.
+fn new_sandbox_id() -> String {
+    format!("sbx-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}

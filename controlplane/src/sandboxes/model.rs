@@ -1,0 +1,247 @@
+//! Sandbox requests as validated domain values, and the StacyVM-shaped views the API
+//! answers with.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::{SandboxError, SandboxSettings};
+use crate::store::SandboxRow;
+
+/// A create request after validation, defaults filled in.
+#[derive(Debug, Clone)]
+pub struct CreateSandbox {
+    pub image: String,
+    /// Empty: any healthy provider.
+    pub provider: String,
+    pub memory_mb: u64,
+    pub vcpus: u32,
+    pub ttl: Duration,
+    pub template: String,
+    pub owner_id: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl CreateSandbox {
+    /// Checks raw request fields against `settings`; absent fields take defaults.
+    #[allow(clippy::too_many_arguments)]
+    pub fn validate(
+        settings: &SandboxSettings,
+        image: Option<String>,
+        provider: Option<String>,
+        memory_mb: Option<u64>,
+        vcpus: Option<u32>,
+        ttl: Option<&str>,
+        template: Option<String>,
+        owner_id: Option<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Self, SandboxError> {
+        let bad = |message: String| Err(SandboxError::BadRequest(message));
+        let image = image
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| settings.default_image.clone());
+        if image.len() > 256 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad(format!("image {image:?} is not a valid image reference"));
+        }
+        let provider = provider
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| settings.default_provider.clone());
+        if provider.len() > 32 {
+            return bad("provider name is too long".into());
+        }
+        let memory_mb = memory_mb
+            .filter(|m| *m > 0)
+            .unwrap_or(settings.default_memory_mb);
+        if !(16..=settings.max_memory_mb).contains(&memory_mb) {
+            return bad(format!(
+                "memory_mb must be between 16 and {}",
+                settings.max_memory_mb
+            ));
+        }
+        let vcpus = vcpus.filter(|v| *v > 0).unwrap_or(1);
+        if vcpus > settings.max_vcpus {
+            return bad(format!(
+                "vcpus must be between 1 and {}",
+                settings.max_vcpus
+            ));
+        }
+        let ttl = match ttl.map(str::trim).filter(|t| !t.is_empty()) {
+            None => settings.default_ttl,
+            Some(text) => parse_ttl(text, settings.max_ttl)?,
+        };
+        let owner_id = owner_id.unwrap_or_default();
+        if owner_id.len() > 128 {
+            return bad("owner_id is longer than 128 characters".into());
+        }
+        let template = template.unwrap_or_default();
+        if template.len() > 128 {
+            return bad("template is longer than 128 characters".into());
+        }
+        if metadata.len() > 64 {
+            return bad("metadata has more than 64 entries".into());
+        }
+        for (key, value) in &metadata {
+            if key.is_empty() || key.len() > 128 || value.len() > 1024 {
+                return bad(format!(
+                    "metadata entry {key:?}: keys are 1-128 characters, values at most 1024"
+                ));
+            }
+        }
+        Ok(Self {
+            image,
+            provider,
+            memory_mb,
+            vcpus,
+            ttl,
+            template,
+            owner_id,
+            metadata,
+        })
+    }
+}
+
+/// A Go-style duration (`30m`, `1h30m`) between 1s and `max`.
+pub fn parse_ttl(text: &str, max: Duration) -> Result<Duration, SandboxError> {
+    let ttl = humantime::parse_duration(text)
+        .map_err(|err| SandboxError::BadRequest(format!("invalid ttl {text:?}: {err}")))?;
+    if ttl < Duration::from_secs(1) || ttl > max {
+        return Err(SandboxError::BadRequest(format!(
+            "ttl must be between 1s and {}",
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(ttl)
+}
+
+/// A sandbox as the API shows it (StacyVM's fields, plus `generation`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxView {
+    pub id: String,
+    pub state: String,
+    pub provider: String,
+    pub image: String,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+    pub owner_id: String,
+    pub tenant_id: String,
+    pub vm_id: String,
+    pub worker_id: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub metadata: BTreeMap<String, String>,
+    pub preview_domain: String,
+    /// The lease generation in force; 0 without a lease.
+    pub generation: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(skip)]
+    pub created_at_unix: i64,
+    #[serde(skip)]
+    pub expires_at_unix: i64,
+}
+
+impl From<SandboxRow> for SandboxView {
+    fn from(row: SandboxRow) -> Self {
+        Self {
+            metadata: serde_json::from_str(&row.metadata).unwrap_or_default(),
+            created_at: rfc3339(row.created_at),
+            expires_at: rfc3339(row.expires_at),
+            created_at_unix: row.created_at,
+            expires_at_unix: row.expires_at,
+            generation: row.generation.unwrap_or(0),
+            worker_id: row.worker_id.unwrap_or_default(),
+            id: row.id,
+            state: row.state,
+            provider: row.provider,
+            image: row.image,
+            memory_mb: row.memory_mb,
+            vcpus: row.vcpus,
+            owner_id: row.owner_id,
+            tenant_id: String::new(),
+            vm_id: row.vm_id,
+            preview_domain: String::new(),
+            error: row.error,
+        }
+    }
+}
+
+/// `{path, size, mode, is_dir, mod_time}` with the mode as an octal string and the
+/// time in RFC 3339.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileInfoView {
+    pub path: String,
+    pub size: u64,
+    pub mode: String,
+    pub is_dir: bool,
+    pub mod_time: String,
+}
+
+impl From<berth_proto::v1::FileInfo> for FileInfoView {
+    fn from(info: berth_proto::v1::FileInfo) -> Self {
+        Self {
+            path: info.path,
+            size: info.size,
+            mode: format!("{:04o}", info.mode),
+            is_dir: info.is_dir,
+            mod_time: rfc3339(info.mod_time),
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(unix_secs: i64) -> String {
+    let secs = u64::try_from(unix_secs).unwrap_or(0);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(
+        memory: Option<u64>,
+        vcpus: Option<u32>,
+        ttl: Option<&str>,
+    ) -> Result<CreateSandbox, SandboxError> {
+        CreateSandbox::validate(
+            &SandboxSettings::default(),
+            None,
+            None,
+            memory,
+            vcpus,
+            ttl,
+            None,
+            None,
+            BTreeMap::new(),
+        )
+    }
+
+    #[test]
+    fn defaults_follow_stacyvm() {
+        let request = validate(None, None, None).unwrap();
+        assert_eq!(request.image, "alpine:latest");
+        assert_eq!(request.vcpus, 1);
+        assert_eq!(request.ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn absurd_sizes_and_bad_ttls_are_refused() {
+        assert!(validate(Some(10_000_000), None, None).is_err());
+        assert!(validate(Some(1), None, None).is_err());
+        assert!(validate(None, Some(100_000), None).is_err());
+        assert!(validate(None, None, Some("forever")).is_err());
+        assert!(validate(None, None, Some("0s")).is_err());
+        assert!(validate(None, None, Some("1000h")).is_err());
+        assert_eq!(
+            validate(None, None, Some("1h30m")).unwrap().ttl,
+            Duration::from_secs(5400)
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

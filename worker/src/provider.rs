@@ -1,0 +1,281 @@
+//! The `Provider` trait: what a sandbox backend (mock, docker) must do, in domain types
+//! only. Errors are `ProviderError`, which the worker service maps to gRPC statuses in
+//! one place; implementers never touch gRPC.
+//!
+//! Streams are bounded channels: a slow reader holds the producer back instead of
+//! growing memory, and a dropped receiver tells the producer to stop (the command is
+//! cleaned up when a client disconnects).
+
+pub mod mock;
+pub mod paths;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub sandbox_id: String,
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    Running,
+    /// Exists but is not running (e.g. a container stopped from outside).
+    Stopped,
+    Error,
+}
+
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub sandbox_id: String,
+    /// The provider's own handle (container id, ...).
+    pub vm_id: String,
+    pub state: SandboxState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecMode {
+    /// `command` runs through a shell with each arg appended single-quoted.
+    Shell,
+    /// `[command, ...args]` runs directly.
+    Argv,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub mode: ExecMode,
+    pub env: BTreeMap<String, String>,
+    /// `None`: `/workspace`.
+    pub workdir: Option<String>,
+    /// Bounds the whole command; callers pass a positive value (zero fails at once).
+    pub timeout: Duration,
+}
+
+impl ExecSpec {
+    /// The shell line of shell mode: the command, then each arg single-quoted
+    /// (StacyVM's rule), so args are never re-split or expanded.
+    pub fn shell_line(&self) -> String {
+        let mut line = self.command.clone();
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&single_quote(arg));
+        }
+        line
+    }
+}
+
+/// `'...'` with embedded single quotes written as `'\''`.
+pub fn single_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// One event of a running command. A stream carries output events and then exactly
+/// one `Exit` or `Failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit { code: i32, duration: Duration },
+    Failed(ProviderError),
+}
+
+/// A finished command, collected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Absolute, normalized.
+    pub path: String,
+    pub size: u64,
+    /// Permission bits (e.g. 0o644).
+    pub mode: u32,
+    pub is_dir: bool,
+    /// Unix seconds.
+    pub mod_time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderHealth {
+    pub healthy: bool,
+    pub message: String,
+}
+
+/// Chunks of a file, in order.
+pub type ByteStream = BoxStream<'static, Result<Vec<u8>, ProviderError>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("sandbox {0:?} not found")]
+    SandboxNotFound(String),
+    #[error("sandbox {0:?} already exists")]
+    SandboxExists(String),
+    #[error("{0}: no such file or directory")]
+    FileNotFound(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: directory not empty")]
+    DirectoryNotEmpty(String),
+    #[error("{0}: already exists")]
+    FileExists(String),
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A sandbox backend. All methods may be called concurrently, for the same sandbox
+/// too; `destroy` is idempotent.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
+    /// `mock`, `docker`, ...
+    fn name(&self) -> &'static str;
+
+    async fn health(&self) -> ProviderHealth;
+
+    async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError>;
+
+    /// Removes the sandbox and everything it holds; `Ok` if it is already gone.
+    async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError>;
+
+    async fn status(&self, sandbox_id: &str) -> Result<SandboxInfo, ProviderError>;
+
+    /// The sandboxes this provider holds for this worker.
+    async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError>;
+
+    /// Starts a command; output arrives as it is produced, then one `Exit` or `Failed`.
+    /// Dropping the receiver stops the command.
+    async fn exec_stream(
+        &self,
+        sandbox_id: &str,
+        spec: ExecSpec,
+    ) -> Result<mpsc::Receiver<ExecEvent>, ProviderError>;
+
+    /// Runs a command to completion and collects its output.
+    async fn exec(&self, sandbox_id: &str, spec: ExecSpec) -> Result<ExecResult, ProviderError> {
+        let mut events = self.exec_stream(sandbox_id, spec).await?;
+        let mut result = ExecResult::default();
+        while let Some(event) = events.recv().await {
+            match event {
+                ExecEvent::Stdout(data) => result.stdout.extend_from_slice(&data),
+                ExecEvent::Stderr(data) => result.stderr.extend_from_slice(&data),
+                ExecEvent::Exit { code, duration } => {
+                    result.exit_code = code;
+                    result.duration = duration;
+                    return Ok(result);
+                }
+                ExecEvent::Failed(err) => return Err(err),
+            }
+        }
+        Err(ProviderError::Internal(
+            "the command ended without an exit status".into(),
+        ))
+    }
+
+    /// The last `tail` console lines, then (with `follow`) new ones until the sandbox
+    /// is destroyed or the receiver is dropped.
+    async fn logs(
+        &self,
+        sandbox_id: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<LogLine>, ProviderError>;
+
+    async fn read_file(&self, sandbox_id: &str, path: &str) -> Result<ByteStream, ProviderError>;
+
+    /// Creates or replaces the file (parents must exist) with `mode`; returns its size.
+    async fn write_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        mode: u32,
+        data: ByteStream,
+    ) -> Result<u64, ProviderError>;
+
+    async fn list_files(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, ProviderError>;
+
+    async fn stat(&self, sandbox_id: &str, path: &str) -> Result<FileInfo, ProviderError>;
+
+    async fn delete_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError>;
+
+    async fn move_file(
+        &self,
+        sandbox_id: &str,
+        old_path: &str,
+        new_path: &str,
+    ) -> Result<(), ProviderError>;
+
+    async fn chmod(&self, sandbox_id: &str, path: &str, mode: u32) -> Result<(), ProviderError>;
+
+    /// Absolute paths matching `pattern` (`*`, `?`, `**`; relative patterns are under
+    /// `/workspace`), sorted.
+    async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_lines_quote_every_arg() {
+        let spec = ExecSpec {
+            command: "echo".into(),
+            args: vec!["a b".into(), "it's".into(), "$HOME".into()],
+            mode: ExecMode::Shell,
+            env: BTreeMap::new(),
+            workdir: None,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(spec.shell_line(), r"echo 'a b' 'it'\''s' '$HOME'");
+    }
+}

@@ -1,0 +1,334 @@
+//! The mock provider: sandboxes that live entirely in this process, with an in-memory
+//! filesystem, a small shell with builtin commands, and a console log. No host
+//! processes or files, so thousands of sandboxes are cheap; for tests, load and scale
+//! work.
+//!
+//! Each sandbox sits behind its own locks (a `std` mutex for its filesystem, one for
+//! its console ring), never held across an `.await`. Every command and log follower
+//! runs on a tracked task that ends when its receiver is dropped, its sandbox is
+//! destroyed, or the provider is dropped.
+
+mod commands;
+mod console;
+mod exec;
+mod fs;
+mod generate;
+mod shell;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::paths::{WORKSPACE, normalize_in};
+use super::{
+    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Provider, ProviderError,
+    ProviderHealth, SandboxInfo, SandboxSpec, SandboxState,
+};
+use console::Console;
+use fs::MemFs;
+
+/// Size of the chunks `read_file` streams.
+const READ_CHUNK: usize = 64 * 1024;
+/// Capacity of an exec event channel.
+const EXEC_BUFFER: usize = 16;
+
+/// An in-process provider; see the module docs.
+pub struct MockProvider {
+    sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
+    tasks: TaskTracker,
+    /// Cancelled when the provider is dropped; every sandbox's token is a child.
+    shutdown: CancellationToken,
+    /// Commands whose task has not ended yet.
+    running: Arc<AtomicUsize>,
+}
+
+/// One sandbox's state.
+struct Sandbox {
+    id: String,
+    spec: SandboxSpec,
+    fs: Mutex<MemFs>,
+    console: Console,
+    /// Cancelled by `destroy`: ends its commands and log followers.
+    destroyed: CancellationToken,
+}
+
+impl Sandbox {
+    fn fs(&self) -> MutexGuard<'_, MemFs> {
+        self.fs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn info(&self) -> SandboxInfo {
+        SandboxInfo {
+            sandbox_id: self.id.clone(),
+            vm_id: format!("mock-{}", self.id),
+            state: SandboxState::Running,
+        }
+    }
+}
+
+impl MockProvider {
+    pub fn new() -> Self {
+        Self {
+            sandboxes: RwLock::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            running: Arc::default(),
+        }
+    }
+
+    fn sandbox(&self, sandbox_id: &str) -> Result<Arc<Sandbox>, ProviderError> {
+        let sandboxes = self
+            .sandboxes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        sandboxes
+            .get(sandbox_id)
+            .cloned()
+            .ok_or_else(|| ProviderError::SandboxNotFound(sandbox_id.to_owned()))
+    }
+
+    /// Commands still running, for tests.
+    #[cfg(test)]
+    fn running_commands(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+impl Default for MockProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for MockProvider {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl fmt::Debug for MockProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sandboxes = self.sandboxes.read().map_or(0, |sandboxes| sandboxes.len());
+        f.debug_struct("MockProvider")
+            .field("sandboxes", &sandboxes)
+            .field("running_commands", &self.running.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Decrements the running-command count when a command's task ends, however it ends.
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl RunningGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for MockProvider {
+    fn name(&self) -> &'static str {
+        "mock"
+    }
+
+    async fn health(&self) -> ProviderHealth {
+        ProviderHealth {
+            healthy: true,
+            message: "mock provider: in-process sandboxes".into(),
+        }
+    }
+
+    async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {
+        if spec.sandbox_id.is_empty() {
+            return Err(ProviderError::InvalidArgument("empty sandbox id".into()));
+        }
+        let mut sandboxes = self
+            .sandboxes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if sandboxes.contains_key(&spec.sandbox_id) {
+            return Err(ProviderError::SandboxExists(spec.sandbox_id));
+        }
+        let sandbox = Sandbox {
+            id: spec.sandbox_id.clone(),
+            fs: Mutex::new(MemFs::new()),
+            console: Console::new(),
+            destroyed: self.shutdown.child_token(),
+            spec,
+        };
+        sandbox.console.append(format!(
+            "sandbox {} created (image {})",
+            sandbox.id, sandbox.spec.image
+        ));
+        let info = sandbox.info();
+        sandboxes.insert(sandbox.id.clone(), Arc::new(sandbox));
+        tracing::debug!(sandbox_id = %info.sandbox_id, "mock sandbox created");
+        Ok(info)
+    }
+
+    async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError> {
+        let removed = {
+            let mut sandboxes = self
+                .sandboxes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            sandboxes.remove(sandbox_id)
+        };
+        if let Some(sandbox) = removed {
+            sandbox.console.append("sandbox destroyed");
+            sandbox.destroyed.cancel();
+            tracing::debug!(sandbox_id, "mock sandbox destroyed");
+        }
+        Ok(())
+    }
+
+    async fn status(&self, sandbox_id: &str) -> Result<SandboxInfo, ProviderError> {
+        Ok(self.sandbox(sandbox_id)?.info())
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError> {
+        let sandboxes = self
+            .sandboxes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut infos: Vec<SandboxInfo> =
+            sandboxes.values().map(|sandbox| sandbox.info()).collect();
+        infos.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        Ok(infos)
+    }
+
+    async fn exec_stream(
+        &self,
+        sandbox_id: &str,
+        spec: ExecSpec,
+    ) -> Result<mpsc::Receiver<ExecEvent>, ProviderError> {
+        let sandbox = self.sandbox(sandbox_id)?;
+        if spec.mode == ExecMode::Argv && spec.command.is_empty() {
+            return Err(ProviderError::InvalidArgument("empty command".into()));
+        }
+        let cwd = normalize_in(spec.workdir.as_deref().unwrap_or(WORKSPACE), WORKSPACE)?;
+        if !sandbox.fs().stat(&cwd)?.is_dir {
+            return Err(ProviderError::NotADirectory(cwd));
+        }
+        let mut env = BTreeMap::from([
+            ("HOME".to_owned(), WORKSPACE.to_owned()),
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+        ]);
+        env.extend(sandbox.spec.env.clone());
+        env.extend(spec.env.clone());
+        env.insert("PWD".to_owned(), cwd.clone());
+
+        let (tx, rx) = mpsc::channel(EXEC_BUFFER);
+        let guard = RunningGuard::new(&self.running);
+        self.tasks.spawn(async move {
+            exec::run(sandbox, spec, cwd, env, tx).await;
+            drop(guard);
+        });
+        Ok(rx)
+    }
+
+    async fn logs(
+        &self,
+        sandbox_id: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<LogLine>, ProviderError> {
+        let sandbox = self.sandbox(sandbox_id)?;
+        let ended = sandbox.destroyed.clone();
+        Ok(sandbox.console.reader(tail, follow, ended, &self.tasks))
+    }
+
+    async fn read_file(&self, sandbox_id: &str, path: &str) -> Result<ByteStream, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        let data = self.sandbox(sandbox_id)?.fs().read(&path)?;
+        let chunks = data.len().div_ceil(READ_CHUNK);
+        let stream = futures::stream::iter((0..chunks).map(move |index| {
+            let start = index * READ_CHUNK;
+            let end = data.len().min(start + READ_CHUNK);
+            Ok(data[start..end].to_vec())
+        }));
+        Ok(stream.boxed())
+    }
+
+    async fn write_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        mode: u32,
+        mut data: ByteStream,
+    ) -> Result<u64, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        let sandbox = self.sandbox(sandbox_id)?;
+        // Fail before reading a large upload that could not be stored anyway.
+        sandbox.fs().check_writable(&path)?;
+        let mut content = Vec::new();
+        while let Some(chunk) = data.next().await {
+            content.extend_from_slice(&chunk?);
+        }
+        if sandbox.destroyed.is_cancelled() {
+            return Err(ProviderError::SandboxNotFound(sandbox_id.to_owned()));
+        }
+        sandbox.fs().write(&path, content, mode)
+    }
+
+    async fn list_files(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.sandbox(sandbox_id)?.fs().list(&path)
+    }
+
+    async fn stat(&self, sandbox_id: &str, path: &str) -> Result<FileInfo, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.sandbox(sandbox_id)?.fs().stat(&path)
+    }
+
+    async fn delete_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.sandbox(sandbox_id)?.fs().delete(&path, recursive)
+    }
+
+    async fn move_file(
+        &self,
+        sandbox_id: &str,
+        old_path: &str,
+        new_path: &str,
+    ) -> Result<(), ProviderError> {
+        let old_path = normalize_in(old_path, WORKSPACE)?;
+        let new_path = normalize_in(new_path, WORKSPACE)?;
+        self.sandbox(sandbox_id)?.fs().rename(&old_path, &new_path)
+    }
+
+    async fn chmod(&self, sandbox_id: &str, path: &str, mode: u32) -> Result<(), ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.sandbox(sandbox_id)?.fs().chmod(&path, mode)
+    }
+
+    async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
+        let pattern = normalize_in(pattern, WORKSPACE)?;
+        Ok(self.sandbox(sandbox_id)?.fs().glob(&pattern))
+    }
+}
+
+#[cfg(test)]
+mod tests;
