@@ -271,18 +271,8 @@ impl ControlPlaneConfig {
 
     /// The sandbox limits and defaults in force.
     pub fn sandbox_settings(&self) -> crate::sandboxes::SandboxSettings {
-        let sandboxes = &self.sandboxes;
         crate::sandboxes::SandboxSettings {
-            default_image: sandboxes.default_image.clone(),
-            default_provider: sandboxes.default_provider.clone(),
-            default_ttl: sandboxes.default_ttl,
-            max_ttl: sandboxes.max_ttl,
-            default_memory_mb: sandboxes.default_memory_mb,
-            max_memory_mb: sandboxes.max_memory_mb,
-            max_vcpus: sandboxes.max_vcpus,
-            default_exec_timeout: sandboxes.default_exec_timeout,
-            max_exec_timeout: sandboxes.max_exec_timeout,
-            spawn_timeout: sandboxes.spawn_timeout,
+            limits: self.sandboxes.clone(),
             heartbeat_grace: self.heartbeat_grace(),
         }
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub use calls::{ExecCall, ExecOutcome};
 pub use model::{CreateSandbox, FileInfoView, SandboxView, rfc3339};
 
+use crate::config::SandboxesConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::router::WorkerChannels;
 use crate::store::{Store, StoreError};
@@ -53,42 +54,13 @@ impl From<SandboxError> for ApiError {
     }
 }
 
-/// Limits and defaults for sandboxes.
-#[derive(Debug, Clone)]
+/// Limits and defaults for sandboxes, and how fresh a worker's heartbeat must be.
+#[derive(Debug, Clone, Default)]
 pub struct SandboxSettings {
-    pub default_image: String,
-    /// Empty: any healthy provider.
-    pub default_provider: String,
-    pub default_ttl: Duration,
-    pub max_ttl: Duration,
-    pub default_memory_mb: u64,
-    pub max_memory_mb: u64,
-    pub max_vcpus: u32,
-    pub default_exec_timeout: Duration,
-    pub max_exec_timeout: Duration,
-    /// How long a spawn may take on the worker.
-    pub spawn_timeout: Duration,
+    pub limits: SandboxesConfig,
     /// A worker whose last heartbeat is older than this takes no sandboxes and
     /// answers no routed calls.
     pub heartbeat_grace: Duration,
-}
-
-impl Default for SandboxSettings {
-    fn default() -> Self {
-        Self {
-            default_image: "alpine:latest".to_owned(),
-            default_provider: String::new(),
-            default_ttl: Duration::from_secs(30 * 60),
-            max_ttl: Duration::from_secs(24 * 3600),
-            default_memory_mb: 512,
-            max_memory_mb: 256 * 1024,
-            max_vcpus: 64,
-            default_exec_timeout: Duration::from_secs(60),
-            max_exec_timeout: Duration::from_secs(6 * 3600),
-            spawn_timeout: Duration::from_secs(120),
-            heartbeat_grace: Duration::from_secs(15),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -47,6 +47,13 @@ struct Target {
     generation: u64,
 }
 
+impl Target {
+    /// The worker's answer as our error.
+    fn failed(&self, status: &tonic::Status) -> SandboxError {
+        SandboxError::Remote(remote_error(&self.worker_id, status))
+    }
+}
+
 impl Sandboxes {
     async fn target(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
         let row = self
@@ -103,8 +110,8 @@ impl Sandboxes {
     ) -> (pb::WorkerExecRequest, Duration) {
         let timeout = call
             .timeout
-            .unwrap_or(self.settings.default_exec_timeout)
-            .min(self.settings.max_exec_timeout);
+            .unwrap_or(self.settings.limits.default_exec_timeout)
+            .min(self.settings.limits.max_exec_timeout);
         let request = pb::WorkerExecRequest {
             sandbox_id: sandbox_id.to_owned(),
             generation,
@@ -136,7 +143,7 @@ impl Sandboxes {
             .client
             .exec(request)
             .await
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?
+            .map_err(|status| target.failed(&status))?
             .into_inner();
         Ok(ExecOutcome {
             exit_code: answer.exit_code,
@@ -163,7 +170,7 @@ impl Sandboxes {
             .exec_stream(request)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))
+            .map_err(|status| target.failed(&status))
     }
 
     /// The last `lines` console lines; with `follow`, new ones as they come (no
@@ -188,7 +195,7 @@ impl Sandboxes {
             .logs(request)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))
+            .map_err(|status| target.failed(&status))
     }
 
     /// The file's bytes in chunks; errors after the first chunk arrive in the stream.
@@ -298,7 +305,7 @@ impl Sandboxes {
             .client
             .list_files(request)
             .await
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+            .map_err(|status| target.failed(&status))?;
         Ok(answer.into_inner().files)
     }
 
@@ -318,7 +325,7 @@ impl Sandboxes {
             .client
             .stat_file(request)
             .await
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+            .map_err(|status| target.failed(&status))?;
         Ok(answer.into_inner())
     }
 
@@ -340,7 +347,7 @@ impl Sandboxes {
             .client
             .delete_file(request)
             .await
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+            .map_err(|status| target.failed(&status))?;
         Ok(())
     }
 
@@ -362,7 +369,7 @@ impl Sandboxes {
             .client
             .move_file(request)
             .await
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+            .map_err(|status| target.failed(&status))?;
         Ok(())
     }
 
@@ -379,7 +386,7 @@ impl Sandboxes {
             .client
             .chmod(request)
             .await
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+            .map_err(|status| target.failed(&status))?;
         Ok(())
     }
 
@@ -397,7 +404,7 @@ impl Sandboxes {
             .client
             .glob(request)
             .await
-            .map_err(|status| SandboxError::Remote(remote_error(&target.worker_id, &status)))?;
+            .map_err(|status| target.failed(&status))?;
         Ok(answer.into_inner().paths)
     }
 }

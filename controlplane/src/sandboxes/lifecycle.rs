@@ -60,7 +60,7 @@ impl Sandboxes {
                 }),
                 generation: u64::try_from(placement.generation).unwrap_or(0),
             });
-            call.set_timeout(self.settings.spawn_timeout);
+            call.set_timeout(self.settings.limits.spawn_timeout);
             client
                 .spawn(call)
                 .await
@@ -182,7 +182,7 @@ impl Sandboxes {
 
     /// New expiry = now + `ttl`.
     pub async fn extend(&self, id: &str, ttl: &str) -> Result<SandboxView, SandboxError> {
-        let ttl = model::parse_ttl(ttl, self.settings.max_ttl)?;
+        let ttl = model::parse_ttl(ttl, self.settings.limits.max_ttl)?;
         let expires_at = now_secs().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0));
         if !self.store.set_sandbox_expiry(id, expires_at).await? {
             return match self.store.get_sandbox(id).await? {

@@ -40,35 +40,35 @@ impl CreateSandbox {
         let bad = |message: String| Err(SandboxError::BadRequest(message));
         let image = image
             .filter(|i| !i.is_empty())
-            .unwrap_or_else(|| settings.default_image.clone());
+            .unwrap_or_else(|| settings.limits.default_image.clone());
         if image.len() > 256 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad(format!("image {image:?} is not a valid image reference"));
         }
         let provider = provider
             .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| settings.default_provider.clone());
+            .unwrap_or_else(|| settings.limits.default_provider.clone());
         if provider.len() > 32 {
             return bad("provider name is too long".into());
         }
         let memory_mb = memory_mb
             .filter(|m| *m > 0)
-            .unwrap_or(settings.default_memory_mb);
-        if !(16..=settings.max_memory_mb).contains(&memory_mb) {
+            .unwrap_or(settings.limits.default_memory_mb);
+        if !(16..=settings.limits.max_memory_mb).contains(&memory_mb) {
             return bad(format!(
                 "memory_mb must be between 16 and {}",
-                settings.max_memory_mb
+                settings.limits.max_memory_mb
             ));
         }
         let vcpus = vcpus.filter(|v| *v > 0).unwrap_or(1);
-        if vcpus > settings.max_vcpus {
+        if vcpus > settings.limits.max_vcpus {
             return bad(format!(
                 "vcpus must be between 1 and {}",
-                settings.max_vcpus
+                settings.limits.max_vcpus
             ));
         }
         let ttl = match ttl.map(str::trim).filter(|t| !t.is_empty()) {
-            None => settings.default_ttl,
-            Some(text) => parse_ttl(text, settings.max_ttl)?,
+            None => settings.limits.default_ttl,
+            Some(text) => parse_ttl(text, settings.limits.max_ttl)?,
         };
         let owner_id = owner_id.unwrap_or_default();
         if owner_id.len() > 128 {

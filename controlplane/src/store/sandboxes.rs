@@ -158,12 +158,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(previous) = previous {
-            sqlx::query(
-                "UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0",
-            )
-            .bind(previous)
-            .execute(&mut *tx)
-            .await?;
+            release_slot(&mut tx, &previous).await?;
         }
         let generation: i64 = sqlx::query_scalar(
             "INSERT INTO leases (sandbox_id, worker_id, generation, expires_at_ms) \
@@ -240,12 +235,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(worker_id) = released {
-            sqlx::query(
-                "UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0",
-            )
-            .bind(worker_id)
-            .execute(&mut *tx)
-            .await?;
+            release_slot(&mut tx, &worker_id).await?;
         }
         sqlx::query("UPDATE sandboxes SET state = $1, error = $2, destroyed_at = $3 WHERE id = $4")
             .bind(state)
@@ -307,6 +297,18 @@ impl Store {
         tx.commit().await?;
         Ok(renewed)
     }
+}
+
+/// Gives a worker back the capacity slot a sandbox held.
+async fn release_slot(
+    conn: &mut sqlx::SqliteConnection,
+    worker_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0")
+        .bind(worker_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

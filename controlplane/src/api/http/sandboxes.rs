@@ -73,7 +73,7 @@ pub async fn admission(
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Json<Value>, ApiError> {
     let active = state.sandboxes.list().await?.len();
-    let max_ttl = humantime::format_duration(state.sandboxes.settings().max_ttl).to_string();
+    let max_ttl = humantime::format_duration(state.sandboxes.settings().limits.max_ttl).to_string();
     let decision = match body.validate(&state, &headers) {
         Err(err) => (false, false, err.to_string()),
         Ok(request) => match state.sandboxes.admission(&request.provider).await {
