@@ -2,7 +2,10 @@
 # End-to-end smoke of Berth with real processes, real ports and real mTLS:
 # `berth serve` and `berth worker` started from the config/ files, a worker enrolled
 # with a join token from `berth token create`, listed online, restarted with its stored
-# identity, a used-up token refused, and both processes stopped cleanly by SIGTERM.
+# identity, a used-up token refused; a sandbox created, exec'd (whole and streamed),
+# files written, read back, listed and removed, logs read and the sandbox destroyed
+# through the CLI; StacyVM's own Python SDK run against it; both processes stopped
+# cleanly by SIGTERM.
 # Exits non-zero on the first failure, printing the processes' logs.
 set -euo pipefail
 
@@ -107,6 +110,37 @@ if "$BERTH" worker --control-plane "https://127.0.0.1:$mesh_port" --join-token-f
     fail "a second worker enrolled with a used-up token"
 fi
 grep -q "used up" "$work/intruder.log" || fail "the refusal does not say the token is used up"
+
+step "a sandbox through the CLI: create, exec, stream, files, logs, destroy"
+sandbox=$("$BERTH" sandbox create --provider mock --ttl 10m 2>/dev/null)
+[[ $("$BERTH" sandbox exec "$sandbox" -- echo hello) == hello ]] || fail "exec did not echo"
+set +e
+"$BERTH" sandbox exec "$sandbox" -- 'echo to-stderr >&2; exit 3' 2>"$work/stderr.txt"
+code=$?
+set -e
+[[ $code == 3 ]] || fail "exec exit code $code, expected 3"
+grep -q to-stderr "$work/stderr.txt" || fail "stderr was not kept apart"
+streamed=$("$BERTH" sandbox exec --stream "$sandbox" -- 'generate --lines 3 --delay-ms 100')
+[[ $(echo "$streamed" | wc -l) == 3 ]] || fail "the stream did not carry 3 lines: $streamed"
+head -c 5000000 /dev/urandom >"$work/blob.bin"
+"$BERTH" sandbox put "$sandbox" "$work/blob.bin" /workspace/blob.bin --mode 0600 2>/dev/null
+"$BERTH" sandbox cat "$sandbox" /workspace/blob.bin >"$work/blob.back"
+cmp -s "$work/blob.bin" "$work/blob.back" || fail "the file came back different"
+"$BERTH" sandbox ls "$sandbox" /workspace | grep -q "0600 *5000000" || fail "ls does not show the file"
+"$BERTH" sandbox rm "$sandbox" /workspace/blob.bin
+"$BERTH" sandbox logs "$sandbox" | grep -q "exec: echo 'hello'" || fail "the console log misses the exec"
+"$BERTH" sandbox extend "$sandbox" --ttl 1h >/dev/null
+"$BERTH" sandbox destroy "$sandbox" 2>/dev/null
+if "$BERTH" sandbox get "$sandbox" >/dev/null 2>&1; then fail "a destroyed sandbox is still there"; fi
+
+step "StacyVM's Python SDK against Berth"
+venv="${CARGO_TARGET_DIR:-target}/stacyvm-venv"
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import stacyvm" 2>/dev/null; then
+    python3 -m venv "$venv" && "$venv/bin/pip" install --quiet stacyvm \
+        || fail "cannot install the stacyvm SDK from PyPI"
+fi
+"$venv/bin/python" smoke/stacyvm_sdk.py "$BERTH_API_URL" "$(cat "$work/control-plane/admin.key")" \
+    || fail "the StacyVM SDK run failed"
 
 step "stopping"
 kill -TERM "$worker_pid"

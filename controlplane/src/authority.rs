@@ -13,7 +13,7 @@ use berth_pki::{
     CertificateAuthority, PkiError, ReloadableIdentity, RevocationCheck, SpiffeId, TokenSigner,
 };
 
-/// Serials and worker ids whose certificates the mesh refuses.
+/// Serials of certificates the mesh refuses at the handshake.
 #[derive(Debug, Default)]
 pub struct RevocationSet {
     serials: RwLock<HashSet<String>>,

@@ -8,7 +8,7 @@ mod sandboxes;
 mod tokens;
 mod workers;
 
-use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::{HeaderValue, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,6 @@ use super::ApiState;
 use super::auth::{authorize, presented_key};
 use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
-use crate::store::Store;
 
 /// The JSON file write carries its content inline; larger files go through PUT.
 const MAX_JSON_FILE_BODY: usize = 64 << 20;
@@ -96,12 +95,6 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     response.headers_mut().insert(REQUEST_ID, value);
     response
-}
-
-impl FromRef<ApiState> for Store {
-    fn from_ref(state: &ApiState) -> Self {
-        state.store.clone()
-    }
 }
 
 /// An authenticated caller with at least scope `S`.
