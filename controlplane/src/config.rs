@@ -64,6 +64,9 @@ pub struct SandboxesConfig {
     pub max_exec_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub spawn_timeout: Duration,
+    /// How often sandboxes past their TTL are looked for and destroyed.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
 }
 
 impl Default for SandboxesConfig {
@@ -79,6 +82,7 @@ impl Default for SandboxesConfig {
             default_exec_timeout: Duration::from_secs(60),
             max_exec_timeout: Duration::from_secs(6 * 3600),
             spawn_timeout: Duration::from_secs(120),
+            reap_interval: Duration::from_secs(10),
         }
     }
 }
@@ -232,6 +236,11 @@ impl ControlPlaneConfig {
         {
             return Err(ConfigError::Invalid(
                 "sandboxes.default_exec_timeout must be more than 0 and at most sandboxes.max_exec_timeout".into(),
+            ));
+        }
+        if sandboxes.reap_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "sandboxes.reap_interval must be at least 100ms".into(),
             ));
         }
         if !(16..=sandboxes.max_memory_mb).contains(&sandboxes.default_memory_mb)

@@ -93,3 +93,44 @@ pub fn remote_error(worker_id: &str, status: &tonic::Status) -> ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coded(code: tonic::Code, name: &'static str) -> tonic::Status {
+        let mut status = tonic::Status::new(code, "detail");
+        status.metadata_mut().insert(
+            berth_worker::service::ERROR_CODE_KEY,
+            tonic::metadata::MetadataValue::from_static(name),
+        );
+        status
+    }
+
+    #[test]
+    fn a_named_code_from_the_worker_wins() {
+        let err = remote_error("w1", &coded(tonic::Code::FailedPrecondition, "CONFLICT"));
+        assert_eq!(err.code, ErrorCode::Conflict);
+        assert_eq!(err.message, "detail");
+        let err = remote_error("w1", &coded(tonic::Code::DeadlineExceeded, "TIMEOUT"));
+        assert_eq!(err.code.http_status(), 408);
+    }
+
+    #[test]
+    fn internal_details_stay_on_the_server() {
+        let err = remote_error("w1", &coded(tonic::Code::Internal, "INTERNAL_ERROR"));
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(!err.message.contains("detail"));
+    }
+
+    #[test]
+    fn transport_failures_mean_the_worker_is_unreachable() {
+        let err = remote_error("w1", &tonic::Status::unavailable("connection refused"));
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert!(err.message.contains("w1"));
+        let err = remote_error("w1", &tonic::Status::not_found("gone"));
+        assert_eq!(err.code, ErrorCode::NotFound);
+        let err = remote_error("w1", &tonic::Status::deadline_exceeded("slow"));
+        assert_eq!(err.code, ErrorCode::Timeout);
+    }
+}

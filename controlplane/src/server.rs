@@ -158,6 +158,11 @@ pub async fn start(
         authority.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(reap_expired(
+        sandboxes.clone(),
+        config.sandboxes.reap_interval,
+        shutdown.clone(),
+    ));
 
     let local_worker_id = if config.local_worker.provider.is_empty() {
         None
@@ -199,6 +204,22 @@ async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Resu
         .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(file, "{key}").with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Some(key))
+}
+
+/// Destroys sandboxes whose TTL ran out. Safe beside other replicas: a destroy is a
+/// conditional state change, so a sandbox is never destroyed twice.
+async fn reap_expired(sandboxes: Sandboxes, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match sandboxes.prune_expired().await {
+            Ok(0) => {}
+            Ok(reaped) => tracing::info!(reaped, "expired sandboxes destroyed"),
+            Err(err) => tracing::warn!(error = %err, "reaping expired sandboxes failed"),
+        }
+    }
 }
 
 /// Re-issues the serving certificate at two thirds of its life.

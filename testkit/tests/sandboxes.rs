@@ -715,6 +715,39 @@ async fn extend_and_prune_follow_the_ttl() {
 }
 
 #[tokio::test]
+async fn the_reaper_destroys_sandboxes_past_their_ttl() {
+    let cp = TestControlPlane::start_with(|config| {
+        config.sandboxes.reap_interval = Duration::from_millis(200);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
+        .await
+        .unwrap();
+    let api = Api::new(&cp);
+    eventually("worker online", WAIT, || async {
+        (api.get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    let short = id_of(&api.create_sandbox(json!({"ttl": "1s"})).await);
+    let long = id_of(&api.create_sandbox(json!({"ttl": "1h"})).await);
+    eventually("the expired sandbox is destroyed", WAIT, || async {
+        (api.get(&format!("/sandboxes/{short}")).await.0 == 404).then_some(())
+    })
+    .await;
+    assert_eq!(api.get(&format!("/sandboxes/{long}")).await.0, 200);
+    // and it is gone from its worker too
+    let missing = cp
+        .worker_client(&worker)
+        .status(pb::StatusRequest { sandbox_id: short })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    worker.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
 async fn the_grpc_sandboxes_service_does_the_same() {
     use berth_proto::v1::sandboxes_client::SandboxesClient;
     let fleet = fleet(1, 4).await;
