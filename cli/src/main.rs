@@ -2,6 +2,7 @@
 //! the client commands. This file only parses flags, starts tracing, installs the
 //! crypto provider and hands over to the command's module.
 
+mod audit;
 mod client;
 mod logging;
 mod output;
@@ -37,6 +38,11 @@ enum Command {
     Sandbox {
         #[command(subcommand)]
         command: sandbox::SandboxCommand,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Join tokens for new workers.
     Token {
@@ -75,6 +81,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Sandbox { command } => sandbox::run(command).await,
             Command::Token { command } => tokens::run(command).await,
+            Command::Audit { command } => audit::run(command).await,
             Command::Workers { command } => workers::run(command).await,
         }
     });

@@ -3,6 +3,7 @@
 //! only on a loopback address; any other bind serves TLS with the control plane's
 //! serving certificate.
 
+mod audit;
 mod auth;
 mod grpc;
 mod http;
@@ -10,10 +11,12 @@ mod serve;
 
 use std::sync::Arc;
 
+use crate::audit::AuditLog;
 use crate::fleet::Fleet;
 use crate::sandboxes::Sandboxes;
 use crate::store::Store;
 
+pub use audit::AuditSlot;
 pub use serve::serve;
 
 /// What every API handler can reach.
@@ -21,6 +24,7 @@ pub use serve::serve;
 pub struct ApiState {
     pub fleet: Fleet,
     pub sandboxes: Sandboxes,
+    pub audit: AuditLog,
     pub store: Store,
     pub version: Arc<str>,
 }
@@ -29,8 +33,9 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> axum::Router {
     // tonic's router brings a fallback of its own; ours replaces it after the merge.
     let grpc = grpc::routes(state.clone()).into_axum_router();
-    http::router(state)
+    http::router(state.clone())
         .merge(grpc)
         .fallback(http::not_found)
+        .layer(axum::middleware::from_fn_with_state(state, audit::record))
         .layer(axum::middleware::from_fn(http::request_id))
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod api_keys;
+pub mod audit;
 pub mod authority;
 mod clock;
 pub mod config;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::api_keys::{Scope, create_api_key};
+use crate::audit::AuditLog;
 use crate::authority::Authority;
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{Fleet, FleetSettings};
@@ -143,6 +144,7 @@ pub async fn start(
     let router = api::router(ApiState {
         fleet: fleet.clone(),
         sandboxes: sandboxes.clone(),
+        audit: AuditLog::new(store.clone()),
         store: store.clone(),
         version: Arc::from(VERSION),
     });

@@ -7,6 +7,7 @@
 //! `ON CONFLICT`, `RETURNING`, integer times) so the Postgres backend can reuse them.
 
 mod api_keys;
+mod audit;
 mod certificates;
 mod join_tokens;
 mod sandboxes;
@@ -20,6 +21,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use api_keys::ApiKeyRow;
+pub use audit::AuditRow;
 pub use certificates::NewCertificate;
 pub use join_tokens::NewJoinToken;
 pub use sandboxes::{CandidateRow, NewSandbox, Placement, SandboxRow};
@@ -104,6 +106,11 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Store;
+
+    /// The raw pool, for tests that tamper with rows behind the store's back.
+    pub fn raw_pool(store: &Store) -> &sqlx::SqlitePool {
+        &store.pool
+    }
 
     /// A migrated store in a temp file (`sqlite::memory:` gives every pooled connection
     /// its own empty database, so tests use a real file).

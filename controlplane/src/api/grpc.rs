@@ -7,8 +7,8 @@ use berth_proto::v1::admin_server::AdminServer;
 use berth_proto::v1::sandboxes_server::SandboxesServer;
 use tonic::service::Routes;
 
-use super::ApiState;
 use super::auth::{authorize, presented_key};
+use super::{ApiState, AuditSlot};
 use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
 
@@ -26,5 +26,9 @@ async fn caller<T>(
 ) -> Result<Caller, ApiError> {
     let metadata = request.metadata();
     let key = presented_key(|name| metadata.get(name).and_then(|v| v.to_str().ok()));
-    authorize(&state.store, key, scope).await
+    let caller = authorize(&state.store, key, scope).await?;
+    if let Some(slot) = request.extensions().get::<AuditSlot>() {
+        slot.actor(&caller.key_id);
+    }
+    Ok(caller)
 }

@@ -1,6 +1,7 @@
 //! The HTTP/JSON API under `/api/v1`: routes, the caller extractor, request ids and the
 //! `{"code","message"}` error body.
 
+mod audit;
 mod exec;
 mod files;
 mod health;
@@ -18,8 +19,8 @@ use axum::{Json, Router};
 pub use exec::parse_timeout;
 pub use tokens::parse_optional_duration;
 
-use super::ApiState;
 use super::auth::{authorize, presented_key};
+use super::{ApiState, AuditSlot};
 use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
 
@@ -35,6 +36,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/workers/{id}", get(workers::get))
         .route("/api/v1/tokens", post(tokens::create))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/audit/verify", get(audit::verify))
         .route(
             "/api/v1/sandboxes",
             post(sandboxes::create)
@@ -130,6 +133,9 @@ impl<S: RequiredScope> FromRequestParts<ApiState> for Authorized<S> {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let key = presented_key(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()));
         let caller = authorize(&state.store, key, S::SCOPE).await?;
+        if let Some(slot) = parts.extensions.get::<AuditSlot>() {
+            slot.actor(&caller.key_id);
+        }
         Ok(Self(caller, std::marker::PhantomData))
     }
 }

@@ -32,6 +32,23 @@ pub struct ExecCall {
     pub timeout: Option<Duration>,
 }
 
+impl ExecCall {
+    /// The command as the audit log shows it: the shell line, or argv as JSON.
+    pub fn describe(&self) -> String {
+        if self.argv {
+            let mut argv = vec![self.command.clone()];
+            argv.extend(self.args.iter().cloned());
+            return serde_json::to_string(&argv).unwrap_or_default();
+        }
+        let mut line = self.command.clone();
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&berth_worker::provider::single_quote(arg));
+        }
+        line
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
     pub exit_code: i32,

@@ -9,8 +9,8 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::caller;
-use crate::api::ApiState;
 use crate::api::http::parse_timeout;
+use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::Scope;
 use crate::error::ApiError;
 use crate::router::remote_error;
@@ -62,6 +62,7 @@ impl SandboxesApi for SandboxesService {
         request: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
+        let audit = request.extensions().get::<AuditSlot>().cloned();
         let body = request.into_inner();
         let create = api(CreateSandbox::validate(
             self.state.sandboxes.settings(),
@@ -75,6 +76,9 @@ impl SandboxesApi for SandboxesService {
             body.metadata.into_iter().collect(),
         ))?;
         let view = api(self.state.sandboxes.create(create).await)?;
+        if let Some(slot) = &audit {
+            slot.sandbox(&view.id);
+        }
         Ok(Response::new(sandbox_message(view)))
     }
 
@@ -126,8 +130,9 @@ impl SandboxesApi for SandboxesService {
         request: Request<pb::ExecRequest>,
     ) -> Result<Response<pb::ExecResponse>, Status> {
         caller(&self.state, &request, Scope::Exec).await?;
-        let body = request.into_inner();
-        let (sandbox_id, call) = exec_call(body)?;
+        let audit = request.extensions().get::<AuditSlot>().cloned();
+        let (sandbox_id, call) = exec_call(request.into_inner())?;
+        note_exec(audit.as_ref(), &sandbox_id, &call);
         let outcome = api(self.state.sandboxes.exec(&sandbox_id, call).await)?;
         Ok(Response::new(pb::ExecResponse {
             exit_code: outcome.exit_code,
@@ -142,7 +147,9 @@ impl SandboxesApi for SandboxesService {
         request: Request<pb::ExecRequest>,
     ) -> Result<Response<ResponseStream<pb::ExecEvent>>, Status> {
         caller(&self.state, &request, Scope::Exec).await?;
+        let audit = request.extensions().get::<AuditSlot>().cloned();
         let (sandbox_id, call) = exec_call(request.into_inner())?;
+        note_exec(audit.as_ref(), &sandbox_id, &call);
         let events = api(self.state.sandboxes.exec_stream(&sandbox_id, call).await)?;
         Ok(Response::new(relay(events)))
     }
@@ -314,6 +321,13 @@ impl SandboxesApi for SandboxesService {
             .glob(&body.sandbox_id, &body.pattern)
             .await)?;
         Ok(Response::new(pb::GlobResponse { paths }))
+    }
+}
+
+fn note_exec(audit: Option<&AuditSlot>, sandbox_id: &str, call: &ExecCall) {
+    if let Some(slot) = audit {
+        slot.sandbox(sandbox_id);
+        slot.detail(call.describe());
     }
 }
 

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Authorized, ExecScope, JsonBody, ReadScope};
-use crate::api::ApiState;
+use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::router::remote_error;
 use crate::sandboxes::{ExecCall, rfc3339};
@@ -107,10 +107,12 @@ pub async fn exec(
     _caller: Authorized<ExecScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    audit: AuditSlot,
     JsonBody(body): JsonBody<ExecBody>,
 ) -> Result<Response, ApiError> {
     let stream = body.stream;
     let call = ExecCall::try_from(body)?;
+    audit.detail(call.describe());
     if !stream {
         let outcome = state.sandboxes.exec(&id, call).await?;
         return Ok(Json(json!({

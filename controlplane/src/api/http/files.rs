@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Authorized, JsonBody, ReadScope, WriteScope};
-use crate::api::ApiState;
+use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::sandboxes::FileInfoView;
 
@@ -72,10 +72,12 @@ pub async fn write_json(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    audit: AuditSlot,
     JsonBody(body): JsonBody<WriteBody>,
 ) -> Result<Json<Value>, ApiError> {
     let path = required(Some(body.path))?;
     let mode = parse_mode(body.mode.as_ref())?;
+    audit.detail(path.clone());
     let data = match body.encoding.as_deref() {
         None | Some("") | Some("utf-8") | Some("text") => body.content.into_bytes(),
         Some("base64") => base64::engine::general_purpose::STANDARD
@@ -103,11 +105,13 @@ pub async fn upload(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    audit: AuditSlot,
     Query(query): Query<PathQuery>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let path = required(query.path)?;
     let mode = parse_mode(query.mode.map(Value::String).as_ref())?;
+    audit.detail(path.clone());
     let data = body.into_data_stream().map(|chunk| {
         chunk
             .map(|bytes| bytes.to_vec())
@@ -138,9 +142,11 @@ pub async fn delete(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    audit: AuditSlot,
     Query(query): Query<PathQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let path = required(query.path)?;
+    audit.detail(path.clone());
     state
         .sandboxes
         .delete_file(&id, &path, query.recursive.unwrap_or(false))
@@ -201,10 +207,12 @@ pub async fn move_file(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    audit: AuditSlot,
     JsonBody(body): JsonBody<MoveBody>,
 ) -> Result<Json<Value>, ApiError> {
     let old_path = required(Some(body.old_path))?;
     let new_path = required(Some(body.new_path))?;
+    audit.detail(format!("{old_path} -> {new_path}"));
     state.sandboxes.move_file(&id, &old_path, &new_path).await?;
     Ok(Json(json!({"status": "moved"})))
 }
@@ -219,10 +227,12 @@ pub async fn chmod(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    audit: AuditSlot,
     JsonBody(body): JsonBody<ChmodBody>,
 ) -> Result<Json<Value>, ApiError> {
     let path = required(Some(body.path))?;
     let mode = parse_mode(Some(&body.mode))?;
+    audit.detail(format!("{path} {mode:04o}"));
     state.sandboxes.chmod(&id, &path, mode).await?;
     Ok(Json(json!({"status": "chmod applied"})))
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Authorized, JsonBody, ReadScope, WriteScope};
-use crate::api::ApiState;
+use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::sandboxes::{CreateSandbox, SandboxError, SandboxView};
 
@@ -58,10 +58,16 @@ pub async fn create(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     headers: HeaderMap,
+    audit: AuditSlot,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
     let request = body.validate(&state, &headers)?;
+    audit.detail(format!(
+        "image={} provider={}",
+        request.image, request.provider
+    ));
     let sandbox = state.sandboxes.create(request).await?;
+    audit.sandbox(&sandbox.id);
     Ok((StatusCode::CREATED, Json(sandbox)))
 }
 

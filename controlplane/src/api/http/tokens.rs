@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::{AdminScope, Authorized, JsonBody};
-use crate::api::ApiState;
+use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::fleet::{IssuedJoinToken, JoinTokenRequest};
 
@@ -25,6 +25,7 @@ pub struct CreateTokenBody {
 pub async fn create(
     Authorized(caller, _): Authorized<AdminScope>,
     State(state): State<ApiState>,
+    audit: AuditSlot,
     JsonBody(body): JsonBody<CreateTokenBody>,
 ) -> Result<(StatusCode, Json<IssuedJoinToken>), ApiError> {
     let request = JoinTokenRequest {
@@ -36,6 +37,13 @@ pub async fn create(
         .fleet
         .create_join_token(request, &caller.key_id)
         .await?;
+    // the token itself is a secret: only its id goes in the record
+    audit.detail(format!(
+        "jti={} worker_id={} uses={}",
+        issued.jti,
+        issued.worker_id.as_deref().unwrap_or("any"),
+        issued.uses
+    ));
     Ok((StatusCode::CREATED, Json(issued)))
 }
 

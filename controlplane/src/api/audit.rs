@@ -1,0 +1,213 @@
+//! Auditing at the edge: a middleware that, for every mutating HTTP or gRPC call,
+//! hands the handler an `AuditSlot` to note who called (the API key id) and what was
+//! asked (a command line, a path), and after the response appends one record with the
+//! outcome to the audit log. Reads are not recorded.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, Response};
+use axum::middleware::Next;
+
+use super::ApiState;
+use crate::audit::AuditEntry;
+use crate::error::ErrorCode;
+
+/// What a handler notes for the audit record of its call.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<Noted>>);
+
+#[derive(Debug, Default)]
+struct Noted {
+    actor: Option<String>,
+    sandbox_id: Option<String>,
+    detail: Option<String>,
+}
+
+impl AuditSlot {
+    fn with<R>(&self, f: impl FnOnce(&mut Noted) -> R) -> R {
+        let mut noted = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut noted)
+    }
+
+    pub fn actor(&self, key_id: &str) {
+        self.with(|n| n.actor = Some(format!("key:{key_id}")));
+    }
+
+    pub fn sandbox(&self, sandbox_id: &str) {
+        self.with(|n| n.sandbox_id = Some(sandbox_id.to_owned()));
+    }
+
+    /// What was asked; never a secret or a body.
+    pub fn detail(&self, detail: impl Into<String>) {
+        self.with(|n| n.detail = Some(detail.into()));
+    }
+}
+
+/// Handlers take the slot of their call (a detached one outside the middleware).
+impl<S: Send + Sync> FromRequestParts<S> for AuditSlot {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<AuditSlot>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// gRPC calls that change something.
+const MUTATING_GRPC: &[&str] = &[
+    "/berth.v1.Sandboxes/Create",
+    "/berth.v1.Sandboxes/Destroy",
+    "/berth.v1.Sandboxes/Extend",
+    "/berth.v1.Sandboxes/Exec",
+    "/berth.v1.Sandboxes/ExecStream",
+    "/berth.v1.Sandboxes/WriteFile",
+    "/berth.v1.Sandboxes/DeleteFile",
+    "/berth.v1.Sandboxes/MoveFile",
+    "/berth.v1.Sandboxes/Chmod",
+    "/berth.v1.Admin/CreateJoinToken",
+];
+
+/// The record's operation name, or `None` for a call that changes nothing.
+fn operation(method: &Method, path: &str, template: Option<&str>) -> Option<String> {
+    if path.starts_with("/berth.v1.") {
+        return MUTATING_GRPC
+            .contains(&path)
+            .then(|| format!("grpc {path}"));
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let template = template?;
+    if template == "/api/v1/sandboxes/admission" {
+        return None;
+    }
+    Some(format!("{method} {template}"))
+}
+
+/// The `{id}` of a `/api/v1/sandboxes/{id}…` path.
+fn sandbox_in_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/v1/sandboxes/")?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty() && id != "admission").then(|| id.to_owned())
+}
+
+fn outcome<B>(response: &Response<B>) -> String {
+    let status = response.status();
+    if !status.is_success() {
+        let code = match status.as_u16() {
+            400 => ErrorCode::BadRequest,
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            408 => ErrorCode::Timeout,
+            409 => ErrorCode::Conflict,
+            429 => ErrorCode::ResourceLimit,
+            503 => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        };
+        return code.as_str().to_owned();
+    }
+    // a gRPC call that failed at once carries its status in the headers
+    match response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(code) if code != "0" => format!("grpc:{code}"),
+        _ => "ok".to_owned(),
+    }
+}
+
+pub async fn record(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let path = request.uri().path().to_owned();
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let Some(operation) = operation(request.method(), &path, template.as_deref()) else {
+        return next.run(request).await;
+    };
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let slot = AuditSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let response = next.run(request).await;
+    let outcome = outcome(&response);
+    let (actor, sandbox_id, detail) = slot.with(|n| {
+        (
+            n.actor.take().unwrap_or_else(|| "anonymous".to_owned()),
+            n.sandbox_id.take().or_else(|| sandbox_in_path(&path)),
+            n.detail.take().unwrap_or_default(),
+        )
+    });
+    let worker_id = match &sandbox_id {
+        Some(id) => state
+            .store
+            .get_sandbox(id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.worker_id)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let entry = AuditEntry {
+        actor,
+        operation,
+        worker_id,
+        sandbox_id: sandbox_id.unwrap_or_default(),
+        detail,
+        outcome,
+        request_id,
+    };
+    if let Err(err) = state.audit.record(entry).await {
+        tracing::error!(error = %err, "cannot append to the audit log");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changes_are_operations() {
+        let exec = "/api/v1/sandboxes/{id}/exec";
+        assert_eq!(
+            operation(&Method::POST, "/api/v1/sandboxes/s1/exec", Some(exec)).as_deref(),
+            Some("POST /api/v1/sandboxes/{id}/exec")
+        );
+        assert_eq!(
+            operation(&Method::GET, "/api/v1/sandboxes", Some("/api/v1/sandboxes")),
+            None
+        );
+        assert_eq!(
+            operation(
+                &Method::POST,
+                "/api/v1/sandboxes/admission",
+                Some("/api/v1/sandboxes/admission")
+            ),
+            None
+        );
+        assert!(operation(&Method::POST, "/berth.v1.Sandboxes/Exec", None).is_some());
+        assert!(operation(&Method::POST, "/berth.v1.Sandboxes/List", None).is_none());
+        assert_eq!(
+            sandbox_in_path("/api/v1/sandboxes/s1/files"),
+            Some("s1".into())
+        );
+        assert_eq!(sandbox_in_path("/api/v1/sandboxes"), None);
+    }
+}
