@@ -142,6 +142,12 @@ fi
 "$venv/bin/python" smoke/stacyvm_sdk.py "$BERTH_API_URL" "$(cat "$work/control-plane/admin.key")" \
     || fail "the StacyVM SDK run failed"
 
+step "status, metrics and the audit log"
+"$BERTH" status | grep -q "workers *1 (online 1)" || fail "berth status does not show the worker online"
+curl -fsS "$BERTH_API_URL/metrics" | grep -q 'berth_workers{status="online"} 1' || fail "/metrics lacks the online worker"
+"$BERTH" audit list | grep -q "sandboxes/{id}/exec" || fail "the audit log misses the execs"
+"$BERTH" audit verify | grep -q "audit log intact" || fail "audit verify failed"
+
 step "stopping"
 kill -TERM "$worker_pid"
 wait "$worker_pid" || fail "the worker did not exit cleanly"

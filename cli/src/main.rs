@@ -8,6 +8,7 @@ mod logging;
 mod output;
 mod sandbox;
 mod serve;
+mod status;
 mod tokens;
 mod worker;
 mod workers;
@@ -38,6 +39,11 @@ enum Command {
     Sandbox {
         #[command(subcommand)]
         command: sandbox::SandboxCommand,
+    },
+    /// The control plane and its fleet at a glance.
+    Status {
+        #[command(flatten)]
+        client: client::ClientArgs,
     },
     /// The tamper-evident audit log.
     Audit {
@@ -82,6 +88,7 @@ fn main() -> std::process::ExitCode {
             Command::Sandbox { command } => sandbox::run(command).await,
             Command::Token { command } => tokens::run(command).await,
             Command::Audit { command } => audit::run(command).await,
+            Command::Status { client } => status::run(client).await,
             Command::Workers { command } => workers::run(command).await,
         }
     });

@@ -47,6 +47,9 @@ pub struct WorkerArgs {
     /// Heartbeat interval until the control plane says otherwise.
     #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "BERTH_WORKER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl WorkerArgs {
@@ -82,6 +85,9 @@ impl WorkerArgs {
         }
         if let Some(value) = self.heartbeat_interval {
             config.heartbeat_interval = value;
+        }
+        if let Some(value) = self.metrics_listen {
+            config.metrics_listen = Some(value);
         }
         config.validate()?;
         Ok(config)

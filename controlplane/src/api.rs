@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod grpc;
 mod http;
+mod observe;
 mod serve;
 
 use std::sync::Arc;
@@ -36,6 +37,13 @@ pub fn router(state: ApiState) -> axum::Router {
     http::router(state.clone())
         .merge(grpc)
         .fallback(http::not_found)
-        .layer(axum::middleware::from_fn_with_state(state, audit::record))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            observe::observe,
+        ))
         .layer(axum::middleware::from_fn(http::request_id))
 }

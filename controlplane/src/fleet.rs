@@ -17,6 +17,7 @@ pub use workers::{ProviderStatus, WorkerStatus, WorkerView};
 
 use crate::authority::Authority;
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,15 +70,26 @@ pub struct Fleet {
     store: Store,
     authority: Arc<Authority>,
     settings: FleetSettings,
+    metrics: Metrics,
 }
 
 impl Fleet {
-    pub fn new(store: Store, authority: Arc<Authority>, settings: FleetSettings) -> Self {
+    pub fn new(
+        store: Store,
+        authority: Arc<Authority>,
+        settings: FleetSettings,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             store,
             authority,
             settings,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Store {

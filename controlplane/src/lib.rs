@@ -13,6 +13,7 @@ pub mod error;
 pub mod fleet;
 mod local_worker;
 pub mod mesh;
+pub mod metrics;
 pub mod router;
 pub mod sandboxes;
 pub mod server;

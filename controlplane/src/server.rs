@@ -19,6 +19,7 @@ use crate::audit::AuditLog;
 use crate::authority::Authority;
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{Fleet, FleetSettings};
+use crate::metrics::Metrics;
 use crate::router::WorkerChannels;
 use crate::sandboxes::Sandboxes;
 use crate::store::Store;
@@ -122,6 +123,7 @@ pub async fn start(
             join_max_ttl: config.tokens.join_max_ttl,
             token_leeway: TOKEN_LEEWAY,
         },
+        Metrics::new(),
     );
 
     let tasks = TaskTracker::new();

@@ -241,6 +241,7 @@ impl Api {
 pub struct TestWorker {
     pub worker_id: String,
     pub listen_addr: std::net::SocketAddr,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     shutdown: CancellationToken,
     running: RunningWorker,
@@ -258,6 +259,7 @@ impl TestWorker {
         Ok(Self {
             worker_id: running.worker_id.clone(),
             listen_addr: running.listen_addr,
+            metrics_addr: running.metrics_addr,
             data_dir,
             shutdown,
             running,

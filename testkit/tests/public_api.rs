@@ -100,6 +100,10 @@ async fn errors_are_json_with_codes_and_request_ids_are_echoed() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "NOT_FOUND");
     assert!(body["message"].as_str().unwrap().contains("ghost"));
+    assert_eq!(
+        body["request_id"], "req-123",
+        "error bodies carry the request id"
+    );
 
     let (status, headers, body) = call(
         reqwest::Method::GET,

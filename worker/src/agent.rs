@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::fencing::Fences;
 use crate::identity::StoredIdentity;
+use crate::metrics::WorkerMetrics;
 use crate::provider::Provider;
 use crate::provider::mock::MockProvider;
 use crate::service::WorkerGrpc;
@@ -37,6 +38,7 @@ pub(crate) struct Runtime {
     pub info: pb::WorkerInfo,
     pub provider: Arc<dyn Provider>,
     pub fences: Fences,
+    pub metrics: WorkerMetrics,
     /// One lazily connecting client per configured control plane, tried in turn.
     pub control_planes: Vec<ControlPlaneClient<tonic::transport::Channel>>,
 }
@@ -48,6 +50,8 @@ pub struct RunningWorker {
     pub worker_id: String,
     pub listen_addr: SocketAddr,
     pub spiffe_id: SpiffeId,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
     tasks: TaskTracker,
 }
 
@@ -103,6 +107,7 @@ pub async fn start(
         info,
         provider,
         fences: Fences::default(),
+        metrics: WorkerMetrics::new(),
         control_planes,
         config,
     });
@@ -124,12 +129,25 @@ pub async fn start(
         }
     });
     tasks.spawn(heartbeat::run(runtime.clone(), shutdown.clone()));
+    let mut metrics_addr = None;
+    if let Some(addr) = runtime.config.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|err| WorkerError::io(format!("metrics listener {addr}"), err))?;
+        metrics_addr = listener.local_addr().ok();
+        tasks.spawn(crate::metrics::serve(
+            listener,
+            runtime.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(renewal::run(runtime.clone(), shutdown.clone()));
     tracing::info!(worker_id = %runtime.worker_id, %listen_addr, advertise = %runtime.info.advertise_addr, "worker started");
     Ok(RunningWorker {
         worker_id: runtime.worker_id.clone(),
         listen_addr,
         spiffe_id,
+        metrics_addr,
         tasks,
     })
 }

@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     pub capacity: CapacityConfig,
+    /// Where `/metrics` is served (plain HTTP); unset: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +59,7 @@ impl Default for WorkerConfig {
             provider: "mock".to_owned(),
             heartbeat_interval: Duration::from_secs(5),
             capacity: CapacityConfig::default(),
+            metrics_listen: None,
         }
     }
 }

@@ -40,6 +40,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
             }
             Err(status) => {
                 failures += 1;
+                runtime.metrics.heartbeat_failures.inc();
                 tracing::warn!(
                     worker_id = %runtime.worker_id,
                     control_plane = %runtime.config.control_plane[target],

@@ -10,6 +10,7 @@ mod error;
 pub mod fencing;
 mod heartbeat;
 mod identity;
+pub mod metrics;
 pub mod provider;
 mod renewal;
 pub mod service;

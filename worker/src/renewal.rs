@@ -14,6 +14,7 @@ use crate::WorkerError;
 use crate::agent::{Runtime, now_secs};
 use crate::enroll::status_detail;
 use crate::identity::{StoredIdentity, pem_to_der};
+use crate::metrics::WorkerMetrics;
 
 const RENEW_TIMEOUT: Duration = Duration::from_secs(20);
 const MIN_RETRY: Duration = Duration::from_secs(5);
@@ -42,11 +43,13 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
         };
         match renewed {
             Ok(not_after) => {
+                WorkerMetrics::count(&runtime.metrics.certificate_renewals, "ok");
                 retry = MIN_RETRY;
                 received_at = now_secs();
                 tracing::info!(worker_id = %runtime.worker_id, not_after, "certificate renewed");
             }
             Err(err) => {
+                WorkerMetrics::count(&runtime.metrics.certificate_renewals, "failed");
                 tracing::warn!(worker_id = %runtime.worker_id, error = %err, retry_in = ?retry, "certificate renewal failed");
                 tokio::select! {
                     () = shutdown.cancelled() => return,

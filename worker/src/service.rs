@@ -18,7 +18,10 @@ use tonic::{Request, Response, Status, Streaming};
 pub use status::{ERROR_CODE_KEY, provider_codes};
 
 use crate::agent::Runtime;
+use crate::metrics::{OutcomeLabels, WorkerMetrics};
 use crate::provider::{ExecEvent, ExecMode, ExecSpec, SandboxSpec};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// Longest exec a caller may ask for.
 const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -41,7 +44,14 @@ impl WorkerGrpc {
         self.runtime
             .fences
             .admit(sandbox_id, generation)
-            .map_err(status::from_fence)
+            .map_err(|err| {
+                self.runtime.metrics.fence_refusals.inc();
+                status::from_fence(err)
+            })
+    }
+
+    fn count<T, E>(&self, family: &Family<OutcomeLabels, Counter>, result: &Result<T, E>) {
+        WorkerMetrics::count(family, if result.is_ok() { "ok" } else { "failed" });
     }
 }
 
@@ -125,8 +135,9 @@ impl WorkerService for WorkerGrpc {
                 env: spec.env.into_iter().collect::<BTreeMap<_, _>>(),
                 metadata: spec.metadata.into_iter().collect::<BTreeMap<_, _>>(),
             })
-            .await
-            .map_err(status::from_provider)?;
+            .await;
+        self.count(&self.runtime.metrics.spawns, &info);
+        let info = info.map_err(status::from_provider)?;
         tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %info.sandbox_id, generation = request.generation, "sandbox spawned");
         Ok(Response::new(pb::SpawnResponse {
             sandbox_id: info.sandbox_id,
@@ -141,11 +152,9 @@ impl WorkerService for WorkerGrpc {
     ) -> Result<Response<pb::DestroyResponse>, Status> {
         let request = request.into_inner();
         self.admit(&request.sandbox_id, request.generation)?;
-        self.runtime
-            .provider
-            .destroy(&request.sandbox_id)
-            .await
-            .map_err(status::from_provider)?;
+        let destroyed = self.runtime.provider.destroy(&request.sandbox_id).await;
+        self.count(&self.runtime.metrics.destroys, &destroyed);
+        destroyed.map_err(status::from_provider)?;
         tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %request.sandbox_id, "sandbox destroyed");
         Ok(Response::new(pb::DestroyResponse {}))
     }
@@ -187,12 +196,9 @@ impl WorkerService for WorkerGrpc {
         let request = request.into_inner();
         self.admit(&request.sandbox_id, request.generation)?;
         let spec = exec_spec(&request)?;
-        let result = self
-            .runtime
-            .provider
-            .exec(&request.sandbox_id, spec)
-            .await
-            .map_err(status::from_provider)?;
+        let result = self.runtime.provider.exec(&request.sandbox_id, spec).await;
+        self.count(&self.runtime.metrics.execs, &result);
+        let result = result.map_err(status::from_provider)?;
         Ok(Response::new(pb::WorkerExecResponse {
             exit_code: result.exit_code,
             stdout: result.stdout,
@@ -212,8 +218,9 @@ impl WorkerService for WorkerGrpc {
             .runtime
             .provider
             .exec_stream(&request.sandbox_id, spec)
-            .await
-            .map_err(status::from_provider)?;
+            .await;
+        self.count(&self.runtime.metrics.execs, &events);
+        let events = events.map_err(status::from_provider)?;
         // dropping this stream (the caller went away) drops the provider's receiver,
         // which stops the command
         let stream = ReceiverStream::new(events).map(|event| Ok(exec_event(event)));

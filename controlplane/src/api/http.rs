@@ -6,6 +6,7 @@ mod exec;
 mod files;
 mod health;
 mod sandboxes;
+mod status;
 mod tokens;
 mod workers;
 
@@ -36,6 +37,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/workers/{id}", get(workers::get))
         .route("/api/v1/tokens", post(tokens::create))
+        .route("/metrics", get(status::metrics))
+        .route("/api/v1/status", get(status::status))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route(
@@ -74,9 +77,17 @@ pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
+tokio::task_local! {
+    /// The id of the request being answered, for error bodies.
+    static REQUEST_ID_IN_FLIGHT: String;
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        let mut body = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        if let Ok(id) = REQUEST_ID_IN_FLIGHT.try_with(Clone::clone) {
+            body["request_id"] = serde_json::Value::String(id);
+        }
         (self.code.http_status(), Json(body)).into_response()
     }
 }
@@ -95,7 +106,8 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"));
     request.headers_mut().insert(REQUEST_ID, value.clone());
     let span = tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    let handled = REQUEST_ID_IN_FLIGHT.scope(id, next.run(request));
+    let mut response = tracing::Instrument::instrument(handled, span).await;
     response.headers_mut().insert(REQUEST_ID, value);
     response
 }

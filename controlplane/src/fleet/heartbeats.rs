@@ -12,6 +12,8 @@ pub struct HeartbeatReport {
     pub description: WorkerDescription,
     /// Sandboxes the worker holds, with the lease generation it has seen for each.
     pub held: Vec<(String, i64)>,
+    /// When the worker sent it (its clock, unix ms); 0 when unknown.
+    pub sent_at_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -46,9 +48,15 @@ impl Fleet {
         if !report.held.is_empty() {
             let grace =
                 i64::try_from(self.settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX);
-            self.store
+            let renewed = self
+                .store
                 .renew_leases(worker_id, &report.held, now + 2 * grace)
                 .await?;
+            self.metrics.lease_renewals.inc_by(renewed);
+        }
+        if report.sent_at_ms > 0 {
+            let lag_ms = (now - report.sent_at_ms).max(0);
+            self.metrics.heartbeat_lag.observe(lag_ms as f64 / 1000.0);
         }
         tracing::trace!(%worker_id, "heartbeat");
         Ok(HeartbeatAck {

@@ -3,12 +3,17 @@
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::control_plane_server::ControlPlane;
+use std::time::Instant;
+
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::peer::calling_worker;
 use crate::error::ApiError;
 use crate::fleet::{EnrollmentRequest, Fleet, HeartbeatReport};
+use crate::metrics::OutcomeLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 #[derive(Debug, Clone)]
 pub struct MeshService {
@@ -19,11 +24,57 @@ impl MeshService {
     pub fn new(fleet: Fleet) -> Self {
         Self { fleet }
     }
+
+    fn count(&self, family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
 }
 
 #[tonic::async_trait]
 impl ControlPlane for MeshService {
     async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let started = Instant::now();
+        let result = self.handle_enroll(request).await;
+        self.fleet
+            .metrics()
+            .observe_mesh("Enroll", started, &result);
+        result
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let started = Instant::now();
+        let result = self.handle_heartbeat(request).await;
+        self.fleet
+            .metrics()
+            .observe_mesh("Heartbeat", started, &result);
+        result
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
+        let started = Instant::now();
+        let result = self.handle_renew(request).await;
+        self.fleet
+            .metrics()
+            .observe_mesh("RenewCertificate", started, &result);
+        result
+    }
+}
+
+impl MeshService {
+    async fn handle_enroll(
         &self,
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
@@ -35,8 +86,10 @@ impl ControlPlane for MeshService {
         let grant = self.fleet.enroll(enrollment).await.map_err(|err| {
             let err = ApiError::from(err);
             tracing::warn!(?remote, error = %err.message, "enrollment refused");
+            self.count(&self.fleet.metrics().enrollments, "refused");
             err
         })?;
+        self.count(&self.fleet.metrics().enrollments, "ok");
         Ok(Response::new(pb::EnrollResponse {
             worker_id: grant.worker_id,
             certificate_pem: grant.certificate_pem,
@@ -48,7 +101,7 @@ impl ControlPlane for MeshService {
         }))
     }
 
-    async fn heartbeat(
+    async fn handle_heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
@@ -56,6 +109,7 @@ impl ControlPlane for MeshService {
         let request = request.into_inner();
         let report = HeartbeatReport {
             state: convert::reported_state(request.state),
+            sent_at_ms: request.sent_at_ms,
             held: request
                 .sandboxes
                 .iter()
@@ -69,11 +123,16 @@ impl ControlPlane for MeshService {
                 .collect(),
             description: convert::description(request.info)?,
         };
+        let metrics = self.fleet.metrics();
         let ack = self
             .fleet
             .heartbeat(&worker_id, report)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(|err| {
+                self.count(&metrics.heartbeats, "refused");
+                ApiError::from(err)
+            })?;
+        self.count(&metrics.heartbeats, "ok");
         Ok(Response::new(pb::HeartbeatResponse {
             heartbeat_interval_ms: ack.heartbeat_interval_ms,
             server_time_ms: ack.server_time_ms,
@@ -81,16 +140,21 @@ impl ControlPlane for MeshService {
         }))
     }
 
-    async fn renew_certificate(
+    async fn handle_renew(
         &self,
         request: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
         let worker_id = calling_worker(&request, &request.get_ref().worker_id)?;
+        let metrics = self.fleet.metrics();
         let issued = self
             .fleet
             .renew_certificate(&worker_id, &request.get_ref().csr_pem)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(|err| {
+                self.count(&metrics.certificate_renewals, "refused");
+                ApiError::from(err)
+            })?;
+        self.count(&metrics.certificate_renewals, "ok");
         Ok(Response::new(pb::RenewCertificateResponse {
             certificate_pem: issued.cert_pem,
             ca_pem: self.fleet.authority().ca().cert_pem().to_owned(),

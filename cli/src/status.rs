@@ -1,0 +1,47 @@
+//! `berth status`: the control plane and its fleet in one screen.
+
+use serde_json::Value;
+
+use crate::client::{ApiClient, ClientArgs};
+use crate::output;
+
+pub async fn run(client: ClientArgs) -> anyhow::Result<()> {
+    let status: Value = ApiClient::new(&client)?.get("/api/v1/status").await?;
+    if client.json() {
+        return output::json(&status);
+    }
+    let counts = |value: &Value| -> String {
+        let parts: Vec<String> = value
+            .as_object()
+            .map(|map| map.iter().map(|(k, v)| format!("{k} {v}")).collect())
+            .unwrap_or_default();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    };
+    println!(
+        "control plane  berth {} · trust domain {}",
+        output::text(&status["version"]),
+        output::text(&status["trust_domain"])
+    );
+    println!("store          {}", output::text(&status["store"]));
+    println!(
+        "CA             expires {} · sha256 {}",
+        output::text(&status["ca"]["expires_at"]),
+        output::text(&status["ca"]["fingerprint"])
+    );
+    println!(
+        "workers        {} ({})",
+        output::text(&status["workers"]["total"]),
+        counts(&status["workers"]["by_status"])
+    );
+    println!(
+        "sandboxes      {} ({}) · capacity {}",
+        output::text(&status["sandboxes"]["total"]),
+        counts(&status["sandboxes"]["by_state"]),
+        output::text(&status["capacity"])
+    );
+    Ok(())
+}

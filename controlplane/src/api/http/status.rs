@@ -1,0 +1,61 @@
+//! `GET /metrics` (Prometheus text, no key) and `GET /api/v1/status` (the fleet at a
+//! glance, read scope).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::{Authorized, ReadScope};
+use crate::api::ApiState;
+use crate::error::ApiError;
+use crate::sandboxes::rfc3339;
+
+pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let workers = state.fleet.list_workers().await?;
+    let ca_not_after = state.fleet.authority().ca().not_after();
+    let text = state
+        .fleet
+        .metrics()
+        .render(&state.store, &workers, ca_not_after)
+        .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
+pub async fn status(
+    _caller: Authorized<ReadScope>,
+    State(state): State<ApiState>,
+) -> Result<Json<Value>, ApiError> {
+    let workers = state.fleet.list_workers().await?;
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for worker in &workers {
+        *by_status.entry(worker.status.as_str()).or_default() += 1;
+    }
+    let sandboxes = state.sandboxes.list().await?;
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+    for sandbox in &sandboxes {
+        *by_state.entry(sandbox.state.clone()).or_default() += 1;
+    }
+    let ca = state.fleet.authority().ca();
+    Ok(Json(json!({
+        "version": &*state.version,
+        "trust_domain": ca.trust_domain(),
+        "store": state.store.backend(),
+        "ca": {
+            "fingerprint": ca.fingerprint(),
+            "expires_at": rfc3339(ca.not_after()),
+        },
+        "workers": {"total": workers.len(), "by_status": by_status},
+        "sandboxes": {"total": sandboxes.len(), "by_state": by_state},
+        "capacity": state.sandboxes.total_capacity().await?,
+    })))
+}

@@ -1,0 +1,171 @@
+//! Prometheus metrics of a worker, served on its own `metrics_listen` address (plain
+//! HTTP; bind it where only the scraper reaches). Sandbox count, provider health and
+//! certificate expiry are read at scrape time; counters move as calls happen.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Runtime, now_secs};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerMetrics {
+    registry: Arc<Registry>,
+    pub spawns: Family<OutcomeLabels, Counter>,
+    pub destroys: Family<OutcomeLabels, Counter>,
+    pub execs: Family<OutcomeLabels, Counter>,
+    pub fence_refusals: Counter,
+    pub heartbeat_failures: Counter,
+    pub certificate_renewals: Family<OutcomeLabels, Counter>,
+    sandboxes: Gauge,
+    provider_healthy: Family<ProviderLabels, Gauge>,
+    certificate_expiry_days: Gauge<f64, AtomicU64>,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("berth_worker");
+        let spawns = Family::<OutcomeLabels, Counter>::default();
+        registry.register("spawns", "Sandboxes spawned, by outcome", spawns.clone());
+        let destroys = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "destroys",
+            "Sandboxes destroyed, by outcome",
+            destroys.clone(),
+        );
+        let execs = Family::<OutcomeLabels, Counter>::default();
+        registry.register("execs", "Commands run, by outcome", execs.clone());
+        let fence_refusals = Counter::default();
+        registry.register(
+            "fence_refusals",
+            "Calls refused for a stale or missing lease generation",
+            fence_refusals.clone(),
+        );
+        let heartbeat_failures = Counter::default();
+        registry.register(
+            "heartbeat_failures",
+            "Heartbeats that failed",
+            heartbeat_failures.clone(),
+        );
+        let certificate_renewals = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "certificate_renewals",
+            "Certificate renewals, by outcome",
+            certificate_renewals.clone(),
+        );
+        let sandboxes = Gauge::default();
+        registry.register(
+            "sandboxes",
+            "Sandboxes the provider holds",
+            sandboxes.clone(),
+        );
+        let provider_healthy = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "provider_healthy",
+            "1 when the provider is healthy",
+            provider_healthy.clone(),
+        );
+        let certificate_expiry_days = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "certificate_expiry_days",
+            "Days until the worker's certificate expires",
+            certificate_expiry_days.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            spawns,
+            destroys,
+            execs,
+            fence_refusals,
+            heartbeat_failures,
+            certificate_renewals,
+            sandboxes,
+            provider_healthy,
+            certificate_expiry_days,
+        }
+    }
+
+    pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    async fn render(&self, runtime: &Runtime) -> String {
+        let provider = &runtime.provider;
+        if let Ok(list) = provider.list().await {
+            self.sandboxes
+                .set(i64::try_from(list.len()).unwrap_or(i64::MAX));
+        }
+        let health = provider.health().await;
+        self.provider_healthy
+            .get_or_create(&ProviderLabels {
+                provider: provider.name().to_owned(),
+            })
+            .set(i64::from(health.healthy));
+        if let Ok(info) = berth_pki::cert_info(&runtime.identity.current_leaf_der()) {
+            self.certificate_expiry_days
+                .set((info.not_after - now_secs()) as f64 / 86_400.0);
+        }
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    runtime: Arc<Runtime>,
+    shutdown: CancellationToken,
+) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let runtime = runtime.clone();
+            async move {
+                let text = runtime.metrics.render(&runtime).await;
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(?addr, error = %err, "metrics server stopped");
+    }
+}
