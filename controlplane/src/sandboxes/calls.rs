@@ -391,6 +391,11 @@ impl Sandboxes {
     }
 
     pub async fn chmod(&self, sandbox_id: &str, path: &str, mode: u32) -> Result<(), SandboxError> {
+        if mode > 0o7777 {
+            return Err(SandboxError::BadRequest(
+                "mode must be at most 0o7777".into(),
+            ));
+        }
         let mut target = self.target(sandbox_id).await?;
         let mut request = tonic::Request::new(pb::WorkerChmodRequest {
             sandbox_id: sandbox_id.to_owned(),

@@ -296,9 +296,6 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::FileOpResult>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
         let body = request.into_inner();
-        if body.mode > 0o7777 {
-            return Err(Status::invalid_argument("mode must be at most 0o7777"));
-        }
         api(self
             .state
             .sandboxes
