@@ -98,6 +98,13 @@ impl Store {
         Ok(())
     }
 
+    /// A transaction that takes SQLite's write lock up front (`BEGIN IMMEDIATE`), so a
+    /// transaction that reads before it writes waits for other writers instead of
+    /// failing with "database is locked" when one committed in between.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

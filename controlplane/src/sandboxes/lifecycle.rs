@@ -79,6 +79,14 @@ impl Sandboxes {
                 self.store
                     .finish_sandbox(&id, "error", &err.to_string(), now_secs())
                     .await?;
+                // a spawn that timed out may still have created the sandbox: ask the
+                // worker to drop it (idempotent) so nothing runs without a lease
+                self.abandon_on_worker(
+                    &id,
+                    &worker_id,
+                    &placement.advertise_addr,
+                    placement.generation,
+                );
                 Err(err)
             }
         }
@@ -211,6 +219,27 @@ impl Sandboxes {
             }
         }
         Ok(pruned)
+    }
+}
+
+impl Sandboxes {
+    /// Best effort, in the background: destroys `sandbox_id` on a worker after a failed
+    /// spawn. Whatever is missed there, reconciliation of the worker's inventory catches.
+    fn abandon_on_worker(&self, sandbox_id: &str, worker_id: &str, address: &str, generation: i64) {
+        let Ok(mut client) = self.channels.client(worker_id, address) else {
+            return;
+        };
+        let mut call = tonic::Request::new(pb::DestroyRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation: u64::try_from(generation).unwrap_or(0),
+        });
+        call.set_timeout(DESTROY_TIMEOUT);
+        let (sandbox_id, worker_id) = (sandbox_id.to_owned(), worker_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(status) = client.destroy(call).await {
+                tracing::debug!(%sandbox_id, %worker_id, error = %status.message(), "cleanup after a failed spawn did not reach the worker");
+            }
+        });
     }
 }
 

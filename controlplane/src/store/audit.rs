@@ -32,7 +32,7 @@ impl Store {
     /// Appends `row` if the head is still `(row.seq - 1, row.prev_hash)`; false when
     /// another writer got there first (the caller rebuilds the row and retries).
     pub async fn append_audit(&self, row: &AuditRow) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
             "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4",
         )

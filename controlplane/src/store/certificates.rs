@@ -34,7 +34,7 @@ impl Store {
     /// Records a renewed certificate and makes it the worker's current one, unless the
     /// worker was revoked meanwhile.
     pub async fn record_renewal(&self, cert: &NewCertificate) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE workers SET cert_serial = $1, cert_expires_at = $2 \
              WHERE id = $3 AND state = 'active'",

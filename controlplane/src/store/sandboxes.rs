@@ -139,7 +139,7 @@ impl Store {
         worker_id: &str,
         lease_expires_at_ms: i64,
     ) -> Result<Option<Placement>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let reserved: Option<String> = sqlx::query_scalar(
             "UPDATE workers SET reserved = reserved + 1 \
              WHERE id = $1 AND state = 'active' AND reserved < max_sandboxes \
@@ -228,7 +228,7 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let released: Option<String> =
             sqlx::query_scalar("DELETE FROM leases WHERE sandbox_id = $1 RETURNING worker_id")
                 .bind(id)
@@ -280,7 +280,7 @@ impl Store {
         expires_at_ms: i64,
     ) -> Result<u64, StoreError> {
         let mut renewed = 0;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (sandbox_id, generation) in held {
             let updated = sqlx::query(
                 "UPDATE leases SET expires_at_ms = $1 \

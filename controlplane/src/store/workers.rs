@@ -72,7 +72,7 @@ impl Store {
     /// Spends the credential, upserts the worker and records its certificate, all in one
     /// transaction: a refused enrollment spends nothing.
     pub async fn enroll_worker(&self, enrollment: &Enrollment) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing: Option<(String, String)> =
             sqlx::query_as("SELECT state, worker_token_jti FROM workers WHERE id = $1")
                 .bind(&enrollment.worker_id)
@@ -292,6 +292,32 @@ mod tests {
             ))
             .await;
         assert!(matches!(unknown, Err(StoreError::UnknownWorker(_))));
+    }
+
+    #[tokio::test]
+    async fn concurrent_enrollments_all_succeed() {
+        let (_dir, store) = temp_store().await;
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let jti = format!("j{i}");
+                token(&store, &jti, 1).await;
+                store
+                    .enroll_worker(&enrollment(
+                        &format!("w{i}"),
+                        join(&jti, false),
+                        &format!("s{i}"),
+                    ))
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await
+                .unwrap()
+                .expect("no enrollment fails on a busy database");
+        }
+        assert_eq!(store.list_workers().await.unwrap().len(), 16);
     }
 
     #[tokio::test]
