@@ -19,6 +19,13 @@ pub enum WorkersCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Refuse a worker's certificates and token at once, close its connections and
+    /// mark its sandboxes lost.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
@@ -30,6 +37,20 @@ pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
             }
             let rows: Vec<Vec<String>> = workers.iter().map(row).collect();
             output::table(&HEADERS, &rows);
+            Ok(())
+        }
+        WorkersCommand::Revoke { id, client } => {
+            let answer: Value = ApiClient::new(&client)?
+                .post(&format!("/api/v1/workers/{id}/revoke"), &Value::Null)
+                .await?;
+            if client.json() {
+                return output::json(&answer);
+            }
+            let lost = answer["lost_sandboxes"].as_array().map_or(0, Vec::len);
+            println!(
+                "revoked {id}: {} connections closed, {lost} sandboxes lost",
+                output::text(&answer["closed_connections"])
+            );
             Ok(())
         }
         WorkersCommand::Get { id, client } => {

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use berth_pki::transport::Connections;
 use berth_pki::{
     CertificateAuthority, PkiError, ReloadableIdentity, RevocationCheck, SpiffeId, TokenSigner,
 };
@@ -39,6 +40,8 @@ pub struct Authority {
     tokens: TokenSigner,
     serving: Arc<ReloadableIdentity>,
     revocations: Arc<RevocationSet>,
+    /// Live mesh connections by client-certificate serial, to close on revocation.
+    connections: Connections,
     serving_dns_names: Vec<String>,
     serving_ips: Vec<IpAddr>,
     serving_ttl: Duration,
@@ -64,6 +67,7 @@ impl Authority {
             tokens,
             serving: Arc::new(serving),
             revocations: Arc::new(RevocationSet::default()),
+            connections: Connections::default(),
             serving_dns_names,
             serving_ips,
             serving_ttl,
@@ -84,6 +88,17 @@ impl Authority {
 
     pub fn revocations(&self) -> &RevocationSet {
         &self.revocations
+    }
+
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Refuses `serials` at every handshake from now on and closes the mesh connections
+    /// they opened; returns how many were closed.
+    pub fn revoke(&self, serials: &[String]) -> usize {
+        self.revocations.revoke_serials(serials.iter().cloned());
+        self.connections.close(serials)
     }
 
     pub fn serving_ttl(&self) -> Duration {

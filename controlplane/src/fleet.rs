@@ -18,6 +18,7 @@ pub use workers::{ProviderStatus, WorkerStatus, WorkerView};
 use crate::authority::Authority;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
+use crate::router::WorkerChannels;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,14 @@ impl From<FleetError> for ApiError {
     }
 }
 
+/// What `revoke_worker` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerRevoked {
+    pub worker_id: String,
+    pub lost_sandboxes: Vec<String>,
+    pub closed_connections: usize,
+}
+
 /// Intervals and lifetimes the fleet works with.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
@@ -71,6 +80,7 @@ pub struct Fleet {
     authority: Arc<Authority>,
     settings: FleetSettings,
     metrics: Metrics,
+    channels: Arc<WorkerChannels>,
 }
 
 impl Fleet {
@@ -79,13 +89,43 @@ impl Fleet {
         authority: Arc<Authority>,
         settings: FleetSettings,
         metrics: Metrics,
+        channels: Arc<WorkerChannels>,
     ) -> Self {
         Self {
             store,
             authority,
             settings,
             metrics,
+            channels,
         }
+    }
+
+    /// Revokes a worker at once: its certificates are refused at every handshake, its
+    /// open mesh connections and our channels to it are closed, its worker token no
+    /// longer re-enrolls, and its sandboxes are marked lost.
+    pub async fn revoke_worker(&self, worker_id: &str) -> Result<WorkerRevoked, FleetError> {
+        let revocation = self
+            .store
+            .revoke_worker(worker_id, crate::clock::now_secs())
+            .await
+            .map_err(|err| match err {
+                StoreError::UnknownWorker(id) => FleetError::WorkerNotFound(id),
+                other => other.into(),
+            })?;
+        let closed_connections = self.authority.revoke(&revocation.serials);
+        self.channels.forget(worker_id);
+        tracing::warn!(
+            %worker_id,
+            certificates = revocation.serials.len(),
+            closed_connections,
+            lost_sandboxes = revocation.lost_sandboxes.len(),
+            "worker revoked"
+        );
+        Ok(WorkerRevoked {
+            worker_id: worker_id.to_owned(),
+            lost_sandboxes: revocation.lost_sandboxes,
+            closed_connections,
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -24,7 +24,9 @@ pub async fn serve(
     fleet: Fleet,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = berth_pki::transport::tls_incoming(listener, tls, shutdown.clone());
+    let connections = fleet.authority().connections().clone();
+    let incoming =
+        berth_pki::transport::tls_incoming_tracked(listener, tls, shutdown.clone(), connections);
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

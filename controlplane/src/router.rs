@@ -57,6 +57,14 @@ impl WorkerChannels {
     }
 }
 
+impl WorkerChannels {
+    /// Drops the cached channel to a worker (it was revoked); in-flight calls end.
+    pub fn forget(&self, worker_id: &str) {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.remove(worker_id);
+    }
+}
+
 /// A worker's answer as an API error: the code it sent in `berth-error-code`, or one
 /// derived from the gRPC code; transport failures mean the worker is unreachable.
 pub fn remote_error(worker_id: &str, status: &tonic::Status) -> ApiError {

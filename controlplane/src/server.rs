@@ -111,6 +111,7 @@ pub async fn start(
     let admin_key_path = data_dir.join("admin.key");
     let first_admin_key = ensure_admin_key(&store, &admin_key_path).await?;
 
+    let channels = Arc::new(WorkerChannels::new(authority.clone()));
     let fleet = Fleet::new(
         store.clone(),
         authority.clone(),
@@ -124,6 +125,7 @@ pub async fn start(
             token_leeway: TOKEN_LEEWAY,
         },
         Metrics::new(),
+        channels.clone(),
     );
 
     let tasks = TaskTracker::new();
@@ -141,7 +143,6 @@ pub async fn start(
     } else {
         Some(Arc::new(authority.api_server_config()?))
     };
-    let channels = Arc::new(WorkerChannels::new(authority.clone()));
     let sandboxes = Sandboxes::new(store.clone(), channels, config.sandbox_settings());
     let router = api::router(ApiState {
         fleet: fleet.clone(),

@@ -25,7 +25,7 @@ pub use audit::AuditRow;
 pub use certificates::NewCertificate;
 pub use join_tokens::NewJoinToken;
 pub use sandboxes::{CandidateRow, NewSandbox, Placement, SandboxRow};
-pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, WorkerRow};
+pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -44,6 +44,58 @@ pub struct PeerInfo {
 pub struct TlsConnection {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// Resolves when the connection is closed from our side (its certificate revoked).
+    closed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Marks the registry entry dead when the connection goes away.
+    _entry: tokio_util::sync::DropGuard,
+}
+
+/// The live connections by client-certificate serial, so revoking a certificate can
+/// close the connections it opened, not only refuse new ones.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    by_serial: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<CancellationToken>>>>,
+}
+
+impl Connections {
+    /// A token that closes the connection when cancelled, registered under `serial`.
+    fn register(&self, serial: Option<&str>) -> CancellationToken {
+        let token = CancellationToken::new();
+        if let Some(serial) = serial {
+            let mut map = self.by_serial.lock().unwrap_or_else(|e| e.into_inner());
+            // entries of connections that ended are cancelled by their drop guard
+            map.retain(|_, tokens| {
+                tokens.retain(|t| !t.is_cancelled());
+                !tokens.is_empty()
+            });
+            map.entry(serial.to_owned())
+                .or_default()
+                .push(token.clone());
+        }
+        token
+    }
+
+    /// Closes every live connection authenticated with one of `serials`; returns how many.
+    pub fn close(&self, serials: &[String]) -> usize {
+        let mut map = self.by_serial.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = 0;
+        for serial in serials {
+            for token in map.remove(serial).unwrap_or_default() {
+                if !token.is_cancelled() {
+                    closed += 1;
+                }
+                token.cancel();
+            }
+        }
+        closed
+    }
+}
+
+fn closed_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed: its certificate was revoked",
+    )
 }
 
 impl TlsConnection {
@@ -66,7 +118,11 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
@@ -76,7 +132,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(closed_error()));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -109,6 +169,17 @@ pub fn accept_tls(
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<TlsConnection> {
+    accept_tls_tracked(listener, config, shutdown, Connections::default())
+}
+
+/// [`accept_tls`], registering each connection in `connections` by its client
+/// certificate's serial so it can be closed later.
+pub fn accept_tls_tracked(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+    connections: Connections,
+) -> mpsc::Receiver<TlsConnection> {
     let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
@@ -129,6 +200,7 @@ pub fn accept_tls(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let connections = connections.clone();
             tokio::spawn(async move {
                 let stream =
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -143,7 +215,14 @@ pub fn accept_tls(
                         }
                     };
                 let peer = peer_info(remote_addr, &stream);
-                let _ = tx.send(TlsConnection { stream, peer }).await;
+                let token = connections.register(peer.serial_hex.as_deref());
+                let connection = TlsConnection {
+                    stream,
+                    peer,
+                    closed: Box::pin(token.clone().cancelled_owned()),
+                    _entry: token.drop_guard(),
+                };
+                let _ = tx.send(connection).await;
             });
         }
     });
@@ -173,8 +252,24 @@ pub fn tls_incoming(
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> impl tokio_stream::Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static {
+    tls_incoming_tracked(listener, config, shutdown, Connections::default())
+}
+
+/// [`accept_tls_tracked`] as the stream tonic's `serve_with_incoming` takes.
+pub fn tls_incoming_tracked(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+    connections: Connections,
+) -> impl tokio_stream::Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static {
     use tokio_stream::StreamExt;
-    tokio_stream::wrappers::ReceiverStream::new(accept_tls(listener, config, shutdown)).map(Ok)
+    tokio_stream::wrappers::ReceiverStream::new(accept_tls_tracked(
+        listener,
+        config,
+        shutdown,
+        connections,
+    ))
+    .map(Ok)
 }
 
 /// Keepalive and deadline settings of mesh channels: a dead peer is noticed, never

@@ -67,15 +67,29 @@ impl TestControlPlane {
             ..Default::default()
         };
         adjust(&mut config);
+        Self::launch(dir, config).await
+    }
+
+    /// Starts again on the data dir of a control plane stopped with
+    /// [`TestControlPlane::stop_keeping_data`] (new ports, same CA, keys and store).
+    pub async fn restart(dir: TempDir, config: ControlPlaneConfig) -> Self {
+        init();
+        Self::launch(dir, config).await
+    }
+
+    async fn launch(dir: TempDir, config: ControlPlaneConfig) -> Self {
         let listeners = Listeners::bind(&config).await.expect("bind listeners");
         let shutdown = CancellationToken::new();
         let running = berth_controlplane::start(config.clone(), listeners, shutdown.clone())
             .await
             .expect("start control plane");
-        let admin_key = running
-            .first_admin_key
-            .clone()
-            .expect("a new data dir makes an admin key");
+        let admin_key = match &running.first_admin_key {
+            Some(key) => key.clone(),
+            None => std::fs::read_to_string(&running.admin_key_path)
+                .expect("admin.key of the earlier start")
+                .trim()
+                .to_owned(),
+        };
         Self {
             api_addr: running.api_addr,
             mesh_addr: running.mesh_addr,
@@ -87,6 +101,13 @@ impl TestControlPlane {
             shutdown,
             running,
         }
+    }
+
+    /// Stops, handing back the data dir and config for [`TestControlPlane::restart`].
+    pub async fn stop_keeping_data(self) -> (TempDir, ControlPlaneConfig) {
+        self.shutdown.cancel();
+        self.running.wait().await;
+        (self.dir, self.config)
     }
 
     pub fn mesh_url(&self) -> String {

@@ -125,7 +125,8 @@ impl Sandboxes {
                     "sandbox {id:?} is still being created"
                 )));
             }
-            "error" => {
+            // nothing runs for these on any worker we still talk to
+            "error" | "lost" => {
                 self.store
                     .finish_sandbox(id, "destroyed", &row.error, now_secs())
                     .await?;

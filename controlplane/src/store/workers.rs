@@ -54,6 +54,14 @@ pub struct Enrollment {
     pub now: i64,
 }
 
+/// What revoking a worker touched.
+#[derive(Debug, Clone, Default)]
+pub struct Revocation {
+    /// Every certificate serial the worker was ever issued.
+    pub serials: Vec<String>,
+    pub lost_sandboxes: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct HeartbeatUpdate {
     pub worker_id: String,
@@ -157,6 +165,48 @@ impl Store {
             Some(_) => Err(StoreError::WorkerRevoked(update.worker_id.clone())),
             None => Err(StoreError::UnknownWorker(update.worker_id.clone())),
         }
+    }
+
+    /// Revokes a worker: its state, every certificate it holds, its leases and slots;
+    /// its live sandboxes become `lost`. One transaction; revoking twice is harmless.
+    pub async fn revoke_worker(&self, id: &str, now: i64) -> Result<Revocation, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let found: Option<String> = sqlx::query_scalar(
+            "UPDATE workers SET state = 'revoked', reserved = 0 WHERE id = $1 RETURNING id",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if found.is_none() {
+            return Err(StoreError::UnknownWorker(id.to_owned()));
+        }
+        sqlx::query(
+            "UPDATE worker_certificates SET revoked_at = $1 WHERE worker_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let serials: Vec<String> =
+            sqlx::query_scalar("SELECT serial FROM worker_certificates WHERE worker_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let lost: Vec<String> = sqlx::query_scalar(
+            "UPDATE sandboxes SET state = 'lost', error = 'its worker was revoked'              WHERE worker_id = $1 AND state IN ('creating', 'running', 'destroying')              RETURNING id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM leases WHERE worker_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Revocation {
+            serials,
+            lost_sandboxes: lost,
+        })
     }
 
     pub async fn get_worker(&self, id: &str) -> Result<Option<WorkerRow>, StoreError> {

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::{Authorized, ReadScope};
+use super::{AdminScope, Authorized, ReadScope};
 use crate::api::ApiState;
 use crate::error::ApiError;
 use crate::fleet::WorkerView;
@@ -21,4 +21,19 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<WorkerView>, ApiError> {
     Ok(Json(state.fleet.get_worker(&id).await?))
+}
+
+/// `POST /api/v1/workers/{id}/revoke` (admin).
+pub async fn revoke(
+    _caller: Authorized<AdminScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let revoked = state.fleet.revoke_worker(&id).await?;
+    Ok(Json(serde_json::json!({
+        "status": "revoked",
+        "worker_id": revoked.worker_id,
+        "lost_sandboxes": revoked.lost_sandboxes,
+        "closed_connections": revoked.closed_connections,
+    })))
 }

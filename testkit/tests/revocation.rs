@@ -1,0 +1,156 @@
+//! `berth workers revoke`: the worker's certificates are refused at once (new
+//! handshakes and its open connections), its worker token no longer re-enrolls, our
+//! channels to it are dropped and its sandboxes are marked lost.
+
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    config.id = Some("r1".into());
+    let worker = TestWorker::start(config.clone()).await.unwrap();
+    let api = Api::new(&cp);
+    eventually("online", WAIT, || async {
+        (api.get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    let sandbox = api.create_sandbox(json!({})).await;
+    let id = sandbox["id"].as_str().unwrap().to_owned();
+    let stored = berth_worker::StoredIdentity::load(dir.path())
+        .unwrap()
+        .unwrap();
+    // a mesh connection opened with the worker's certificate before the revocation
+    let mut open = cp.mesh_client_as(&stored.cert_pem, &stored.key_pem);
+    let heartbeat = || pb::HeartbeatRequest {
+        worker_id: "r1".into(),
+        info: Some(pb::WorkerInfo {
+            hostname: "h".into(),
+            advertise_addr: worker.listen_addr.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    open.heartbeat(heartbeat())
+        .await
+        .expect("accepted before the revocation");
+
+    let (status, revoked) = api.post("/workers/r1/revoke", json!(null)).await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["lost_sandboxes"], json!([id]));
+    assert!(
+        revoked["closed_connections"].as_u64().unwrap() >= 1,
+        "{revoked}"
+    );
+
+    // the connection that was open is closed or refused; a new one fails the handshake
+    assert!(
+        open.heartbeat(heartbeat()).await.is_err(),
+        "the open connection still works"
+    );
+    let refused = cp
+        .mesh_client_as(&stored.cert_pem, &stored.key_pem)
+        .heartbeat(heartbeat())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("Revoked") || format!("{refused:?}").contains("revoked"),
+        "{refused:?}"
+    );
+
+    let (_, view) = api.get("/workers/r1").await;
+    assert_eq!(view["status"], "revoked");
+    let (_, lost) = api.get(&format!("/sandboxes/{id}")).await;
+    assert_eq!(lost["state"], "lost");
+    let (status, body) = api
+        .post(&format!("/sandboxes/{id}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("lost"));
+    let (status, _) = api.delete(&format!("/sandboxes/{id}")).await;
+    assert_eq!(status, 200, "a lost sandbox can be cleared");
+    let (status, body) = api.post("/sandboxes", json!({})).await;
+    assert_eq!(status, 503, "a revoked worker takes no sandboxes: {body}");
+
+    // the old credentials cannot come back: re-enrolling with the worker token fails
+    worker.stop().await;
+    let reenroll = cp
+        .anonymous_mesh_client()
+        .enroll(pb::EnrollRequest {
+            credential: Some(pb::enroll_request::Credential::WorkerToken(
+                stored.worker_token.clone(),
+            )),
+            worker_id: "r1".into(),
+            csr_pem: berth_pki::generate_key_and_csr("r1").unwrap().csr_pem,
+            info: Some(pb::WorkerInfo {
+                hostname: "h".into(),
+                advertise_addr: "127.0.0.1:9".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reenroll.code(), tonic::Code::Unauthenticated);
+    assert!(reenroll.message().contains("revoked"), "{reenroll:?}");
+    // nor does a join token pinned to the id
+    let pinned = cp.join_token(Some("r1")).await;
+    let again = cp
+        .anonymous_mesh_client()
+        .enroll(pb::EnrollRequest {
+            credential: Some(pb::enroll_request::Credential::JoinToken(pinned)),
+            worker_id: "r1".into(),
+            csr_pem: berth_pki::generate_key_and_csr("r1").unwrap().csr_pem,
+            info: Some(pb::WorkerInfo {
+                hostname: "h".into(),
+                advertise_addr: "127.0.0.1:9".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert!(again.message().contains("revoked"), "{again:?}");
+
+    let (status, body) = api.post("/workers/ghost/revoke", json!(null)).await;
+    assert_eq!((status, body["code"].clone()), (404, json!("NOT_FOUND")));
+    let (status, _) = api.post("/workers/r1/revoke", json!(null)).await;
+    assert_eq!(status, 200, "revoking twice is harmless");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn revocation_survives_a_control_plane_restart() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    config.id = Some("r2".into());
+    let worker = TestWorker::start(config).await.unwrap();
+    let api = Api::new(&cp);
+    eventually("online", WAIT, || async {
+        (api.get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    api.post("/workers/r2/revoke", json!(null)).await;
+    worker.stop().await;
+    let stored = berth_worker::StoredIdentity::load(dir.path())
+        .unwrap()
+        .unwrap();
+    let (data, config) = cp.stop_keeping_data().await;
+    let again = TestControlPlane::restart(data, config).await;
+    let refused = again
+        .mesh_client_as(&stored.cert_pem, &stored.key_pem)
+        .heartbeat(pb::HeartbeatRequest::default())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:?}").to_lowercase().contains("revoked"),
+        "{refused:?}"
+    );
+    again.stop().await;
+}
