@@ -19,6 +19,18 @@ pub enum WorkersCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Take no new sandboxes on a worker; what it runs keeps running.
+    Cordon {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Let a cordoned worker take sandboxes again.
+    Uncordon {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Refuse a worker's certificates and token at once, close its connections and
     /// mark its sandboxes lost.
     Revoke {
@@ -39,6 +51,8 @@ pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
             output::table(&HEADERS, &rows);
             Ok(())
         }
+        WorkersCommand::Cordon { id, client } => set_cordon(&id, "cordon", &client).await,
+        WorkersCommand::Uncordon { id, client } => set_cordon(&id, "uncordon", &client).await,
         WorkersCommand::Revoke { id, client } => {
             let answer: Value = ApiClient::new(&client)?
                 .post(&format!("/api/v1/workers/{id}/revoke"), &Value::Null)
@@ -74,6 +88,17 @@ pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
     }
 }
 
+async fn set_cordon(id: &str, action: &str, client: &ClientArgs) -> anyhow::Result<()> {
+    let worker: Value = ApiClient::new(client)?
+        .post(&format!("/api/v1/workers/{id}/{action}"), &Value::Null)
+        .await?;
+    if client.json() {
+        return output::json(&worker);
+    }
+    output::table(&HEADERS, &[row(&worker)]);
+    Ok(())
+}
+
 const HEADERS: [&str; 7] = [
     "ID",
     "STATUS",
@@ -91,7 +116,11 @@ fn row(worker: &Value) -> Vec<String> {
         .unwrap_or_default();
     vec![
         output::text(&worker["id"]),
-        output::text(&worker["status"]),
+        if worker["cordoned"].as_bool() == Some(true) {
+            format!("{} (cordoned)", output::text(&worker["status"]))
+        } else {
+            output::text(&worker["status"])
+        },
         providers.join(","),
         output::text(&worker["capacity"]["max_sandboxes"]),
         output::text(&worker["advertise_addr"]),

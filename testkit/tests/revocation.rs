@@ -154,3 +154,55 @@ async fn revocation_survives_a_control_plane_restart() {
     );
     again.stop().await;
 }
+
+#[tokio::test]
+async fn cordon_blocks_new_work_only_and_survives_a_restart() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    config.id = Some("c1".into());
+    let worker = TestWorker::start(config).await.unwrap();
+    let api = Api::new(&cp);
+    eventually("online", WAIT, || async {
+        (api.get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    let running = api.create_sandbox(json!({})).await;
+    let id = running["id"].as_str().unwrap().to_owned();
+
+    let (status, view) = api.post("/workers/c1/cordon", json!(null)).await;
+    assert_eq!((status, view["cordoned"].clone()), (200, json!(true)));
+    let (status, body) = api.post("/sandboxes", json!({})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("cordoned"),
+        "{body}"
+    );
+    // what runs keeps running
+    let (status, result) = api
+        .post(
+            &format!("/sandboxes/{id}/exec"),
+            json!({"command": "echo still here"}),
+        )
+        .await;
+    assert_eq!(
+        (status, result["stdout"].clone()),
+        (200, json!("still here\n"))
+    );
+
+    let (status, view) = api.post("/workers/c1/uncordon", json!(null)).await;
+    assert_eq!((status, view["cordoned"].clone()), (200, json!(false)));
+    api.create_sandbox(json!({})).await;
+
+    // persisted: a restarted control plane still sees the cordon
+    api.post("/workers/c1/cordon", json!(null)).await;
+    let (data, config) = cp.stop_keeping_data().await;
+    let cp = TestControlPlane::restart(data, config).await;
+    let api = Api::new(&cp);
+    let (_, view) = api.get("/workers/c1").await;
+    assert_eq!(view["cordoned"], true);
+    let (status, _) = api.post("/workers/nobody/cordon", json!(null)).await;
+    assert_eq!(status, 404);
+    worker.stop().await;
+    cp.stop().await;
+}

@@ -73,6 +73,8 @@ pub struct WorkerView {
     pub version: String,
     pub enrolled_at: i64,
     pub certificate: CertificateView,
+    /// Takes no new sandboxes; keeps running what it has.
+    pub cordoned: bool,
 }
 
 impl WorkerView {
@@ -100,6 +102,7 @@ impl WorkerView {
             advertise_addr: row.advertise_addr,
             version: row.version,
             enrolled_at: row.enrolled_at,
+            cordoned: row.cordoned,
         }
     }
 }
@@ -135,6 +138,19 @@ impl Fleet {
             .collect())
     }
 
+    /// Cordons (no new sandboxes, nothing stopped) or uncordons a worker.
+    pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<WorkerView, FleetError> {
+        self.store
+            .set_cordoned(id, cordoned)
+            .await
+            .map_err(|err| match err {
+                crate::store::StoreError::UnknownWorker(id) => FleetError::WorkerNotFound(id),
+                other => other.into(),
+            })?;
+        tracing::info!(worker_id = %id, cordoned, "worker cordon changed");
+        self.get_worker(id).await
+    }
+
     pub async fn get_worker(&self, id: &str) -> Result<WorkerView, FleetError> {
         let row = self
             .store
@@ -167,6 +183,7 @@ mod tests {
             last_heartbeat_ms: last,
             cert_serial: "s".into(),
             cert_expires_at: 0,
+            cordoned: false,
         }
     }
 

@@ -93,11 +93,11 @@ impl Sandboxes {
         }
         let ready = offering
             .iter()
-            .filter(|w| w.reported_state == "ready")
+            .filter(|w| w.reported_state == "ready" && !w.cordoned)
             .count();
         if ready == 0 {
             return Ok(SandboxError::Unavailable(format!(
-                "all {} workers offering {wanted:?} are draining",
+                "all {} workers offering {wanted:?} are cordoned or draining",
                 offering.len()
             )));
         }

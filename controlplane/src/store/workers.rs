@@ -4,7 +4,7 @@ use super::{NewCertificate, Store, StoreError, certificates, join_tokens};
 
 const WORKER_COLUMNS: &str = "id, spiffe_id, hostname, advertise_addr, providers, max_sandboxes, \
      vcpus, memory_mb, version, state, reported_state, worker_token_jti, enrolled_at, \
-     last_heartbeat_ms, cert_serial, cert_expires_at";
+     last_heartbeat_ms, cert_serial, cert_expires_at, cordoned";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkerRow {
@@ -25,6 +25,8 @@ pub struct WorkerRow {
     pub last_heartbeat_ms: Option<i64>,
     pub cert_serial: String,
     pub cert_expires_at: i64,
+    /// Takes no new sandboxes (SQLite keeps booleans as integers).
+    pub cordoned: bool,
 }
 
 /// What lets a worker enroll.
@@ -207,6 +209,19 @@ impl Store {
             serials,
             lost_sandboxes: lost,
         })
+    }
+
+    /// Cordons or uncordons a worker; persisted, so it survives restarts of either side.
+    pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE workers SET cordoned = $1 WHERE id = $2")
+            .bind(cordoned)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::UnknownWorker(id.to_owned()));
+        }
+        Ok(())
     }
 
     pub async fn get_worker(&self, id: &str) -> Result<Option<WorkerRow>, StoreError> {

@@ -37,3 +37,21 @@ pub async fn revoke(
         "closed_connections": revoked.closed_connections,
     })))
 }
+
+/// `POST /api/v1/workers/{id}/cordon` (admin): no new sandboxes, nothing stopped.
+pub async fn cordon(
+    _caller: Authorized<AdminScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerView>, ApiError> {
+    Ok(Json(state.fleet.set_cordoned(&id, true).await?))
+}
+
+/// `POST /api/v1/workers/{id}/uncordon` (admin).
+pub async fn uncordon(
+    _caller: Authorized<AdminScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerView>, ApiError> {
+    Ok(Json(state.fleet.set_cordoned(&id, false).await?))
+}
