@@ -45,6 +45,9 @@ print(v)' "$1"
 step() { echo "smoke: $*"; }
 fail() { echo "smoke: $*" >&2; exit 1; }
 
+# (output is captured before grep reads it: with pipefail, `cmd | grep -q` fails
+# whenever grep exits before cmd has written everything)
+
 # waits up to 20s for a command to succeed
 wait_for() {
     local what=$1; shift
@@ -94,7 +97,7 @@ spiffe=$("$BERTH" workers get smoke-1 -o json | json_field spiffe_id)
 [[ "$spiffe" == "spiffe://berth.local/worker/smoke-1" ]] || fail "unexpected identity $spiffe"
 serial=$("$BERTH" workers get smoke-1 -o json | json_field certificate.serial)
 [[ $(stat -c %a "$work/worker/worker.key") == 600 ]] || fail "worker.key is not 0600"
-"$BERTH" workers list | grep -q "smoke-1 *online" || fail "workers list does not show smoke-1 online"
+grep -q "smoke-1 *online" <<<"$("$BERTH" workers list)" || fail "workers list does not show smoke-1 online"
 
 step "restarting the worker: it keeps its identity without a token"
 kill -TERM "$worker_pid"
@@ -126,9 +129,9 @@ head -c 5000000 /dev/urandom >"$work/blob.bin"
 "$BERTH" sandbox put "$sandbox" "$work/blob.bin" /workspace/blob.bin --mode 0600 2>/dev/null
 "$BERTH" sandbox cat "$sandbox" /workspace/blob.bin >"$work/blob.back"
 cmp -s "$work/blob.bin" "$work/blob.back" || fail "the file came back different"
-"$BERTH" sandbox ls "$sandbox" /workspace | grep -q "0600 *5000000" || fail "ls does not show the file"
+grep -q "0600 *5000000" <<<"$("$BERTH" sandbox ls "$sandbox" /workspace)" || fail "ls does not show the file"
 "$BERTH" sandbox rm "$sandbox" /workspace/blob.bin
-"$BERTH" sandbox logs "$sandbox" | grep -q "exec: echo 'hello'" || fail "the console log misses the exec"
+grep -q "exec: echo 'hello'" <<<"$("$BERTH" sandbox logs "$sandbox")" || fail "the console log misses the exec"
 "$BERTH" sandbox extend "$sandbox" --ttl 1h >/dev/null
 "$BERTH" sandbox destroy "$sandbox" 2>/dev/null
 if "$BERTH" sandbox get "$sandbox" >/dev/null 2>&1; then fail "a destroyed sandbox is still there"; fi
@@ -143,10 +146,10 @@ fi
     || fail "the StacyVM SDK run failed"
 
 step "status, metrics and the audit log"
-"$BERTH" status | grep -q "workers *1 (online 1)" || fail "berth status does not show the worker online"
-curl -fsS "$BERTH_API_URL/metrics" | grep -q 'berth_workers{status="online"} 1' || fail "/metrics lacks the online worker"
-"$BERTH" audit list | grep -q "sandboxes/{id}/exec" || fail "the audit log misses the execs"
-"$BERTH" audit verify | grep -q "audit log intact" || fail "audit verify failed"
+grep -q "workers *1 (online 1)" <<<"$("$BERTH" status)" || fail "berth status does not show the worker online"
+grep -q 'berth_workers{status="online"} 1' <<<"$(curl -fsS "$BERTH_API_URL/metrics")" || fail "/metrics lacks the online worker"
+grep -q "sandboxes/{id}/exec" <<<"$("$BERTH" audit list)" || fail "the audit log misses the execs"
+grep -q "audit log intact" <<<"$("$BERTH" audit verify)" || fail "audit verify failed"
 
 step "stopping"
 kill -TERM "$worker_pid"

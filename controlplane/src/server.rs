@@ -165,6 +165,7 @@ pub async fn start(
     ));
     tasks.spawn(reap_expired(
         sandboxes.clone(),
+        fleet.clone(),
         config.sandboxes.reap_interval,
         shutdown.clone(),
     ));
@@ -211,13 +212,22 @@ async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Resu
     Ok(Some(key))
 }
 
-/// Destroys sandboxes whose TTL ran out. Safe beside other replicas: a destroy is a
-/// conditional state change, so a sandbox is never destroyed twice.
-async fn reap_expired(sandboxes: Sandboxes, interval: Duration, shutdown: CancellationToken) {
+/// Destroys sandboxes whose TTL ran out and marks lost those whose lease ran out.
+/// Safe beside other replicas: both are conditional state changes, so nothing is
+/// destroyed or released twice.
+async fn reap_expired(
+    sandboxes: Sandboxes,
+    fleet: Fleet,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(err) = fleet.expire_leases().await {
+            tracing::warn!(error = %err, "expiring leases failed");
         }
         match sandboxes.prune_expired().await {
             Ok(0) => {}

@@ -33,10 +33,11 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
                     tracing::info!(worker_id = %runtime.worker_id, "heartbeats accepted again");
                 }
                 failures = 0;
-                let asked = ack.into_inner().heartbeat_interval_ms;
-                if asked > 0 {
-                    interval = Duration::from_millis(u64::from(asked));
+                let ack = ack.into_inner();
+                if ack.heartbeat_interval_ms > 0 {
+                    interval = Duration::from_millis(u64::from(ack.heartbeat_interval_ms));
                 }
+                destroy_unleased(&runtime, &ack.destroy_sandboxes).await;
             }
             Err(status) => {
                 failures += 1;
@@ -55,6 +56,21 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Destroys sandboxes the control plane holds no lease for (left by a failed spawn,
+/// or kept while the worker was cut off and their leases went elsewhere).
+async fn destroy_unleased(runtime: &Runtime, sandbox_ids: &[String]) {
+    for sandbox_id in sandbox_ids {
+        match runtime.provider.destroy(sandbox_id).await {
+            Ok(()) => {
+                tracing::info!(worker_id = %runtime.worker_id, %sandbox_id, "destroyed a sandbox without a lease")
+            }
+            Err(err) => {
+                tracing::warn!(worker_id = %runtime.worker_id, %sandbox_id, error = %err, "cannot destroy a sandbox without a lease")
+            }
         }
     }
 }

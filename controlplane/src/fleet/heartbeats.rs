@@ -10,8 +10,9 @@ pub struct HeartbeatReport {
     /// ready | draining | drained
     pub state: &'static str,
     pub description: WorkerDescription,
-    /// Sandboxes the worker holds, with the lease generation it has seen for each.
-    pub held: Vec<(String, i64)>,
+    /// Every sandbox the worker's provider holds, with the lease generation it has
+    /// seen for each (0 when none reached it).
+    pub inventory: Vec<(String, i64)>,
     /// When the worker sent it (its clock, unix ms); 0 when unknown.
     pub sent_at_ms: i64,
 }
@@ -20,7 +21,12 @@ pub struct HeartbeatReport {
 pub struct HeartbeatAck {
     pub heartbeat_interval_ms: u32,
     pub server_time_ms: i64,
+    /// Sandboxes the worker holds without a lease: it destroys them.
+    pub destroy: Vec<String>,
 }
+
+/// A sandbox that started this long before a heartbeat must be in its inventory.
+const REPORT_MARGIN_MS: i64 = 5_000;
 
 impl Fleet {
     pub async fn heartbeat(
@@ -45,15 +51,7 @@ impl Fleet {
                 now_ms: now,
             })
             .await?;
-        if !report.held.is_empty() {
-            let grace =
-                i64::try_from(self.settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX);
-            let renewed = self
-                .store
-                .renew_leases(worker_id, &report.held, now + 2 * grace)
-                .await?;
-            self.metrics.lease_renewals.inc_by(renewed);
-        }
+        let destroy = self.reconcile(worker_id, &report.inventory, now).await?;
         if report.sent_at_ms > 0 {
             let lag_ms = (now - report.sent_at_ms).max(0);
             self.metrics.heartbeat_lag.observe(lag_ms as f64 / 1000.0);
@@ -62,6 +60,90 @@ impl Fleet {
         Ok(HeartbeatAck {
             heartbeat_interval_ms: duration_ms(self.settings.heartbeat_interval),
             server_time_ms: now,
+            destroy,
         })
+    }
+
+    /// Compares a worker's inventory with the leases it holds: leases it reports are
+    /// renewed; sandboxes it runs without a lease are handed back for destruction;
+    /// running sandboxes it no longer reports are marked lost.
+    async fn reconcile(
+        &self,
+        worker_id: &str,
+        inventory: &[(String, i64)],
+        now_ms: i64,
+    ) -> Result<Vec<String>, FleetError> {
+        let leases = self.store.leases_of(worker_id).await?;
+        let leased: std::collections::HashMap<&str, i64> = leases
+            .iter()
+            .map(|(id, generation, _, _)| (id.as_str(), *generation))
+            .collect();
+        let reported: std::collections::HashSet<&str> =
+            inventory.iter().map(|(id, _)| id.as_str()).collect();
+        let held: Vec<(String, i64)> = inventory
+            .iter()
+            .filter(|(id, _)| leased.contains_key(id.as_str()))
+            .map(|(id, _)| (id.clone(), leased[id.as_str()]))
+            .collect();
+        if !held.is_empty() {
+            let grace =
+                i64::try_from(self.settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX);
+            let renewed = self
+                .store
+                .renew_leases(worker_id, &held, now_ms + 2 * grace)
+                .await?;
+            self.metrics.lease_renewals.inc_by(renewed);
+        }
+        let destroy: Vec<String> = inventory
+            .iter()
+            .filter(|(id, _)| !leased.contains_key(id.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &destroy {
+            tracing::warn!(%worker_id, sandbox_id = %id, "worker runs a sandbox it holds no lease for; asking it to destroy it");
+        }
+        for (id, generation, state, started_at_ms) in &leases {
+            let must_report =
+                state == "running" && started_at_ms.is_some_and(|t| t < now_ms - REPORT_MARGIN_MS);
+            if must_report
+                && !reported.contains(id.as_str())
+                && self
+                    .store
+                    .mark_lost(
+                        id,
+                        worker_id,
+                        *generation,
+                        "its worker no longer reports it",
+                    )
+                    .await?
+            {
+                tracing::warn!(%worker_id, sandbox_id = %id, "sandbox lost: its worker no longer reports it");
+            }
+        }
+        Ok(destroy)
+    }
+
+    /// Marks lost every sandbox whose lease ran out (its worker stopped heartbeating);
+    /// returns how many.
+    pub async fn expire_leases(&self) -> Result<usize, FleetError> {
+        let mut lost = 0;
+        for (sandbox_id, worker_id, generation) in
+            self.store.expired_leases(crate::clock::now_ms()).await?
+        {
+            if self
+                .store
+                .mark_lost(
+                    &sandbox_id,
+                    &worker_id,
+                    generation,
+                    "its worker stopped heartbeating",
+                )
+                .await?
+            {
+                tracing::warn!(%worker_id, %sandbox_id, "sandbox lost: its lease ran out");
+                lost += 1;
+            }
+        }
+        Ok(lost)
     }
 }

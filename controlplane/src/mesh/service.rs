@@ -110,10 +110,9 @@ impl MeshService {
         let report = HeartbeatReport {
             state: convert::reported_state(request.state),
             sent_at_ms: request.sent_at_ms,
-            held: request
+            inventory: request
                 .sandboxes
                 .iter()
-                .filter(|s| s.generation > 0)
                 .map(|s| {
                     (
                         s.sandbox_id.clone(),
@@ -137,6 +136,7 @@ impl MeshService {
             heartbeat_interval_ms: ack.heartbeat_interval_ms,
             server_time_ms: ack.server_time_ms,
             drain_requested: false,
+            destroy_sandboxes: ack.destroy,
         }))
     }
 

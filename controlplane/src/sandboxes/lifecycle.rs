@@ -70,7 +70,9 @@ impl Sandboxes {
         .await;
         match spawned {
             Ok(answer) => {
-                self.store.mark_sandbox_running(&id, &answer.vm_id).await?;
+                self.store
+                    .mark_sandbox_running(&id, &answer.vm_id, crate::clock::now_ms())
+                    .await?;
                 tracing::info!(sandbox_id = %id, %worker_id, generation = placement.generation, "sandbox created");
                 self.get(&id).await
             }

@@ -208,11 +208,18 @@ impl Store {
         Ok(updated.rows_affected() == 1)
     }
 
-    pub async fn mark_sandbox_running(&self, id: &str, vm_id: &str) -> Result<(), StoreError> {
+    pub async fn mark_sandbox_running(
+        &self,
+        id: &str,
+        vm_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE sandboxes SET state = 'running', vm_id = $1 WHERE id = $2 AND state = 'creating'",
+            "UPDATE sandboxes SET state = 'running', vm_id = $1, started_at_ms = $2 \
+             WHERE id = $3 AND state = 'creating'",
         )
         .bind(vm_id)
+        .bind(now_ms)
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -268,6 +275,70 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    /// Leases `worker_id` holds: (sandbox id, generation, sandbox state, when it started
+    /// running in unix ms).
+    pub async fn leases_of(
+        &self,
+        worker_id: &str,
+    ) -> Result<Vec<(String, i64, String, Option<i64>)>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT l.sandbox_id, l.generation, s.state, s.started_at_ms FROM leases l \
+             JOIN sandboxes s ON s.id = l.sandbox_id WHERE l.worker_id = $1",
+        )
+        .bind(worker_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Marks `sandbox_id` lost if `worker_id` still holds its lease at `generation`,
+    /// releasing the lease and the slot; false when anything changed meanwhile.
+    pub async fn mark_lost(
+        &self,
+        sandbox_id: &str,
+        worker_id: &str,
+        generation: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(
+            "DELETE FROM leases WHERE sandbox_id = $1 AND worker_id = $2 AND generation = $3",
+        )
+        .bind(sandbox_id)
+        .bind(worker_id)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?;
+        if released.rows_affected() == 0 {
+            return Ok(false);
+        }
+        release_slot(&mut tx, worker_id).await?;
+        sqlx::query(
+            "UPDATE sandboxes SET state = 'lost', error = $1 \
+             WHERE id = $2 AND state IN ('creating', 'running', 'destroying')",
+        )
+        .bind(reason)
+        .bind(sandbox_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Leases that ran out before `now_ms`: (sandbox id, worker id, generation).
+    pub async fn expired_leases(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT sandbox_id, worker_id, generation FROM leases WHERE expires_at_ms < $1",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
     }
 
     /// Extends the leases `worker_id` holds at the generations it reports; returns how
