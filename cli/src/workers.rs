@@ -19,6 +19,27 @@ pub enum WorkersCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Drain a worker: no new sandboxes; what it runs is destroyed at the deadline.
+    Drain {
+        id: String,
+        /// e.g. 10m; without one the drain waits until its sandboxes are gone.
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Destroy what is left at once.
+        #[arg(long)]
+        force: bool,
+        /// Show progress until the drain is complete.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a drain.
+    Undrain {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Take no new sandboxes on a worker; what it runs keeps running.
     Cordon {
         id: String,
@@ -51,6 +72,39 @@ pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
             output::table(&HEADERS, &rows);
             Ok(())
         }
+        WorkersCommand::Drain {
+            id,
+            deadline,
+            force,
+            watch,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let body = serde_json::json!({"deadline": deadline, "force": force});
+            let worker: Value = api
+                .post(&format!("/api/v1/workers/{id}/drain"), &body)
+                .await?;
+            if !watch {
+                if client.json() {
+                    return output::json(&worker);
+                }
+                output::table(&HEADERS, &[row(&worker)]);
+                return Ok(());
+            }
+            loop {
+                let worker: Value = api.get(&format!("/api/v1/workers/{id}")).await?;
+                let state = output::text(&worker["drain"]["state"]);
+                println!(
+                    "{id}: drain {state}, {} sandboxes left",
+                    output::text(&worker["drain"]["remaining"])
+                );
+                if state != "draining" {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        WorkersCommand::Undrain { id, client } => set_cordon(&id, "undrain", &client).await,
         WorkersCommand::Cordon { id, client } => set_cordon(&id, "cordon", &client).await,
         WorkersCommand::Uncordon { id, client } => set_cordon(&id, "uncordon", &client).await,
         WorkersCommand::Revoke { id, client } => {
@@ -88,6 +142,7 @@ pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Posts a bodyless worker action (cordon, uncordon, undrain) and shows the worker.
 async fn set_cordon(id: &str, action: &str, client: &ClientArgs) -> anyhow::Result<()> {
     let worker: Value = ApiClient::new(client)?
         .post(&format!("/api/v1/workers/{id}/{action}"), &Value::Null)
@@ -116,10 +171,15 @@ fn row(worker: &Value) -> Vec<String> {
         .unwrap_or_default();
     vec![
         output::text(&worker["id"]),
-        if worker["cordoned"].as_bool() == Some(true) {
-            format!("{} (cordoned)", output::text(&worker["status"]))
-        } else {
-            output::text(&worker["status"])
+        {
+            let mut status = output::text(&worker["status"]);
+            if worker["cordoned"].as_bool() == Some(true) {
+                status.push_str(" (cordoned)");
+            }
+            if let Some(drain) = worker["drain"]["state"].as_str().filter(|s| *s != "none") {
+                status.push_str(&format!(" ({drain})"));
+            }
+            status
         },
         providers.join(","),
         output::text(&worker["capacity"]["max_sandboxes"]),

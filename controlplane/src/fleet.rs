@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use enrollment::{Credential, EnrollmentGrant, EnrollmentRequest, WorkerDescription};
 pub use heartbeats::{HeartbeatAck, HeartbeatReport};
 pub use join_tokens::{IssuedJoinToken, JoinTokenRequest};
-pub use workers::{ProviderStatus, WorkerStatus, WorkerView};
+pub use workers::{DrainView, ProviderStatus, WorkerStatus, WorkerView};
 
 use crate::authority::Authority;
 use crate::error::{ApiError, ErrorCode};

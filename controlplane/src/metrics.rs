@@ -97,6 +97,7 @@ pub struct Metrics {
     worker_certificate_expiry_days: Family<WorkerLabels, FloatGauge>,
     ca_expiry_days: FloatGauge,
     provider_healthy: Family<ProviderLabels, Gauge>,
+    drain_remaining: Family<WorkerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -196,6 +197,12 @@ impl Metrics {
             "1 when an online worker reports the provider healthy",
             provider_healthy.clone(),
         );
+        let drain_remaining = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "drain_remaining_sandboxes",
+            "Sandboxes a draining worker still holds, as its last heartbeat reported",
+            drain_remaining.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -213,6 +220,7 @@ impl Metrics {
             worker_certificate_expiry_days,
             ca_expiry_days,
             provider_healthy,
+            drain_remaining,
         }
     }
 
@@ -273,7 +281,15 @@ impl Metrics {
         }
         self.worker_certificate_expiry_days.clear();
         self.provider_healthy.clear();
+        self.drain_remaining.clear();
         for worker in workers {
+            if worker.drain.state == "draining" {
+                self.drain_remaining
+                    .get_or_create(&WorkerLabels {
+                        worker: worker.id.clone(),
+                    })
+                    .set(worker.drain.remaining);
+            }
             self.workers
                 .get_or_create(&StatusLabels {
                     status: worker.status.as_str().into(),

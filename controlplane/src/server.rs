@@ -212,7 +212,8 @@ async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Resu
     Ok(Some(key))
 }
 
-/// Destroys sandboxes whose TTL ran out and marks lost those whose lease ran out.
+/// Destroys sandboxes whose TTL ran out, marks lost those whose lease ran out and moves
+/// drains along.
 /// Safe beside other replicas: both are conditional state changes, so nothing is
 /// destroyed or released twice.
 async fn reap_expired(
@@ -228,6 +229,9 @@ async fn reap_expired(
         }
         if let Err(err) = fleet.expire_leases().await {
             tracing::warn!(error = %err, "expiring leases failed");
+        }
+        if let Err(err) = sandboxes.progress_drains().await {
+            tracing::warn!(error = %err, "moving drains along failed");
         }
         match sandboxes.prune_expired().await {
             Ok(0) => {}

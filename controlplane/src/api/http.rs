@@ -38,6 +38,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/workers/{id}", get(workers::get))
         .route("/api/v1/workers/{id}/revoke", post(workers::revoke))
         .route("/api/v1/workers/{id}/cordon", post(workers::cordon))
+        .route("/api/v1/workers/{id}/drain", post(workers::drain))
+        .route("/api/v1/workers/{id}/undrain", post(workers::undrain))
         .route("/api/v1/workers/{id}/uncordon", post(workers::uncordon))
         .route("/api/v1/tokens", post(tokens::create))
         .route("/metrics", get(status::metrics))

@@ -23,6 +23,7 @@ pub struct HeartbeatAck {
     pub server_time_ms: i64,
     /// Sandboxes the worker holds without a lease: it destroys them.
     pub destroy: Vec<String>,
+    pub drain_requested: bool,
 }
 
 /// A sandbox that started this long before a heartbeat must be in its inventory.
@@ -48,10 +49,16 @@ impl Fleet {
                 vcpus: i64::from(description.vcpus),
                 memory_mb: i64::try_from(description.memory_mb).unwrap_or(i64::MAX),
                 version: description.version.clone(),
+                reported_sandboxes: i64::try_from(report.inventory.len()).unwrap_or(i64::MAX),
                 now_ms: now,
             })
             .await?;
         let destroy = self.reconcile(worker_id, &report.inventory, now).await?;
+        let drain_requested = self
+            .store
+            .get_worker(worker_id)
+            .await?
+            .is_some_and(|w| w.drain_state == "draining");
         if report.sent_at_ms > 0 {
             let lag_ms = (now - report.sent_at_ms).max(0);
             self.metrics.heartbeat_lag.observe(lag_ms as f64 / 1000.0);
@@ -61,6 +68,7 @@ impl Fleet {
             heartbeat_interval_ms: duration_ms(self.settings.heartbeat_interval),
             server_time_ms: now,
             destroy,
+            drain_requested,
         })
     }
 

@@ -75,6 +75,17 @@ pub struct WorkerView {
     pub certificate: CertificateView,
     /// Takes no new sandboxes; keeps running what it has.
     pub cordoned: bool,
+    pub drain: DrainView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainView {
+    /// none | draining | drained
+    pub state: String,
+    /// Unix milliseconds after which what is left is destroyed.
+    pub deadline_ms: Option<i64>,
+    /// Sandboxes the worker's provider still holds, as last reported.
+    pub remaining: i64,
 }
 
 impl WorkerView {
@@ -103,6 +114,15 @@ impl WorkerView {
             version: row.version,
             enrolled_at: row.enrolled_at,
             cordoned: row.cordoned,
+            drain: DrainView {
+                state: if row.drain_state.is_empty() {
+                    "none".to_owned()
+                } else {
+                    row.drain_state
+                },
+                deadline_ms: row.drain_deadline_ms,
+                remaining: row.reported_sandboxes,
+            },
         }
     }
 }
@@ -117,8 +137,8 @@ fn derive_status(row: &WorkerRow, grace_ms: i64, now_ms: i64) -> WorkerStatus {
     if now_ms.saturating_sub(last) > grace_ms {
         return WorkerStatus::Unhealthy;
     }
-    match row.reported_state.as_str() {
-        "draining" | "drained" => WorkerStatus::Draining,
+    match (row.reported_state.as_str(), row.drain_state.as_str()) {
+        ("draining" | "drained", _) | (_, "draining" | "drained") => WorkerStatus::Draining,
         _ => WorkerStatus::Online,
     }
 }
@@ -136,6 +156,40 @@ impl Fleet {
             .into_iter()
             .map(|row| WorkerView::from_row(row, grace, now))
             .collect())
+    }
+
+    /// Drains a worker: no new sandboxes; what it runs is destroyed at `deadline` (at
+    /// once with `force`); the drain completes when its provider reports none left.
+    pub async fn drain(
+        &self,
+        id: &str,
+        deadline: Option<std::time::Duration>,
+        force: bool,
+    ) -> Result<WorkerView, FleetError> {
+        let deadline_ms = if force {
+            Some(crate::clock::now_ms())
+        } else {
+            deadline
+                .map(|d| crate::clock::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        self.store
+            .start_drain(id, deadline_ms)
+            .await
+            .map_err(|err| match err {
+                crate::store::StoreError::UnknownWorker(id) => FleetError::WorkerNotFound(id),
+                other => other.into(),
+            })?;
+        tracing::info!(worker_id = %id, ?deadline_ms, force, "worker draining");
+        self.get_worker(id).await
+    }
+
+    pub async fn undrain(&self, id: &str) -> Result<WorkerView, FleetError> {
+        self.store.undrain(id).await.map_err(|err| match err {
+            crate::store::StoreError::UnknownWorker(id) => FleetError::WorkerNotFound(id),
+            other => other.into(),
+        })?;
+        tracing::info!(worker_id = %id, "worker drain cancelled");
+        self.get_worker(id).await
     }
 
     /// Cordons (no new sandboxes, nothing stopped) or uncordons a worker.
@@ -184,6 +238,9 @@ mod tests {
             cert_serial: "s".into(),
             cert_expires_at: 0,
             cordoned: false,
+            drain_state: String::new(),
+            drain_deadline_ms: None,
+            reported_sandboxes: 0,
         }
     }
 

@@ -135,7 +135,7 @@ impl MeshService {
         Ok(Response::new(pb::HeartbeatResponse {
             heartbeat_interval_ms: ack.heartbeat_interval_ms,
             server_time_ms: ack.server_time_ms,
-            drain_requested: false,
+            drain_requested: ack.drain_requested,
             destroy_sandboxes: ack.destroy,
         }))
     }

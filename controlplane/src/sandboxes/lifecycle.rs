@@ -250,3 +250,42 @@ impl Sandboxes {
 fn new_sandbox_id() -> String {
     format!("sbx-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
+
+impl Sandboxes {
+    /// Moves every drain along: past its deadline, what the worker still runs is
+    /// destroyed; a drain completes only once the worker has no leases left and its
+    /// provider, in a heartbeat since, reports no sandboxes.
+    pub async fn progress_drains(&self) -> Result<usize, SandboxError> {
+        let now = crate::clock::now_ms();
+        let fresh_since = now - super::grace_ms(&self.settings);
+        let mut completed = 0;
+        for worker in self.store.list_workers().await? {
+            if worker.drain_state != "draining" {
+                continue;
+            }
+            let leases = self.store.leases_of(&worker.id).await?;
+            if worker
+                .drain_deadline_ms
+                .is_some_and(|deadline| deadline <= now)
+            {
+                for (sandbox_id, _, _, _) in &leases {
+                    match self.destroy(sandbox_id).await {
+                        Ok(()) => {
+                            tracing::info!(worker_id = %worker.id, %sandbox_id, "destroyed at the drain deadline")
+                        }
+                        Err(err) => {
+                            tracing::warn!(worker_id = %worker.id, %sandbox_id, error = %err, "cannot destroy at the drain deadline")
+                        }
+                    }
+                }
+            }
+            let confirmed = worker.reported_sandboxes == 0
+                && worker.last_heartbeat_ms.is_some_and(|t| t >= fresh_since);
+            if leases.is_empty() && confirmed && self.store.mark_drained(&worker.id).await? {
+                tracing::info!(worker_id = %worker.id, "drain complete");
+                completed += 1;
+            }
+        }
+        Ok(completed)
+    }
+}

@@ -93,7 +93,7 @@ impl Sandboxes {
         }
         let ready = offering
             .iter()
-            .filter(|w| w.reported_state == "ready" && !w.cordoned)
+            .filter(|w| w.reported_state == "ready" && !w.cordoned && w.drain_state.is_empty())
             .count();
         if ready == 0 {
             return Ok(SandboxError::Unavailable(format!(

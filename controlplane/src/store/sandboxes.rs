@@ -120,7 +120,7 @@ impl Store {
     ) -> Result<Vec<CandidateRow>, StoreError> {
         let rows = sqlx::query_as(
             "SELECT id, advertise_addr, providers, reserved, max_sandboxes FROM workers \
-             WHERE state = 'active' AND reported_state = 'ready' AND cordoned = 0 \
+             WHERE state = 'active' AND reported_state = 'ready' AND cordoned = 0 AND drain_state = '' \
                AND last_heartbeat_ms >= $1 AND reserved < max_sandboxes \
              ORDER BY CAST(reserved AS REAL) / max_sandboxes, reserved, id",
         )

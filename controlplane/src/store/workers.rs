@@ -4,7 +4,8 @@ use super::{NewCertificate, Store, StoreError, certificates, join_tokens};
 
 const WORKER_COLUMNS: &str = "id, spiffe_id, hostname, advertise_addr, providers, max_sandboxes, \
      vcpus, memory_mb, version, state, reported_state, worker_token_jti, enrolled_at, \
-     last_heartbeat_ms, cert_serial, cert_expires_at, cordoned";
+     last_heartbeat_ms, cert_serial, cert_expires_at, cordoned, drain_state, drain_deadline_ms, \
+     reported_sandboxes";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkerRow {
@@ -27,6 +28,11 @@ pub struct WorkerRow {
     pub cert_expires_at: i64,
     /// Takes no new sandboxes (SQLite keeps booleans as integers).
     pub cordoned: bool,
+    /// '' | draining | drained
+    pub drain_state: String,
+    pub drain_deadline_ms: Option<i64>,
+    /// Sandboxes the provider reported in the last heartbeat.
+    pub reported_sandboxes: i64,
 }
 
 /// What lets a worker enroll.
@@ -75,6 +81,7 @@ pub struct HeartbeatUpdate {
     pub vcpus: i64,
     pub memory_mb: i64,
     pub version: String,
+    pub reported_sandboxes: i64,
     pub now_ms: i64,
 }
 
@@ -145,8 +152,8 @@ impl Store {
         let updated = sqlx::query(
             "UPDATE workers SET reported_state = $1, hostname = $2, advertise_addr = $3, \
                  providers = $4, max_sandboxes = $5, vcpus = $6, memory_mb = $7, version = $8, \
-                 last_heartbeat_ms = $9 \
-             WHERE id = $10 AND state = 'active'",
+                 last_heartbeat_ms = $9, reported_sandboxes = $10 \
+             WHERE id = $11 AND state = 'active'",
         )
         .bind(&update.reported_state)
         .bind(&update.hostname)
@@ -157,6 +164,7 @@ impl Store {
         .bind(update.memory_mb)
         .bind(&update.version)
         .bind(update.now_ms)
+        .bind(update.reported_sandboxes)
         .bind(&update.worker_id)
         .execute(&self.pool)
         .await?;
@@ -222,6 +230,46 @@ impl Store {
             return Err(StoreError::UnknownWorker(id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Starts draining a worker (or moves its deadline); persisted.
+    pub async fn start_drain(&self, id: &str, deadline_ms: Option<i64>) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE workers SET drain_state = 'draining', drain_deadline_ms = $1 \
+             WHERE id = $2 AND state = 'active'",
+        )
+        .bind(deadline_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::UnknownWorker(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub async fn undrain(&self, id: &str) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE workers SET drain_state = '', drain_deadline_ms = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::UnknownWorker(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Finishes a drain, unless it was cancelled meanwhile.
+    pub async fn mark_drained(&self, id: &str) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE workers SET drain_state = 'drained' WHERE id = $1 AND drain_state = 'draining'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
     }
 
     pub async fn get_worker(&self, id: &str) -> Result<Option<WorkerRow>, StoreError> {
@@ -403,6 +451,7 @@ mod tests {
             vcpus: 2,
             memory_mb: 512,
             version: "v".into(),
+            reported_sandboxes: 0,
             now_ms: 123_456,
         };
         store.record_heartbeat(&update).await.unwrap();

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::{AdminScope, Authorized, ReadScope};
+use super::{AdminScope, Authorized, JsonBody, ReadScope};
 use crate::api::ApiState;
 use crate::error::ApiError;
 use crate::fleet::WorkerView;
@@ -54,4 +54,35 @@ pub async fn uncordon(
     Path(id): Path<String>,
 ) -> Result<Json<WorkerView>, ApiError> {
     Ok(Json(state.fleet.set_cordoned(&id, false).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    /// e.g. "10m": what is left then is destroyed; none waits until it is gone.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// Destroy what is left at once.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /api/v1/workers/{id}/drain` (admin).
+pub async fn drain(
+    _caller: Authorized<AdminScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<DrainBody>,
+) -> Result<Json<WorkerView>, ApiError> {
+    let deadline = super::parse_optional_duration(body.deadline.as_deref())?;
+    Ok(Json(state.fleet.drain(&id, deadline, body.force).await?))
+}
+
+/// `POST /api/v1/workers/{id}/undrain` (admin).
+pub async fn undrain(
+    _caller: Authorized<AdminScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerView>, ApiError> {
+    Ok(Json(state.fleet.undrain(&id).await?))
 }

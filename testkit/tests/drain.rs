@@ -1,0 +1,149 @@
+//! Drain: no new sandboxes; what runs keeps running until destroyed or until the
+//! deadline, when it is destroyed; the drain completes only once the worker's provider
+//! reports nothing left; undrain makes the worker schedulable again; the drain state
+//! survives a control plane restart.
+
+use std::time::{Duration, Instant};
+
+use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn fleet() -> (TestControlPlane, TestWorker, Api, tempfile::TempDir) {
+    let cp = TestControlPlane::start_with(|config| {
+        config.sandboxes.reap_interval = Duration::from_millis(100);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    config.id = Some("d1".into());
+    let worker = TestWorker::start(config).await.unwrap();
+    let api = Api::new(&cp);
+    eventually("online", WAIT, || async {
+        (api.get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    (cp, worker, api, dir)
+}
+
+async fn drain_state(api: &Api) -> String {
+    let (_, worker) = api.get("/workers/d1").await;
+    worker["drain"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_drain_with_a_deadline_destroys_what_is_left_then_completes() {
+    let (cp, worker, api, _dir) = fleet().await;
+    let a = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let (status, view) = api
+        .post("/workers/d1/drain", json!({"deadline": "2s"}))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["drain"]["state"], "draining");
+    assert_eq!(view["status"], "draining");
+
+    let (status, body) = api.post("/sandboxes", json!({})).await;
+    assert_eq!(status, 503, "a draining worker takes nothing new: {body}");
+    let (status, _) = api
+        .post(&format!("/sandboxes/{a}/exec"), json!({"command": "true"}))
+        .await;
+    assert_eq!(status, 200, "what runs keeps running until the deadline");
+    assert_eq!(drain_state(&api).await, "draining");
+
+    eventually("drained", WAIT, || async {
+        (drain_state(&api).await == "drained").then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "not before the deadline"
+    );
+    for id in [&a, &b] {
+        let (status, _) = api.get(&format!("/sandboxes/{id}")).await;
+        assert_eq!(status, 404, "destroyed at the deadline");
+    }
+    let (_, view) = api.get("/workers/d1").await;
+    assert_eq!(
+        view["drain"]["remaining"], 0,
+        "the provider confirmed none left"
+    );
+
+    let (status, view) = api.post("/workers/d1/undrain", json!(null)).await;
+    assert_eq!(
+        (status, view["drain"]["state"].clone()),
+        (200, json!("none"))
+    );
+    api.create_sandbox(json!({})).await;
+    worker.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_drain_without_a_deadline_waits_for_the_sandboxes_and_survives_a_restart() {
+    let (cp, worker, api, _dir) = fleet().await;
+    let id = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.post("/workers/d1/drain", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        drain_state(&api).await,
+        "draining",
+        "nothing is destroyed without a deadline"
+    );
+    let (status, _) = api.delete(&format!("/sandboxes/{id}")).await;
+    assert_eq!(status, 200);
+    eventually("drained once its last sandbox is gone", WAIT, || async {
+        (drain_state(&api).await == "drained").then_some(())
+    })
+    .await;
+
+    // the drain state is persisted: a restarted control plane carries on with it
+    api.post("/workers/d1/drain", json!({"deadline": "1h"}))
+        .await;
+    let (data, config) = cp.stop_keeping_data().await;
+    let cp = TestControlPlane::restart(data, config).await;
+    let api = Api::new(&cp);
+    let (_, view) = api.get("/workers/d1").await;
+    assert_eq!(view["drain"]["state"], "draining");
+    assert!(view["drain"]["deadline_ms"].as_i64().is_some());
+    let (status, body) = api.post("/workers/nobody/drain", json!({})).await;
+    assert_eq!((status, body["code"].clone()), (404, json!("NOT_FOUND")));
+    let (status, _) = api
+        .post("/workers/d1/drain", json!({"deadline": "soon"}))
+        .await;
+    assert_eq!(status, 400);
+    worker.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn force_destroys_at_once() {
+    let (cp, worker, api, _dir) = fleet().await;
+    let id = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.post("/workers/d1/drain", json!({"force": true})).await;
+    eventually("drained", WAIT, || async {
+        (drain_state(&api).await == "drained").then_some(())
+    })
+    .await;
+    let (status, _) = api.get(&format!("/sandboxes/{id}")).await;
+    assert_eq!(status, 404);
+    worker.stop().await;
+    cp.stop().await;
+}
