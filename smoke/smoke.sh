@@ -82,7 +82,7 @@ chmod 600 "$work/token"
 start_worker() {
     "$BERTH" worker --config config/worker.yaml --control-plane "https://127.0.0.1:$mesh_port" \
         --listen "127.0.0.1:$worker_port" --data-dir "$work/worker" \
-        --heartbeat-interval 500ms "$@" >>"$work/worker.log" 2>&1 &
+        --heartbeat-interval 500ms --drain-deadline 2s "$@" >>"$work/worker.log" 2>&1 &
     worker_pid=$!
     pids+=("$worker_pid")
 }
@@ -151,9 +151,15 @@ grep -q 'berth_workers{status="online"} 1' <<<"$(curl -fsS "$BERTH_API_URL/metri
 grep -q "sandboxes/{id}/exec" <<<"$("$BERTH" audit list)" || fail "the audit log misses the execs"
 grep -q "audit log intact" <<<"$("$BERTH" audit verify)" || fail "audit verify failed"
 
-step "stopping"
+step "SIGTERM drains the worker: a live sandbox is destroyed at the drain deadline"
+"$BERTH" sandbox create --ttl 10m >/dev/null 2>&1
 kill -TERM "$worker_pid"
-wait "$worker_pid" || fail "the worker did not exit cleanly"
+drain_started=$(date +%s)
+wait "$worker_pid" || fail "the worker did not exit cleanly after draining"
+(( $(date +%s) - drain_started <= 15 )) || fail "the self-drain overran its deadline"
+grep -q "drained" "$work/worker.log" || fail "the worker did not report its drain"
+
+step "stopping"
 kill -TERM "$serve_pid"
 wait "$serve_pid" || fail "the control plane did not exit cleanly"
 pids=()

@@ -50,6 +50,9 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "BERTH_WORKER_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// On SIGTERM, how long sandboxes may run before the self-drain destroys them.
+    #[arg(long, env = "BERTH_WORKER_DRAIN_DEADLINE", value_parser = humantime::parse_duration)]
+    drain_deadline: Option<Duration>,
 }
 
 impl WorkerArgs {
@@ -89,6 +92,9 @@ impl WorkerArgs {
         if let Some(value) = self.metrics_listen {
             config.metrics_listen = Some(value);
         }
+        if let Some(value) = self.drain_deadline {
+            config.drain_deadline = value;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -100,14 +106,35 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
+    let drain_deadline = config.drain_deadline;
     let running = berth_worker::start(config, listener, shutdown.clone()).await?;
     println!(
         "berth worker {:?} ({}) serving on {}",
         running.worker_id, running.spiffe_id, running.listen_addr
     );
-    crate::serve::wait_for_signal().await?;
+    if wait_for_signal().await? == Signal::Terminate {
+        // SIGTERM: drain first (no new work, running sandboxes get until the
+        // deadline), then stop; SIGINT stops at once
+        running.drain(drain_deadline).await;
+    }
     tracing::info!("shutting down");
     shutdown.cancel();
     running.wait().await;
     Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    Terminate,
+    Interrupt,
+}
+
+async fn wait_for_signal() -> anyhow::Result<Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => Ok(Signal::Terminate),
+        _ = int.recv() => Ok(Signal::Interrupt),
+    }
 }

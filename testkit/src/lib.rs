@@ -287,6 +287,12 @@ impl TestWorker {
         })
     }
 
+    /// The worker's own drain (what SIGTERM starts); returns how many sandboxes the
+    /// deadline destroyed.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.running.drain(deadline).await
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.running.wait().await;

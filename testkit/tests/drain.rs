@@ -147,3 +147,46 @@ async fn force_destroys_at_once() {
     worker.stop().await;
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_drains_itself_on_request_of_its_own() {
+    let (cp, worker, api, _dir) = fleet().await;
+    let id = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let destroyed = tokio::join!(worker.drain(Duration::from_secs(1)), async {
+        eventually("draining by its own account", WAIT, || async {
+            let (_, view) = api.get("/workers/d1").await;
+            (view["status"] == "draining").then_some(())
+        })
+        .await;
+        let (status, body) = api.post("/sandboxes", json!({})).await;
+        assert_eq!(
+            status, 503,
+            "a self-draining worker takes nothing new: {body}"
+        );
+    })
+    .0;
+    assert_eq!(destroyed, 1, "what was left at the deadline was destroyed");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let status = cp
+        .worker_client(&worker)
+        .status(berth_proto::v1::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.sandboxes, 0);
+    eventually(
+        "the control plane no longer counts the sandbox as running",
+        WAIT,
+        || async {
+            let (_, sandbox) = api.get(&format!("/sandboxes/{id}")).await;
+            (sandbox["state"] == "lost").then_some(())
+        },
+    )
+    .await;
+    worker.stop().await;
+    cp.stop().await;
+}

@@ -41,6 +41,8 @@ pub(crate) struct Runtime {
     pub metrics: WorkerMetrics,
     /// One lazily connecting client per configured control plane, tried in turn.
     pub control_planes: Vec<ControlPlaneClient<tonic::transport::Channel>>,
+    /// Set by a self-drain: heartbeats say draining, so no new work comes.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// A started worker. Cancel the shutdown token given to [`start`] to stop it, then
@@ -52,10 +54,47 @@ pub struct RunningWorker {
     pub spiffe_id: SpiffeId,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
+    runtime: Arc<Runtime>,
     tasks: TaskTracker,
 }
 
 impl RunningWorker {
+    /// Drains the worker itself (what SIGTERM does): heartbeats say draining so the
+    /// control plane sends nothing new; running sandboxes may finish until `deadline`,
+    /// then what is left is destroyed; a last heartbeat reports the empty inventory.
+    /// Returns how many sandboxes the deadline destroyed.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        let runtime = &self.runtime;
+        runtime
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(worker_id = %runtime.worker_id, ?deadline, "draining");
+        crate::heartbeat::send_once(runtime).await;
+        let until = tokio::time::Instant::now() + deadline;
+        let mut destroyed = 0;
+        loop {
+            let held = runtime.provider.list().await.unwrap_or_default();
+            if held.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
+                for sandbox in held {
+                    match runtime.provider.destroy(&sandbox.sandbox_id).await {
+                        Ok(()) => destroyed += 1,
+                        Err(err) => {
+                            tracing::warn!(sandbox_id = %sandbox.sandbox_id, error = %err, "cannot destroy at the drain deadline")
+                        }
+                    }
+                }
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        crate::heartbeat::send_once(runtime).await;
+        tracing::info!(worker_id = %runtime.worker_id, destroyed, "drained");
+        destroyed
+    }
+
     /// Waits until every task of the worker has stopped.
     pub async fn wait(self) {
         self.tasks.close();
@@ -108,6 +147,7 @@ pub async fn start(
         provider,
         fences: Fences::default(),
         metrics: WorkerMetrics::new(),
+        draining: std::sync::atomic::AtomicBool::new(false),
         control_planes,
         config,
     });
@@ -148,6 +188,7 @@ pub async fn start(
         listen_addr,
         spiffe_id,
         metrics_addr,
+        runtime,
         tasks,
     })
 }

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub capacity: CapacityConfig,
     /// Where `/metrics` is served (plain HTTP); unset: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long SIGTERM's self-drain lets sandboxes run before destroying them.
+    #[serde(with = "humantime_serde")]
+    pub drain_deadline: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             heartbeat_interval: Duration::from_secs(5),
             capacity: CapacityConfig::default(),
             metrics_listen: None,
+            drain_deadline: Duration::from_secs(300),
         }
     }
 }

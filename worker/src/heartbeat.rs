@@ -75,6 +75,24 @@ async fn destroy_unleased(runtime: &Runtime, sandbox_ids: &[String]) {
     }
 }
 
+/// One heartbeat to the first control plane that takes it (a drain's first and last
+/// word); failures are logged, the regular loop carries on regardless.
+pub(crate) async fn send_once(runtime: &Runtime) {
+    for (index, client) in runtime.control_planes.iter().enumerate() {
+        let mut request = tonic::Request::new(report(runtime).await);
+        request.set_timeout(HEARTBEAT_TIMEOUT);
+        match client.clone().heartbeat(request).await {
+            Ok(_) => return,
+            Err(status) => tracing::warn!(
+                worker_id = %runtime.worker_id,
+                control_plane = %runtime.config.control_plane[index],
+                error = %status_detail(&status),
+                "heartbeat failed"
+            ),
+        }
+    }
+}
+
 /// What the worker tells the control plane: its state, provider health and the
 /// sandboxes it holds with their lease generations (which renews those leases).
 async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
@@ -102,7 +120,11 @@ async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
     };
     pb::HeartbeatRequest {
         worker_id: runtime.worker_id.clone(),
-        state: pb::WorkerState::Ready as i32,
+        state: if runtime.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            pb::WorkerState::Draining as i32
+        } else {
+            pb::WorkerState::Ready as i32
+        },
         info: Some(info),
         sandboxes,
         sent_at_ms: now_ms(),
