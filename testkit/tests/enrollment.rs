@@ -192,3 +192,51 @@ fn rustls_pem_to_der(pem: &str) -> Vec<u8> {
         .unwrap()
         .to_vec()
 }
+
+#[tokio::test]
+async fn a_stream_keeps_running_while_the_certificate_is_renewed() {
+    use futures::StreamExt;
+    let cp = TestControlPlane::start_with(|config| {
+        config.certificates.worker_ttl = Duration::from_secs(6);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
+        .await
+        .unwrap();
+    let first = eventually("online", WAIT, || online(&cp, &worker.worker_id)).await;
+    let api = berth_testkit::Api::new(&cp);
+    let sandbox = api.create_sandbox(serde_json::json!({})).await;
+    let id = sandbox["id"].as_str().unwrap();
+    // 16 lines, 500ms apart: the stream outlives the first certificate (6s)
+    let response = api
+        .request(reqwest::Method::POST, &format!("/sandboxes/{id}/exec"))
+        .json(&serde_json::json!({
+            "command": "generate --lines 16 --delay-ms 500",
+            "stream": true,
+            "timeout": "60s",
+        }))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["stream"], "exit", "{text}");
+    assert_eq!(last["exit_code"], 0);
+    assert_eq!(lines.iter().filter(|l| l["stream"] == "stdout").count(), 16);
+    let now = cp.fleet.get_worker(&worker.worker_id).await.unwrap();
+    assert_ne!(
+        now.certificate.serial, first.certificate.serial,
+        "the certificate was renewed during the stream"
+    );
+    worker.stop().await;
+    cp.stop().await;
+}
