@@ -43,6 +43,29 @@ pub struct ControlPlaneConfig {
     pub tokens: TokensConfig,
     pub local_worker: LocalWorkerConfig,
     pub sandboxes: SandboxesConfig,
+    pub limits: LimitsConfig,
+}
+
+/// How fast the mesh admits enrollments and heartbeats, so a fleet restarting at once
+/// does not become a storm; callers over the limit are told to retry (they back off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub enrollments_per_second: u32,
+    pub enrollment_burst: u32,
+    pub heartbeats_per_second: u32,
+    pub heartbeat_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            enrollments_per_second: 50,
+            enrollment_burst: 100,
+            heartbeats_per_second: 5_000,
+            heartbeat_burst: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +172,7 @@ impl Default for ControlPlaneConfig {
             tokens: TokensConfig::default(),
             local_worker: LocalWorkerConfig::default(),
             sandboxes: SandboxesConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -223,6 +247,16 @@ impl ControlPlaneConfig {
         if self.tokens.join_ttl > self.tokens.join_max_ttl {
             return Err(ConfigError::Invalid(
                 "tokens.join_ttl is longer than tokens.join_max_ttl".into(),
+            ));
+        }
+        let limits = &self.limits;
+        if limits.enrollments_per_second == 0
+            || limits.enrollment_burst == 0
+            || limits.heartbeats_per_second == 0
+            || limits.heartbeat_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: every rate and burst must be at least 1".into(),
             ));
         }
         let sandboxes = &self.sandboxes;

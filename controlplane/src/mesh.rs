@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use service::MeshService;
 
+use crate::config::LimitsConfig;
 use crate::fleet::Fleet;
 
 /// Serves the mesh on `listener` until `shutdown`.
@@ -22,6 +23,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     fleet: Fleet,
+    limits: LimitsConfig,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let connections = fleet.authority().connections().clone();
@@ -31,7 +33,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(Duration::from_secs(30))
-        .add_service(ControlPlaneServer::new(MeshService::new(fleet)))
+        .add_service(ControlPlaneServer::new(MeshService::new(fleet, &limits)))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     berth_pki::transport::serve_with_grace(server, shutdown, SHUTDOWN_GRACE)
         .await

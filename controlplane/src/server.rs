@@ -132,8 +132,9 @@ pub async fn start(
     let mesh_tls = Arc::new(authority.mesh_server_config()?);
     {
         let (fleet, shutdown) = (fleet.clone(), shutdown.clone());
+        let limits = config.limits.clone();
         tasks.spawn(async move {
-            if let Err(err) = mesh::serve(listeners.mesh, mesh_tls, fleet, shutdown).await {
+            if let Err(err) = mesh::serve(listeners.mesh, mesh_tls, fleet, limits, shutdown).await {
                 tracing::error!(error = %err, "mesh server stopped");
             }
         });

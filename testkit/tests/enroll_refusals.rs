@@ -280,3 +280,42 @@ async fn a_worker_refuses_a_control_plane_whose_ca_does_not_match_the_token() {
     trusted.stop().await;
     impostor.stop().await;
 }
+
+#[tokio::test]
+async fn enrollments_over_the_rate_limit_are_told_to_retry_and_workers_back_off() {
+    let cp = TestControlPlane::start_with(|config| {
+        config.limits.enrollments_per_second = 2;
+        config.limits.enrollment_burst = 1;
+    })
+    .await;
+    // two enrollments in the same instant: the second is asked to slow down
+    let first = enroll(&cp, &cp.join_token(None).await, "").await;
+    assert!(first.is_ok(), "{first:?}");
+    let second = enroll(&cp, &cp.join_token(None).await, "").await;
+    assert_refused(second, Code::ResourceExhausted, "retry");
+
+    // workers starting together all get in, spread out by their backoff
+    let dir = tempfile::tempdir().unwrap();
+    let mut starts = Vec::new();
+    for index in 0..3 {
+        let config = cp.worker_config(
+            &dir.path().join(format!("w{index}")),
+            Some(cp.join_token(None).await),
+        );
+        starts.push(tokio::spawn(TestWorker::start(config)));
+    }
+    let mut workers = Vec::new();
+    for start in starts {
+        workers.push(
+            start
+                .await
+                .unwrap()
+                .expect("the worker retried until admitted"),
+        );
+    }
+    assert_eq!(cp.fleet.list_workers().await.unwrap().len(), 4);
+    for worker in workers {
+        worker.stop().await;
+    }
+    cp.stop().await;
+}

@@ -99,27 +99,80 @@ fn identity_from(
     })
 }
 
-/// Tries each control plane in turn; a refusal is final, an unreachable one is skipped.
+/// Rounds of retries while control planes answer "too many enrollments right now".
+const BUSY_ROUNDS: u32 = 8;
+
+/// Tries each control plane in turn; a refusal is final, an unreachable one is skipped,
+/// and when they are busy (rate limited) the worker backs off with jitter and retries.
 async fn call_enroll(
     urls: &[String],
     tls: Arc<rustls::ClientConfig>,
     request: pb::EnrollRequest,
 ) -> Result<pb::EnrollResponse, WorkerError> {
+    let mut round = 0;
+    loop {
+        match enroll_once(urls, tls.clone(), request.clone()).await {
+            Err(EnrollAttempt::Busy(detail)) if round < BUSY_ROUNDS => {
+                round += 1;
+                let delay = busy_delay(round);
+                tracing::info!(?delay, %detail, "control plane busy; retrying enrollment");
+                tokio::time::sleep(delay).await;
+            }
+            Err(EnrollAttempt::Busy(detail)) => return Err(WorkerError::Unreachable(detail)),
+            Err(EnrollAttempt::Failed(err)) => return Err(err),
+            Ok(response) => return Ok(response),
+        }
+    }
+}
+
+enum EnrollAttempt {
+    Busy(String),
+    Failed(WorkerError),
+}
+
+async fn enroll_once(
+    urls: &[String],
+    tls: Arc<rustls::ClientConfig>,
+    request: pb::EnrollRequest,
+) -> Result<pb::EnrollResponse, EnrollAttempt> {
     let mut failures = Vec::new();
+    let mut busy = false;
     for url in urls {
-        let channel = mesh_channel(url, tls.clone(), DialOptions::default())?;
+        let channel = mesh_channel(url, tls.clone(), DialOptions::default())
+            .map_err(|err| EnrollAttempt::Failed(err.into()))?;
         let mut client = ControlPlaneClient::new(channel);
         let mut call = tonic::Request::new(request.clone());
         call.set_timeout(ENROLL_TIMEOUT);
         match client.enroll(call).await {
             Ok(response) => return Ok(response.into_inner()),
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                busy = true;
+                failures.push(format!("{url}: {}", status.message()));
+            }
             Err(status) if is_unreachable(&status) => {
                 failures.push(format!("{url}: {}", status_detail(&status)));
             }
-            Err(status) => return Err(WorkerError::EnrollmentRefused(status_detail(&status))),
+            Err(status) => {
+                return Err(EnrollAttempt::Failed(WorkerError::EnrollmentRefused(
+                    status_detail(&status),
+                )));
+            }
         }
     }
-    Err(WorkerError::Unreachable(failures.join("; ")))
+    let detail = failures.join("; ");
+    if busy {
+        return Err(EnrollAttempt::Busy(detail));
+    }
+    Err(EnrollAttempt::Failed(WorkerError::Unreachable(detail)))
+}
+
+/// 250ms doubling per round up to 8s, with ±50% jitter so a fleet spreads out.
+fn busy_delay(round: u32) -> Duration {
+    use rand::Rng;
+    let base = Duration::from_millis(250)
+        .saturating_mul(1 << round.min(5))
+        .min(Duration::from_secs(8));
+    base.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
 /// A control plane that could not be reached (or not trusted) rather than one that

@@ -3,26 +3,54 @@
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::control_plane_server::ControlPlane;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::peer::calling_worker;
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::fleet::{EnrollmentRequest, Fleet, HeartbeatReport};
 use crate::metrics::OutcomeLabels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+type Limiter = governor::DefaultDirectRateLimiter;
+
 #[derive(Debug, Clone)]
 pub struct MeshService {
     fleet: Fleet,
+    enrollments: Arc<Limiter>,
+    heartbeats: Arc<Limiter>,
+}
+
+fn limiter(per_second: u32, burst: u32) -> Limiter {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// Told to a caller over the limit; workers back off and retry.
+fn slow_down(what: &str) -> Status {
+    Status::resource_exhausted(format!("too many {what} right now; retry shortly"))
 }
 
 impl MeshService {
-    pub fn new(fleet: Fleet) -> Self {
-        Self { fleet }
+    pub fn new(fleet: Fleet, limits: &LimitsConfig) -> Self {
+        Self {
+            fleet,
+            enrollments: Arc::new(limiter(
+                limits.enrollments_per_second,
+                limits.enrollment_burst,
+            )),
+            heartbeats: Arc::new(limiter(
+                limits.heartbeats_per_second,
+                limits.heartbeat_burst,
+            )),
+        }
     }
 
     fn count(&self, family: &Family<OutcomeLabels, Counter>, outcome: &str) {
@@ -41,7 +69,11 @@ impl ControlPlane for MeshService {
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let started = Instant::now();
-        let result = self.handle_enroll(request).await;
+        let result = if self.enrollments.check().is_err() {
+            Err(slow_down("enrollments"))
+        } else {
+            self.handle_enroll(request).await
+        };
         self.fleet
             .metrics()
             .observe_mesh("Enroll", started, &result);
@@ -53,7 +85,11 @@ impl ControlPlane for MeshService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = Instant::now();
-        let result = self.handle_heartbeat(request).await;
+        let result = if self.heartbeats.check().is_err() {
+            Err(slow_down("heartbeats"))
+        } else {
+            self.handle_heartbeat(request).await
+        };
         self.fleet
             .metrics()
             .observe_mesh("Heartbeat", started, &result);
