@@ -64,13 +64,19 @@ worker_port=$(free_port)
 export BERTH_API_URL="http://127.0.0.1:$api_port"
 export BERTH_DATA_DIR="$work/control-plane"
 
+# the example config, with a reaper quick enough for the lifecycle steps below
+sed 's/^  reap_interval: .*/  reap_interval: 500ms/' config/control-plane.yaml >"$work/control-plane.yaml"
+start_serve() {
+    "$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" \
+        --listen "127.0.0.1:$api_port" --mesh-listen "127.0.0.1:$mesh_port" \
+        --heartbeat-interval 500ms >>"$work/serve.log" 2>&1 &
+    serve_pid=$!
+    pids+=("$serve_pid")
+    wait_for "the control plane" curl -fsS "$BERTH_API_URL/api/v1/health"
+}
+
 step "starting berth serve (api $api_port, mesh $mesh_port)"
-"$BERTH" serve --config config/control-plane.yaml --data-dir "$work/control-plane" \
-    --listen "127.0.0.1:$api_port" --mesh-listen "127.0.0.1:$mesh_port" \
-    --heartbeat-interval 500ms >"$work/serve.log" 2>&1 &
-serve_pid=$!
-pids+=("$serve_pid")
-wait_for "the control plane" curl -fsS "$BERTH_API_URL/api/v1/health"
+start_serve
 [[ $(stat -c %a "$work/control-plane/admin.key") == 600 ]] || fail "admin.key is not 0600"
 [[ $(stat -c %a "$work/control-plane/ca.key") == 600 ]] || fail "ca.key is not 0600"
 grep -q "admin API key" "$work/serve.log" || fail "the first admin key was not shown"
@@ -150,6 +156,36 @@ grep -q "workers *1 (online 1)" <<<"$("$BERTH" status)" || fail "berth status do
 grep -q 'berth_workers{status="online"} 1' <<<"$(curl -fsS "$BERTH_API_URL/metrics")" || fail "/metrics lacks the online worker"
 grep -q "sandboxes/{id}/exec" <<<"$("$BERTH" audit list)" || fail "the audit log misses the execs"
 grep -q "audit log intact" <<<"$("$BERTH" audit verify)" || fail "audit verify failed"
+
+worker_field() { "$BERTH" workers get smoke-1 -o json | json_field "$1"; }
+worker_status_is() { [[ $(worker_field status) == "$1" ]]; }
+drain_state_is() { [[ $(worker_field drain.state) == "$1" ]]; }
+sandbox_state_is() { [[ $("$BERTH" sandbox get "$1" -o json 2>/dev/null | json_field state) == "$2" ]]; }
+sandbox_gone() { ! "$BERTH" sandbox get "$1" >/dev/null 2>&1; }
+
+step "SIGKILL: the worker turns unhealthy, its sandbox lost; restarted, it is clean and takes work"
+doomed=$("$BERTH" sandbox create --ttl 10m 2>/dev/null)
+kill -KILL "$worker_pid"
+wait "$worker_pid" 2>/dev/null || true
+wait_for "smoke-1 unhealthy" worker_status_is unhealthy
+wait_for "the killed worker's sandbox lost" sandbox_state_is "$doomed" lost
+start_worker
+wait_for "smoke-1 online after the restart" worker_online
+fresh=$("$BERTH" sandbox create --ttl 10m 2>/dev/null)
+[[ $("$BERTH" sandbox exec "$fresh" -- echo back) == back ]] || fail "the restarted worker does not run work"
+"$BERTH" sandbox destroy "$doomed" 2>/dev/null
+"$BERTH" sandbox destroy "$fresh" 2>/dev/null
+
+step "the control plane restarted mid-drain: the drain still finishes"
+live=$("$BERTH" sandbox create --ttl 10m 2>/dev/null)
+"$BERTH" workers drain smoke-1 --deadline 3s >/dev/null
+kill -TERM "$serve_pid"
+wait "$serve_pid" || fail "the control plane did not exit cleanly"
+start_serve
+wait_for "the drain to finish after the restart" drain_state_is drained
+wait_for "the sandbox destroyed at the deadline" sandbox_gone "$live"
+"$BERTH" workers undrain smoke-1 >/dev/null
+wait_for "smoke-1 online after the drain" worker_online
 
 step "SIGTERM drains the worker: a live sandbox is destroyed at the drain deadline"
 "$BERTH" sandbox create --ttl 10m >/dev/null 2>&1

@@ -319,3 +319,42 @@ async fn enrollments_over_the_rate_limit_are_told_to_retry_and_workers_back_off(
     }
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn a_minute_of_clock_skew_is_tolerated() {
+    let cp = TestControlPlane::start().await;
+    let issuer = cp.fleet.authority().tokens().issuer().to_owned();
+    let signer = control_plane_signer(&cp, &issuer);
+    let ca = cp.ca_fingerprint();
+    // a token minted by a clock 50s ahead (not valid yet by ours) is accepted...
+    let (ahead, claims) = signer
+        .create_join_token(&spec(Duration::from_secs(600), Some(now() + 50)), &ca)
+        .unwrap();
+    cp.fleet
+        .store()
+        .insert_join_token(&berth_controlplane::store::NewJoinToken {
+            jti: claims.jti.clone(),
+            worker_id: None,
+            max_uses: 1,
+            created_at: now(),
+            expires_at: claims.exp,
+            created_by: "test".into(),
+        })
+        .await
+        .unwrap();
+    let granted = enroll(&cp, &ahead, "skewed")
+        .await
+        .expect("50s of skew is tolerated");
+    // ...and the certificate it gets is valid from minutes before now, so a worker whose
+    // clock runs a minute behind already accepts it
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(granted.certificate_pem.as_bytes()).unwrap();
+    let info = berth_pki::cert_info(&der).unwrap();
+    assert!(
+        info.not_before <= now() - 60,
+        "not backdated: {}",
+        info.not_before
+    );
+    cp.stop().await;
+}
