@@ -176,6 +176,20 @@ fresh=$("$BERTH" sandbox create --ttl 10m 2>/dev/null)
 "$BERTH" sandbox destroy "$doomed" 2>/dev/null
 "$BERTH" sandbox destroy "$fresh" 2>/dev/null
 
+step "the control plane restarted mid-stream: the sandbox and its files survive"
+steady=$("$BERTH" sandbox create --ttl 10m 2>/dev/null)
+"$BERTH" sandbox exec "$steady" -- 'echo kept > kept.txt' >/dev/null
+"$BERTH" sandbox exec --stream "$steady" -- 'generate --lines 100 --delay-ms 100' >"$work/stream.out" 2>&1 &
+stream_pid=$!
+pids+=("$stream_pid")
+wait_for "the stream to start" grep -q line "$work/stream.out"
+kill -TERM "$serve_pid"
+wait "$serve_pid" || fail "the control plane did not exit cleanly mid-stream"
+start_serve
+wait_for "smoke-1 online after the restart" worker_online
+[[ $("$BERTH" sandbox exec "$steady" -- cat kept.txt) == kept ]] || fail "the sandbox did not survive the restart"
+"$BERTH" sandbox destroy "$steady" 2>/dev/null
+
 step "the control plane restarted mid-drain: the drain still finishes"
 live=$("$BERTH" sandbox create --ttl 10m 2>/dev/null)
 "$BERTH" workers drain smoke-1 --deadline 3s >/dev/null
