@@ -90,6 +90,11 @@ impl Authority {
         &self.revocations
     }
 
+    /// The serving certificate new handshakes get now (DER).
+    pub fn serving_certificate_der(&self) -> Vec<u8> {
+        self.serving.current_leaf_der()
+    }
+
     pub fn connections(&self) -> &Connections {
         &self.connections
     }

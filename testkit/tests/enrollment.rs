@@ -240,3 +240,45 @@ async fn a_stream_keeps_running_while_the_certificate_is_renewed() {
     worker.stop().await;
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn rotating_the_control_plane_certificate_does_not_disconnect_the_fleet() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
+        .await
+        .unwrap();
+    let before = eventually("online", WAIT, || online(&cp, &worker.worker_id)).await;
+    let old_serving = cp.fleet.authority().serving_certificate_der();
+    cp.fleet
+        .authority()
+        .rotate_serving_certificate()
+        .expect("rotation");
+    assert_ne!(cp.fleet.authority().serving_certificate_der(), old_serving);
+    // heartbeats carry on over the open connection...
+    let after = eventually("heartbeats after the rotation", WAIT, || async {
+        let view = online(&cp, &worker.worker_id).await?;
+        (view.last_heartbeat > before.last_heartbeat).then_some(view)
+    })
+    .await;
+    assert_eq!(after.certificate.serial, before.certificate.serial);
+    // ...and a new connection verifies the new certificate against the same CA
+    let stored = berth_worker::StoredIdentity::load(dir.path())
+        .unwrap()
+        .unwrap();
+    let mut fresh = cp.mesh_client_as(&stored.cert_pem, &stored.key_pem);
+    fresh
+        .heartbeat(berth_proto::v1::HeartbeatRequest {
+            worker_id: worker.worker_id.clone(),
+            info: Some(berth_proto::v1::WorkerInfo {
+                hostname: "h".into(),
+                advertise_addr: worker.listen_addr.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("a new handshake with the rotated certificate");
+    worker.stop().await;
+    cp.stop().await;
+}

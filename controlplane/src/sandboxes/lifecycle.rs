@@ -195,7 +195,12 @@ impl Sandboxes {
     pub async fn extend(&self, id: &str, ttl: &str) -> Result<SandboxView, SandboxError> {
         let ttl = model::parse_ttl(ttl, self.settings.limits.max_ttl)?;
         let expires_at = now_secs().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0));
-        if !self.store.set_sandbox_expiry(id, expires_at).await? {
+        let lease_until = crate::clock::now_ms() + 2 * super::grace_ms(&self.settings);
+        if !self
+            .store
+            .set_sandbox_expiry(id, expires_at, lease_until)
+            .await?
+        {
             return match self.store.get_sandbox(id).await? {
                 None => Err(SandboxError::NotFound(id.to_owned())),
                 Some(row) if row.state == "destroyed" => {

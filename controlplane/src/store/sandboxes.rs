@@ -255,15 +255,35 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_sandbox_expiry(&self, id: &str, expires_at: i64) -> Result<bool, StoreError> {
+    /// Moves a live sandbox's TTL and renews its lease to `lease_expires_at_ms` (never
+    /// shortening it), in one transaction.
+    pub async fn set_sandbox_expiry(
+        &self,
+        id: &str,
+        expires_at: i64,
+        lease_expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE sandboxes SET expires_at = $1 WHERE id = $2 AND state IN ('creating', 'running')",
         )
         .bind(expires_at)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE leases SET expires_at_ms = $1 WHERE sandbox_id = $2 AND expires_at_ms < $3",
+        )
+        .bind(lease_expires_at_ms)
+        .bind(id)
+        .bind(lease_expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Ids of live sandboxes whose TTL ran out before `now`.
