@@ -284,7 +284,7 @@ async fn a_worker_refuses_a_control_plane_whose_ca_does_not_match_the_token() {
 #[tokio::test]
 async fn enrollments_over_the_rate_limit_are_told_to_retry_and_workers_back_off() {
     let cp = TestControlPlane::start_with(|config| {
-        config.limits.enrollments_per_second = 2;
+        config.limits.enrollments_per_second = 1;
         config.limits.enrollment_burst = 1;
     })
     .await;
