@@ -26,7 +26,7 @@ pub enum FleetError {
     #[error(transparent)]
     Token(#[from] berth_pki::TokenError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("certificate authority: {0}")]
     Pki(#[from] berth_pki::PkiError),
     #[error("{0}")]
@@ -35,6 +35,16 @@ pub enum FleetError {
     Forbidden(String),
     #[error("worker {0:?} not found")]
     WorkerNotFound(String),
+}
+
+impl From<StoreError> for FleetError {
+    /// A worker the store does not know is the caller's "not found", everywhere.
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::UnknownWorker(id) => Self::WorkerNotFound(id),
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl From<FleetError> for ApiError {
@@ -107,11 +117,7 @@ impl Fleet {
         let revocation = self
             .store
             .revoke_worker(worker_id, crate::clock::now_secs())
-            .await
-            .map_err(|err| match err {
-                StoreError::UnknownWorker(id) => FleetError::WorkerNotFound(id),
-                other => other.into(),
-            })?;
+            .await?;
         let closed_connections = self.authority.revoke(&revocation.serials);
         self.channels.forget(worker_id);
         tracing::warn!(

@@ -38,7 +38,8 @@ impl Fleet {
         report.description.validate()?;
         let now = now_ms();
         let description = &report.description;
-        self.store
+        let drain_requested = self
+            .store
             .record_heartbeat(&HeartbeatUpdate {
                 worker_id: worker_id.to_owned(),
                 reported_state: report.state.to_owned(),
@@ -54,11 +55,6 @@ impl Fleet {
             })
             .await?;
         let destroy = self.reconcile(worker_id, &report.inventory, now).await?;
-        let drain_requested = self
-            .store
-            .get_worker(worker_id)
-            .await?
-            .is_some_and(|w| w.drain_state == "draining");
         if report.sent_at_ms > 0 {
             let lag_ms = (now - report.sent_at_ms).max(0);
             self.metrics.heartbeat_lag.observe(lag_ms as f64 / 1000.0);

@@ -172,13 +172,7 @@ impl Fleet {
             deadline
                 .map(|d| crate::clock::now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         };
-        self.store
-            .start_drain(id, deadline_ms)
-            .await
-            .map_err(|err| match err {
-                crate::store::StoreError::UnknownWorker(id) => FleetError::WorkerNotFound(id),
-                other => other.into(),
-            })?;
+        self.store.start_drain(id, deadline_ms).await?;
         tracing::info!(worker_id = %id, ?deadline_ms, force, "worker draining");
         self.get_worker(id).await
     }
@@ -194,13 +188,7 @@ impl Fleet {
 
     /// Cordons (no new sandboxes, nothing stopped) or uncordons a worker.
     pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<WorkerView, FleetError> {
-        self.store
-            .set_cordoned(id, cordoned)
-            .await
-            .map_err(|err| match err {
-                crate::store::StoreError::UnknownWorker(id) => FleetError::WorkerNotFound(id),
-                other => other.into(),
-            })?;
+        self.store.set_cordoned(id, cordoned).await?;
         tracing::info!(worker_id = %id, cordoned, "worker cordon changed");
         self.get_worker(id).await
     }

@@ -147,13 +147,14 @@ impl Store {
         Ok(())
     }
 
-    /// Records a heartbeat of an active worker.
-    pub async fn record_heartbeat(&self, update: &HeartbeatUpdate) -> Result<(), StoreError> {
-        let updated = sqlx::query(
+    /// Records a heartbeat of an active worker; returns whether a drain was asked of it.
+    pub async fn record_heartbeat(&self, update: &HeartbeatUpdate) -> Result<bool, StoreError> {
+        let drain_state: Option<String> = sqlx::query_scalar(
             "UPDATE workers SET reported_state = $1, hostname = $2, advertise_addr = $3, \
                  providers = $4, max_sandboxes = $5, vcpus = $6, memory_mb = $7, version = $8, \
                  last_heartbeat_ms = $9, reported_sandboxes = $10 \
-             WHERE id = $11 AND state = 'active'",
+             WHERE id = $11 AND state = 'active' \
+             RETURNING drain_state",
         )
         .bind(&update.reported_state)
         .bind(&update.hostname)
@@ -166,10 +167,10 @@ impl Store {
         .bind(update.now_ms)
         .bind(update.reported_sandboxes)
         .bind(&update.worker_id)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        if updated.rows_affected() == 1 {
-            return Ok(());
+        if let Some(drain_state) = drain_state {
+            return Ok(drain_state == "draining");
         }
         match self.get_worker(&update.worker_id).await? {
             Some(_) => Err(StoreError::WorkerRevoked(update.worker_id.clone())),
