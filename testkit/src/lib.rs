@@ -250,6 +250,16 @@ impl Api {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
+    /// Waits until `/ready` answers 200 (an online worker with a healthy provider).
+    pub async fn wait_ready(&self) {
+        eventually(
+            "the control plane to be ready",
+            Duration::from_secs(15),
+            || async { (self.get("/ready").await.0 == 200).then_some(()) },
+        )
+        .await;
+    }
+
     /// Creates a sandbox and returns its JSON; panics unless 201.
     pub async fn create_sandbox(&self, body: serde_json::Value) -> serde_json::Value {
         let (status, sandbox) = self.post("/sandboxes", body).await;

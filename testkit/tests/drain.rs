@@ -20,10 +20,7 @@ async fn fleet() -> (TestControlPlane, TestWorker, Api, tempfile::TempDir) {
     config.id = Some("d1".into());
     let worker = TestWorker::start(config).await.unwrap();
     let api = Api::new(&cp);
-    eventually("online", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     (cp, worker, api, dir)
 }
 

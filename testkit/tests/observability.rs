@@ -169,10 +169,7 @@ async fn status_shows_the_fleet_at_a_glance() {
         .await
         .unwrap();
     let api = Api::new(&cp);
-    eventually("online", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     api.create_sandbox(json!({})).await;
     let (status, body) = api.get("/status").await;
     assert_eq!(status, 200);

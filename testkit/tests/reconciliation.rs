@@ -24,10 +24,7 @@ async fn fleet_with(
     config.id = Some("k1".into());
     let worker = TestWorker::start(config).await.unwrap();
     let api = Api::new(&cp);
-    eventually("online", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     (cp, worker, api, dir)
 }
 
@@ -102,10 +99,7 @@ async fn a_worker_that_stops_heartbeating_loses_its_sandboxes_then_comes_back_cl
     let mut config = config;
     config.id = Some("k1".into());
     let back = TestWorker::start(config).await.unwrap();
-    eventually("online again", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     let fresh = api.create_sandbox(json!({})).await;
     assert_eq!(fresh["worker_id"], "k1");
     back.stop().await;

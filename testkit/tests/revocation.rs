@@ -2,13 +2,9 @@
 //! handshakes and its open connections), its worker token no longer re-enrolls, our
 //! channels to it are dropped and its sandboxes are marked lost.
 
-use std::time::Duration;
-
 use berth_proto::v1 as pb;
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
+use berth_testkit::{Api, TestControlPlane, TestWorker};
 use serde_json::json;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
@@ -18,10 +14,7 @@ async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
     config.id = Some("r1".into());
     let worker = TestWorker::start(config.clone()).await.unwrap();
     let api = Api::new(&cp);
-    eventually("online", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     let sandbox = api.create_sandbox(json!({})).await;
     let id = sandbox["id"].as_str().unwrap().to_owned();
     let stored = berth_worker::StoredIdentity::load(dir.path())
@@ -132,10 +125,7 @@ async fn revocation_survives_a_control_plane_restart() {
     config.id = Some("r2".into());
     let worker = TestWorker::start(config).await.unwrap();
     let api = Api::new(&cp);
-    eventually("online", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     api.post("/workers/r2/revoke", json!(null)).await;
     worker.stop().await;
     let stored = berth_worker::StoredIdentity::load(dir.path())
@@ -163,10 +153,7 @@ async fn cordon_blocks_new_work_only_and_survives_a_restart() {
     config.id = Some("c1".into());
     let worker = TestWorker::start(config).await.unwrap();
     let api = Api::new(&cp);
-    eventually("online", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     let running = api.create_sandbox(json!({})).await;
     let id = running["id"].as_str().unwrap().to_owned();
 

@@ -725,10 +725,7 @@ async fn the_reaper_destroys_sandboxes_past_their_ttl() {
         .await
         .unwrap();
     let api = Api::new(&cp);
-    eventually("worker online", WAIT, || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
+    api.wait_ready().await;
     let short = id_of(&api.create_sandbox(json!({"ttl": "1s"})).await);
     let long = id_of(&api.create_sandbox(json!({"ttl": "1h"})).await);
     eventually("the expired sandbox is destroyed", WAIT, || async {
