@@ -19,12 +19,16 @@ use crate::fencing::Fences;
 use crate::identity::StoredIdentity;
 use crate::metrics::WorkerMetrics;
 use crate::provider::Provider;
+use crate::provider::docker::DockerProvider;
 use crate::provider::mock::MockProvider;
 use crate::service::WorkerGrpc;
 use crate::{WorkerConfig, WorkerError, enroll, heartbeat, renewal};
 
 /// How long open calls may take to finish once the worker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Lease fences, kept in the data dir so adopted sandboxes keep theirs.
+const FENCES_FILE: &str = "fences.json";
 
 /// A stored certificate this close to expiry is treated as lapsed.
 const EXPIRY_MARGIN_SECS: i64 = 60;
@@ -139,13 +143,14 @@ pub async fn start(
         &stored.trust_domain,
         identity.clone(),
     )?);
-    let provider = make_provider(&config.provider)?;
+    let provider = make_provider(&config, &stored.worker_id).await?;
+    let fences = Fences::open(&config.data_dir.join(FENCES_FILE))?;
     let runtime = Arc::new(Runtime {
         worker_id: stored.worker_id.clone(),
         identity,
         info,
         provider,
-        fences: Fences::default(),
+        fences,
         metrics: WorkerMetrics::new(),
         draining: std::sync::atomic::AtomicBool::new(false),
         control_planes,
@@ -236,9 +241,18 @@ async fn obtain_identity(
     Ok(fresh)
 }
 
-fn make_provider(name: &str) -> Result<Arc<dyn Provider>, WorkerError> {
-    match name {
+/// The provider named in the config, for this worker's sandboxes.
+async fn make_provider(
+    config: &WorkerConfig,
+    worker_id: &str,
+) -> Result<Arc<dyn Provider>, WorkerError> {
+    match config.provider.as_str() {
         "mock" => Ok(Arc::new(MockProvider::new())),
+        "docker" => {
+            let provider = DockerProvider::new(config.docker.clone(), worker_id);
+            provider.prepare().await;
+            Ok(Arc::new(provider))
+        }
         other => Err(WorkerError::Config(format!(
             "provider {other:?} is not available in this build"
         ))),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::WorkerError;
+use crate::provider::docker::DockerConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +39,8 @@ pub struct WorkerConfig {
     /// How long SIGTERM's self-drain lets sandboxes run before destroying them.
     #[serde(with = "humantime_serde")]
     pub drain_deadline: Duration,
+    /// The docker provider's engine, images, network and limits.
+    pub docker: DockerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +67,7 @@ impl Default for WorkerConfig {
             capacity: CapacityConfig::default(),
             metrics_listen: None,
             drain_deadline: Duration::from_secs(300),
+            docker: DockerConfig::default(),
         }
     }
 }
@@ -106,11 +110,14 @@ impl WorkerConfig {
             berth_pki::validate_worker_id(id)
                 .map_err(|err| WorkerError::Config(format!("id: {err}")))?;
         }
-        if self.provider != "mock" {
-            return Err(WorkerError::Config(format!(
-                "provider {:?} is not available in this build; use mock",
-                self.provider
-            )));
+        match self.provider.as_str() {
+            "mock" => {}
+            "docker" => self.docker.validate().map_err(WorkerError::Config)?,
+            other => {
+                return Err(WorkerError::Config(format!(
+                    "provider {other:?} is not available: use mock or docker"
+                )));
+            }
         }
         if self.heartbeat_interval < Duration::from_millis(50) {
             return Err(WorkerError::Config(
@@ -154,6 +161,20 @@ mod tests {
         assert!(config.validate().is_err());
         let config: WorkerConfig = serde_yaml::from_str("provider: vmware").unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_docker_provider_is_checked_with_its_section() {
+        let config: WorkerConfig = serde_yaml::from_str(
+            "provider: docker\ndocker:\n  default_image: busybox:1\n  pull_policy: never\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.docker.default_image, "busybox:1");
+        let config: WorkerConfig =
+            serde_yaml::from_str("provider: docker\ndocker:\n  network: host\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("docker.network"), "{err}");
     }
 
     #[test]

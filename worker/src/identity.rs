@@ -101,7 +101,7 @@ fn read(path: &Path) -> Result<String, WorkerError> {
     std::fs::read_to_string(path).map_err(|err| WorkerError::io(path, err))
 }
 
-fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), WorkerError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), WorkerError> {
     let tmp: PathBuf = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = OpenOptions::new()

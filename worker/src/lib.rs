@@ -19,6 +19,7 @@ pub use agent::{RunningWorker, start};
 pub use config::{CapacityConfig, WorkerConfig};
 pub use error::WorkerError;
 pub use identity::StoredIdentity;
+pub use provider::docker::DockerConfig;
 
 /// The version workers report in heartbeats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,8 @@
 //! growing memory, and a dropped receiver tells the producer to stop (the command is
 //! cleaned up when a client disconnects).
 
+pub mod docker;
+pub mod glob;
 pub mod mock;
 pub mod paths;
 

@@ -155,6 +155,7 @@ impl WorkerService for WorkerGrpc {
         let destroyed = self.runtime.provider.destroy(&request.sandbox_id).await;
         self.count(&self.runtime.metrics.destroys, &destroyed);
         destroyed.map_err(status::from_provider)?;
+        self.runtime.fences.forget(&request.sandbox_id);
         tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %request.sandbox_id, "sandbox destroyed");
         Ok(Response::new(pb::DestroyResponse {}))
     }

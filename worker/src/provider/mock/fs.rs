@@ -10,6 +10,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::provider::glob::Pattern;
 use crate::provider::paths::parent;
 use crate::provider::{FileInfo, ProviderError};
 
@@ -274,13 +275,9 @@ impl MemFs {
 
     /// Paths of files and directories matching a normalized absolute pattern, sorted.
     pub fn glob(&self, pattern: &str) -> Vec<String> {
-        let segments: Vec<&str> = split(pattern);
+        let pattern = Pattern::new(pattern);
         // Only the subtree under the pattern's literal prefix can match.
-        let literal = segments
-            .iter()
-            .take_while(|segment| !segment.contains(['*', '?']))
-            .count();
-        let base = format!("/{}", segments[..literal].join("/"));
+        let base = pattern.base();
         let prefix = dir_prefix(&base);
         let candidates = self
             .nodes
@@ -288,7 +285,7 @@ impl MemFs {
             .into_iter()
             .chain(self.descendants(&prefix));
         candidates
-            .filter(|(path, _)| match_segments(&segments, &split(path)))
+            .filter(|(path, _)| pattern.matches(path))
             .map(|(path, _)| path.clone())
             .collect()
     }
@@ -328,53 +325,6 @@ fn dir_prefix(path: &str) -> String {
     }
 }
 
-fn split(path: &str) -> Vec<&str> {
-    path.split('/')
-        .filter(|segment| !segment.is_empty())
-        .collect()
-}
-
-/// `**` matches zero or more whole segments; other segments match one segment.
-fn match_segments(pattern: &[&str], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((&"**", rest)) => (0..=path.len()).any(|skip| match_segments(rest, &path[skip..])),
-        Some((first, rest)) => path
-            .split_first()
-            .is_some_and(|(name, tail)| match_segment(first, name) && match_segments(rest, tail)),
-    }
-}
-
-/// `*` matches any run of characters, `?` exactly one, within a segment.
-fn match_segment(pattern: &str, name: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let name: Vec<char> = name.chars().collect();
-    let (mut p, mut n) = (0, 0);
-    // Where the last `*` was and how much of `name` it has swallowed so far.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                star = Some((p, n));
-                p += 1;
-            }
-            Some(&c) if c == '?' || c == name[n] => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((star_p, star_n)) => {
-                    p = star_p + 1;
-                    n = star_n + 1;
-                    star = Some((star_p, star_n + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == '*')
-}
-
 pub fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -384,20 +334,6 @@ pub fn now_secs() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segments_match_like_a_shell() {
-        assert!(match_segment("*.txt", "a.txt"));
-        assert!(match_segment("a?c", "abc"));
-        assert!(!match_segment("a?c", "ac"));
-        assert!(match_segment("*", ""));
-        assert!(match_segment("a*b*c", "axxbyyc"));
-        assert!(!match_segment("a*b*c", "axxbyy"));
-        assert!(match_segments(&["**"], &[]));
-        assert!(match_segments(&["a", "**", "z"], &["a", "z"]));
-        assert!(match_segments(&["a", "**", "z"], &["a", "b", "c", "z"]));
-        assert!(!match_segments(&["a", "*"], &["a", "b", "c"]));
-    }
 
     #[test]
     fn mkdir_all_stops_at_files() {

@@ -1,0 +1,326 @@
+//! The docker provider: each sandbox is a container on the local Docker engine,
+//! reached through bollard with the API version negotiated down to the engine's.
+//!
+//! Every container and network carries `berth.managed=true`, `berth.sandbox=<id>` and
+//! `berth.worker=<worker id>`; the provider only ever finds, lists or removes what is
+//! labelled with its own worker id, so workers sharing an engine never touch each
+//! other's sandboxes. `list()` reports every labelled container, running or not, and
+//! the heartbeat's reconciliation does the rest: leased ones are adopted (they are
+//! renewed and stay usable across a worker restart), the others destroyed.
+//!
+//! One module per job: `config` (the `docker:` section), `engine` (connection,
+//! health, error mapping), `inventory` (names, labels, states, listing), `spawn`
+//! (image, network, container; destroy), `exec` (commands and their killer), `files`
+//! and `archive` (the archive API and file helpers), `logs` (the console) and
+//! `scripts` (the `sh` run inside sandboxes).
+
+mod archive;
+mod config;
+mod engine;
+mod exec;
+mod files;
+mod inventory;
+mod logs;
+mod scripts;
+mod spawn;
+
+use std::fmt;
+
+use bollard::Docker;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+pub use config::{DEFAULT_HOST, DockerConfig, NetworkMode, PullPolicy};
+pub use inventory::{LABEL_MANAGED, LABEL_SANDBOX, LABEL_WORKER};
+
+use super::paths::{WORKSPACE, normalize_in};
+use super::{
+    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Provider, ProviderError,
+    ProviderHealth, SandboxInfo, SandboxSpec,
+};
+use engine::Engine;
+use exec::Command;
+use files::Files;
+use spawn::Spawn;
+
+/// A provider backed by a Docker engine; see the module docs.
+pub struct DockerProvider {
+    config: DockerConfig,
+    worker_id: String,
+    engine: Engine,
+    tasks: TaskTracker,
+}
+
+impl fmt::Debug for DockerProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerProvider")
+            .field("host", &self.config.host)
+            .field("worker_id", &self.worker_id)
+            .finish()
+    }
+}
+
+impl DockerProvider {
+    /// A provider for `worker_id`'s sandboxes. Connects on first use, so a worker
+    /// starts (unhealthy) while its engine is down.
+    pub fn new(config: DockerConfig, worker_id: impl Into<String>) -> Self {
+        Self {
+            engine: Engine::new(&config),
+            config,
+            worker_id: worker_id.into(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Start-up housekeeping: connects and removes sandbox networks of this worker
+    /// that no container uses (a spawn that died half-way). Failures are logged; the
+    /// provider reports itself unhealthy until the engine answers.
+    pub async fn prepare(&self) {
+        let docker = match self.engine.client().await {
+            Ok(docker) => docker,
+            Err(err) => {
+                tracing::warn!(worker_id = %self.worker_id, error = %err, "docker engine not reachable at start");
+                return;
+            }
+        };
+        match inventory::sweep_networks(&docker, &self.worker_id).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(worker_id = %self.worker_id, removed, "removed stray sandbox networks")
+            }
+            Err(err) => {
+                tracing::warn!(worker_id = %self.worker_id, error = %err, "cannot sweep sandbox networks")
+            }
+        }
+    }
+
+    async fn docker(&self) -> Result<Docker, ProviderError> {
+        self.engine.client().await
+    }
+
+    fn spawner<'a>(&'a self, docker: &'a Docker) -> Spawn<'a> {
+        Spawn {
+            docker,
+            config: &self.config,
+            worker_id: &self.worker_id,
+        }
+    }
+
+    /// The docker client and the container of a sandbox of this worker.
+    async fn target(&self, sandbox_id: &str) -> Result<(Docker, String), ProviderError> {
+        let docker = self.docker().await?;
+        let container = inventory::resolve(&docker, &self.worker_id, sandbox_id).await?;
+        let id = container
+            .id
+            .ok_or_else(|| ProviderError::Internal("a container without an id".into()))?;
+        Ok((docker, id))
+    }
+
+    async fn with_files<T, F>(&self, sandbox_id: &str, call: F) -> Result<T, ProviderError>
+    where
+        F: for<'a> FnOnce(Files<'a>) -> futures::future::BoxFuture<'a, Result<T, ProviderError>>,
+    {
+        let (docker, container) = self.target(sandbox_id).await?;
+        let files = Files {
+            docker: &docker,
+            container: &container,
+            sandbox_id,
+            tasks: &self.tasks,
+            chown_to_user: !self.config.user.is_empty(),
+        };
+        call(files).await
+    }
+}
+
+impl Drop for DockerProvider {
+    fn drop(&mut self) {
+        self.tasks.close();
+    }
+}
+
+fn check_env(env: &std::collections::BTreeMap<String, String>) -> Result<(), ProviderError> {
+    for (key, value) in env {
+        if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            return Err(ProviderError::InvalidArgument(format!(
+                "environment variable {key:?} is not a valid name=value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Provider for DockerProvider {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn health(&self) -> ProviderHealth {
+        self.engine.health().await
+    }
+
+    async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {
+        check_env(&spec.env)?;
+        let docker = self.docker().await?;
+        let info = self.spawner(&docker).spawn(&spec).await?;
+        tracing::debug!(sandbox_id = %info.sandbox_id, container = %info.vm_id, "docker sandbox created");
+        Ok(info)
+    }
+
+    async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        self.spawner(&docker).destroy(sandbox_id).await
+    }
+
+    async fn status(&self, sandbox_id: &str) -> Result<SandboxInfo, ProviderError> {
+        let docker = self.docker().await?;
+        let container = inventory::resolve(&docker, &self.worker_id, sandbox_id).await?;
+        Ok(inventory::info_of(sandbox_id, &container))
+    }
+
+    async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError> {
+        let docker = self.docker().await?;
+        inventory::list(&docker, &self.worker_id).await
+    }
+
+    async fn exec_stream(
+        &self,
+        sandbox_id: &str,
+        spec: ExecSpec,
+    ) -> Result<mpsc::Receiver<ExecEvent>, ProviderError> {
+        if spec.command.is_empty() {
+            return Err(ProviderError::InvalidArgument("empty command".into()));
+        }
+        check_env(&spec.env)?;
+        let cwd = normalize_in(spec.workdir.as_deref().unwrap_or(WORKSPACE), WORKSPACE)?;
+        let (docker, container) = self.target(sandbox_id).await?;
+        if cwd != WORKSPACE {
+            let files = Files {
+                docker: &docker,
+                container: &container,
+                sandbox_id,
+                tasks: &self.tasks,
+                chown_to_user: false,
+            };
+            files.require_dir(&cwd).await?;
+        }
+        let argv = match spec.mode {
+            ExecMode::Shell => vec!["/bin/sh".to_owned(), "-c".to_owned(), spec.shell_line()],
+            // through `exec "$@"`: no shell syntax is interpreted, and a missing
+            // program is exit 127 with a message, as in shell mode
+            ExecMode::Argv => {
+                let mut argv = vec![
+                    "/bin/sh".to_owned(),
+                    "-c".to_owned(),
+                    "exec \"$@\"".to_owned(),
+                    "sh".to_owned(),
+                    spec.command.clone(),
+                ];
+                argv.extend(spec.args.iter().cloned());
+                argv
+            }
+        };
+        let command = Command {
+            argv,
+            env: spec.env.into_iter().collect(),
+            workdir: cwd,
+            timeout: spec.timeout,
+        };
+        exec::stream(&docker, &container, sandbox_id, command, &self.tasks).await
+    }
+
+    async fn logs(
+        &self,
+        sandbox_id: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<LogLine>, ProviderError> {
+        let (docker, container) = self.target(sandbox_id).await?;
+        Ok(logs::read(&docker, &container, tail, follow, &self.tasks))
+    }
+
+    async fn read_file(&self, sandbox_id: &str, path: &str) -> Result<ByteStream, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.read(&path).await })
+        })
+        .await
+    }
+
+    async fn write_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        mode: u32,
+        data: ByteStream,
+    ) -> Result<u64, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.write(&path, mode, data).await })
+        })
+        .await
+    }
+
+    async fn list_files(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.list(&path).await })
+        })
+        .await
+    }
+
+    async fn stat(&self, sandbox_id: &str, path: &str) -> Result<FileInfo, ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.stat(&path).await })
+        })
+        .await
+    }
+
+    async fn delete_file(
+        &self,
+        sandbox_id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.delete(&path, recursive).await })
+        })
+        .await
+    }
+
+    async fn move_file(
+        &self,
+        sandbox_id: &str,
+        old_path: &str,
+        new_path: &str,
+    ) -> Result<(), ProviderError> {
+        let old_path = normalize_in(old_path, WORKSPACE)?;
+        let new_path = normalize_in(new_path, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.rename(&old_path, &new_path).await })
+        })
+        .await
+    }
+
+    async fn chmod(&self, sandbox_id: &str, path: &str, mode: u32) -> Result<(), ProviderError> {
+        let path = normalize_in(path, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.chmod(&path, mode).await })
+        })
+        .await
+    }
+
+    async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
+        let pattern = normalize_in(pattern, WORKSPACE)?;
+        self.with_files(sandbox_id, |files| {
+            Box::pin(async move { files.glob(&pattern).await })
+        })
+        .await
+    }
+}

@@ -1,0 +1,226 @@
+//! The `docker:` section of a worker's config: which engine, which runtime, which
+//! image when a spawn names none and whether to pull it, how sandboxes are networked,
+//! and the limits and hardening every sandbox gets. Checked by `validate()`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Where the engine listens when the config names nothing.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The engine: `unix:///path/docker.sock`, a bare socket path, or
+    /// `tcp://host:2375` / `http://host:2375` (plain HTTP: keep it on a trusted link).
+    pub host: String,
+    /// OCI runtime for sandboxes: `runc`, `runsc` (gVisor), `kata`, ... as the engine
+    /// names it.
+    pub runtime: String,
+    /// Image used when a spawn names none.
+    pub default_image: String,
+    pub pull_policy: PullPolicy,
+    /// `per-sandbox` (a bridge network of its own for every sandbox), `none` (no
+    /// network at all) or the name of an existing network.
+    pub network: NetworkMode,
+    /// Memory when a spawn asks for none (MiB; no swap beyond it).
+    pub memory_mb: u64,
+    /// CPUs when a spawn asks for none.
+    pub vcpus: u32,
+    /// Most processes (threads included) a sandbox may run at once.
+    pub pids_limit: i64,
+    /// Mount the image's filesystem read-only; `/tmp` (tmpfs) and `/workspace` (a
+    /// volume) stay writable.
+    pub read_only_rootfs: bool,
+    /// Size of the `/tmp` tmpfs of a read-only sandbox, in MiB.
+    pub tmp_size_mb: u64,
+    /// Run sandbox processes as this user (`name`, `uid`, `uid:gid`); empty: the
+    /// image's user.
+    pub user: String,
+    /// Longest an ordinary engine call may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            host: DEFAULT_HOST.to_owned(),
+            runtime: "runc".to_owned(),
+            default_image: "debian:bookworm-slim".to_owned(),
+            pull_policy: PullPolicy::IfNotPresent,
+            network: NetworkMode::PerSandbox,
+            memory_mb: 512,
+            vcpus: 1,
+            pids_limit: 512,
+            read_only_rootfs: false,
+            tmp_size_mb: 256,
+            user: String::new(),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// When an image is pulled from a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Only images already on the engine are used.
+    Never,
+    IfNotPresent,
+    /// Pulled at every spawn.
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A bridge network of its own per sandbox (`berth-<sandbox id>`): no published
+    /// ports, and the engine keeps bridges apart, so no route to other sandboxes.
+    PerSandbox,
+    /// A loopback interface only.
+    None,
+    /// An existing network the operator made (shared by every sandbox on it).
+    Named(String),
+}
+
+impl NetworkMode {
+    fn parse(value: &str) -> Self {
+        match value {
+            "per-sandbox" | "" => Self::PerSandbox,
+            "none" => Self::None,
+            name => Self::Named(name.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PerSandbox => f.write_str("per-sandbox"),
+            Self::None => f.write_str("none"),
+            Self::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkMode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self::parse(&String::deserialize(deserializer)?))
+    }
+}
+
+impl DockerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.host.trim().is_empty() {
+            return Err("docker.host is empty".into());
+        }
+        if self.host.starts_with("https://") || self.host.starts_with("ssh://") {
+            return Err(format!(
+                "docker.host {:?}: use unix://, a socket path, tcp:// or http://",
+                self.host
+            ));
+        }
+        let token = |value: &str| {
+            !value.is_empty() && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if !token(&self.runtime) {
+            return Err(format!(
+                "docker.runtime {:?} is not a runtime name",
+                self.runtime
+            ));
+        }
+        if !token(&self.default_image) {
+            return Err(format!(
+                "docker.default_image {:?} is not an image reference",
+                self.default_image
+            ));
+        }
+        if let NetworkMode::Named(name) = &self.network {
+            if name == "host" || name.starts_with("container:") {
+                return Err(format!(
+                    "docker.network {name:?} would share a network namespace with the host or another container; use per-sandbox, none or a network name"
+                ));
+            }
+            if !token(name) {
+                return Err(format!("docker.network {name:?} is not a network name"));
+            }
+        }
+        if !(6..=1 << 30).contains(&self.memory_mb) {
+            return Err("docker.memory_mb must be at least 6".into());
+        }
+        if !(1..=1024).contains(&self.vcpus) {
+            return Err("docker.vcpus must be between 1 and 1024".into());
+        }
+        if self.pids_limit < 16 {
+            return Err("docker.pids_limit must be at least 16".into());
+        }
+        if self.tmp_size_mb == 0 {
+            return Err("docker.tmp_size_mb must be more than 0".into());
+        }
+        if self
+            .user
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("docker.user {:?} is not a user", self.user));
+        }
+        if self.request_timeout < Duration::from_secs(1) {
+            return Err("docker.request_timeout must be at least 1s".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_hardened() {
+        let config: DockerConfig = serde_yaml::from_str("{}").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config, DockerConfig::default());
+        assert_eq!(config.network, NetworkMode::PerSandbox);
+        assert_eq!(config.pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(config.runtime, "runc");
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config: DockerConfig = serde_yaml::from_str(
+            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.pull_policy, PullPolicy::Never);
+        assert_eq!(config.network, NetworkMode::None);
+        assert_eq!(config.user, "1000:1000");
+        let named: DockerConfig = serde_yaml::from_str("network: sandboxes").unwrap();
+        assert_eq!(named.network, NetworkMode::Named("sandboxes".into()));
+    }
+
+    #[test]
+    fn unsafe_or_broken_settings_are_refused() {
+        for yaml in [
+            "network: host",
+            "network: \"container:abc\"",
+            "pull_policy: sometimes",
+            "runtime: \"\"",
+            "default_image: \"a b\"",
+            "pids_limit: 0",
+            "memory_mb: 1",
+            "vcpus: 0",
+            "host: \"\"",
+            "user: \"a b\"",
+            "colour: red",
+        ] {
+            let parsed: Result<DockerConfig, _> = serde_yaml::from_str(yaml);
+            assert!(
+                parsed.map_or(true, |config| config.validate().is_err()),
+                "{yaml}"
+            );
+        }
+    }
+}

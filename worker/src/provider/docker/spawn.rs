@@ -1,0 +1,412 @@
+//! Creating and destroying a sandbox's container: the image by pull policy, a bridge
+//! network of its own (by default), and a container with the limits and hardening of
+//! the config: memory (no extra swap), CPUs, pids, every capability dropped,
+//! `no-new-privileges`, optionally a read-only root with a tmpfs `/tmp`, `/workspace`
+//! on an anonymous volume, `docker-init` as PID 1 over a sleeper, no published ports.
+//! A spawn that fails half-way removes what it made; destroy is idempotent.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectNetworkOptions, RemoveContainerOptions,
+};
+use futures::StreamExt;
+
+use super::config::{DockerConfig, NetworkMode, PullPolicy};
+use super::engine::{engine_error, message_of, status_of};
+use super::inventory::{self, labels, owned_by, resource_name};
+use super::scripts;
+use crate::provider::paths::WORKSPACE;
+use crate::provider::{ProviderError, SandboxInfo, SandboxSpec};
+
+const MIB: i64 = 1024 * 1024;
+
+/// What a spawn needs to know beyond the spec.
+pub struct Spawn<'a> {
+    pub docker: &'a Docker,
+    pub config: &'a DockerConfig,
+    pub worker_id: &'a str,
+}
+
+impl Spawn<'_> {
+    pub async fn spawn(&self, spec: &SandboxSpec) -> Result<SandboxInfo, ProviderError> {
+        inventory::check_sandbox_id(&spec.sandbox_id)?;
+        let sandbox_id = spec.sandbox_id.as_str();
+        if inventory::find(self.docker, self.worker_id, sandbox_id)
+            .await?
+            .is_some()
+        {
+            return Err(ProviderError::SandboxExists(sandbox_id.to_owned()));
+        }
+        let image = if spec.image.is_empty() {
+            self.config.default_image.as_str()
+        } else {
+            spec.image.as_str()
+        };
+        self.ensure_image(image).await?;
+        let (network, made_network) = self.network(sandbox_id).await?;
+        let made = self.create_and_start(spec, image, &network).await;
+        match made {
+            Ok(info) => Ok(info),
+            Err(err) => {
+                // leave nothing behind but what belongs to a sandbox that already existed
+                if !matches!(err, ProviderError::SandboxExists(_)) {
+                    self.remove_container(sandbox_id).await;
+                    if made_network {
+                        self.remove_network(sandbox_id).await;
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &SandboxSpec,
+        image: &str,
+        network: &str,
+    ) -> Result<SandboxInfo, ProviderError> {
+        let name = resource_name(&spec.sandbox_id);
+        let body = container_body(self.config, self.worker_id, spec, image, network);
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|err| match status_of(&err) {
+                Some(409) => ProviderError::SandboxExists(spec.sandbox_id.clone()),
+                Some(404) => {
+                    ProviderError::InvalidArgument(format!("image {image:?}: {}", message_of(&err)))
+                }
+                _ => engine_error("create the sandbox's container", err),
+            })?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .map_err(|err| engine_error("start the sandbox's container", err))?;
+        let container = inventory::resolve(self.docker, self.worker_id, &spec.sandbox_id).await?;
+        Ok(inventory::info_of(&spec.sandbox_id, &container))
+    }
+
+    /// Makes `image` present as the pull policy says.
+    async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
+        if self.config.pull_policy != PullPolicy::Always {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(err) if status_of(&err) == Some(404) => {}
+                Err(err) => return Err(engine_error("inspect the image", err)),
+            }
+            if self.config.pull_policy == PullPolicy::Never {
+                return Err(ProviderError::InvalidArgument(format!(
+                    "image {image:?} is not on the docker engine and the pull policy is never"
+                )));
+            }
+        }
+        self.pull(image).await
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), ProviderError> {
+        let options = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None).boxed();
+        while let Some(step) = progress.next().await {
+            if let Err(err) = step {
+                let message = message_of(&err);
+                let lower = message.to_lowercase();
+                let unknown = status_of(&err) == Some(404)
+                    || lower.contains("not found")
+                    || lower.contains("manifest unknown")
+                    || lower.contains("access denied")
+                    || lower.contains("invalid reference");
+                return Err(if unknown {
+                    ProviderError::InvalidArgument(format!(
+                        "cannot pull image {image:?}: {message}"
+                    ))
+                } else {
+                    ProviderError::Unavailable(format!("cannot pull image {image:?}: {message}"))
+                });
+            }
+        }
+        tracing::info!(image, "image pulled");
+        Ok(())
+    }
+
+    /// The network mode of the container, and whether this spawn created a network.
+    async fn network(&self, sandbox_id: &str) -> Result<(String, bool), ProviderError> {
+        match &self.config.network {
+            NetworkMode::None => Ok(("none".to_owned(), false)),
+            NetworkMode::Named(name) => {
+                match self
+                    .docker
+                    .inspect_network(name, None::<InspectNetworkOptions>)
+                    .await
+                {
+                    Ok(_) => Ok((name.clone(), false)),
+                    Err(err) if status_of(&err) == Some(404) => Err(ProviderError::Unavailable(
+                        format!("the configured docker network {name:?} does not exist"),
+                    )),
+                    Err(err) => Err(engine_error("inspect the network", err)),
+                }
+            }
+            NetworkMode::PerSandbox => {
+                let name = resource_name(sandbox_id);
+                match self
+                    .docker
+                    .inspect_network(&name, None::<InspectNetworkOptions>)
+                    .await
+                {
+                    // left by a spawn that died before its container existed
+                    Ok(network)
+                        if owned_by(network.labels.as_ref(), self.worker_id, sandbox_id) =>
+                    {
+                        return Ok((name, false));
+                    }
+                    Ok(_) => {
+                        return Err(ProviderError::SandboxExists(sandbox_id.to_owned()));
+                    }
+                    Err(err) if status_of(&err) == Some(404) => {}
+                    Err(err) => return Err(engine_error("inspect the network", err)),
+                }
+                let request = NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".to_owned()),
+                    internal: Some(false),
+                    attachable: Some(false),
+                    labels: Some(labels(self.worker_id, sandbox_id)),
+                    options: Some(HashMap::from([(
+                        "com.docker.network.bridge.enable_icc".to_owned(),
+                        "false".to_owned(),
+                    )])),
+                    ..Default::default()
+                };
+                self.docker
+                    .create_network(request)
+                    .await
+                    .map_err(|err| {
+                        let message = message_of(&err);
+                        if message.contains("address pool") || message.contains("non-overlapping") {
+                            ProviderError::Unavailable(format!(
+                                "no address space left for another sandbox network ({message}); widen the engine's default-address-pools"
+                            ))
+                        } else {
+                            engine_error("create the sandbox's network", err)
+                        }
+                    })?;
+                Ok((name, true))
+            }
+        }
+    }
+
+    /// Removes the sandbox's container and its network; `Ok` when they are gone
+    /// already. Another worker's resources are never touched.
+    pub async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError> {
+        if inventory::check_sandbox_id(sandbox_id).is_err() {
+            return Ok(());
+        }
+        if inventory::find(self.docker, self.worker_id, sandbox_id)
+            .await?
+            .is_some()
+        {
+            let options = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            match self
+                .docker
+                .remove_container(&resource_name(sandbox_id), Some(options))
+                .await
+            {
+                Ok(()) => {}
+                Err(err) if status_of(&err) == Some(404) => {}
+                // another destroy is removing it right now
+                Err(err) if status_of(&err) == Some(409) => {}
+                Err(err) => return Err(engine_error("remove the sandbox's container", err)),
+            }
+        }
+        let name = resource_name(sandbox_id);
+        match self
+            .docker
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(network) if owned_by(network.labels.as_ref(), self.worker_id, sandbox_id) => {
+                match self.docker.remove_network(&name).await {
+                    Ok(()) => {}
+                    Err(err) if status_of(&err) == Some(404) => {}
+                    Err(err) => return Err(engine_error("remove the sandbox's network", err)),
+                }
+            }
+            Ok(_) => {}
+            Err(err) if status_of(&err) == Some(404) => {}
+            Err(err) => return Err(engine_error("inspect the sandbox's network", err)),
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, sandbox_id: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        let name = resource_name(sandbox_id);
+        if let Err(err) = self.docker.remove_container(&name, Some(options)).await
+            && status_of(&err) != Some(404)
+        {
+            tracing::warn!(sandbox_id, error = %err, "cannot remove the container of a failed spawn");
+        }
+    }
+
+    async fn remove_network(&self, sandbox_id: &str) {
+        let name = resource_name(sandbox_id);
+        if let Err(err) = self.docker.remove_network(&name).await
+            && status_of(&err) != Some(404)
+        {
+            tracing::warn!(sandbox_id, error = %err, "cannot remove the network of a failed spawn");
+        }
+    }
+}
+
+/// The container a sandbox runs in.
+pub fn container_body(
+    config: &DockerConfig,
+    worker_id: &str,
+    spec: &SandboxSpec,
+    image: &str,
+    network_mode: &str,
+) -> ContainerCreateBody {
+    let memory_mb = if spec.memory_mb > 0 {
+        spec.memory_mb
+    } else {
+        config.memory_mb
+    };
+    let memory = i64::try_from(memory_mb)
+        .unwrap_or(i64::MAX / MIB)
+        .saturating_mul(MIB);
+    let vcpus = if spec.vcpus > 0 {
+        spec.vcpus
+    } else {
+        config.vcpus
+    };
+    let mut env: Vec<String> = Vec::new();
+    if !spec.env.contains_key("HOME") {
+        env.push(format!("HOME={WORKSPACE}"));
+    }
+    env.extend(spec.env.iter().map(|(key, value)| format!("{key}={value}")));
+    env.push(format!("BERTH_SANDBOX_ID={}", spec.sandbox_id));
+    let tmpfs = config.read_only_rootfs.then(|| {
+        HashMap::from([(
+            "/tmp".to_owned(),
+            format!("rw,nosuid,nodev,size={}m,mode=1777", config.tmp_size_mb),
+        )])
+    });
+    ContainerCreateBody {
+        image: Some(image.to_owned()),
+        entrypoint: Some(scripts::sleeper(&spec.sandbox_id)),
+        env: Some(env),
+        labels: Some(labels(worker_id, &spec.sandbox_id)),
+        working_dir: Some(WORKSPACE.to_owned()),
+        user: Some(config.user.clone()).filter(|user| !user.is_empty()),
+        volumes: Some(vec![WORKSPACE.to_owned()]),
+        tty: Some(false),
+        open_stdin: Some(false),
+        host_config: Some(HostConfig {
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some(i64::from(vcpus) * 1_000_000_000),
+            pids_limit: Some(config.pids_limit),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            readonly_rootfs: Some(config.read_only_rootfs),
+            tmpfs,
+            init: Some(true),
+            runtime: Some(config.runtime.clone()),
+            network_mode: Some(network_mode.to_owned()),
+            ipc_mode: Some("private".to_owned()),
+            publish_all_ports: Some(false),
+            privileged: Some(false),
+            auto_remove: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn spec(memory_mb: u64, vcpus: u32) -> SandboxSpec {
+        SandboxSpec {
+            sandbox_id: "sb1".into(),
+            image: String::new(),
+            vcpus,
+            memory_mb,
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn requests_and_config_become_limits_and_hardening() {
+        let config = DockerConfig {
+            read_only_rootfs: true,
+            user: "1000:1000".into(),
+            runtime: "runsc".into(),
+            ..Default::default()
+        };
+        let body = container_body(&config, "w1", &spec(256, 2), "img:1", "berth-sb1");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(256 * MIB));
+        assert_eq!(host.memory_swap, Some(256 * MIB));
+        assert_eq!(host.nano_cpus, Some(2_000_000_000));
+        assert_eq!(host.pids_limit, Some(512));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert!(host.tmpfs.unwrap()["/tmp"].contains("size=256m"));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.runtime.as_deref(), Some("runsc"));
+        assert_eq!(host.network_mode.as_deref(), Some("berth-sb1"));
+        assert!(host.port_bindings.is_none());
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.volumes, Some(vec!["/workspace".to_owned()]));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels["berth.worker"], "w1");
+        assert_eq!(labels["berth.sandbox"], "sb1");
+        assert_eq!(labels["berth.managed"], "true");
+        let env = body.env.unwrap();
+        assert!(env.contains(&"A=1".to_owned()));
+        assert!(env.contains(&"HOME=/workspace".to_owned()));
+    }
+
+    #[test]
+    fn config_defaults_fill_what_a_request_leaves_out() {
+        let config = DockerConfig {
+            memory_mb: 128,
+            vcpus: 3,
+            ..Default::default()
+        };
+        let body = container_body(&config, "w1", &spec(0, 0), "img", "none");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(128 * MIB));
+        assert_eq!(host.nano_cpus, Some(3_000_000_000));
+        assert_eq!(host.readonly_rootfs, Some(false));
+        assert!(host.tmpfs.is_none());
+        assert!(body.user.is_none());
+    }
+}
