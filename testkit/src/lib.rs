@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub mod docker;
+
 /// Installs the crypto provider and a test log subscriber (`RUST_LOG`, default warn).
 pub fn init() {
     static INIT: Once = Once::new();

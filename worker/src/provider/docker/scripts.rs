@@ -103,20 +103,22 @@ esac
 
 /// `sh -c KILL berth-kill MARKER`: SIGKILLs every process whose environment carries
 /// `BERTH_EXEC_ID=MARKER` (a command and everything it started, however deep, unless
-/// it wiped its environment), a few rounds so children forked meanwhile go too.
+/// it wiped its environment). Each round finds them all, stops them all (so none runs
+/// on, or forks, when a child dies) and then kills them; rounds repeat until none is
+/// left.
 pub const KILL: &str = r#"
 marker="BERTH_EXEC_ID=$1"
 round=0
 while [ $round -lt 5 ]; do
-    found=
+    pids=
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
         [ "$pid" = "$$" ] && continue
-        if grep -q "$marker" "$d/environ" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null && found=1
-        fi
+        grep -q "$marker" "$d/environ" 2>/dev/null && pids="$pids $pid"
     done
-    [ -n "$found" ] || exit 0
+    [ -n "$pids" ] || exit 0
+    kill -STOP $pids 2>/dev/null
+    kill -KILL $pids 2>/dev/null
     round=$((round + 1))
 done
 "#;
