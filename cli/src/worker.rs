@@ -41,9 +41,15 @@ pub struct WorkerArgs {
     /// Worker data directory (key, certificate, CA, worker token).
     #[arg(long, env = "BERTH_WORKER_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Sandbox provider: mock (docker arrives with the docker provider).
-    #[arg(long, env = "BERTH_PROVIDER")]
+    /// Sandbox provider: mock or docker (settings in the config's `docker:` section).
+    #[arg(long, env = "BERTH_PROVIDER", value_parser = ["mock", "docker"])]
     provider: Option<String>,
+    /// Docker engine address (unix:///var/run/docker.sock, tcp://host:2375).
+    #[arg(long, env = "BERTH_DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Image for sandboxes that name none (docker provider).
+    #[arg(long, env = "BERTH_DOCKER_DEFAULT_IMAGE")]
+    docker_default_image: Option<String>,
     /// Heartbeat interval until the control plane says otherwise.
     #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
@@ -85,6 +91,12 @@ impl WorkerArgs {
         }
         if let Some(value) = self.provider {
             config.provider = value;
+        }
+        if let Some(value) = self.docker_host {
+            config.docker.host = value;
+        }
+        if let Some(value) = self.docker_default_image {
+            config.docker.default_image = value;
         }
         if let Some(value) = self.heartbeat_interval {
             config.heartbeat_interval = value;

@@ -71,6 +71,8 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxesConfig {
+    /// Image for creates that name none; empty: each worker's provider default (the
+    /// docker provider's `docker.default_image`).
     pub default_image: String,
     /// Empty: any healthy provider.
     pub default_provider: String,
@@ -156,6 +158,8 @@ pub struct LocalWorkerConfig {
     /// Where the local worker's WorkerService listens.
     pub listen: SocketAddr,
     pub max_sandboxes: u32,
+    /// The docker provider's settings when `provider` is docker.
+    pub docker: berth_worker::DockerConfig,
 }
 
 impl Default for ControlPlaneConfig {
@@ -204,6 +208,7 @@ impl Default for LocalWorkerConfig {
             provider: String::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_sandboxes: 64,
+            docker: berth_worker::DockerConfig::default(),
         }
     }
 }
@@ -284,11 +289,18 @@ impl ControlPlaneConfig {
                 "sandboxes: default_memory_mb must be within 16..=max_memory_mb and max_vcpus at least 1".into(),
             ));
         }
-        if !matches!(self.local_worker.provider.as_str(), "" | "mock") {
-            return Err(ConfigError::Invalid(format!(
-                "local_worker.provider {:?}: expected mock",
-                self.local_worker.provider
-            )));
+        match self.local_worker.provider.as_str() {
+            "" | "mock" => {}
+            "docker" => self
+                .local_worker
+                .docker
+                .validate()
+                .map_err(|err| ConfigError::Invalid(format!("local_worker.{err}")))?,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "local_worker.provider {other:?}: expected mock or docker"
+                )));
+            }
         }
         Ok(())
     }
@@ -355,6 +367,16 @@ mod tests {
         assert!(config.validate().is_err());
         let config: ControlPlaneConfig =
             serde_yaml::from_str("local_worker:\n  provider: vmware").unwrap();
+        assert!(config.validate().is_err());
+        let config: ControlPlaneConfig = serde_yaml::from_str(
+            "local_worker:\n  provider: docker\n  docker:\n    pull_policy: never\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let config: ControlPlaneConfig = serde_yaml::from_str(
+            "local_worker:\n  provider: docker\n  docker:\n    network: host\n",
+        )
+        .unwrap();
         assert!(config.validate().is_err());
     }
 

@@ -43,6 +43,7 @@ pub async fn start(
         id: Some(LOCAL_WORKER_ID.to_owned()),
         listen: config.local_worker.listen,
         provider: config.local_worker.provider.clone(),
+        docker: config.local_worker.docker.clone(),
         heartbeat_interval: config.heartbeat_interval,
         capacity: berth_worker::CapacityConfig {
             max_sandboxes: config.local_worker.max_sandboxes,
