@@ -1,0 +1,163 @@
+//! Docker workers in a fleet: orphan reconciliation (a labelled container of this
+//! worker without a lease is removed, another worker's is left alone), a leased
+//! sandbox adopted across a worker restart with its fence, and an engine that goes
+//! away turning the provider unhealthy so the scheduler skips it, until it returns.
+//! Skipped visibly without an engine.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_testkit::docker::{DockerCleanup, EngineProxy, docker_or_skip, unique_worker_id};
+use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
+use berth_worker::DockerConfig;
+use berth_worker::provider::docker::DockerProvider;
+use berth_worker::provider::{Provider, SandboxSpec};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn spec(id: &str) -> SandboxSpec {
+    SandboxSpec {
+        sandbox_id: id.into(),
+        image: String::new(),
+        vcpus: 1,
+        memory_mb: 64,
+        env: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+    }
+}
+
+async fn control_plane() -> TestControlPlane {
+    TestControlPlane::start_with(|config| config.sandboxes.default_image = String::new()).await
+}
+
+async fn docker_worker(
+    cp: &TestControlPlane,
+    dir: &std::path::Path,
+    id: &str,
+    docker: &DockerConfig,
+    join: bool,
+) -> TestWorker {
+    let token = if join {
+        Some(cp.join_token(None).await)
+    } else {
+        None
+    };
+    let mut config = cp.worker_config(dir, token);
+    config.id = Some(id.to_owned());
+    config.provider = "docker".into();
+    config.docker = docker.clone();
+    TestWorker::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn orphans_are_removed_and_other_workers_containers_left_alone() {
+    let Some(docker) = docker_or_skip("orphans_are_removed").await else {
+        return;
+    };
+    let (mine, other) = (unique_worker_id("orph"), unique_worker_id("other"));
+    let cleanup = DockerCleanup::new(&docker, &[&mine, &other]);
+    let own_provider = DockerProvider::new(docker.clone(), &mine);
+    let other_provider = DockerProvider::new(docker.clone(), &other);
+    let orphan = unique_worker_id("orphan");
+    let foreign = unique_worker_id("foreign");
+    own_provider.spawn(spec(&orphan)).await.unwrap();
+    other_provider.spawn(spec(&foreign)).await.unwrap();
+
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = docker_worker(&cp, dir.path(), &mine, &docker, true).await;
+    eventually("the orphan is removed", WAIT, || async {
+        own_provider.list().await.ok()?.is_empty().then_some(())
+    })
+    .await;
+    // a few more heartbeats: the other worker's container is still there
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let left = other_provider.list().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].sandbox_id, foreign);
+    worker.stop().await;
+    cp.stop().await;
+    assert_eq!(
+        cleanup.run().await,
+        1,
+        "only the foreign container was left"
+    );
+}
+
+#[tokio::test]
+async fn a_leased_sandbox_is_adopted_across_a_worker_restart() {
+    let Some(docker) = docker_or_skip("a_leased_sandbox_is_adopted").await else {
+        return;
+    };
+    let id = unique_worker_id("adopt");
+    let _cleanup = DockerCleanup::new(&docker, &[&id]);
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = docker_worker(&cp, dir.path(), &id, &docker, true).await;
+    let api = Api::new(&cp);
+    api.wait_ready().await;
+    let sandbox = api.create_sandbox(json!({"ttl": "10m"})).await;
+    let sandbox_id = sandbox["id"].as_str().unwrap().to_owned();
+    let exec = format!("/sandboxes/{sandbox_id}/exec");
+    let (status, _) = api
+        .post(&exec, json!({"command": "echo kept > kept.txt"}))
+        .await;
+    assert_eq!(status, 200);
+    worker.stop().await;
+
+    // the fence was kept on disk
+    let fences = std::fs::read_to_string(dir.path().join("fences.json")).unwrap();
+    assert!(fences.contains(&sandbox_id), "{fences}");
+    let worker = docker_worker(&cp, dir.path(), &id, &docker, false).await;
+    eventually("the restarted worker serves the sandbox", WAIT, || async {
+        let (status, result) = api.post(&exec, json!({"command": "cat kept.txt"})).await;
+        (status == 200 && result["stdout"] == "kept\n").then_some(())
+    })
+    .await;
+    // a few heartbeats later it is still leased and running, not reconciled away
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, got) = api.get(&format!("/sandboxes/{sandbox_id}")).await;
+    assert_eq!(got["state"], "running", "{got}");
+    let (status, _) = api.delete(&format!("/sandboxes/{sandbox_id}")).await;
+    assert_eq!(status, 200);
+    worker.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_makes_the_worker_unschedulable_until_it_returns() {
+    let Some(mut docker) = docker_or_skip("an_unreachable_engine").await else {
+        return;
+    };
+    let id = unique_worker_id("health");
+    // straight to the engine: the proxy is gone when the guard runs
+    let _cleanup = DockerCleanup::new(&docker, &[&id]);
+    let proxy = EngineProxy::start(&docker.host).await;
+    docker.host = proxy.host();
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = docker_worker(&cp, dir.path(), &id, &docker, true).await;
+    let api = Api::new(&cp);
+    api.wait_ready().await;
+
+    proxy.cut();
+    eventually("the provider turns unhealthy", WAIT, || async {
+        let (_, got) = api.get(&format!("/workers/{id}")).await;
+        (got["capabilities"][0]["healthy"] == false).then_some(())
+    })
+    .await;
+    let (status, body) = api.post("/sandboxes", json!({})).await;
+    assert_eq!(status, 503, "the scheduler skips the worker: {body}");
+
+    proxy.restore();
+    eventually("the provider recovers", WAIT, || async {
+        let (_, got) = api.get(&format!("/workers/{id}")).await;
+        (got["capabilities"][0]["healthy"] == true).then_some(())
+    })
+    .await;
+    let sandbox = api.create_sandbox(json!({})).await;
+    assert_eq!(sandbox["state"], "running");
+    worker.stop().await;
+    cp.stop().await;
+}
