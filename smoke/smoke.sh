@@ -10,6 +10,10 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# BERTH_SMOKE_PROVIDER=docker runs the docker provider's smoke instead (smoke-docker.sh)
+if [[ "${BERTH_SMOKE_PROVIDER:-mock}" == docker ]]; then
+    exec bash smoke/smoke-docker.sh
+fi
 BERTH=${BERTH:-}
 if [[ -z "$BERTH" ]]; then
     cargo build --quiet --bin berth

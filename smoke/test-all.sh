@@ -3,5 +3,7 @@
 # end-to-end smoke with real processes. This is the README's test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Docker tests skip visibly without an engine (fail with BERTH_REQUIRE_DOCKER=1)
 cargo test --workspace --quiet
-bash smoke/smoke.sh
+BERTH_SMOKE_PROVIDER=mock bash smoke/smoke.sh
+BERTH_SMOKE_PROVIDER=docker bash smoke/smoke.sh
