@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
-use crate::api_keys::{Scope, create_api_key};
+use crate::api_keys::create_first_admin_key;
 use crate::audit::AuditLog;
 use crate::authority::Authority;
 use crate::config::ControlPlaneConfig;
@@ -22,8 +22,8 @@ use crate::fleet::{Fleet, FleetSettings};
 use crate::metrics::Metrics;
 use crate::router::WorkerChannels;
 use crate::sandboxes::Sandboxes;
-use crate::store::Store;
-use crate::{VERSION, local_worker, mesh};
+use crate::store::{Store, redact_url};
+use crate::{VERSION, cluster, local_worker, mesh};
 
 /// Clock skew tolerated on token times.
 const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
@@ -86,13 +86,20 @@ pub async fn start(
     let api_addr = listeners.api.local_addr()?;
     let mesh_addr = listeners.mesh.local_addr()?;
 
+    let database_url = config.database_url()?;
+    let store = Store::open_url(&database_url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact_url(&database_url)))?;
+    let keys_dir = config.keys_dir();
+    cluster::check_keys_present(&store, &keys_dir).await?;
+
     let mut serving_ips = config.certificates.ip_addresses.clone();
     if !mesh_addr.ip().is_unspecified() && !serving_ips.contains(&mesh_addr.ip()) {
         serving_ips.push(mesh_addr.ip());
     }
     let authority = Arc::new(
         Authority::load_or_create(
-            &data_dir,
+            &keys_dir,
             &config.trust_domain,
             config.certificates.dns_names.clone(),
             serving_ips,
@@ -100,10 +107,7 @@ pub async fn start(
         )
         .context("cannot load or create the certificate authority")?,
     );
-    let database_url = config.database_url()?;
-    let store = Store::open_url(&database_url)
-        .await
-        .context("cannot open the store")?;
+    cluster::join(&store, &authority, &keys_dir).await?;
     authority
         .revocations()
         .revoke_serials(store.revoked_serials().await?);
@@ -182,7 +186,7 @@ pub async fn start(
         Some(id)
     };
 
-    tracing::info!(%api_addr, %mesh_addr, store = store.backend(), trust_domain = %authority.trust_domain(), "control plane started");
+    tracing::info!(%api_addr, %mesh_addr, store = store.backend().as_str(), trust_domain = %authority.trust_domain(), "control plane started");
     Ok(RunningControlPlane {
         api_addr,
         mesh_addr,
@@ -195,12 +199,12 @@ pub async fn start(
     })
 }
 
-/// On a store without keys: creates the admin key and writes it 0600 to `path`.
+/// On a store without keys: creates the admin key and writes it 0600 to `path`. Of
+/// control planes starting together on one database exactly one makes it.
 async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Result<Option<String>> {
-    if store.count_api_keys().await? > 0 {
+    let Some(key) = create_first_admin_key(store).await? else {
         return Ok(None);
-    }
-    let key = create_api_key(store, "admin", &[Scope::Admin]).await?;
+    };
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -215,12 +215,17 @@ impl Sandboxes {
         self.get(id).await
     }
 
-    /// Destroys every running sandbox whose TTL has run out; returns how many.
+    /// Destroys every running sandbox whose TTL has run out; returns how many. Safe
+    /// beside other replicas doing the same: each destroy first claims the sandbox
+    /// with a conditional `running → destroying`, so only one of them calls the worker.
     pub async fn prune_expired(&self) -> Result<usize, SandboxError> {
         let mut pruned = 0;
         for id in self.store.expired_sandboxes(now_secs()).await? {
             match self.destroy(&id).await {
                 Ok(()) => pruned += 1,
+                Err(SandboxError::Conflict(_) | SandboxError::Destroyed(_)) => {
+                    tracing::debug!(sandbox_id = %id, "expired sandbox taken by another destroy");
+                }
                 Err(err) => {
                     tracing::warn!(sandbox_id = %id, error = %err, "cannot prune expired sandbox")
                 }
