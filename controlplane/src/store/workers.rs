@@ -7,7 +7,7 @@ use super::{NewCertificate, Store, StoreError};
 const WORKER_COLUMNS: &str = "id, spiffe_id, hostname, advertise_addr, providers, max_sandboxes, \
      vcpus, memory_mb, version, state, reported_state, worker_token_jti, enrolled_at, \
      last_heartbeat_ms, cert_serial, cert_expires_at, cordoned, drain_state, drain_deadline_ms, \
-     reported_sandboxes";
+     reported_sandboxes, reserved";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkerRow {
@@ -35,6 +35,8 @@ pub struct WorkerRow {
     pub drain_deadline_ms: Option<i64>,
     /// Sandboxes the provider reported in the last heartbeat.
     pub reported_sandboxes: i64,
+    /// Slots held by sandboxes placed on it (at most `max_sandboxes`).
+    pub reserved: i64,
 }
 
 /// What lets a worker enroll.
