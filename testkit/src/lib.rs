@@ -47,6 +47,8 @@ pub struct TestControlPlane {
     pub api_addr: std::net::SocketAddr,
     pub mesh_addr: std::net::SocketAddr,
     pub admin_key: String,
+    /// The admin key, when this start made the cluster's first one.
+    pub first_admin_key: Option<String>,
     pub fleet: Fleet,
     pub local_worker_id: Option<String>,
     shutdown: CancellationToken,
@@ -108,8 +110,16 @@ impl TestControlPlane {
     async fn start_on(database_url: String, adjust: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
         init();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = ControlPlaneConfig {
-            data_dir: dir.path().join("control-plane"),
+        let mut config = Self::test_config(dir.path());
+        config.database.url = database_url;
+        adjust(&mut config);
+        Self::launch(dir, config).await
+    }
+
+    /// The test defaults: data in `dir`, port-0 loopback listeners, fast heartbeats.
+    fn test_config(dir: &Path) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            data_dir: dir.join("control-plane"),
             listen: "127.0.0.1:0".parse().expect("addr"),
             mesh_listen: "127.0.0.1:0".parse().expect("addr"),
             heartbeat_interval: Duration::from_millis(200),
@@ -117,10 +127,7 @@ impl TestControlPlane {
             // loaded 2-core CI machine
             missed_heartbeats: 10,
             ..Default::default()
-        };
-        config.database.url = database_url;
-        adjust(&mut config);
-        Self::launch(dir, config).await
+        }
     }
 
     /// Starts again on the data dir of a control plane stopped with
@@ -131,19 +138,37 @@ impl TestControlPlane {
     }
 
     async fn launch(dir: TempDir, config: ControlPlaneConfig) -> Self {
-        let listeners = Listeners::bind(&config).await.expect("bind listeners");
-        let shutdown = CancellationToken::new();
-        let running = berth_controlplane::start(config.clone(), listeners, shutdown.clone())
+        Self::try_launch(dir, config)
             .await
-            .expect("start control plane");
+            .expect("start control plane")
+    }
+
+    /// Starts on `database_url` with the test defaults adjusted by `adjust`, handing
+    /// back the error when the control plane refuses to start.
+    pub async fn try_start_on(
+        database_url: &str,
+        adjust: impl FnOnce(&mut ControlPlaneConfig),
+    ) -> anyhow::Result<Self> {
+        init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Self::test_config(dir.path());
+        config.database.url = database_url.to_owned();
+        adjust(&mut config);
+        Self::try_launch(dir, config).await
+    }
+
+    async fn try_launch(dir: TempDir, config: ControlPlaneConfig) -> anyhow::Result<Self> {
+        let listeners = Listeners::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        let running =
+            berth_controlplane::start(config.clone(), listeners, shutdown.clone()).await?;
         let admin_key = match &running.first_admin_key {
             Some(key) => key.clone(),
             None => std::fs::read_to_string(&running.admin_key_path)
-                .expect("admin.key of the earlier start")
-                .trim()
-                .to_owned(),
+                .map(|key| key.trim().to_owned())
+                .unwrap_or_default(),
         };
-        Self {
+        Ok(Self {
             api_addr: running.api_addr,
             mesh_addr: running.mesh_addr,
             fleet: running.fleet.clone(),
@@ -151,9 +176,10 @@ impl TestControlPlane {
             dir,
             config,
             admin_key,
+            first_admin_key: running.first_admin_key.clone(),
             shutdown,
             running,
-        }
+        })
     }
 
     /// Stops, handing back the data dir and config for [`TestControlPlane::restart`].
