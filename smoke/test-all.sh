@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --quiet
 bash smoke/smoke.sh
+bash smoke/replicas.sh
