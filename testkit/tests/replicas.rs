@@ -450,3 +450,68 @@ async fn replicas_starting_together_on_an_empty_database_make_one_admin_key() {
         cp.stop().await;
     }
 }
+
+#[tokio::test]
+async fn replicas_with_their_own_keys_starting_together_leave_one_cluster() {
+    let Some(url) =
+        postgres::fresh_database("replicas_with_their_own_keys_starting_together").await
+    else {
+        return;
+    };
+    // nobody copied keys: each replica makes its own CA; the first to record its
+    // identity wins and the other refuses
+    let (first, second) = tokio::join!(
+        TestControlPlane::try_start_on(&url, |_| {}),
+        TestControlPlane::try_start_on(&url, |_| {}),
+    );
+    let (running, refused) = match (first, second) {
+        (Ok(cp), Err(err)) | (Err(err), Ok(cp)) => (cp, err),
+        (Ok(_), Ok(_)) => panic!("two control planes with different CAs share one database"),
+        (Err(a), Err(b)) => panic!("neither started: {a:#}; {b:#}"),
+    };
+    let message = format!("{refused:#}");
+    assert!(message.contains("do not match the cluster"), "{message}");
+    assert!(message.contains(&running.ca_fingerprint()), "{message}");
+    assert!(running.first_admin_key.is_some());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_placing_at_once_never_overfill_a_worker() {
+    let Some(cluster) = cluster(
+        "two_replicas_placing_at_once",
+        1,
+        |_| {},
+        |config| config.capacity.max_sandboxes = 3,
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (Api::new(&cluster.a), Api::new(&cluster.b));
+    let creates = (0..10).map(|index| {
+        let api = if index % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            api.post("/sandboxes", json!({"provider": "mock", "ttl": "10m"}))
+                .await
+        }
+    });
+    let answers = futures::future::join_all(creates).await;
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(created, 3, "{answers:?}");
+    for (status, body) in &answers {
+        assert!(
+            *status == 201 || (*status == 429 && body["code"] == "RESOURCE_LIMIT"),
+            "{status} {body}"
+        );
+    }
+    let (_, all) = b.get("/sandboxes").await;
+    let running = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|sandbox| sandbox["state"] == "running")
+        .count();
+    assert_eq!(running, 3, "{all}");
+    cluster.stop().await;
+}
