@@ -6,7 +6,7 @@
 //! Postgres, which several `berth serve` replicas share. Every statement is written
 //! once, in the subset both speak (`$n` placeholders in ascending order, `ON CONFLICT`,
 //! `RETURNING`, integer times), and compiled for each backend's own driver by
-//! [`with_pool!`] and [`in_write_tx!`]. Correctness under concurrent replicas comes
+//! `with_pool!` and `in_write_tx!`. Correctness under concurrent replicas comes
 //! from the statements themselves, never from a read followed by a write: capacity,
 //! join-token uses, lease generations, sandbox state changes and the audit head all
 //! move by conditional `UPDATE`/`INSERT … ON CONFLICT`, which Postgres re-checks on the
