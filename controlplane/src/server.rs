@@ -168,6 +168,11 @@ pub async fn start(
         authority.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(sync_revocations(
+        fleet.clone(),
+        config.heartbeat_interval,
+        shutdown.clone(),
+    ));
     tasks.spawn(reap_expired(
         sandboxes.clone(),
         fleet.clone(),
@@ -242,6 +247,25 @@ async fn reap_expired(
             Ok(0) => {}
             Ok(reaped) => tracing::info!(reaped, "expired sandboxes destroyed"),
             Err(err) => tracing::warn!(error = %err, "reaping expired sandboxes failed"),
+        }
+    }
+}
+
+/// Takes up revocations made through other replicas sharing the store: their
+/// certificates are refused here too within about one heartbeat interval.
+async fn sync_revocations(fleet: Fleet, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match fleet.sync_revocations().await {
+            Ok(0) => {}
+            Ok(adopted) => tracing::warn!(
+                adopted,
+                "certificates revoked by another replica refused here too"
+            ),
+            Err(err) => tracing::warn!(error = %err, "reading revocations failed"),
         }
     }
 }

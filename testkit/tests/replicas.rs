@@ -515,3 +515,68 @@ async fn two_replicas_placing_at_once_never_overfill_a_worker() {
     assert_eq!(running, 3, "{all}");
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_revoked_through_one_replica_is_refused_by_the_other() {
+    let Some(cluster) = cluster("a_worker_revoked_through_one_replica", 1, |_| {}, |_| {}).await
+    else {
+        return;
+    };
+    let worker = &cluster.workers[0];
+    let stored = berth_worker::StoredIdentity::load(&worker.data_dir)
+        .unwrap()
+        .unwrap();
+    let heartbeat = || berth_proto::v1::HeartbeatRequest {
+        worker_id: worker.worker_id.clone(),
+        info: Some(berth_proto::v1::WorkerInfo {
+            hostname: "h".into(),
+            advertise_addr: worker.listen_addr.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // a connection to replica a with the worker's certificate, open before the revocation
+    let mut open = cluster.a.mesh_client_as(&stored.cert_pem, &stored.key_pem);
+    open.heartbeat(heartbeat()).await.expect("accepted before");
+
+    let (status, body) = Api::new(&cluster.b)
+        .post(
+            &format!("/workers/{}/revoke", worker.worker_id),
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // replica a takes the revocation up: new handshakes fail, the open one is closed
+    let refused = eventually(
+        "replica a refuses the revoked certificate",
+        WAIT,
+        || async {
+            let result = cluster
+                .a
+                .mesh_client_as(&stored.cert_pem, &stored.key_pem)
+                .heartbeat(heartbeat())
+                .await;
+            let err = result.err()?;
+            // refused by TLS, not only by the store's answer (which also says "revoked")
+            let at_handshake = !matches!(
+                err.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            );
+            (at_handshake && format!("{err:?}").contains("Revoked")).then_some(err)
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        open.heartbeat(heartbeat()).await.is_err(),
+        "the connection opened before still works"
+    );
+    cluster.stop().await;
+}
