@@ -137,7 +137,28 @@ fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// A server of its own (not the shared one) that also speaks TLS with `cert_pem` and
+/// `key_pem`; `None` when the binaries are not installed.
+pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Option<PostgresServer> {
+    let bin = find_binaries()?;
+    let tls = Tls {
+        cert_pem: cert_pem.to_owned(),
+        key_pem: key_pem.to_owned(),
+    };
+    Some(start_server(&bin, Some(&tls)).unwrap_or_else(|err| panic!("throwaway postgres: {err}")))
+}
+
+/// The server's TLS certificate chain and key.
+struct Tls {
+    cert_pem: String,
+    key_pem: String,
+}
+
 fn start(bin: &Path) -> Result<PostgresServer, String> {
+    start_server(bin, None)
+}
+
+fn start_server(bin: &Path, tls: Option<&Tls>) -> Result<PostgresServer, String> {
     let user = server_user()?;
     let dir = make_dir(user.as_deref())?;
     let data = dir.join("data");
@@ -150,11 +171,22 @@ fn start(bin: &Path) -> Result<PostgresServer, String> {
         "initdb",
     )?;
     let port = free_port()?;
-    let options = format!(
+    let mut options = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
          -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
         dir.display()
     );
+    if let Some(tls) = tls {
+        // the server reads its key only from a file its own user owns, mode 0600
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        write_as(user.as_deref(), &cert, &tls.cert_pem)?;
+        write_as(user.as_deref(), &key, &tls.key_pem)?;
+        options.push_str(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        ));
+    }
     let started = run(
         as_user(user.as_deref(), &bin.join("pg_ctl"))
             .args(["start", "-w", "-t", "60", "-D"])
@@ -217,6 +249,29 @@ fn make_dir(user: Option<&str>) -> Result<PathBuf, String> {
         "mktemp",
     )?;
     Ok(PathBuf::from(made.trim()))
+}
+
+/// Writes `contents` to `path` as `user`, readable by that user only.
+fn write_as(user: Option<&str>, path: &Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = as_user(user, Path::new("sh"))
+        .args(["-c", "umask 077 && cat > \"$0\""])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(contents.as_bytes())
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    }
+    let status = child
+        .wait()
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    if !status.success() {
+        return Err(format!("cannot write {}: {status}", path.display()));
+    }
+    Ok(())
 }
 
 /// Stops the server (immediate mode: nothing to keep) and removes its dir once this

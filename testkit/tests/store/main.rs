@@ -396,3 +396,60 @@ async fn a_postgres_deadlock_victim_is_run_again() {
     assert_eq!(row.state, "destroyed");
     assert_eq!(row.generation, None);
 }
+
+/// A self-signed CA certificate (PEM) and the issuer it makes.
+fn test_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+/// The TLS settings of a `postgres://` url are honoured: `sslmode=verify-full` with
+/// `sslrootcert` talks TLS to a server whose certificate chains to that CA, and
+/// refuses a server whose certificate does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_url_with_verify_full_speaks_tls_to_the_right_server_only() {
+    let test = "a_postgres_url_with_verify_full_speaks_tls";
+    if !throwaway::available(test) {
+        return;
+    }
+    let (ca_pem, issuer) = test_ca("berth test database ca");
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let server = throwaway::start_with_tls(&server_cert.pem(), &server_key.serialize_pem())
+        .expect("postgres binaries were found");
+    let dir = tempfile::tempdir().unwrap();
+    let (right, wrong) = (dir.path().join("right.pem"), dir.path().join("wrong.pem"));
+    std::fs::write(&right, &ca_pem).unwrap();
+    std::fs::write(&wrong, test_ca("another ca").0).unwrap();
+    let url_with = |root: &std::path::Path| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            server.url("postgres"),
+            root.display()
+        )
+    };
+
+    let store = Store::open_url(&url_with(&right))
+        .await
+        .expect("the store connects over verified TLS");
+    store.ping().await.unwrap();
+    let pool = sqlx::PgPool::connect(&url_with(&right)).await.unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(encrypted, "the connection is not encrypted");
+
+    let refused = Store::open_url(&url_with(&wrong)).await;
+    assert!(refused.is_err(), "a server the CA did not sign was trusted");
+}
