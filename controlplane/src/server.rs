@@ -222,10 +222,10 @@ async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Resu
     Ok(Some(key))
 }
 
-/// Destroys sandboxes whose TTL ran out, marks lost those whose lease ran out and moves
-/// drains along.
-/// Safe beside other replicas: both are conditional state changes, so nothing is
-/// destroyed or released twice.
+/// Destroys sandboxes whose TTL ran out, marks lost those whose lease ran out, moves
+/// drains along and finishes destroys a dead replica left behind. Safe beside other
+/// replicas doing the same: every step starts with a conditional claim in the store,
+/// so nothing is destroyed or released twice.
 async fn reap_expired(
     sandboxes: Sandboxes,
     fleet: Fleet,
@@ -242,6 +242,11 @@ async fn reap_expired(
         }
         if let Err(err) = sandboxes.progress_drains().await {
             tracing::warn!(error = %err, "moving drains along failed");
+        }
+        match sandboxes.retry_stalled_destroys().await {
+            Ok(0) => {}
+            Ok(destroyed) => tracing::info!(destroyed, "stalled destroys finished"),
+            Err(err) => tracing::warn!(error = %err, "finishing stalled destroys failed"),
         }
         match sandboxes.prune_expired().await {
             Ok(0) => {}

@@ -108,12 +108,9 @@ impl TestControlPlane {
 
     /// Starts on `database_url` (empty: SQLite in the data dir).
     async fn start_on(database_url: String, adjust: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
-        init();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Self::test_config(dir.path());
-        config.database.url = database_url;
-        adjust(&mut config);
-        Self::launch(dir, config).await
+        Self::try_start_on(&database_url, adjust)
+            .await
+            .expect("start control plane")
     }
 
     /// The test defaults: data in `dir`, port-0 loopback listeners, fast heartbeats.

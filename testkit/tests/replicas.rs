@@ -585,3 +585,58 @@ async fn a_worker_revoked_through_one_replica_is_refused_by_the_other() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_destroy_left_behind_by_a_dead_replica_is_finished_by_another() {
+    let Some(cluster) = cluster(
+        "a_destroy_left_behind",
+        1,
+        |config| config.sandboxes.reap_interval = Duration::from_millis(100),
+        |config| config.metrics_listen = Some("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    else {
+        return;
+    };
+    let Cluster {
+        a,
+        b: replica_b,
+        workers,
+        dir: _dir,
+    } = cluster;
+    let b = Api::new(&replica_b);
+    let id = id_of(
+        &b.create_sandbox(json!({"provider": "mock", "ttl": "10m"}))
+            .await,
+    );
+    // replica a claims the destroy (ten minutes ago, as far as anyone can tell) and
+    // dies before it reaches the worker
+    let claimed = a
+        .fleet
+        .store()
+        .claim_destroy(&id, now_ms() - 10 * 60 * 1000)
+        .await
+        .unwrap();
+    assert!(claimed);
+    a.stop().await;
+    let (status, body) = b.delete(&format!("/sandboxes/{id}")).await;
+    assert_eq!(status, 409, "a claimed destroy is not raced: {body}");
+
+    eventually(
+        "the remaining replica finishes the destroy",
+        WAIT,
+        || async { (b.get(&format!("/sandboxes/{id}")).await.0 == 404).then_some(()) },
+    )
+    .await;
+    let metrics = format!("http://{}/metrics", workers[0].metrics_addr.unwrap());
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        sample(&text, r#"berth_worker_destroys_total{outcome="ok"}"#),
+        1.0,
+        "{text}"
+    );
+    for worker in workers {
+        worker.stop().await;
+    }
+    replica_b.stop().await;
+}

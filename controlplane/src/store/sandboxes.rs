@@ -246,6 +246,66 @@ impl Store {
         Ok(updated == 1)
     }
 
+    /// Claims a running sandbox for destruction (`running → destroying`, noting when);
+    /// false when it is not running. Of replicas racing to destroy one sandbox exactly
+    /// one wins.
+    pub async fn claim_destroy(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let updated = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE sandboxes SET state = 'destroying', destroying_since_ms = $1 \
+                 WHERE id = $2 AND state = 'running'",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Sandboxes claimed for destruction before `claimed_before_ms` (or before claims
+    /// were timed) and still not destroyed: their claimer died without finishing.
+    pub async fn stalled_destroys(
+        &self,
+        claimed_before_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT id FROM sandboxes WHERE state = 'destroying' \
+                   AND (destroying_since_ms IS NULL OR destroying_since_ms < $1) ORDER BY id",
+            )
+            .bind(claimed_before_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(ids)
+    }
+
+    /// Takes over a stalled destroy claim (one made before `claimed_before_ms`); false
+    /// when it is no longer stalled, e.g. another replica took it over first.
+    pub async fn reclaim_destroy(
+        &self,
+        id: &str,
+        claimed_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE sandboxes SET destroying_since_ms = $1 \
+                 WHERE id = $2 AND state = 'destroying' \
+                   AND (destroying_since_ms IS NULL OR destroying_since_ms < $3)",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .bind(claimed_before_ms)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
     pub async fn mark_sandbox_running(
         &self,
         id: &str,

@@ -282,6 +282,7 @@ conformance!(
     sandboxes::expired_sandboxes_are_running_ones_past_their_ttl,
     sandboxes::leases_renew_only_for_their_holder_and_generation,
     sandboxes::mark_lost_is_conditional_and_racing_ones_have_one_winner,
+    sandboxes::destroy_claims_have_one_winner_and_stalled_ones_one_taker,
 );
 
 /// Replicas starting together on an empty database: sqlx's advisory lock lets one

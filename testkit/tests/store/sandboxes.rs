@@ -443,3 +443,53 @@ pub async fn mark_lost_is_conditional_and_racing_ones_have_one_winner(db: Db) {
     assert_eq!(row.generation, None);
     assert_eq!(reserved(&a, "w1").await, 0);
 }
+
+pub async fn destroy_claims_have_one_winner_and_stalled_ones_one_taker(db: Db) {
+    let [a, b] = db.replicas().await;
+    sandbox(&a, "s").await;
+    assert!(
+        !a.claim_destroy("s", 1_000).await.unwrap(),
+        "not running yet"
+    );
+    assert!(
+        a.transition_sandbox("s", &["creating"], "running")
+            .await
+            .unwrap()
+    );
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store.claim_destroy("s", 1_000).await.unwrap()
+        }));
+    }
+    assert_eq!(race(tasks).await.into_iter().filter(|won| *won).count(), 1);
+    assert_eq!(
+        a.get_sandbox("s").await.unwrap().unwrap().state,
+        "destroying"
+    );
+    assert!(!a.claim_destroy("nope", 1_000).await.unwrap());
+
+    // a claim made at 1000 is stalled for anyone looking past it, not before
+    assert!(a.stalled_destroys(1_000).await.unwrap().is_empty());
+    assert_eq!(a.stalled_destroys(1_001).await.unwrap(), vec!["s"]);
+    assert!(
+        !a.reclaim_destroy("s", 1_000, 5_000).await.unwrap(),
+        "not stalled yet"
+    );
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store.reclaim_destroy("s", 2_000, 5_000).await.unwrap()
+        }));
+    }
+    assert_eq!(race(tasks).await.into_iter().filter(|won| *won).count(), 1);
+    assert!(
+        a.stalled_destroys(2_000).await.unwrap().is_empty(),
+        "the taker's claim is fresh"
+    );
+    a.finish_sandbox("s", "destroyed", "", 6).await.unwrap();
+    assert!(a.stalled_destroys(i64::MAX).await.unwrap().is_empty());
+    assert!(!a.reclaim_destroy("s", i64::MAX, 7_000).await.unwrap());
+}
