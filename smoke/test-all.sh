@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 cargo test --workspace --quiet
 BERTH_SMOKE_PROVIDER=mock bash smoke/smoke.sh
 BERTH_SMOKE_PROVIDER=docker bash smoke/smoke.sh
+bash smoke/replicas.sh

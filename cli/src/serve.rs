@@ -15,16 +15,22 @@ pub struct ServeArgs {
     /// YAML config file.
     #[arg(long, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
-    /// Data directory (CA, token key, SQLite database, admin.key).
+    /// Data directory (SQLite database, admin.key, and the CA and token key unless
+    /// --keys-dir is given).
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Directory of the CA and token key (ca.pem, ca.key, token.key, token.pub); every
+    /// replica on one Postgres needs the same files (default: the data dir).
+    #[arg(long, env = "BERTH_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
     /// Public API address (default 127.0.0.1:7423).
     #[arg(long, env = "BERTH_LISTEN")]
     listen: Option<SocketAddr>,
     /// Worker mesh address (default 0.0.0.0:7443).
     #[arg(long, env = "BERTH_MESH_LISTEN")]
     mesh_listen: Option<SocketAddr>,
-    /// Database URL (default: SQLite file in the data dir).
+    /// Database URL: sqlite:… or postgres://user:password@host/db (default: SQLite
+    /// file in the data dir).
     #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Start an in-process worker with this provider (e.g. mock).
@@ -46,6 +52,9 @@ impl ServeArgs {
         };
         if let Some(value) = self.data_dir {
             config.data_dir = value;
+        }
+        if let Some(value) = self.keys_dir {
+            config.keys_dir = Some(value);
         }
         if let Some(value) = self.listen {
             config.listen = value;

@@ -84,6 +84,21 @@ pub async fn create_api_key(
     name: &str,
     scopes: &[Scope],
 ) -> Result<String, StoreError> {
+    let (key, row) = new_api_key(name, scopes);
+    store.insert_api_key(&row).await?;
+    Ok(key)
+}
+
+/// Makes the cluster's first admin key, unless the store has keys already or another
+/// control plane (a replica starting at the same time) made it; returns it in full
+/// when this call made it.
+pub async fn create_first_admin_key(store: &Store) -> Result<Option<String>, StoreError> {
+    let (key, row) = new_api_key("admin", &[Scope::Admin]);
+    Ok(store.insert_first_admin_key(&row).await?.then_some(key))
+}
+
+/// A fresh key in full and the row that stores its hash.
+fn new_api_key(name: &str, scopes: &[Scope]) -> (String, ApiKeyRow) {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id);
@@ -95,17 +110,15 @@ pub async fn create_api_key(
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    store
-        .insert_api_key(&ApiKeyRow {
-            id: id.clone(),
-            name: name.to_owned(),
-            secret_hash: hash_secret(&secret),
-            scopes,
-            created_at: now_secs(),
-            revoked_at: None,
-        })
-        .await?;
-    Ok(format!("{PREFIX}{id}_{secret}"))
+    let row = ApiKeyRow {
+        id: id.clone(),
+        name: name.to_owned(),
+        secret_hash: hash_secret(&secret),
+        scopes,
+        created_at: now_secs(),
+        revoked_at: None,
+    };
+    (format!("{PREFIX}{id}_{secret}"), row)
 }
 
 /// Checks a presented key and returns who it belongs to.

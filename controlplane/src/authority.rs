@@ -25,6 +25,15 @@ impl RevocationSet {
         let mut set = self.serials.write().unwrap_or_else(|e| e.into_inner());
         set.extend(serials);
     }
+
+    /// Adds `serials`; returns those that were not refused yet.
+    pub fn revoke_new(&self, serials: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut set = self.serials.write().unwrap_or_else(|e| e.into_inner());
+        serials
+            .into_iter()
+            .filter(|serial| set.insert(serial.clone()))
+            .collect()
+    }
 }
 
 impl RevocationCheck for RevocationSet {
@@ -104,6 +113,17 @@ impl Authority {
     pub fn revoke(&self, serials: &[String]) -> usize {
         self.revocations.revoke_serials(serials.iter().cloned());
         self.connections.close(serials)
+    }
+
+    /// Takes up revocations another replica recorded: serials not refused here yet
+    /// are refused from now on and their open mesh connections closed; returns how
+    /// many serials were new.
+    pub fn adopt_revocations(&self, serials: Vec<String>) -> usize {
+        let new = self.revocations.revoke_new(serials);
+        if !new.is_empty() {
+            self.connections.close(&new);
+        }
+        new.len()
     }
 
     pub fn serving_ttl(&self) -> Duration {

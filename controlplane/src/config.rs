@@ -27,8 +27,12 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlPlaneConfig {
-    /// Holds the CA, the token key, the SQLite database and admin.key.
+    /// Holds the SQLite database, admin.key and, unless `keys_dir` says otherwise, the
+    /// CA and the token key.
     pub data_dir: PathBuf,
+    /// Where the CA (`ca.pem`, `ca.key`) and the token key (`token.key`, `token.pub`)
+    /// live; empty: the data dir. Replicas sharing one Postgres need the same files.
+    pub keys_dir: Option<PathBuf>,
     /// Public API (HTTP/JSON and gRPC). Plain HTTP only on loopback; TLS otherwise.
     pub listen: SocketAddr,
     /// Worker mesh (mTLS gRPC).
@@ -166,6 +170,7 @@ impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("berth-data"),
+            keys_dir: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7423)),
             mesh_listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
             trust_domain: berth_pki::DEFAULT_TRUST_DOMAIN.to_owned(),
@@ -289,6 +294,11 @@ impl ControlPlaneConfig {
                 "sandboxes: default_memory_mb must be within 16..=max_memory_mb and max_vcpus at least 1".into(),
             ));
         }
+        let url = self.database.url.as_str();
+        if !url.is_empty() {
+            crate::store::Backend::of_url(url)
+                .map_err(|err| ConfigError::Invalid(format!("database.url: {err}")))?;
+        }
         match self.local_worker.provider.as_str() {
             "" | "mock" => {}
             "docker" => self
@@ -322,6 +332,14 @@ impl ControlPlaneConfig {
             "sqlite://{}",
             self.data_dir.join("berth.db").display()
         ))
+    }
+
+    /// Where the CA and token key live: `keys_dir`, or the data dir.
+    pub fn keys_dir(&self) -> PathBuf {
+        match &self.keys_dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
+            _ => self.data_dir.clone(),
+        }
     }
 
     /// The sandbox limits and defaults in force.
@@ -390,6 +408,28 @@ mod tests {
             config.database_url().unwrap(),
             "sqlite:///var/lib/berth/berth.db"
         );
+    }
+
+    #[test]
+    fn keys_live_in_the_data_dir_unless_configured() {
+        let mut config = ControlPlaneConfig {
+            data_dir: PathBuf::from("/var/lib/berth"),
+            ..Default::default()
+        };
+        assert_eq!(config.keys_dir(), PathBuf::from("/var/lib/berth"));
+        config.keys_dir = Some(PathBuf::from("/etc/berth/keys"));
+        assert_eq!(config.keys_dir(), PathBuf::from("/etc/berth/keys"));
+    }
+
+    #[test]
+    fn a_database_url_of_another_kind_is_refused() {
+        let config: ControlPlaneConfig =
+            serde_yaml::from_str("database:\n  url: mysql://db/berth").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+        let config: ControlPlaneConfig =
+            serde_yaml::from_str("database:\n  url: postgres://berth@db/berth").unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

@@ -134,6 +134,13 @@ impl Fleet {
         })
     }
 
+    /// Refuses, on this replica too, every certificate the store says is revoked
+    /// (another replica may have revoked a worker); returns how many were new here.
+    pub async fn sync_revocations(&self) -> Result<usize, FleetError> {
+        let serials = self.store.revoked_serials().await?;
+        Ok(self.authority.adopt_revocations(serials))
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

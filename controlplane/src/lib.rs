@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod authority;
 mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fleet;

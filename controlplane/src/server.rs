@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
-use crate::api_keys::{Scope, create_api_key};
+use crate::api_keys::create_first_admin_key;
 use crate::audit::AuditLog;
 use crate::authority::Authority;
 use crate::config::ControlPlaneConfig;
@@ -22,8 +22,8 @@ use crate::fleet::{Fleet, FleetSettings};
 use crate::metrics::Metrics;
 use crate::router::WorkerChannels;
 use crate::sandboxes::Sandboxes;
-use crate::store::Store;
-use crate::{VERSION, local_worker, mesh};
+use crate::store::{Store, redact_url};
+use crate::{VERSION, cluster, local_worker, mesh};
 
 /// Clock skew tolerated on token times.
 const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
@@ -86,13 +86,20 @@ pub async fn start(
     let api_addr = listeners.api.local_addr()?;
     let mesh_addr = listeners.mesh.local_addr()?;
 
+    let database_url = config.database_url()?;
+    let store = Store::open_url(&database_url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact_url(&database_url)))?;
+    let keys_dir = config.keys_dir();
+    cluster::check_keys_present(&store, &keys_dir).await?;
+
     let mut serving_ips = config.certificates.ip_addresses.clone();
     if !mesh_addr.ip().is_unspecified() && !serving_ips.contains(&mesh_addr.ip()) {
         serving_ips.push(mesh_addr.ip());
     }
     let authority = Arc::new(
         Authority::load_or_create(
-            &data_dir,
+            &keys_dir,
             &config.trust_domain,
             config.certificates.dns_names.clone(),
             serving_ips,
@@ -100,10 +107,7 @@ pub async fn start(
         )
         .context("cannot load or create the certificate authority")?,
     );
-    let database_url = config.database_url()?;
-    let store = Store::open_url(&database_url)
-        .await
-        .context("cannot open the store")?;
+    cluster::join(&store, &authority, &keys_dir).await?;
     authority
         .revocations()
         .revoke_serials(store.revoked_serials().await?);
@@ -164,6 +168,11 @@ pub async fn start(
         authority.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(sync_revocations(
+        fleet.clone(),
+        config.heartbeat_interval,
+        shutdown.clone(),
+    ));
     tasks.spawn(reap_expired(
         sandboxes.clone(),
         fleet.clone(),
@@ -182,7 +191,7 @@ pub async fn start(
         Some(id)
     };
 
-    tracing::info!(%api_addr, %mesh_addr, store = store.backend(), trust_domain = %authority.trust_domain(), "control plane started");
+    tracing::info!(%api_addr, %mesh_addr, store = store.backend().as_str(), trust_domain = %authority.trust_domain(), "control plane started");
     Ok(RunningControlPlane {
         api_addr,
         mesh_addr,
@@ -195,12 +204,12 @@ pub async fn start(
     })
 }
 
-/// On a store without keys: creates the admin key and writes it 0600 to `path`.
+/// On a store without keys: creates the admin key and writes it 0600 to `path`. Of
+/// control planes starting together on one database exactly one makes it.
 async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Result<Option<String>> {
-    if store.count_api_keys().await? > 0 {
+    let Some(key) = create_first_admin_key(store).await? else {
         return Ok(None);
-    }
-    let key = create_api_key(store, "admin", &[Scope::Admin]).await?;
+    };
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -213,10 +222,10 @@ async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Resu
     Ok(Some(key))
 }
 
-/// Destroys sandboxes whose TTL ran out, marks lost those whose lease ran out and moves
-/// drains along.
-/// Safe beside other replicas: both are conditional state changes, so nothing is
-/// destroyed or released twice.
+/// Destroys sandboxes whose TTL ran out, marks lost those whose lease ran out, moves
+/// drains along and finishes destroys a dead replica left behind. Safe beside other
+/// replicas doing the same: every step starts with a conditional claim in the store,
+/// so nothing is destroyed or released twice.
 async fn reap_expired(
     sandboxes: Sandboxes,
     fleet: Fleet,
@@ -234,10 +243,34 @@ async fn reap_expired(
         if let Err(err) = sandboxes.progress_drains().await {
             tracing::warn!(error = %err, "moving drains along failed");
         }
+        match sandboxes.retry_stalled_destroys().await {
+            Ok(0) => {}
+            Ok(destroyed) => tracing::info!(destroyed, "stalled destroys finished"),
+            Err(err) => tracing::warn!(error = %err, "finishing stalled destroys failed"),
+        }
         match sandboxes.prune_expired().await {
             Ok(0) => {}
             Ok(reaped) => tracing::info!(reaped, "expired sandboxes destroyed"),
             Err(err) => tracing::warn!(error = %err, "reaping expired sandboxes failed"),
+        }
+    }
+}
+
+/// Takes up revocations made through other replicas sharing the store: their
+/// certificates are refused here too within about one heartbeat interval.
+async fn sync_revocations(fleet: Fleet, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match fleet.sync_revocations().await {
+            Ok(0) => {}
+            Ok(adopted) => tracing::warn!(
+                adopted,
+                "certificates revoked by another replica refused here too"
+            ),
+            Err(err) => tracing::warn!(error = %err, "reading revocations failed"),
         }
     }
 }

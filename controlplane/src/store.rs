@@ -2,38 +2,102 @@
 //! every SQL statement (grouped by table in `store/`). Callers never see SQL or rows of
 //! another table than the one they asked about.
 //!
-//! SQLite is the embedded default (one WAL file in the data dir). The statements keep
-//! to the subset SQLite and Postgres share (`$n` placeholders in ascending order,
-//! `ON CONFLICT`, `RETURNING`, integer times) so the Postgres backend can reuse them.
+//! Two backends: SQLite, the embedded default (one WAL file in the data dir), and
+//! Postgres, which several `berth serve` replicas share. Every statement is written
+//! once, in the subset both speak (`$n` placeholders in ascending order, `ON CONFLICT`,
+//! `RETURNING`, integer times), and compiled for each backend's own driver by
+//! `with_pool!` and `in_write_tx!`. Correctness under concurrent replicas comes
+//! from the statements themselves, never from a read followed by a write: capacity,
+//! join-token uses, lease generations, sandbox state changes and the audit head all
+//! move by conditional `UPDATE`/`INSERT … ON CONFLICT`, which Postgres re-checks on the
+//! newest row version after waiting for a concurrent writer (READ COMMITTED).
+
+/// Runs `$body` with `$pool` bound to this store's concrete pool (`&SqlitePool` or
+/// `&PgPool`): the body is written once and compiled for each backend.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` in a write transaction bound to `$tx`. The body commits; returning
+/// early (or with an error) rolls back. SQLite takes its write lock up front
+/// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other
+/// writers instead of failing with "database is locked". On Postgres, a transaction
+/// chosen as a deadlock victim (or failing serialization) is run again from the
+/// start, a few times; its effects were rolled back, so nothing happens twice.
+macro_rules! in_write_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut attempt = 1u32;
+        loop {
+            let result = match &$store.pool {
+                $crate::store::Pool::Sqlite(pool) => {
+                    $crate::store::transaction(async {
+                        #[allow(unused_mut)]
+                        let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                        $body
+                    })
+                    .await
+                }
+                $crate::store::Pool::Postgres(pool) => {
+                    $crate::store::transaction(async {
+                        #[allow(unused_mut)]
+                        let mut $tx = pool.begin().await?;
+                        $body
+                    })
+                    .await
+                }
+            };
+            match result {
+                Err(err) if attempt < $crate::store::TX_ATTEMPTS && err.is_transient() => {
+                    tracing::debug!(attempt, error = %err, "transaction conflicted; running it again");
+                    $crate::store::conflict_backoff(attempt).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
 
 mod api_keys;
 mod audit;
 mod certificates;
+mod cluster;
+mod dialect;
 mod join_tokens;
 mod sandboxes;
 mod workers;
 
+use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
 
 pub use api_keys::ApiKeyRow;
 pub use audit::AuditRow;
 pub use certificates::NewCertificate;
+pub use cluster::ClusterIdentity;
 pub use join_tokens::NewJoinToken;
-pub use sandboxes::{CandidateRow, NewSandbox, Placement, SandboxRow};
+pub use sandboxes::{CandidateRow, NewSandbox, PlaceOutcome, Placement, SandboxRow};
 pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How often a write transaction is tried when Postgres aborts it for a conflict.
+const TX_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "unsupported database url {0:?}: use a sqlite: url (postgres arrives with the postgres store)"
-    )]
+    #[error("unsupported database url {0:?}: use a sqlite: or postgres:// url")]
     UnsupportedUrl(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -51,9 +115,54 @@ pub enum StoreError {
     StaleWorkerToken(String),
 }
 
+impl StoreError {
+    /// A Postgres deadlock victim or serialization failure: the transaction was rolled
+    /// back and running it again is safe.
+    fn is_transient(&self) -> bool {
+        let Self::Database(sqlx::Error::Database(err)) = self else {
+            return false;
+        };
+        matches!(err.code().as_deref(), Some("40P01" | "40001"))
+    }
+}
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a `database.url` names, by its scheme.
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// The pool of one backend; the macros above dispatch on it.
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl Store {
@@ -65,13 +174,16 @@ impl Store {
         Self::open_sqlite(options).await
     }
 
-    /// Opens the database a `database.url` names.
+    /// Opens the database a `database.url` names (`sqlite:…` or `postgres://…`) and
+    /// brings its schema up to date.
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+                Self::open_sqlite(options).await
+            }
+            Backend::Postgres => Self::open_postgres(PgConnectOptions::from_str(url)?).await,
         }
-        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        Self::open_sqlite(options).await
     }
 
     async fn open_sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
@@ -85,38 +197,83 @@ impl Store {
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Connects to Postgres and migrates under sqlx's advisory lock, so replicas
+    /// starting together apply each migration exactly once; the others wait for it.
+    async fn open_postgres(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let options = options.application_name("berth-controlplane");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options)
+            .await?;
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+        })
     }
 
     /// Which backend this is, for status output.
-    pub fn backend(&self) -> &'static str {
-        "sqlite"
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        with_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
         Ok(())
     }
 
-    /// A transaction that takes SQLite's write lock up front (`BEGIN IMMEDIATE`), so a
-    /// transaction that reads before it writes waits for other writers instead of
-    /// failing with "database is locked" when one committed in between.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
     pub async fn close(&self) {
-        self.pool.close().await;
+        with_pool!(self, |pool| pool.close().await)
+    }
+}
+
+/// Pins a transaction body's result type, so `?` inside it converts to `StoreError`.
+async fn transaction<T>(
+    body: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    body.await
+}
+
+/// A short, growing, jittered pause before a conflicted transaction runs again, so two
+/// transactions that deadlocked do not meet again in lockstep.
+async fn conflict_backoff(attempt: u32) {
+    use rand::Rng;
+    let base_ms = 10u64 << attempt.min(5);
+    let jittered = rand::rng().random_range(base_ms / 2..=base_ms);
+    tokio::time::sleep(Duration::from_millis(jittered)).await;
+}
+
+/// A database url fit for an error message: the password is never shown.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::Store;
+    use super::{Pool, Store};
 
-    /// The raw pool, for tests that tamper with rows behind the store's back.
+    /// The raw SQLite pool, for tests that tamper with rows behind the store's back.
     pub fn raw_pool(store: &Store) -> &sqlx::SqlitePool {
-        &store.pool
+        match &store.pool {
+            Pool::Sqlite(pool) => pool,
+            Pool::Postgres(_) => panic!("raw_pool is for SQLite test stores"),
+        }
     }
 
     /// A migrated store in a temp file (`sqlite::memory:` gives every pooled connection
@@ -127,5 +284,42 @@ pub(crate) mod testing {
             .await
             .expect("open store");
         (dir, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_picks_the_backend() {
+        assert_eq!(
+            Backend::of_url("sqlite:///var/lib/berth/berth.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::of_url("postgres://berth@db/berth").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://berth@db/berth").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::of_url("mysql://root:hunter2@db/berth").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("mysql://root:***@db/berth"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://berth:s3cret@db:5432/berth"),
+            "postgres://berth:***@db:5432/berth"
+        );
+        assert_eq!(
+            redact_url("postgres://berth@db/berth"),
+            "postgres://berth@db/berth"
+        );
     }
 }

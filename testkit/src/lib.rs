@@ -1,7 +1,13 @@
 //! In-process Berth fleets for integration tests: a control plane and workers on
-//! port-0 loopback listeners with real mTLS, real enrollment and a real SQLite store
-//! in a temp dir, plus raw mesh clients for poking at the edges and an `eventually`
-//! poller in place of sleeps. Kept in its own crate because it is costly to compile.
+//! port-0 loopback listeners with real mTLS, real enrollment and a real store (SQLite
+//! in a temp dir, or a fresh database on a throwaway Postgres, see [`postgres`]), plus
+//! raw mesh clients for poking at the edges and an `eventually` poller in place of
+//! sleeps. Kept in its own crate because it is costly to compile.
+//!
+//! `BERTH_TEST_DATABASE=postgres` gives every [`TestControlPlane`] of a test process a
+//! Postgres store; [`rerun_on_postgres`] runs a whole test binary again that way.
+
+pub mod postgres;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -43,6 +49,8 @@ pub struct TestControlPlane {
     pub api_addr: std::net::SocketAddr,
     pub mesh_addr: std::net::SocketAddr,
     pub admin_key: String,
+    /// The admin key, when this start made the cluster's first one.
+    pub first_admin_key: Option<String>,
     pub fleet: Fleet,
     pub local_worker_id: Option<String>,
     shutdown: CancellationToken,
@@ -54,12 +62,63 @@ impl TestControlPlane {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts with the test defaults adjusted by `adjust`.
+    /// Starts with the test defaults adjusted by `adjust`; on Postgres when
+    /// `BERTH_TEST_DATABASE=postgres`.
     pub async fn start_with(adjust: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
-        init();
+        let database_url = match TestDatabase::from_env() {
+            TestDatabase::Sqlite => String::new(),
+            TestDatabase::Postgres => postgres_database().await,
+        };
+        Self::start_on(database_url, adjust).await
+    }
+
+    /// Starts on a fresh database of the throwaway Postgres, or returns `None` (after
+    /// printing `SKIPPED …`) when Postgres is not installed.
+    pub async fn start_on_postgres(
+        test: &str,
+        adjust: impl FnOnce(&mut ControlPlaneConfig),
+    ) -> Option<Self> {
+        let url = postgres::fresh_database(test).await?;
+        Some(Self::start_on(url, adjust).await)
+    }
+
+    /// Another replica of this control plane: its own data dir and ports, the same
+    /// database, and copies of this one's CA, token key and admin key (the way an
+    /// operator provisions a replica). `adjust` may change its config further.
+    pub async fn start_replica(&self, adjust: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = ControlPlaneConfig {
-            data_dir: dir.path().join("control-plane"),
+        let data_dir = dir.path().join("control-plane");
+        std::fs::create_dir_all(&data_dir).expect("replica data dir");
+        let keys_dir = self.config.keys_dir();
+        for file in berth_controlplane::cluster::SHARED_KEY_FILES {
+            std::fs::copy(keys_dir.join(file), data_dir.join(file)).expect("copy a key file");
+        }
+        std::fs::copy(
+            self.config.data_dir.join("admin.key"),
+            data_dir.join("admin.key"),
+        )
+        .expect("copy admin.key");
+        let mut config = self.config.clone();
+        config.data_dir = data_dir;
+        config.keys_dir = None;
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.mesh_listen = "127.0.0.1:0".parse().expect("addr");
+        adjust(&mut config);
+        init();
+        Self::launch(dir, config).await
+    }
+
+    /// Starts on `database_url` (empty: SQLite in the data dir).
+    async fn start_on(database_url: String, adjust: impl FnOnce(&mut ControlPlaneConfig)) -> Self {
+        Self::try_start_on(&database_url, adjust)
+            .await
+            .expect("start control plane")
+    }
+
+    /// The test defaults: data in `dir`, port-0 loopback listeners, fast heartbeats.
+    fn test_config(dir: &Path) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            data_dir: dir.join("control-plane"),
             listen: "127.0.0.1:0".parse().expect("addr"),
             mesh_listen: "127.0.0.1:0".parse().expect("addr"),
             heartbeat_interval: Duration::from_millis(200),
@@ -67,9 +126,7 @@ impl TestControlPlane {
             // loaded 2-core CI machine
             missed_heartbeats: 10,
             ..Default::default()
-        };
-        adjust(&mut config);
-        Self::launch(dir, config).await
+        }
     }
 
     /// Starts again on the data dir of a control plane stopped with
@@ -80,19 +137,37 @@ impl TestControlPlane {
     }
 
     async fn launch(dir: TempDir, config: ControlPlaneConfig) -> Self {
-        let listeners = Listeners::bind(&config).await.expect("bind listeners");
-        let shutdown = CancellationToken::new();
-        let running = berth_controlplane::start(config.clone(), listeners, shutdown.clone())
+        Self::try_launch(dir, config)
             .await
-            .expect("start control plane");
+            .expect("start control plane")
+    }
+
+    /// Starts on `database_url` with the test defaults adjusted by `adjust`, handing
+    /// back the error when the control plane refuses to start.
+    pub async fn try_start_on(
+        database_url: &str,
+        adjust: impl FnOnce(&mut ControlPlaneConfig),
+    ) -> anyhow::Result<Self> {
+        init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Self::test_config(dir.path());
+        config.database.url = database_url.to_owned();
+        adjust(&mut config);
+        Self::try_launch(dir, config).await
+    }
+
+    async fn try_launch(dir: TempDir, config: ControlPlaneConfig) -> anyhow::Result<Self> {
+        let listeners = Listeners::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        let running =
+            berth_controlplane::start(config.clone(), listeners, shutdown.clone()).await?;
         let admin_key = match &running.first_admin_key {
             Some(key) => key.clone(),
             None => std::fs::read_to_string(&running.admin_key_path)
-                .expect("admin.key of the earlier start")
-                .trim()
-                .to_owned(),
+                .map(|key| key.trim().to_owned())
+                .unwrap_or_default(),
         };
-        Self {
+        Ok(Self {
             api_addr: running.api_addr,
             mesh_addr: running.mesh_addr,
             fleet: running.fleet.clone(),
@@ -100,9 +175,10 @@ impl TestControlPlane {
             dir,
             config,
             admin_key,
+            first_admin_key: running.first_admin_key.clone(),
             shutdown,
             running,
-        }
+        })
     }
 
     /// Stops, handing back the data dir and config for [`TestControlPlane::restart`].
@@ -206,6 +282,74 @@ impl TestControlPlane {
         self.shutdown.cancel();
         self.running.wait().await;
     }
+}
+
+/// The store test control planes get by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestDatabase {
+    Sqlite,
+    Postgres,
+}
+
+impl TestDatabase {
+    /// Names the backend for the whole test process.
+    pub const ENV: &'static str = "BERTH_TEST_DATABASE";
+
+    /// `BERTH_TEST_DATABASE`: `postgres`, or SQLite when unset or empty.
+    pub fn from_env() -> Self {
+        match std::env::var(Self::ENV).as_deref() {
+            Ok("postgres") => Self::Postgres,
+            Ok("sqlite" | "") | Err(_) => Self::Sqlite,
+            Ok(other) => panic!("{}={other:?}: expected sqlite or postgres", Self::ENV),
+        }
+    }
+}
+
+/// A fresh Postgres database for a test process that asked for Postgres.
+async fn postgres_database() -> String {
+    let server = postgres::server().unwrap_or_else(|| {
+        panic!(
+            "{}=postgres but no postgres binaries were found",
+            TestDatabase::ENV
+        )
+    });
+    server.create_database().await
+}
+
+/// Runs every other test of this test binary again with a Postgres store: a child
+/// process of the same binary with `BERTH_TEST_DATABASE=postgres`, skipping the test
+/// named `entry` (the caller). Fails with the child's output when any test fails
+/// there; skips (visibly) when Postgres is not installed.
+pub fn rerun_on_postgres(entry: &str) {
+    if std::env::var_os(TestDatabase::ENV).is_some() {
+        // this process already runs on the backend someone chose
+        return;
+    }
+    if !postgres::available(entry) {
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut command = std::process::Command::new(&exe);
+    command
+        .args(["--exact", "--skip", entry])
+        .env(TestDatabase::ENV, "postgres")
+        .stdin(std::process::Stdio::null());
+    if let Ok(threads) = std::env::var("BERTH_POSTGRES_TEST_THREADS") {
+        command.arg(format!("--test-threads={threads}"));
+    }
+    let output = command.output().expect("run the test binary on postgres");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the suite failed on postgres ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let summary = stdout
+        .lines()
+        .rfind(|line| line.starts_with("test result:"))
+        .unwrap_or("no summary");
+    println!("on postgres: {summary}");
 }
 
 /// A small HTTP client of a control plane's public API, authenticated as admin.

@@ -246,3 +246,10 @@ async fn the_admin_grpc_service_shares_the_api_port() {
     worker.stop().await;
     cp.stop().await;
 }
+
+/// Every test above again, on a Postgres store: this test binary re-runs itself with
+/// `BERTH_TEST_DATABASE=postgres` (skipped, visibly, when Postgres is not installed).
+#[test]
+fn on_postgres() {
+    berth_testkit::rerun_on_postgres("on_postgres");
+}

@@ -300,3 +300,10 @@ async fn the_grpc_sandboxes_service_does_the_same() {
         .unwrap();
     fleet.stop().await;
 }
+
+/// Every test above again, on a Postgres store: this test binary re-runs itself with
+/// `BERTH_TEST_DATABASE=postgres` (skipped, visibly, when Postgres is not installed).
+#[test]
+fn on_postgres() {
+    berth_testkit::rerun_on_postgres("on_postgres");
+}

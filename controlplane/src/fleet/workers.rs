@@ -229,6 +229,7 @@ mod tests {
             drain_state: String::new(),
             drain_deadline_ms: None,
             reported_sandboxes: 0,
+            reserved: 0,
         }
     }
 

@@ -11,6 +11,9 @@ use crate::clock::now_secs;
 use crate::router::remote_error;
 
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A destroy claim older than this was abandoned (a replica died holding it): twice
+/// the longest a destroy call may take, so a live claimer is never raced.
+const STALLED_DESTROY_MS: i64 = 2 * DESTROY_TIMEOUT.as_millis() as i64;
 
 impl Sandboxes {
     pub async fn create(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
@@ -136,15 +139,45 @@ impl Sandboxes {
             }
             _ => {}
         }
-        if !self
-            .store
-            .transition_sandbox(id, &["running"], "destroying")
-            .await?
-        {
+        if !self.store.claim_destroy(id, crate::clock::now_ms()).await? {
             return Err(SandboxError::Conflict(format!(
                 "sandbox {id:?} is being destroyed"
             )));
         }
+        self.destroy_claimed(id, row).await
+    }
+
+    /// Destroys sandboxes whose destroy claim stalled (the replica holding it died
+    /// mid-destroy): each is taken over by one replica, with a conditional update, and
+    /// destroyed again; returns how many.
+    pub async fn retry_stalled_destroys(&self) -> Result<usize, SandboxError> {
+        let now = crate::clock::now_ms();
+        let stalled_before = now - STALLED_DESTROY_MS;
+        let mut destroyed = 0;
+        for id in self.store.stalled_destroys(stalled_before).await? {
+            if !self.store.reclaim_destroy(&id, stalled_before, now).await? {
+                continue;
+            }
+            let Some(row) = self.store.get_sandbox(&id).await? else {
+                continue;
+            };
+            tracing::warn!(sandbox_id = %id, "taking over a destroy that stalled");
+            match self.destroy_claimed(&id, row).await {
+                Ok(()) => destroyed += 1,
+                Err(err) => {
+                    tracing::warn!(sandbox_id = %id, error = %err, "cannot finish a stalled destroy")
+                }
+            }
+        }
+        Ok(destroyed)
+    }
+
+    /// The worker's part of a destroy this control plane has claimed.
+    async fn destroy_claimed(
+        &self,
+        id: &str,
+        row: crate::store::SandboxRow,
+    ) -> Result<(), SandboxError> {
         let (Some(worker_id), Some(address), Some(generation)) =
             (row.worker_id, row.advertise_addr, row.generation)
         else {
@@ -215,12 +248,17 @@ impl Sandboxes {
         self.get(id).await
     }
 
-    /// Destroys every running sandbox whose TTL has run out; returns how many.
+    /// Destroys every running sandbox whose TTL has run out; returns how many. Safe
+    /// beside other replicas doing the same: each destroy first claims the sandbox
+    /// with a conditional `running → destroying`, so only one of them calls the worker.
     pub async fn prune_expired(&self) -> Result<usize, SandboxError> {
         let mut pruned = 0;
         for id in self.store.expired_sandboxes(now_secs()).await? {
             match self.destroy(&id).await {
                 Ok(()) => pruned += 1,
+                Err(SandboxError::Conflict(_) | SandboxError::Destroyed(_)) => {
+                    tracing::debug!(sandbox_id = %id, "expired sandbox taken by another destroy");
+                }
                 Err(err) => {
                     tracing::warn!(sandbox_id = %id, error = %err, "cannot prune expired sandbox")
                 }

@@ -6,7 +6,7 @@
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;
-use crate::store::{CandidateRow, Placement};
+use crate::store::{CandidateRow, PlaceOutcome, Placement};
 
 impl Sandboxes {
     /// Candidates for `provider` (empty: any), least loaded first, or why there are none.
@@ -43,12 +43,18 @@ impl Sandboxes {
     ) -> Result<Placement, SandboxError> {
         let lease_expires = now_ms() + 2 * grace_ms(&self.settings);
         for (candidate, _) in candidates {
-            if let Some(placement) = self
+            match self
                 .store
-                .place_sandbox(sandbox_id, &candidate.id, lease_expires)
+                .place_sandbox(sandbox_id, &candidate.id, lease_expires, None)
                 .await?
             {
-                return Ok(placement);
+                PlaceOutcome::Placed(placement) => return Ok(placement),
+                PlaceOutcome::WorkerFull => continue,
+                PlaceOutcome::LeaseTaken => {
+                    return Err(SandboxError::Conflict(format!(
+                        "sandbox {sandbox_id:?} was placed by another request"
+                    )));
+                }
             }
         }
         Err(SandboxError::NoCapacity(

@@ -12,55 +12,58 @@ pub struct NewCertificate {
     pub reason: &'static str,
 }
 
-pub(super) async fn insert(
-    conn: &mut sqlx::SqliteConnection,
-    cert: &NewCertificate,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO worker_certificates (serial, worker_id, issued_at, expires_at, reason) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&cert.serial)
-    .bind(&cert.worker_id)
-    .bind(cert.issued_at)
-    .bind(cert.expires_at)
-    .bind(cert.reason)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// Records `$cert` (a [`NewCertificate`]) on `$conn`, a connection of either backend
+/// inside the caller's transaction; evaluates to the statement's future.
+macro_rules! insert_certificate {
+    ($conn:expr, $cert:expr) => {
+        sqlx::query(
+            "INSERT INTO worker_certificates (serial, worker_id, issued_at, expires_at, reason) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&$cert.serial)
+        .bind(&$cert.worker_id)
+        .bind($cert.issued_at)
+        .bind($cert.expires_at)
+        .bind($cert.reason)
+        .execute($conn)
+    };
 }
+pub(super) use insert_certificate;
 
 impl Store {
     /// Records a renewed certificate and makes it the worker's current one, unless the
     /// worker was revoked meanwhile.
     pub async fn record_renewal(&self, cert: &NewCertificate) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE workers SET cert_serial = $1, cert_expires_at = $2 \
-             WHERE id = $3 AND state = 'active'",
-        )
-        .bind(&cert.serial)
-        .bind(cert.expires_at)
-        .bind(&cert.worker_id)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::WorkerRevoked(cert.worker_id.clone()));
-        }
-        insert(&mut tx, cert).await?;
-        tx.commit().await?;
-        Ok(())
+        in_write_tx!(self, |tx| {
+            let updated = sqlx::query(
+                "UPDATE workers SET cert_serial = $1, cert_expires_at = $2 \
+                 WHERE id = $3 AND state = 'active'",
+            )
+            .bind(&cert.serial)
+            .bind(cert.expires_at)
+            .bind(&cert.worker_id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::WorkerRevoked(cert.worker_id.clone()));
+            }
+            insert_certificate!(&mut *tx, cert).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Serials refused at the TLS handshake: revoked certificates and every certificate
     /// of a revoked worker.
     pub async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
-        let serials = sqlx::query_scalar(
-            "SELECT c.serial FROM worker_certificates c JOIN workers w ON w.id = c.worker_id \
-             WHERE c.revoked_at IS NOT NULL OR w.state = 'revoked'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let serials = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT c.serial FROM worker_certificates c JOIN workers w ON w.id = c.worker_id \
+                 WHERE c.revoked_at IS NOT NULL OR w.state = 'revoked'",
+            )
+            .fetch_all(pool)
+            .await?
+        });
         Ok(serials)
     }
 }

@@ -49,7 +49,7 @@ pub async fn status(
     Ok(Json(json!({
         "version": &*state.version,
         "trust_domain": ca.trust_domain(),
-        "store": state.store.backend(),
+        "store": state.store.backend().as_str(),
         "ca": {
             "fingerprint": ca.fingerprint(),
             "expires_at": rfc3339(ca.not_after()),

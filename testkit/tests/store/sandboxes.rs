@@ -1,0 +1,495 @@
+//! Sandboxes, placement and leases, alone and racing through replicas.
+
+use super::*;
+
+pub async fn a_sandbox_goes_from_creating_to_destroyed(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 2).await;
+    sandbox(&store, "a").await;
+    assert!(matches!(
+        store
+            .insert_sandbox(&NewSandbox {
+                id: "a".into(),
+                provider: "mock".into(),
+                image: "img".into(),
+                memory_mb: 1,
+                vcpus: 1,
+                owner_id: String::new(),
+                template: String::new(),
+                metadata: "{}".into(),
+                created_at: 1,
+                expires_at: 2,
+            })
+            .await,
+        Err(StoreError::Database(_))
+    ));
+    let row = store.get_sandbox("a").await.unwrap().unwrap();
+    assert_eq!(row.state, "creating");
+    assert_eq!((row.provider.as_str(), row.image.as_str()), ("mock", "img"));
+    assert_eq!((row.memory_mb, row.vcpus, row.expires_at), (64, 1, 100));
+    assert_eq!(row.owner_id, "owner");
+    assert_eq!((row.worker_id, row.generation), (None, None));
+    assert!(store.get_sandbox("nope").await.unwrap().is_none());
+
+    let placement = place(&store, "a", "w1").await;
+    assert_eq!(placement.generation, 1);
+    assert_eq!(placement.advertise_addr, "w1:1");
+    let row = store.get_sandbox("a").await.unwrap().unwrap();
+    assert_eq!(row.worker_id.as_deref(), Some("w1"));
+    assert_eq!(row.generation, Some(1));
+    assert_eq!(row.advertise_addr.as_deref(), Some("w1:1"));
+    assert_eq!(row.last_heartbeat_ms, Some(1_000));
+    assert_eq!(reserved(&store, "w1").await, 1);
+
+    store
+        .mark_sandbox_running("a", "vm-1", 5_000)
+        .await
+        .unwrap();
+    store
+        .mark_sandbox_running("a", "vm-2", 6_000)
+        .await
+        .unwrap();
+    let row = store.get_sandbox("a").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.vm_id.as_str()),
+        ("running", "vm-1")
+    );
+    assert_eq!(
+        store.leases_of("w1").await.unwrap(),
+        vec![("a".to_owned(), 1, "running".to_owned(), Some(5_000))]
+    );
+    assert_eq!(store.list_sandboxes().await.unwrap().len(), 1);
+
+    store.finish_sandbox("a", "destroyed", "", 7).await.unwrap();
+    let row = store.get_sandbox("a").await.unwrap().unwrap();
+    assert_eq!(row.state, "destroyed");
+    assert_eq!(row.destroyed_at, Some(7));
+    assert_eq!(row.generation, None);
+    assert_eq!(reserved(&store, "w1").await, 0);
+    assert!(store.list_sandboxes().await.unwrap().is_empty());
+    assert!(store.leases_of("w1").await.unwrap().is_empty());
+}
+
+pub async fn sandboxes_are_listed_oldest_first_with_errors_kept(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 4).await;
+    for id in ["c", "a", "b"] {
+        sandbox(&store, id).await;
+    }
+    store
+        .finish_sandbox("b", "error", "spawn failed", 3)
+        .await
+        .unwrap();
+    let listed: Vec<_> = store
+        .list_sandboxes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.id, row.state, row.error))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a".to_owned(), "creating".to_owned(), String::new()),
+            (
+                "b".to_owned(),
+                "error".to_owned(),
+                "spawn failed".to_owned()
+            ),
+            ("c".to_owned(), "creating".to_owned(), String::new()),
+        ]
+    );
+}
+
+pub async fn placement_reserves_capacity_and_never_overfills(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 2).await;
+    for id in ["a", "b", "c"] {
+        sandbox(&store, id).await;
+    }
+    place(&store, "a", "w1").await;
+    place(&store, "b", "w1").await;
+    assert!(matches!(
+        store.place_sandbox("c", "w1", 10, None).await.unwrap(),
+        PlaceOutcome::WorkerFull
+    ));
+    assert_eq!(
+        store.get_sandbox("c").await.unwrap().unwrap().generation,
+        None
+    );
+    store.finish_sandbox("a", "destroyed", "", 5).await.unwrap();
+    let placed = place(&store, "c", "w1").await;
+    assert_eq!(placed.generation, 1);
+    assert_eq!(reserved(&store, "w1").await, 2);
+    assert!(matches!(
+        store
+            .place_sandbox("c", "ghost", 10, Some(1))
+            .await
+            .unwrap(),
+        PlaceOutcome::WorkerFull
+    ));
+    store.revoke_worker("w1", 1).await.unwrap();
+    sandbox(&store, "d").await;
+    assert!(matches!(
+        store.place_sandbox("d", "w1", 10, None).await.unwrap(),
+        PlaceOutcome::WorkerFull
+    ));
+}
+
+pub async fn two_replicas_scheduling_at_once_never_overfill_a_worker(db: Db) {
+    let [a, b] = db.replicas().await;
+    worker(&a, "w1", 5).await;
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            let id = format!("s{i}");
+            sandbox(&store, &id).await;
+            store.place_sandbox(&id, "w1", 10, None).await.unwrap()
+        }));
+    }
+    let placed = race(tasks)
+        .await
+        .into_iter()
+        .filter(|outcome| matches!(outcome, PlaceOutcome::Placed(_)))
+        .count();
+    assert_eq!(placed, 5);
+    assert_eq!(reserved(&b, "w1").await, 5);
+    assert_eq!(a.leases_of("w1").await.unwrap().len(), 5);
+}
+
+pub async fn a_moved_lease_has_a_higher_generation_and_old_holders_lose_it(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 5).await;
+    worker(&store, "w2", 5).await;
+    sandbox(&store, "a").await;
+    let first = place(&store, "a", "w1").await;
+    let PlaceOutcome::Placed(second) = store
+        .place_sandbox("a", "w2", 10_000, Some(first.generation))
+        .await
+        .unwrap()
+    else {
+        panic!("the lease did not move");
+    };
+    assert!(second.generation > first.generation);
+    assert_eq!(
+        reserved(&store, "w1").await,
+        0,
+        "the old holder's slot came back"
+    );
+    assert_eq!(reserved(&store, "w2").await, 1);
+    assert!(matches!(
+        store
+            .place_sandbox("a", "w1", 10_000, Some(first.generation))
+            .await
+            .unwrap(),
+        PlaceOutcome::LeaseTaken
+    ));
+    assert!(matches!(
+        store.place_sandbox("a", "w1", 10_000, None).await.unwrap(),
+        PlaceOutcome::LeaseTaken
+    ));
+    assert_eq!(
+        reserved(&store, "w1").await,
+        0,
+        "a lost race reserves nothing"
+    );
+    let stale = store
+        .renew_leases("w1", &[("a".into(), first.generation)], 99_999)
+        .await
+        .unwrap();
+    assert_eq!(stale, 0);
+    let current = store
+        .renew_leases("w2", &[("a".into(), second.generation)], 99_999)
+        .await
+        .unwrap();
+    assert_eq!(current, 1);
+}
+
+pub async fn tasks_racing_for_one_lease_have_exactly_one_winner(db: Db) {
+    let [a, b] = db.replicas().await;
+    worker(&a, "w1", 100).await;
+    worker(&a, "w2", 100).await;
+    sandbox(&a, "contested").await;
+    let mut seen: Option<i64> = None;
+    for round in 0..5 {
+        let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> =
+            Vec::new();
+        for i in 0..8 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let worker_id = if (i + round) % 2 == 0 { "w1" } else { "w2" };
+            tasks.push(Box::pin(async move {
+                store
+                    .place_sandbox("contested", worker_id, 10_000, seen)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let outcomes = race(tasks).await;
+        let winners: Vec<&Placement> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                PlaceOutcome::Placed(placement) => Some(placement),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, PlaceOutcome::Placed(_) | PlaceOutcome::LeaseTaken))
+        );
+        let generation = winners[0].generation;
+        assert!(
+            seen.is_none_or(|previous| generation > previous),
+            "generation {generation} after {seen:?}"
+        );
+        seen = Some(generation);
+        let row = a.get_sandbox("contested").await.unwrap().unwrap();
+        assert_eq!(row.generation, Some(generation));
+        assert_eq!(
+            row.worker_id.as_deref(),
+            Some(winners[0].worker_id.as_str())
+        );
+        let held = reserved(&a, "w1").await + reserved(&a, "w2").await;
+        assert_eq!(held, 1, "one slot for one lease after round {round}");
+    }
+}
+
+pub async fn transitions_are_conditional_and_racing_ones_have_one_winner(db: Db) {
+    let [a, b] = db.replicas().await;
+    sandbox(&a, "s").await;
+    assert!(
+        a.transition_sandbox("s", &["creating"], "running")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.transition_sandbox("s", &["creating"], "running")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.transition_sandbox("nope", &["creating"], "running")
+            .await
+            .unwrap()
+    );
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store
+                .transition_sandbox("s", &["running"], "destroying")
+                .await
+                .unwrap()
+        }));
+    }
+    let won = race(tasks).await.into_iter().filter(|won| *won).count();
+    assert_eq!(won, 1);
+    assert!(
+        a.transition_sandbox("s", &["creating", "destroying"], "running")
+            .await
+            .unwrap()
+    );
+    assert_eq!(b.get_sandbox("s").await.unwrap().unwrap().state, "running");
+}
+
+pub async fn finishing_one_sandbox_twice_returns_its_slot_once(db: Db) {
+    let [a, b] = db.replicas().await;
+    worker(&a, "w1", 4).await;
+    sandbox(&a, "x").await;
+    sandbox(&a, "y").await;
+    place(&a, "x", "w1").await;
+    place(&a, "y", "w1").await;
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store.finish_sandbox("x", "destroyed", "", 9).await
+        }));
+    }
+    for result in race(tasks).await {
+        result.unwrap();
+    }
+    assert_eq!(reserved(&a, "w1").await, 1, "y still holds its slot");
+}
+
+pub async fn expiry_moves_only_for_live_sandboxes_and_never_shortens_the_lease(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 4).await;
+    sandbox(&store, "a").await;
+    place(&store, "a", "w1").await; // lease until 10_000
+    assert!(store.set_sandbox_expiry("a", 500, 5_000).await.unwrap());
+    assert_eq!(
+        store.get_sandbox("a").await.unwrap().unwrap().expires_at,
+        500
+    );
+    assert!(
+        store.expired_leases(9_999).await.unwrap().is_empty(),
+        "not shortened"
+    );
+    assert!(store.set_sandbox_expiry("a", 600, 20_000).await.unwrap());
+    assert!(
+        store.expired_leases(19_999).await.unwrap().is_empty(),
+        "extended"
+    );
+    assert_eq!(store.expired_leases(20_001).await.unwrap().len(), 1);
+    assert!(!store.set_sandbox_expiry("nope", 1, 1).await.unwrap());
+    store.finish_sandbox("a", "destroyed", "", 1).await.unwrap();
+    assert!(!store.set_sandbox_expiry("a", 700, 30_000).await.unwrap());
+    assert_eq!(
+        store.get_sandbox("a").await.unwrap().unwrap().expires_at,
+        600
+    );
+}
+
+pub async fn expired_sandboxes_are_running_ones_past_their_ttl(db: Db) {
+    let store = db.open().await;
+    sandbox_expiring(&store, "old", 100).await;
+    sandbox_expiring(&store, "young", 1_000).await;
+    sandbox_expiring(&store, "creating", 100).await;
+    sandbox_expiring(&store, "gone", 100).await;
+    for id in ["old", "young", "gone"] {
+        assert!(
+            store
+                .transition_sandbox(id, &["creating"], "running")
+                .await
+                .unwrap()
+        );
+    }
+    store
+        .finish_sandbox("gone", "destroyed", "", 5)
+        .await
+        .unwrap();
+    assert_eq!(store.expired_sandboxes(500).await.unwrap(), vec!["old"]);
+    assert_eq!(
+        store.expired_sandboxes(2_000).await.unwrap(),
+        vec!["old", "young"]
+    );
+}
+
+pub async fn leases_renew_only_for_their_holder_and_generation(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 4).await;
+    worker(&store, "w2", 4).await;
+    for id in ["a", "b"] {
+        sandbox(&store, id).await;
+        place(&store, id, "w1").await;
+    }
+    assert_eq!(store.expired_leases(10_000).await.unwrap(), vec![]);
+    assert_eq!(
+        store.expired_leases(10_001).await.unwrap(),
+        vec![
+            ("a".to_owned(), "w1".to_owned(), 1),
+            ("b".to_owned(), "w1".to_owned(), 1)
+        ]
+    );
+    let renewed = store
+        .renew_leases(
+            "w1",
+            &[
+                ("b".into(), 1),
+                ("a".into(), 1),
+                ("a".into(), 7),
+                ("zzz".into(), 1),
+            ],
+            50_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewed, 2);
+    assert_eq!(
+        store
+            .renew_leases("w2", &[("a".into(), 1)], 90_000)
+            .await
+            .unwrap(),
+        0,
+        "not its lease"
+    );
+    assert!(store.expired_leases(49_999).await.unwrap().is_empty());
+    assert_eq!(store.expired_leases(50_001).await.unwrap().len(), 2);
+    assert_eq!(store.renew_leases("w1", &[], 1).await.unwrap(), 0);
+}
+
+pub async fn mark_lost_is_conditional_and_racing_ones_have_one_winner(db: Db) {
+    let [a, b] = db.replicas().await;
+    worker(&a, "w1", 4).await;
+    sandbox(&a, "s").await;
+    place(&a, "s", "w1").await;
+    a.mark_sandbox_running("s", "vm", 1).await.unwrap();
+    assert!(
+        !a.mark_lost("s", "w1", 2, "x").await.unwrap(),
+        "other generation"
+    );
+    assert!(
+        !a.mark_lost("s", "w2", 1, "x").await.unwrap(),
+        "other worker"
+    );
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store
+                .mark_lost("s", "w1", 1, "its worker stopped heartbeating")
+                .await
+                .unwrap()
+        }));
+    }
+    let won = race(tasks).await.into_iter().filter(|won| *won).count();
+    assert_eq!(won, 1);
+    let row = a.get_sandbox("s").await.unwrap().unwrap();
+    assert_eq!(row.state, "lost");
+    assert_eq!(row.error, "its worker stopped heartbeating");
+    assert_eq!(row.generation, None);
+    assert_eq!(reserved(&a, "w1").await, 0);
+}
+
+pub async fn destroy_claims_have_one_winner_and_stalled_ones_one_taker(db: Db) {
+    let [a, b] = db.replicas().await;
+    sandbox(&a, "s").await;
+    assert!(
+        !a.claim_destroy("s", 1_000).await.unwrap(),
+        "not running yet"
+    );
+    assert!(
+        a.transition_sandbox("s", &["creating"], "running")
+            .await
+            .unwrap()
+    );
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store.claim_destroy("s", 1_000).await.unwrap()
+        }));
+    }
+    assert_eq!(race(tasks).await.into_iter().filter(|won| *won).count(), 1);
+    assert_eq!(
+        a.get_sandbox("s").await.unwrap().unwrap().state,
+        "destroying"
+    );
+    assert!(!a.claim_destroy("nope", 1_000).await.unwrap());
+
+    // a claim made at 1000 is stalled for anyone looking past it, not before
+    assert!(a.stalled_destroys(1_000).await.unwrap().is_empty());
+    assert_eq!(a.stalled_destroys(1_001).await.unwrap(), vec!["s"]);
+    assert!(
+        !a.reclaim_destroy("s", 1_000, 5_000).await.unwrap(),
+        "not stalled yet"
+    );
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store.reclaim_destroy("s", 2_000, 5_000).await.unwrap()
+        }));
+    }
+    assert_eq!(race(tasks).await.into_iter().filter(|won| *won).count(), 1);
+    assert!(
+        a.stalled_destroys(2_000).await.unwrap().is_empty(),
+        "the taker's claim is fresh"
+    );
+    a.finish_sandbox("s", "destroyed", "", 6).await.unwrap();
+    assert!(a.stalled_destroys(i64::MAX).await.unwrap().is_empty());
+    assert!(!a.reclaim_destroy("s", i64::MAX, 7_000).await.unwrap());
+}
