@@ -13,6 +13,7 @@ use crate::clients::{ControlPlaneIdentity, grpc_client, http_client, with_key};
 use crate::fleet::{ControlPlane, Worker, WorkerOptions};
 use crate::latency::{Summary, ms};
 use crate::load::{LoadResult, closed_loop};
+use crate::procstat;
 use crate::report::{Section, Table, TargetCheck, Verdict, join, times};
 use crate::run::Bench;
 use crate::settings::describe_window;
@@ -99,8 +100,18 @@ async fn measure(
     let identity = ControlPlaneIdentity::mint(&control_plane.data_dir)?;
 
     let mut table = Table::new(&[
-        "path", "clients", "calls", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors",
+        "path",
+        "clients",
+        "calls",
+        "calls/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "control plane CPU (cores)",
     ]);
+    let ticks = procstat::ticks_per_second();
     let mut ratios = Table::new(&[
         "clients",
         "HTTP p50 / direct p50",
@@ -113,6 +124,7 @@ async fn measure(
     for &clients in &settings.concurrency {
         let mut summaries = [Summary::default(); 3];
         for (index, path) in Path::ALL.into_iter().enumerate() {
+            let before = procstat::sample(control_plane.pid)?;
             let result = run_path(
                 path,
                 clients,
@@ -123,6 +135,7 @@ async fn measure(
                 bench,
             )
             .await?;
+            let after = procstat::sample(control_plane.pid)?;
             section.call_errors += result.errors;
             if let Some(err) = &result.first_error {
                 section
@@ -140,6 +153,7 @@ async fn measure(
                 ms(s.p99),
                 ms(s.max),
                 result.errors.to_string(),
+                format!("{:.2}", procstat::cpu_cores_used(&before, &after, ticks)),
             ]);
             summaries[index] = s;
         }
