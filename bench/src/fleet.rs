@@ -128,6 +128,7 @@ pub struct WorkerOptions {
 #[derive(Debug)]
 pub struct Worker {
     child: Child,
+    pub pid: u32,
     pub worker_id: String,
     /// host:port of its WorkerService.
     pub listen_addr: String,
@@ -160,12 +161,14 @@ impl Worker {
             &["worker", "--config", &config_path.to_string_lossy()],
             &log_path,
         )?;
+        let pid = child.id().context("worker exited at once")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let line = wait_for_line(stdout, "berth worker ", &log_path).await?;
         let (worker_id, listen_addr) = parse_worker_line(&line)
             .with_context(|| format!("unexpected start line from berth worker: {line:?}"))?;
         Ok(Self {
             child,
+            pid,
             worker_id,
             listen_addr,
         })

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::api::SandboxRef;
 use crate::clients::{ControlPlaneIdentity, grpc_client, http_client, with_key};
 use crate::fleet::{ControlPlane, Worker, WorkerOptions};
+use crate::procstat;
 use crate::report::{Section, Table, TargetCheck, Verdict};
 use crate::run::Bench;
 
@@ -84,8 +85,11 @@ async fn measure(
     let sandbox = control_plane.api.create_sandbox(&settings.provider).await?;
     let identity = ControlPlaneIdentity::mint(&control_plane.data_dir)?;
     let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [CpuShare; 3] = Default::default();
+    let pids = [control_plane.pid, worker.pid, std::process::id()];
     for _ in 0..settings.stream_runs {
         for (index, path) in Path::ALL.into_iter().enumerate() {
+            let before = pids.map(procstat::sample);
             let started = Instant::now();
             let bytes = match path {
                 Path::Direct => direct(&identity, worker, &sandbox, command).await,
@@ -94,6 +98,7 @@ async fn measure(
             }
             .with_context(|| format!("{} stream", path.label()))?;
             let elapsed = started.elapsed();
+            cpu[index].add(&before, &pids.map(procstat::sample), elapsed);
             ensure!(
                 bytes == settings.stream_bytes,
                 "{} delivered {bytes} bytes, expected {}",
@@ -111,6 +116,7 @@ async fn measure(
         "median MB/s",
         "best MB/s",
         "median / direct",
+        "CPU cores: control plane / worker / bench",
     ]);
     for (index, path) in Path::ALL.into_iter().enumerate() {
         let best = rates[index].iter().copied().fold(0.0, f64::max);
@@ -121,6 +127,7 @@ async fn measure(
             format!("{:.0}", medians[index]),
             format!("{best:.0}"),
             format!("{:.2}×", medians[index] / medians[0]),
+            cpu[index].describe(),
         ]);
     }
     section.tables.push(table);
@@ -252,6 +259,44 @@ async fn through_http(
         pending.drain(..start);
     }
     bail!("the stream ended without a terminal line")
+}
+
+/// CPU time the three processes spent on one path's runs, over those runs' wall time.
+#[derive(Debug, Default)]
+struct CpuShare {
+    ticks: [u64; 3],
+    wall: Duration,
+    unreadable: bool,
+}
+
+impl CpuShare {
+    fn add(
+        &mut self,
+        before: &[anyhow::Result<procstat::ProcSample>; 3],
+        after: &[anyhow::Result<procstat::ProcSample>; 3],
+        elapsed: Duration,
+    ) {
+        for i in 0..3 {
+            match (&before[i], &after[i]) {
+                (Ok(b), Ok(a)) => self.ticks[i] += a.cpu_ticks.saturating_sub(b.cpu_ticks),
+                _ => self.unreadable = true,
+            }
+        }
+        self.wall += elapsed;
+    }
+
+    fn describe(&self) -> String {
+        if self.unreadable || self.wall.is_zero() {
+            return "-".into();
+        }
+        let per_second = procstat::ticks_per_second() as f64;
+        let cores: Vec<String> = self
+            .ticks
+            .iter()
+            .map(|t| format!("{:.2}", *t as f64 / per_second / self.wall.as_secs_f64()))
+            .collect();
+        cores.join(" / ")
+    }
 }
 
 fn megabytes_per_second(bytes: u64, elapsed: Duration) -> f64 {
