@@ -47,7 +47,7 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     section.setting(
         "store",
         bench
-            .control_plane_options(Duration::from_secs(2))
+            .control_plane_options("exec", Duration::from_secs(2))
             .store_name(),
     );
     section.setting("sandbox command", format!("`{COMMAND}` (shell mode)"));
@@ -60,7 +60,7 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
 
     let dir = bench.section_dir("exec")?;
     let control_plane = bench
-        .start_control_plane(&dir, Duration::from_secs(2))
+        .start_control_plane("exec", &dir, Duration::from_secs(2))
         .await?;
     let sandboxes = settings.max_concurrency();
     let worker = Worker::start(

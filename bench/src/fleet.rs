@@ -73,6 +73,7 @@ pub struct ControlPlane {
     pub data_dir: PathBuf,
     pub mesh_url: String,
     pub api: Api,
+    log_path: PathBuf,
 }
 
 impl ControlPlane {
@@ -108,7 +109,13 @@ impl ControlPlane {
             data_dir,
             mesh_url: format!("https://{mesh_addr}"),
             api,
+            log_path,
         })
+    }
+
+    /// The last lines of its log (warnings and errors).
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log_path)
     }
 
     pub async fn stop(mut self) {

@@ -57,7 +57,9 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     );
 
     let dir = bench.section_dir("heartbeats")?;
-    let control_plane = bench.start_control_plane(&dir, interval).await?;
+    let control_plane = bench
+        .start_control_plane("heartbeats", &dir, interval)
+        .await?;
     let mut fleet = SimulatedFleet::new(&control_plane.mesh_url, interval);
     let result = ladder(bench, section, &control_plane, &mut fleet).await;
     fleet.stop().await;
@@ -109,6 +111,13 @@ async fn ladder(
             .await
         {
             section.notes.push(format!("{workers} workers: {err:#}"));
+            let log = control_plane.log_tail();
+            if !log.trim().is_empty() {
+                section.notes.push(format!(
+                    "{workers} workers: the control plane's log ended with:\n\n```text\n{}\n```",
+                    last_lines(&log, 5)
+                ));
+            }
             table.row(failed_row(workers, enrolled_in));
             break;
         }
@@ -224,6 +233,11 @@ fn failed_row(workers: usize, enrolled_in: Duration) -> Vec<String> {
     row.extend(std::iter::repeat_n("-".to_owned(), 11));
     row.push("**no**".into());
     row
+}
+
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
 async fn server_histogram(control_plane: &ControlPlane) -> anyhow::Result<Histogram> {

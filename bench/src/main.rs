@@ -52,8 +52,9 @@ struct Args {
     /// The `berth` binary to start (default: the one next to this binary).
     #[arg(long, env = "BERTH_BENCH_BERTH")]
     berth: Option<PathBuf>,
-    /// Control-plane database (default: SQLite in its data dir), e.g. a postgres:// URL
-    /// of an empty database.
+    /// Control-plane database (default: SQLite in each section's data dir). Every
+    /// section needs an empty database: `{section}` in the URL is replaced by the
+    /// section's name, e.g. postgres://user:pass@127.0.0.1/berth_bench_{section}.
     #[arg(long, env = "BERTH_BENCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Sandbox provider of the workers.
@@ -210,8 +211,12 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         workdir: tempfile::Builder::new().prefix("berth-bench-").tempdir()?,
     };
     let analysis = std::fs::read_to_string(repo.join("bench/analysis.md")).unwrap_or_default();
+    let sections = args.sections();
+    if let Some(url) = &args.database_url {
+        check_database_url(url, &sections)?;
+    }
     let command = command_line();
-    let report = run::run(&bench, &args.sections(), command, analysis).await;
+    let report = run::run(&bench, &sections, command, analysis).await;
     let text = report.render();
     match &args.report {
         Some(path) => {
@@ -236,6 +241,17 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         }
     }
     Ok(ok)
+}
+
+/// Every section starts its control plane on an empty database, so a shared database
+/// URL needs `{section}` unless only one section runs.
+fn check_database_url(url: &str, sections: &[SectionName]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        url.starts_with("sqlite:") || url.contains("{section}") || sections.len() == 1,
+        "every section starts on an empty database: put {{section}} in the database URL \
+         (e.g. postgres://…/berth_bench_{{section}}, one database per section) or run one section"
+    );
+    Ok(())
 }
 
 /// The command as typed, with the binary's name instead of its full path and the
@@ -301,5 +317,13 @@ mod tests {
             Some("postgres://x@127.0.0.1/db")
         );
         assert!(Args::try_parse_from(["berth-bench", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn a_shared_database_needs_a_section_placeholder() {
+        let all = SectionName::ALL.to_vec();
+        assert!(check_database_url("postgres://u@127.0.0.1/bench", &all).is_err());
+        assert!(check_database_url("postgres://u@127.0.0.1/bench", &[SectionName::Spawn]).is_ok());
+        assert!(check_database_url("postgres://u@127.0.0.1/bench_{section}", &all).is_ok());
     }
 }

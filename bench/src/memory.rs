@@ -16,7 +16,10 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     let settings = &bench.settings;
     let interval = settings.heartbeat_interval;
     section.setting("provider", settings.provider.clone());
-    section.setting("store", bench.control_plane_options(interval).store_name());
+    section.setting(
+        "store",
+        bench.control_plane_options("memory", interval).store_name(),
+    );
     section.setting("sandboxes (N)", settings.memory_sandboxes.to_string());
     section.setting("simulated workers (K)", settings.memory_workers.to_string());
     section.setting(
@@ -28,7 +31,7 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     );
 
     let dir = bench.section_dir("memory")?;
-    let control_plane = bench.start_control_plane(&dir, interval).await?;
+    let control_plane = bench.start_control_plane("memory", &dir, interval).await?;
     let worker = Worker::start(
         &bench.berth,
         &dir,
@@ -98,6 +101,16 @@ async fn measure(
     fleet
         .wait_all_heartbeated(settings.heartbeat_interval * 3 + Duration::from_secs(30))
         .await?;
+    let connecting = fleet.take_window();
+    if connecting.failed > 0 {
+        section.notes.push(format!(
+            "While {} simulated workers connected at once, {} heartbeats failed and were \
+             retried (first: {})",
+            fleet.len(),
+            connecting.failed,
+            connecting.first_error.unwrap_or_default()
+        ));
+    }
     tokio::time::sleep(rest).await;
     read(
         "plus simulated workers heartbeating",
@@ -107,7 +120,7 @@ async fn measure(
     let window = fleet.take_window();
     if window.failed > 0 {
         section.notes.push(format!(
-            "{} heartbeats of simulated workers failed meanwhile (first: {})",
+            "{} heartbeats of simulated workers failed at rest (first: {})",
             window.failed,
             window.first_error.unwrap_or_default()
         ));

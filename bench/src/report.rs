@@ -235,6 +235,7 @@ bash bench/run.sh                      # release build, every section, rewrites 
 cargo run --release -p berth-bench -- --help
 cargo run --release -p berth-bench -- exec spawn --report /tmp/bench.md
 cargo run --release -p berth-bench -- spawn --database-url postgres://user:pass@127.0.0.1/berth_bench
+cargo run --release -p berth-bench -- all --database-url 'postgres://user:pass@127.0.0.1/berth_bench_{section}'
 cargo run -p berth-bench -- --quick --report /tmp/quick.md   # what CI runs (debug build)
 ```
 
@@ -247,6 +248,8 @@ its own key and certificate and its own TLS connection. The control plane's CPU 
 memory are read from `/proc/<pid>/stat` and `/proc/<pid>/status`. Latencies are exact
 percentiles (nearest rank) of every call in the measured window; calls per second is
 calls started in the window over its length. Every process runs with `RUST_LOG=warn`.
+Each section starts its own fleet on an empty store (with `--database-url`, `{section}`
+in the URL names one empty database per section).
 The machine is shared and noisy unless stated otherwise; compare ratios from one run
 rather than absolute figures across runs.
 

@@ -94,25 +94,33 @@ impl Bench {
         Ok(dir)
     }
 
-    pub fn control_plane_options(&self, heartbeat_interval: Duration) -> ControlPlaneOptions {
+    /// The control plane of section `section`: its database URL is the one given with
+    /// `{section}` replaced, so each section can start on an empty database.
+    pub fn control_plane_options(
+        &self,
+        section: &str,
+        heartbeat_interval: Duration,
+    ) -> ControlPlaneOptions {
         ControlPlaneOptions {
             heartbeat_interval,
             missed_heartbeats: 3,
-            database_url: self.settings.database_url.clone(),
+            database_url: self
+                .settings
+                .database_url
+                .as_ref()
+                .map(|url| url.replace("{section}", section)),
         }
     }
 
+    /// Starts the control plane of section `section` in `dir`.
     pub async fn start_control_plane(
         &self,
+        section: &str,
         dir: &Path,
         heartbeat_interval: Duration,
     ) -> anyhow::Result<ControlPlane> {
-        ControlPlane::start(
-            &self.berth,
-            dir,
-            &self.control_plane_options(heartbeat_interval),
-        )
-        .await
+        let options = self.control_plane_options(section, heartbeat_interval);
+        ControlPlane::start(&self.berth, dir, &options).await
     }
 }
 
@@ -168,5 +176,33 @@ pub async fn run(
         sections: done,
         unmeasured,
         analysis,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_section_gets_its_own_database() {
+        let mut settings = Settings::quick();
+        settings.database_url = Some("postgres://u@127.0.0.1/berth_bench_{section}".into());
+        let bench = Bench {
+            berth: BerthBinary {
+                path: PathBuf::from("berth"),
+                log_filter: "warn".into(),
+            },
+            settings,
+            machine: Machine::detect(Path::new("."), 1024),
+            workdir: tempfile::tempdir().unwrap(),
+        };
+        let options = bench.control_plane_options("spawn", Duration::from_secs(1));
+        assert_eq!(
+            options.database_url.as_deref(),
+            Some("postgres://u@127.0.0.1/berth_bench_spawn")
+        );
+        assert_eq!(options.store_name(), "postgres");
+        let dir = bench.section_dir("spawn").unwrap();
+        assert!(dir.is_dir() && dir.starts_with(bench.workdir.path()));
     }
 }

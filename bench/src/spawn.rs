@@ -19,7 +19,7 @@ const TARGET: &str = "≥ 2,000 spawn+destroy per second on SQLite with the mock
 
 pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     let settings = &bench.settings;
-    let options = bench.control_plane_options(Duration::from_secs(2));
+    let options = bench.control_plane_options("spawn", Duration::from_secs(2));
     let store = options.store_name();
     section.setting("provider", settings.provider.clone());
     section.setting("store", store);
@@ -32,7 +32,7 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
 
     let dir = bench.section_dir("spawn")?;
     let control_plane = bench
-        .start_control_plane(&dir, Duration::from_secs(2))
+        .start_control_plane("spawn", &dir, Duration::from_secs(2))
         .await?;
     let worker = Worker::start(
         &bench.berth,

@@ -50,7 +50,7 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
 
     let dir = bench.section_dir("stream")?;
     let control_plane = bench
-        .start_control_plane(&dir, Duration::from_secs(2))
+        .start_control_plane("stream", &dir, Duration::from_secs(2))
         .await?;
     let worker = Worker::start(
         &bench.berth,
