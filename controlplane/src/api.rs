@@ -12,6 +12,7 @@ mod serve;
 
 use std::sync::Arc;
 
+use crate::api_keys::ApiKeyCache;
 use crate::audit::AuditLog;
 use crate::fleet::Fleet;
 use crate::sandboxes::Sandboxes;
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub sandboxes: Sandboxes,
     pub audit: AuditLog,
     pub store: Store,
+    /// Key rows recently read from the store (revoking a key must invalidate it here).
+    pub api_keys: ApiKeyCache,
     pub version: Arc<str>,
 }
 

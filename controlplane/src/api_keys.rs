@@ -12,6 +12,10 @@ use subtle::ConstantTimeEq;
 use crate::clock::now_secs;
 use crate::store::{ApiKeyRow, Store, StoreError};
 
+mod cache;
+
+pub use cache::ApiKeyCache;
+
 const PREFIX: &str = "berth_";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,12 +127,21 @@ fn new_api_key(name: &str, scopes: &[Scope]) -> (String, ApiKeyRow) {
 
 /// Checks a presented key and returns who it belongs to.
 pub async fn authenticate(store: &Store, presented: &str) -> Result<Caller, AuthError> {
-    let (id, secret) = presented
+    let (id, secret) = split_presented(presented).ok_or(AuthError::Invalid)?;
+    let row = store.find_api_key(id).await?.ok_or(AuthError::Invalid)?;
+    verify(&row, secret)
+}
+
+/// A presented key as (key id, secret); `None` when it is not shaped like one of ours.
+fn split_presented(presented: &str) -> Option<(&str, &str)> {
+    presented
         .trim()
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once('_'))
-        .ok_or(AuthError::Invalid)?;
-    let row = store.find_api_key(id).await?.ok_or(AuthError::Invalid)?;
+}
+
+/// Checks `secret` against the stored key `row` (in constant time).
+fn verify(row: &ApiKeyRow, secret: &str) -> Result<Caller, AuthError> {
     let matches: bool = hash_secret(secret)
         .as_bytes()
         .ct_eq(row.secret_hash.as_bytes())
@@ -142,7 +155,7 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Caller, Auth
         .filter_map(|s| s.parse().ok())
         .collect();
     Ok(Caller {
-        key_id: row.id,
+        key_id: row.id.clone(),
         scopes,
     })
 }

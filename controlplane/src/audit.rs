@@ -43,8 +43,11 @@ pub struct Verification {
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     store: Store,
-    /// Appends from this process queue here instead of racing for the head.
-    append: Arc<tokio::sync::Mutex<()>>,
+    /// Appends from this process queue here instead of racing for the head. It holds
+    /// the head this process last wrote, so the next append need not read it back;
+    /// another writer (a replica) moving the head makes that append fail, after which
+    /// the head is read from the store.
+    append: Arc<tokio::sync::Mutex<Option<(i64, String)>>>,
 }
 
 const PAGE: i64 = 1000;
@@ -54,7 +57,7 @@ impl AuditLog {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            append: Arc::new(tokio::sync::Mutex::new(())),
+            append: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
@@ -68,9 +71,12 @@ impl AuditLog {
             entry.detail.truncate(cut);
             entry.detail.push('…');
         }
-        let _turn = self.append.lock().await;
+        let mut known_head = self.append.lock().await;
         loop {
-            let (seq, prev_hash) = self.store.audit_head().await?;
+            let (seq, prev_hash) = match known_head.take() {
+                Some(head) => head,
+                None => self.store.audit_head().await?,
+            };
             let mut row = AuditRow {
                 seq: seq + 1,
                 at_ms: now_ms(),
@@ -86,6 +92,7 @@ impl AuditLog {
             };
             row.hash = record_hash(&row);
             if self.store.append_audit(&row).await? {
+                *known_head = Some((row.seq, row.hash));
                 return Ok(row.seq);
             }
         }
@@ -282,6 +289,28 @@ mod tests {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
         assert!(log.verify().await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn two_writers_on_one_store_keep_one_chain() {
+        // like two replicas: each remembers the head it wrote, which the other moves
+        let (_dir, store, first) = log_with(2).await;
+        let second = AuditLog::new(store.clone());
+        let entry = |n: usize| AuditEntry {
+            actor: "system".into(),
+            operation: format!("op {n}"),
+            outcome: "ok".into(),
+            ..Default::default()
+        };
+        let mut seqs = Vec::new();
+        for n in 0..6 {
+            let log = if n % 2 == 0 { &second } else { &first };
+            seqs.push(log.record(entry(n)).await.unwrap());
+        }
+        assert_eq!(seqs, vec![3, 4, 5, 6, 7, 8]);
+        let verification = first.verify().await.unwrap();
+        assert!(verification.ok, "{verification:?}");
+        assert_eq!(verification.records, 8);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
-use crate::api_keys::create_first_admin_key;
+use crate::api_keys::{ApiKeyCache, create_first_admin_key};
 use crate::audit::AuditLog;
 use crate::authority::Authority;
 use crate::config::ControlPlaneConfig;
@@ -154,6 +154,7 @@ pub async fn start(
         sandboxes: sandboxes.clone(),
         audit: AuditLog::new(store.clone()),
         store: store.clone(),
+        api_keys: ApiKeyCache::default(),
         version: Arc::from(VERSION),
     });
     {

@@ -1,8 +1,8 @@
 //! Who is calling the public API: the API key from `X-API-Key` (StacyVM),
-//! `X-Admin-API-Key` or `Authorization: Bearer`, checked against the store and the
-//! scope the call needs.
+//! `X-Admin-API-Key` or `Authorization: Bearer`, checked against the store (through a
+//! short-lived cache of key rows) and the scope the call needs.
 
-use crate::api_keys::{self, AuthError, Caller, Scope};
+use crate::api_keys::{ApiKeyCache, AuthError, Caller, Scope};
 use crate::error::ApiError;
 use crate::store::Store;
 
@@ -22,12 +22,13 @@ pub fn presented_key<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<&'a
 }
 
 pub async fn authorize(
+    keys: &ApiKeyCache,
     store: &Store,
     presented: Option<&str>,
     scope: Scope,
 ) -> Result<Caller, ApiError> {
     let key = presented.ok_or(AuthError::Missing)?;
-    let caller = api_keys::authenticate(store, key).await?;
+    let caller = keys.authenticate(store, key).await?;
     if !caller.allows(scope) {
         return Err(AuthError::Forbidden(scope).into());
     }

@@ -26,7 +26,7 @@ async fn caller<T>(
 ) -> Result<Caller, ApiError> {
     let metadata = request.metadata();
     let key = presented_key(|name| metadata.get(name).and_then(|v| v.to_str().ok()));
-    let caller = authorize(&state.store, key, scope).await?;
+    let caller = authorize(&state.api_keys, &state.store, key, scope).await?;
     if let Some(slot) = request.extensions().get::<AuditSlot>() {
         slot.actor(&caller.key_id);
     }

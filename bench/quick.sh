@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The benchmark harness in quick mode (debug build, tiny counts, about half a minute):
+# proves every section still runs end to end against real processes. It asserts no
+# timing; it fails only when a section cannot run or a call fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet --bin berth --bin berth-bench
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
+"${CARGO_TARGET_DIR:-target}/debug/berth-bench" all --quick --report "$report"
+for section in 1 2 3 4 6; do
+    grep -q "^## $section\. " "$report" || { echo "bench quick: section $section missing from the report" >&2; exit 1; }
+done
+echo "bench quick: ok"

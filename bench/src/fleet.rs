@@ -1,0 +1,313 @@
+//! A fleet on loopback made of real processes: `berth serve` (so its CPU and memory are
+//! its own and file descriptors split across processes) and `berth worker`s, started
+//! from config files the bench writes, on port-0 listeners whose addresses are read
+//! from the lines the processes print when they are up.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::api::Api;
+
+/// How long a process may take to print that it is up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `berth` binary the bench starts.
+#[derive(Debug, Clone)]
+pub struct BerthBinary {
+    pub path: PathBuf,
+    /// `RUST_LOG` of the started processes.
+    pub log_filter: String,
+}
+
+/// Settings of a control plane the bench starts.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneOptions {
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: u32,
+    /// None: SQLite in the data dir.
+    pub database_url: Option<String>,
+}
+
+impl ControlPlaneOptions {
+    /// The store the options select, as the report names it.
+    pub fn store_name(&self) -> &'static str {
+        match &self.database_url {
+            Some(url) if url.starts_with("postgres") => "postgres",
+            Some(_) | None => "sqlite",
+        }
+    }
+
+    /// The config file `berth serve` reads (JSON is YAML). Enrollments are unlimited so
+    /// the bench can enroll thousands of workers quickly; heartbeat limits keep their
+    /// defaults, as an operator would have them.
+    fn config(&self, data_dir: &Path) -> Value {
+        let mut config = json!({
+            "data_dir": data_dir,
+            "listen": "127.0.0.1:0",
+            "mesh_listen": "127.0.0.1:0",
+            "heartbeat_interval": humantime::format_duration(self.heartbeat_interval).to_string(),
+            "missed_heartbeats": self.missed_heartbeats,
+            "limits": {
+                "enrollments_per_second": 1_000_000,
+                "enrollment_burst": 1_000_000,
+            },
+        });
+        if let Some(url) = &self.database_url {
+            config["database"] = json!({ "url": url });
+        }
+        config
+    }
+}
+
+/// A running `berth serve`.
+#[derive(Debug)]
+pub struct ControlPlane {
+    child: Child,
+    pub pid: u32,
+    pub data_dir: PathBuf,
+    pub mesh_url: String,
+    pub api: Api,
+    log_path: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts `berth serve` with its data dir and log under `dir`.
+    pub async fn start(
+        berth: &BerthBinary,
+        dir: &Path,
+        options: &ControlPlaneOptions,
+    ) -> anyhow::Result<Self> {
+        let data_dir = dir.join("control-plane");
+        let config_path = dir.join("control-plane.yaml");
+        std::fs::write(&config_path, options.config(&data_dir).to_string())?;
+        let log_path = dir.join("control-plane.log");
+        let mut child = spawn(
+            berth,
+            &["serve", "--config", &config_path.to_string_lossy()],
+            &log_path,
+        )?;
+        let pid = child.id().context("control plane exited at once")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let line = wait_for_line(stdout, "berth control plane: ", &log_path).await?;
+        let (api_addr, mesh_addr) = parse_serve_line(&line)
+            .with_context(|| format!("unexpected start line from berth serve: {line:?}"))?;
+        let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .context("cannot read the control plane's admin.key")?
+            .trim()
+            .to_owned();
+        let api = Api::new(&format!("http://{api_addr}"), &admin_key);
+        api.wait_healthy(START_TIMEOUT).await?;
+        Ok(Self {
+            child,
+            pid,
+            data_dir,
+            mesh_url: format!("https://{mesh_addr}"),
+            api,
+            log_path,
+        })
+    }
+
+    /// The last lines of its log (warnings and errors).
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log_path)
+    }
+
+    pub async fn stop(mut self) {
+        stop_child(&mut self.child).await;
+    }
+}
+
+/// Settings of a worker the bench starts.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub provider: String,
+    pub max_sandboxes: u32,
+    pub heartbeat_interval: Duration,
+}
+
+/// A running `berth worker`.
+#[derive(Debug)]
+pub struct Worker {
+    child: Child,
+    pub pid: u32,
+    pub worker_id: String,
+    /// host:port of its WorkerService.
+    pub listen_addr: String,
+}
+
+impl Worker {
+    /// Enrolls a new `berth worker` with `control_plane` (a fresh one-use join token).
+    pub async fn start(
+        berth: &BerthBinary,
+        dir: &Path,
+        name: &str,
+        control_plane: &ControlPlane,
+        options: &WorkerOptions,
+    ) -> anyhow::Result<Self> {
+        let token = control_plane.api.create_join_token(1).await?;
+        let config = json!({
+            "data_dir": dir.join(name),
+            "control_plane": [control_plane.mesh_url],
+            "join_token": token,
+            "listen": "127.0.0.1:0",
+            "provider": options.provider,
+            "heartbeat_interval": humantime::format_duration(options.heartbeat_interval).to_string(),
+            "capacity": { "max_sandboxes": options.max_sandboxes },
+        });
+        let config_path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config_path, config.to_string())?;
+        let log_path = dir.join(format!("{name}.log"));
+        let mut child = spawn(
+            berth,
+            &["worker", "--config", &config_path.to_string_lossy()],
+            &log_path,
+        )?;
+        let pid = child.id().context("worker exited at once")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let line = wait_for_line(stdout, "berth worker ", &log_path).await?;
+        let (worker_id, listen_addr) = parse_worker_line(&line)
+            .with_context(|| format!("unexpected start line from berth worker: {line:?}"))?;
+        Ok(Self {
+            child,
+            pid,
+            worker_id,
+            listen_addr,
+        })
+    }
+
+    pub async fn stop(mut self) {
+        stop_child(&mut self.child).await;
+    }
+}
+
+fn spawn(berth: &BerthBinary, args: &[&str], log_path: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    Command::new(&berth.path)
+        .args(args)
+        .env("RUST_LOG", &berth.log_filter)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", berth.path.display()))
+}
+
+/// Reads stdout until a line starting with `prefix`, then keeps draining it in the
+/// background so the process never blocks on a full pipe.
+async fn wait_for_line(
+    stdout: ChildStdout,
+    prefix: &str,
+    log_path: &Path,
+) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(START_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with(prefix) {
+                return Ok::<_, std::io::Error>(Some(line));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+    let line = match found {
+        Ok(Ok(Some(line))) => line,
+        Ok(Ok(None)) | Ok(Err(_)) => bail!(
+            "the process ended before it was up; its log:\n{}",
+            log_tail(log_path)
+        ),
+        Err(_) => bail!(
+            "the process was not up after {START_TIMEOUT:?}; its log:\n{}",
+            log_tail(log_path)
+        ),
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(line)
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+async fn stop_child(child: &mut Child) {
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+/// `berth control plane: api http://A mesh https://B[, local worker "x"]` -> (A, B).
+fn parse_serve_line(line: &str) -> Option<(String, String)> {
+    let rest = line.split_once("api http://")?.1;
+    let (api, rest) = rest.split_once(' ')?;
+    let mesh = rest.strip_prefix("mesh https://")?;
+    let mesh = mesh.split(',').next()?.trim();
+    Some((api.to_owned(), mesh.to_owned()))
+}
+
+/// `berth worker "ID" (spiffe://…) serving on ADDR` -> (ID, ADDR).
+fn parse_worker_line(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("berth worker \"")?;
+    let (id, rest) = rest.split_once('"')?;
+    let addr = rest.rsplit_once("serving on ")?.1.trim();
+    Some((id.to_owned(), addr.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_lines_give_the_addresses() {
+        assert_eq!(
+            parse_serve_line(
+                "berth control plane: api http://127.0.0.1:4000 mesh https://127.0.0.1:4001"
+            ),
+            Some(("127.0.0.1:4000".into(), "127.0.0.1:4001".into()))
+        );
+        assert_eq!(
+            parse_serve_line(
+                "berth control plane: api http://127.0.0.1:1 mesh https://127.0.0.1:2, local worker \"w\""
+            ),
+            Some(("127.0.0.1:1".into(), "127.0.0.1:2".into()))
+        );
+        assert_eq!(parse_serve_line("admin API key"), None);
+        assert_eq!(
+            parse_worker_line(
+                "berth worker \"w-1\" (spiffe://berth.local/worker/w-1) serving on 127.0.0.1:5000"
+            ),
+            Some(("w-1".into(), "127.0.0.1:5000".into()))
+        );
+        assert_eq!(parse_worker_line("berth worker"), None);
+    }
+
+    #[test]
+    fn the_config_names_its_store_and_lifts_only_enrollment_limits() {
+        let options = ControlPlaneOptions {
+            heartbeat_interval: Duration::from_millis(500),
+            missed_heartbeats: 3,
+            database_url: None,
+        };
+        assert_eq!(options.store_name(), "sqlite");
+        let config = options.config(Path::new("/tmp/x"));
+        assert_eq!(config["heartbeat_interval"], "500ms");
+        assert!(config.get("database").is_none());
+        assert!(config["limits"].get("heartbeats_per_second").is_none());
+        let postgres = ControlPlaneOptions {
+            database_url: Some("postgres://bench@127.0.0.1/berth".into()),
+            ..options
+        };
+        assert_eq!(postgres.store_name(), "postgres");
+        assert_eq!(
+            postgres.config(Path::new("/tmp/x"))["database"]["url"],
+            "postgres://bench@127.0.0.1/berth"
+        );
+    }
+}
