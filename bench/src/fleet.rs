@@ -192,6 +192,8 @@ fn spawn(berth: &BerthBinary, args: &[&str], log_path: &Path) -> anyhow::Result<
     Command::new(&berth.path)
         .args(args)
         .env("RUST_LOG", &berth.log_filter)
+        // plain log files (tracing-subscriber honours NO_COLOR)
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -233,9 +235,28 @@ async fn wait_for_line(
 }
 
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Drops terminal colour sequences (`ESC [ … letter`), should a log still carry them.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 async fn stop_child(child: &mut Child) {
@@ -286,6 +307,15 @@ mod tests {
             Some(("w-1".into(), "127.0.0.1:5000".into()))
         );
         assert_eq!(parse_worker_line("berth worker"), None);
+    }
+
+    #[test]
+    fn colour_sequences_are_dropped_from_logs() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m slow"),
+            "2026  WARN slow"
+        );
+        assert_eq!(strip_ansi("plain [text]"), "plain [text]");
     }
 
     #[test]
