@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
 use crate::store::{AuditRow, Store, StoreError};
@@ -40,29 +41,80 @@ pub struct Verification {
     pub first_broken: Option<BrokenRecord>,
 }
 
+/// Why a record could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The store refused the group the record was committed with.
+    #[error("audit log: {0}")]
+    Append(Arc<StoreError>),
+    /// Reading the log back failed.
+    #[error(transparent)]
+    Read(#[from] StoreError),
+    /// The appender task is gone (the control plane is shutting down).
+    #[error("audit log: the appender has stopped")]
+    Stopped,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     store: Store,
-    /// Appends from this process queue here instead of racing for the head. It holds
-    /// the head this process last wrote, so the next append need not read it back;
-    /// another writer (a replica) moving the head makes that append fail, after which
-    /// the head is read from the store.
-    append: Arc<tokio::sync::Mutex<Option<(i64, String)>>>,
+    /// Records of this process go to one appender task, which commits everything
+    /// queued while its previous commit ran as one group: one transaction moves the
+    /// head once for the whole group. Every caller still waits until its own record is
+    /// committed.
+    queue: mpsc::Sender<Queued>,
+}
+
+/// What the appender is handed.
+#[derive(Debug)]
+enum Queued {
+    /// A record, with the time it was made and, when the caller waits for it, where to
+    /// say how its commit went.
+    Record {
+        entry: AuditEntry,
+        at_ms: i64,
+        done: Option<oneshot::Sender<Result<i64, AuditError>>>,
+    },
+    /// Answered once everything queued before it is committed (or failed).
+    Flush(oneshot::Sender<()>),
 }
 
 const PAGE: i64 = 1000;
 const DETAIL_LIMIT: usize = 2000;
+/// Records waiting for the appender before `record` waits for room.
+const QUEUE: usize = 4096;
+/// Records committed together at most.
+const GROUP: usize = 512;
 
 impl AuditLog {
+    /// The log of `store`; starts its appender task on the current runtime.
     pub fn new(store: Store) -> Self {
-        Self {
-            store,
-            append: Arc::new(tokio::sync::Mutex::new(None)),
-        }
+        let (queue, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(append_groups(store.clone(), queued));
+        Self { store, queue }
     }
 
-    /// Appends a record; retries when another writer moved the head meanwhile.
-    pub async fn record(&self, mut entry: AuditEntry) -> Result<i64, StoreError> {
+    /// Appends a record and returns its sequence number once it is committed.
+    pub async fn record(&self, entry: AuditEntry) -> Result<i64, AuditError> {
+        let (done, committed) = oneshot::channel();
+        self.enqueue(entry, Some(done)).await?;
+        committed.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Queues a record for the appender without waiting for its commit: what the API
+    /// does after a call has been answered, so the caller does not wait for the log.
+    /// It waits only when the queue is full. A failed commit is logged by the appender;
+    /// [`AuditLog::list`] and [`AuditLog::verify`] first wait for every record queued
+    /// before them.
+    pub async fn submit(&self, entry: AuditEntry) -> Result<(), AuditError> {
+        self.enqueue(entry, None).await
+    }
+
+    async fn enqueue(
+        &self,
+        mut entry: AuditEntry,
+        done: Option<oneshot::Sender<Result<i64, AuditError>>>,
+    ) -> Result<(), AuditError> {
         if entry.detail.len() > DETAIL_LIMIT {
             let mut cut = DETAIL_LIMIT;
             while !entry.detail.is_char_boundary(cut) {
@@ -71,39 +123,35 @@ impl AuditLog {
             entry.detail.truncate(cut);
             entry.detail.push('…');
         }
-        let mut known_head = self.append.lock().await;
-        loop {
-            let (seq, prev_hash) = match known_head.take() {
-                Some(head) => head,
-                None => self.store.audit_head().await?,
-            };
-            let mut row = AuditRow {
-                seq: seq + 1,
-                at_ms: now_ms(),
-                actor: entry.actor.clone(),
-                operation: entry.operation.clone(),
-                worker_id: entry.worker_id.clone(),
-                sandbox_id: entry.sandbox_id.clone(),
-                detail: entry.detail.clone(),
-                outcome: entry.outcome.clone(),
-                request_id: entry.request_id.clone(),
-                prev_hash,
-                hash: String::new(),
-            };
-            row.hash = record_hash(&row);
-            if self.store.append_audit(&row).await? {
-                *known_head = Some((row.seq, row.hash));
-                return Ok(row.seq);
-            }
-        }
+        let record = Queued::Record {
+            entry,
+            at_ms: now_ms(),
+            done,
+        };
+        self.queue
+            .send(record)
+            .await
+            .map_err(|_| AuditError::Stopped)
     }
 
-    pub async fn list(&self, since_ms: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        self.store.list_audit(since_ms, limit).await
+    /// Waits until every record queued before this call is committed (or failed).
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let (done, flushed) = oneshot::channel();
+        self.queue
+            .send(Queued::Flush(done))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        flushed.await.map_err(|_| AuditError::Stopped)
+    }
+
+    pub async fn list(&self, since_ms: i64, limit: i64) -> Result<Vec<AuditRow>, AuditError> {
+        self.flush().await?;
+        Ok(self.store.list_audit(since_ms, limit).await?)
     }
 
     /// Walks the whole chain and reports the first record that does not hold.
-    pub async fn verify(&self) -> Result<Verification, StoreError> {
+    pub async fn verify(&self) -> Result<Verification, AuditError> {
+        self.flush().await?;
         let (head_seq, head_hash) = self.store.audit_head().await?;
         let mut expected_seq = 1;
         let mut prev_hash = String::new();
@@ -135,6 +183,98 @@ impl AuditLog {
             first_broken: None,
         })
     }
+}
+
+/// The appender: takes whatever is queued (up to [`GROUP`] messages), commits its
+/// records as one group, answers those who wait, and goes on until every `AuditLog`
+/// handle is dropped.
+async fn append_groups(store: Store, mut queued: mpsc::Receiver<Queued>) {
+    // the head this task wrote last, so the next group need not read it back; another
+    // writer (a replica) moving it makes that append fail, and the head is read again
+    let mut head = None;
+    let mut taken = Vec::with_capacity(GROUP);
+    while queued.recv_many(&mut taken, GROUP).await > 0 {
+        let mut group = Vec::with_capacity(taken.len());
+        let mut waiting = Vec::new();
+        let mut flushes = Vec::new();
+        for message in taken.drain(..) {
+            match message {
+                Queued::Record { entry, at_ms, done } => {
+                    waiting.push(done);
+                    group.push((entry, at_ms));
+                }
+                Queued::Flush(done) => flushes.push(done),
+            }
+        }
+        if !group.is_empty() {
+            let appended = append_group(&store, &mut head, &group).await;
+            if let Err(err) = &appended {
+                tracing::error!(error = %err, records = group.len(), "cannot append to the audit log");
+            }
+            for (offset, done) in (0..).zip(waiting) {
+                let answer = match &appended {
+                    Ok(first_seq) => Ok(first_seq + offset),
+                    Err(err) => Err(AuditError::Append(err.clone())),
+                };
+                // a caller that went away does not stop the others
+                if let Some(done) = done {
+                    let _ = done.send(answer);
+                }
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Chains `group` onto the head and commits it; returns the first record's sequence
+/// number. When another writer moved the head meanwhile, the group is chained onto
+/// the new head and committed again.
+async fn append_group(
+    store: &Store,
+    head: &mut Option<(i64, String)>,
+    group: &[(AuditEntry, i64)],
+) -> Result<i64, Arc<StoreError>> {
+    loop {
+        let (mut seq, mut prev_hash) = match head.take() {
+            Some(known) => known,
+            None => store.audit_head().await.map_err(Arc::new)?,
+        };
+        let first_seq = seq + 1;
+        let rows: Vec<AuditRow> = group
+            .iter()
+            .map(|(entry, at_ms)| {
+                seq += 1;
+                let row = chained(entry, *at_ms, seq, &prev_hash);
+                prev_hash.clone_from(&row.hash);
+                row
+            })
+            .collect();
+        if store.append_audit(&rows).await.map_err(Arc::new)? {
+            *head = Some((seq, prev_hash));
+            return Ok(first_seq);
+        }
+    }
+}
+
+/// `entry` as record `seq`, following the record whose hash is `prev_hash`.
+fn chained(entry: &AuditEntry, at_ms: i64, seq: i64, prev_hash: &str) -> AuditRow {
+    let mut row = AuditRow {
+        seq,
+        at_ms,
+        actor: entry.actor.clone(),
+        operation: entry.operation.clone(),
+        worker_id: entry.worker_id.clone(),
+        sandbox_id: entry.sandbox_id.clone(),
+        detail: entry.detail.clone(),
+        outcome: entry.outcome.clone(),
+        request_id: entry.request_id.clone(),
+        prev_hash: prev_hash.to_owned(),
+        hash: String::new(),
+    };
+    row.hash = record_hash(&row);
+    row
 }
 
 fn broken(checked: i64, seq: i64, reason: String) -> Verification {
@@ -217,7 +357,7 @@ mod tests {
     async fn an_edited_record_breaks_verification_at_that_record() {
         let (_dir, store, log) = log_with(5).await;
         sqlx::query("UPDATE audit_events SET detail = 'echo innocent' WHERE seq = 3")
-            .execute(raw_pool(&store))
+            .execute(&raw_pool(&store).await)
             .await
             .unwrap();
         let verification = log.verify().await.unwrap();
@@ -237,7 +377,7 @@ mod tests {
         sqlx::query("UPDATE audit_events SET detail = $1, hash = $2 WHERE seq = 3")
             .bind(&row.detail)
             .bind(&row.hash)
-            .execute(raw_pool(&store))
+            .execute(&raw_pool(&store).await)
             .await
             .unwrap();
         let broken = log.verify().await.unwrap().first_broken.unwrap();
@@ -248,7 +388,7 @@ mod tests {
     async fn deleted_records_break_verification() {
         let (_dir, store, log) = log_with(5).await;
         sqlx::query("DELETE FROM audit_events WHERE seq = 2")
-            .execute(raw_pool(&store))
+            .execute(&raw_pool(&store).await)
             .await
             .unwrap();
         let broken = log.verify().await.unwrap().first_broken.unwrap();
@@ -257,7 +397,7 @@ mod tests {
 
         let (_dir, store, log) = log_with(5).await;
         sqlx::query("DELETE FROM audit_events WHERE seq = 5")
-            .execute(raw_pool(&store))
+            .execute(&raw_pool(&store).await)
             .await
             .unwrap();
         let broken = log.verify().await.unwrap().first_broken.unwrap();
@@ -311,6 +451,24 @@ mod tests {
         let verification = first.verify().await.unwrap();
         assert!(verification.ok, "{verification:?}");
         assert_eq!(verification.records, 8);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_reaches_the_caller_and_the_next_one_succeeds() {
+        let (_dir, store, log) = log_with(1).await;
+        let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+        sqlx::query(&rename("audit_events", "audit_events_away"))
+            .execute(&raw_pool(&store).await)
+            .await
+            .unwrap();
+        let err = log.record(AuditEntry::default()).await.unwrap_err();
+        assert!(matches!(err, AuditError::Append(_)), "{err:?}");
+        sqlx::query(&rename("audit_events_away", "audit_events"))
+            .execute(&raw_pool(&store).await)
+            .await
+            .unwrap();
+        // the failed group moved nothing: the next record follows record 1
+        assert_eq!(log.record(AuditEntry::default()).await.unwrap(), 2);
     }
 
     #[tokio::test]

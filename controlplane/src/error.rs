@@ -144,10 +144,17 @@ impl From<StoreError> for ApiError {
             | StoreError::StaleWorkerToken(_) => Self::unauthorized(err.to_string()),
             StoreError::WorkerIdTaken(_) => Self::new(ErrorCode::Conflict, err.to_string()),
             StoreError::UnknownWorker(_) => Self::not_found(err.to_string()),
+            StoreError::Closed => Self::new(ErrorCode::Unavailable, err.to_string()),
             StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 Self::internal(&err)
             }
         }
+    }
+}
+
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(err: crate::audit::AuditError) -> Self {
+        Self::internal(&err)
     }
 }
 

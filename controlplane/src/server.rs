@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiParts, ApiState};
 use crate::api_keys::{ApiKeyCache, create_first_admin_key};
 use crate::audit::AuditLog;
 use crate::authority::Authority;
@@ -59,6 +59,8 @@ pub struct RunningControlPlane {
     pub sandboxes: Sandboxes,
     /// Id of the in-process worker, when one was asked for.
     pub local_worker_id: Option<String>,
+    /// Kept so that [`RunningControlPlane::wait`] can commit what is still queued.
+    audit: AuditLog,
     tasks: TaskTracker,
 }
 
@@ -67,6 +69,10 @@ impl RunningControlPlane {
     pub async fn wait(self) {
         self.tasks.close();
         self.tasks.wait().await;
+        // records of the last calls may still be queued for the audit appender
+        if let Err(err) = self.audit.flush().await {
+            tracing::error!(error = %err, "cannot commit the last audit records");
+        }
         self.fleet.store().close().await;
     }
 }
@@ -149,14 +155,15 @@ pub async fn start(
         Some(Arc::new(authority.api_server_config()?))
     };
     let sandboxes = Sandboxes::new(store.clone(), channels, config.sandbox_settings());
-    let router = api::router(ApiState {
+    let audit = AuditLog::new(store.clone());
+    let router = api::router(ApiState::new(ApiParts {
         fleet: fleet.clone(),
         sandboxes: sandboxes.clone(),
-        audit: AuditLog::new(store.clone()),
+        audit: audit.clone(),
         store: store.clone(),
         api_keys: ApiKeyCache::default(),
         version: Arc::from(VERSION),
-    });
+    }));
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -201,6 +208,7 @@ pub async fn start(
         fleet,
         sandboxes,
         local_worker_id,
+        audit,
         tasks,
     })
 }

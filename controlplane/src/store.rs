@@ -1,6 +1,6 @@
-//! The control plane's persistent state: one sqlx pool, the embedded migrations, and
-//! every SQL statement (grouped by table in `store/`). Callers never see SQL or rows of
-//! another table than the one they asked about.
+//! The control plane's persistent state: its database connections, the embedded
+//! migrations, and every SQL statement (grouped by table in `store/`). Callers never
+//! see SQL or rows of another table than the one they asked about.
 //!
 //! Two backends: SQLite, the embedded default (one WAL file in the data dir), and
 //! Postgres, which several `berth serve` replicas share. Every statement is written
@@ -12,12 +12,34 @@
 //! move by conditional `UPDATE`/`INSERT … ON CONFLICT`, which Postgres re-checks on the
 //! newest row version after waiting for a concurrent writer (READ COMMITTED).
 
-/// Runs `$body` with `$pool` bound to this store's concrete pool (`&SqlitePool` or
-/// `&PgPool`): the body is written once and compiled for each backend.
+/// Runs `$body` with `$pool` bound to a concrete executor for reads (a
+/// `&mut SqliteConnection` of a reader, or `&PgPool`): the body is written once and
+/// compiled for each backend, and uses `$pool` for one statement. On SQLite the
+/// readers are read-only, so a statement that writes must use [`with_write_pool!`]
+/// or [`in_write_tx!`] (or fail loudly in every test).
 macro_rules! with_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.pool {
-            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Sqlite(connections) => {
+                let mut held = connections.reader().await;
+                let $pool = held.connection()?;
+                $body
+            }
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Like [`with_pool!`] for a single autocommit statement that writes: on SQLite it runs
+/// on the one writer connection.
+macro_rules! with_write_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite(connections) => {
+                let mut held = connections.writer().await;
+                let $pool = held.connection()?;
+                $body
+            }
             $crate::store::Pool::Postgres($pool) => $body,
         }
     };
@@ -34,10 +56,15 @@ macro_rules! in_write_tx {
         let mut attempt = 1u32;
         loop {
             let result = match &$store.pool {
-                $crate::store::Pool::Sqlite(pool) => {
+                $crate::store::Pool::Sqlite(connections) => {
                     $crate::store::transaction(async {
+                        let mut held = connections.writer().await;
                         #[allow(unused_mut)]
-                        let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                        let mut $tx = sqlx::Connection::begin_with(
+                            held.connection()?,
+                            "BEGIN IMMEDIATE",
+                        )
+                        .await?;
                         $body
                     })
                     .await
@@ -70,27 +97,36 @@ mod cluster;
 mod dialect;
 mod join_tokens;
 mod sandboxes;
+mod sqlite_connections;
 mod workers;
 
 use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+use sqlite_connections::SqliteConnections;
 
 pub use api_keys::ApiKeyRow;
 pub use audit::AuditRow;
 pub use certificates::NewCertificate;
 pub use cluster::ClusterIdentity;
 pub use join_tokens::NewJoinToken;
-pub use sandboxes::{CandidateRow, NewSandbox, PlaceOutcome, Placement, SandboxRow};
+pub use sandboxes::{
+    CandidateRow, CreatedPlacement, NewSandbox, PlaceOutcome, Placement, SandboxRow,
+};
 pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Read-only connections to SQLite (each is a thread of sqlx's).
+const SQLITE_READERS: usize = 4;
 
 /// How often a write transaction is tried when Postgres aborts it for a conflict.
 const TX_ATTEMPTS: u32 = 5;
@@ -113,6 +149,8 @@ pub enum StoreError {
     UnknownWorker(String),
     #[error("worker token is not the newest one issued to worker {0:?}")]
     StaleWorkerToken(String),
+    #[error("the store is closed")]
+    Closed,
 }
 
 impl StoreError {
@@ -153,10 +191,16 @@ impl Backend {
     }
 }
 
-/// The pool of one backend; the macros above dispatch on it.
+/// The connections of one backend; the macros above dispatch on them.
+///
+/// SQLite lets one writer in at a time. Several connections racing for its write lock
+/// make the losers sleep in SQLite's busy handler (1, 2, 5, 10 ms …), which is what
+/// capped spawns and execs before. So writes go through one connection, queued fairly
+/// in tokio, and reads through read-only connections that WAL lets run alongside it
+/// (see `store/sqlite_connections.rs` for why these are not a sqlx pool).
 #[derive(Debug, Clone)]
 enum Pool {
-    Sqlite(SqlitePool),
+    Sqlite(Arc<SqliteConnections>),
     Postgres(PgPool),
 }
 
@@ -192,18 +236,12 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
+        let connections = SqliteConnections::open(options, SQLITE_READERS).await?;
         Ok(Self {
-            pool: Pool::Sqlite(pool),
+            pool: Pool::Sqlite(Arc::new(connections)),
         })
     }
 
-    /// Connects to Postgres and migrates under sqlx's advisory lock, so replicas
-    /// starting together apply each migration exactly once; the others wait for it.
     async fn open_postgres(options: PgConnectOptions) -> Result<Self, StoreError> {
         let options = options.application_name("berth-controlplane");
         let pool = PgPoolOptions::new()
@@ -233,7 +271,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        with_pool!(self, |pool| pool.close().await)
+        match &self.pool {
+            Pool::Sqlite(connections) => connections.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
@@ -268,10 +309,15 @@ pub fn redact_url(url: &str) -> String {
 pub(crate) mod testing {
     use super::{Pool, Store};
 
-    /// The raw SQLite pool, for tests that tamper with rows behind the store's back.
-    pub fn raw_pool(store: &Store) -> &sqlx::SqlitePool {
+    /// A pool of its own on a SQLite test store's file, for tests that tamper with
+    /// rows behind the store's back.
+    pub async fn raw_pool(store: &Store) -> sqlx::SqlitePool {
         match &store.pool {
-            Pool::Sqlite(pool) => pool,
+            Pool::Sqlite(connections) => sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(connections.options().clone())
+                .await
+                .expect("open the test store's file"),
             Pool::Postgres(_) => panic!("raw_pool is for SQLite test stores"),
         }
     }

@@ -91,7 +91,7 @@ mod tests {
     async fn revoke_in_the_database(store: &Store, id: &str) {
         sqlx::query("UPDATE api_keys SET revoked_at = 1 WHERE id = $1")
             .bind(id)
-            .execute(raw_pool(store))
+            .execute(&raw_pool(store).await)
             .await
             .unwrap();
     }

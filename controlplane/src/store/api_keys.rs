@@ -32,7 +32,7 @@ pub(super) use insert_api_key;
 
 impl Store {
     pub async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
+        with_write_pool!(self, |pool| {
             insert_api_key!(pool, key).await?;
         });
         Ok(())

@@ -17,6 +17,9 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+/// Rows a single `INSERT` carries.
+const INSERT_CHUNK: usize = 500;
+
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, operation, worker_id, sandbox_id, detail, \
      outcome, request_id, prev_hash, hash";
 
@@ -31,39 +34,49 @@ impl Store {
         Ok(head)
     }
 
-    /// Appends `row` if the head is still `(row.seq - 1, row.prev_hash)`; false when
-    /// another writer got there first (the caller rebuilds the row and retries).
-    pub async fn append_audit(&self, row: &AuditRow) -> Result<bool, StoreError> {
+    /// Appends `rows`, a run that continues the chain (each row's `prev_hash` is the
+    /// hash of the one before), if the head is still where the first row expects it:
+    /// `(rows[0].seq - 1, rows[0].prev_hash)`. One transaction moves the head to the
+    /// last row and inserts them all, so a group of records costs one commit. False
+    /// when another writer moved the head first (the caller rebuilds the rows on the
+    /// new head and tries again); nothing is written then.
+    pub async fn append_audit(&self, rows: &[AuditRow]) -> Result<bool, StoreError> {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(true);
+        };
+        let insert = format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) ");
         in_write_tx!(self, |tx| {
             let moved = sqlx::query(
                 "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4",
             )
-            .bind(row.seq)
-            .bind(&row.hash)
-            .bind(row.seq - 1)
-            .bind(&row.prev_hash)
+            .bind(last.seq)
+            .bind(&last.hash)
+            .bind(first.seq - 1)
+            .bind(&first.prev_hash)
             .execute(&mut *tx)
             .await?;
             if moved.rows_affected() == 0 {
                 return Ok(false);
             }
-            sqlx::query(&format!(
-                "INSERT INTO audit_events ({AUDIT_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))
-            .bind(row.seq)
-            .bind(row.at_ms)
-            .bind(&row.actor)
-            .bind(&row.operation)
-            .bind(&row.worker_id)
-            .bind(&row.sandbox_id)
-            .bind(&row.detail)
-            .bind(&row.outcome)
-            .bind(&row.request_id)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .execute(&mut *tx)
-            .await?;
+            // 11 parameters a row: a chunk stays far below either backend's limit
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let mut statement = sqlx::QueryBuilder::new(&insert);
+                statement.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.seq)
+                        .push_bind(row.at_ms)
+                        .push_bind(&row.actor)
+                        .push_bind(&row.operation)
+                        .push_bind(&row.worker_id)
+                        .push_bind(&row.sandbox_id)
+                        .push_bind(&row.detail)
+                        .push_bind(&row.outcome)
+                        .push_bind(&row.request_id)
+                        .push_bind(&row.prev_hash)
+                        .push_bind(&row.hash);
+                });
+                statement.build().execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(true)
         })

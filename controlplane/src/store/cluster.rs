@@ -37,7 +37,7 @@ impl Store {
         ours: &ClusterIdentity,
         now_ms: i64,
     ) -> Result<ClusterIdentity, StoreError> {
-        let recorded = with_pool!(self, |pool| {
+        with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO cluster (id, trust_domain, ca_sha256, token_key_sha256, created_at_ms) \
                  VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
@@ -48,6 +48,8 @@ impl Store {
             .bind(now_ms)
             .execute(pool)
             .await?;
+        });
+        let recorded = with_write_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT trust_domain, ca_sha256, token_key_sha256 FROM cluster WHERE id = 1",
             )

@@ -14,7 +14,7 @@ pub struct NewJoinToken {
 
 impl Store {
     pub async fn insert_join_token(&self, token: &NewJoinToken) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
+        with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO join_tokens (jti, worker_id, max_uses, used, created_at, expires_at, created_by) \
                  VALUES ($1, $2, $3, 0, $4, $5, $6)",

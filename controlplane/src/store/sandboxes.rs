@@ -85,6 +85,14 @@ macro_rules! release_slot {
     };
 }
 
+/// Where [`Store::create_placed_sandbox`] put a new sandbox.
+#[derive(Debug, Clone)]
+pub struct CreatedPlacement {
+    pub placement: Placement,
+    /// The worker's last heartbeat (unix ms) at the time of placement.
+    pub last_heartbeat_ms: i64,
+}
+
 /// A sandbox joined with its lease and the lease holder's address and heartbeat.
 const SANDBOX_FROM: &str = "FROM sandboxes s \
      LEFT JOIN leases l ON l.sandbox_id = s.id \
@@ -92,7 +100,7 @@ const SANDBOX_FROM: &str = "FROM sandboxes s \
 
 impl Store {
     pub async fn insert_sandbox(&self, sandbox: &NewSandbox) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
+        with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
                      template, metadata, created_at, expires_at) \
@@ -220,6 +228,91 @@ impl Store {
         })
     }
 
+    /// Records a new sandbox already placed: on the first of `candidates` (worker ids,
+    /// in order of preference) that is still eligible (active, ready, not cordoned or
+    /// draining, heartbeat at or after `fresh_since_ms`) and has room, one slot is
+    /// reserved, the sandbox inserted as `creating` on it and its first lease taken,
+    /// all in one transaction. The checks sit in the reserving `UPDATE`, so a drain or
+    /// cordon that lands after the caller listed its candidates still keeps the
+    /// sandbox off that worker. When none has room the sandbox is recorded as `error`
+    /// with `full_message` and `None` is returned.
+    pub async fn create_placed_sandbox(
+        &self,
+        sandbox: &NewSandbox,
+        candidates: &[String],
+        fresh_since_ms: i64,
+        lease_expires_at_ms: i64,
+        full_message: &str,
+    ) -> Result<Option<CreatedPlacement>, StoreError> {
+        in_write_tx!(self, |tx| {
+            let mut placed = None;
+            for worker_id in candidates {
+                let reserved: Option<(String, i64)> = sqlx::query_as(
+                    "UPDATE workers SET reserved = reserved + 1 \
+                     WHERE id = $1 AND state = 'active' AND reserved < max_sandboxes \
+                       AND reported_state = 'ready' AND NOT cordoned AND drain_state = '' \
+                       AND last_heartbeat_ms >= $2 \
+                     RETURNING advertise_addr, last_heartbeat_ms",
+                )
+                .bind(worker_id)
+                .bind(fresh_since_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((advertise_addr, last_heartbeat_ms)) = reserved {
+                    placed = Some((worker_id, advertise_addr, last_heartbeat_ms));
+                    break;
+                }
+            }
+            let (state, error, worker_id) = match &placed {
+                Some((worker_id, _, _)) => ("creating", "", Some(worker_id.as_str())),
+                None => ("error", full_message, None),
+            };
+            sqlx::query(
+                "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
+                     template, metadata, created_at, expires_at, worker_id, error, destroyed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(&sandbox.id)
+            .bind(state)
+            .bind(&sandbox.provider)
+            .bind(&sandbox.image)
+            .bind(sandbox.memory_mb)
+            .bind(sandbox.vcpus)
+            .bind(&sandbox.owner_id)
+            .bind(&sandbox.template)
+            .bind(&sandbox.metadata)
+            .bind(sandbox.created_at)
+            .bind(sandbox.expires_at)
+            .bind(worker_id)
+            .bind(error)
+            .bind(placed.is_none().then_some(sandbox.created_at))
+            .execute(&mut *tx)
+            .await?;
+            let Some((worker_id, advertise_addr, last_heartbeat_ms)) = placed else {
+                tx.commit().await?;
+                return Ok(None);
+            };
+            sqlx::query(
+                "INSERT INTO leases (sandbox_id, worker_id, generation, expires_at_ms) \
+                 VALUES ($1, $2, 1, $3)",
+            )
+            .bind(&sandbox.id)
+            .bind(worker_id)
+            .bind(lease_expires_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(CreatedPlacement {
+                placement: Placement {
+                    worker_id: worker_id.clone(),
+                    advertise_addr,
+                    generation: 1,
+                },
+                last_heartbeat_ms,
+            }))
+        })
+    }
+
     /// Moves a sandbox from one of `from` states to `to`; false when it was in none.
     /// Conditional, so of two replicas racing for the same change exactly one wins.
     pub async fn transition_sandbox(
@@ -235,7 +328,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("UPDATE sandboxes SET state = $1 WHERE id = $2 AND state IN ({from})");
-        let updated = with_pool!(self, |pool| {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query(&sql)
                 .bind(to)
                 .bind(id)
@@ -250,7 +343,7 @@ impl Store {
     /// false when it is not running. Of replicas racing to destroy one sandbox exactly
     /// one wins.
     pub async fn claim_destroy(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let updated = with_pool!(self, |pool| {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE sandboxes SET state = 'destroying', destroying_since_ms = $1 \
                  WHERE id = $2 AND state = 'running'",
@@ -290,7 +383,7 @@ impl Store {
         claimed_before_ms: i64,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let updated = with_pool!(self, |pool| {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE sandboxes SET destroying_since_ms = $1 \
                  WHERE id = $2 AND state = 'destroying' \
@@ -306,13 +399,15 @@ impl Store {
         Ok(updated == 1)
     }
 
+    /// `creating → running` with the provider's id for it; false when the sandbox was
+    /// no longer being created (a destroy or a lost worker moved it on).
     pub async fn mark_sandbox_running(
         &self,
         id: &str,
         vm_id: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
+    ) -> Result<bool, StoreError> {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE sandboxes SET state = 'running', vm_id = $1, started_at_ms = $2 \
                  WHERE id = $3 AND state = 'creating'",
@@ -321,9 +416,10 @@ impl Store {
             .bind(now_ms)
             .bind(id)
             .execute(pool)
-            .await?;
+            .await?
+            .rows_affected()
         });
-        Ok(())
+        Ok(updated == 1)
     }
 
     /// Ends a sandbox (`destroyed` or `error`): its lease is released and its worker's

@@ -192,7 +192,7 @@ impl Store {
 
     /// Records a heartbeat of an active worker; returns whether a drain was asked of it.
     pub async fn record_heartbeat(&self, update: &HeartbeatUpdate) -> Result<bool, StoreError> {
-        let drain_state: Option<String> = with_pool!(self, |pool| {
+        let drain_state: Option<String> = with_write_pool!(self, |pool| {
             sqlx::query_scalar(
                 "UPDATE workers SET reported_state = $1, hostname = $2, advertise_addr = $3, \
                      providers = $4, max_sandboxes = $5, vcpus = $6, memory_mb = $7, version = $8, \
@@ -271,7 +271,7 @@ impl Store {
 
     /// Cordons or uncordons a worker; persisted, so it survives restarts of either side.
     pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<(), StoreError> {
-        let updated = with_pool!(self, |pool| {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query("UPDATE workers SET cordoned = $1 WHERE id = $2")
                 .bind(cordoned)
                 .bind(id)
@@ -287,7 +287,7 @@ impl Store {
 
     /// Starts draining a worker (or moves its deadline); persisted.
     pub async fn start_drain(&self, id: &str, deadline_ms: Option<i64>) -> Result<(), StoreError> {
-        let updated = with_pool!(self, |pool| {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE workers SET drain_state = 'draining', drain_deadline_ms = $1 \
                  WHERE id = $2 AND state = 'active'",
@@ -305,7 +305,7 @@ impl Store {
     }
 
     pub async fn undrain(&self, id: &str) -> Result<(), StoreError> {
-        let updated = with_pool!(self, |pool| {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE workers SET drain_state = '', drain_deadline_ms = NULL WHERE id = $1",
             )
@@ -323,7 +323,7 @@ impl Store {
     /// Finishes a drain, unless it was cancelled meanwhile (or another replica finished
     /// it first).
     pub async fn mark_drained(&self, id: &str) -> Result<bool, StoreError> {
-        let updated = with_pool!(self, |pool| {
+        let updated = with_write_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE workers SET drain_state = 'drained' \
                  WHERE id = $1 AND drain_state = 'draining'",

@@ -123,25 +123,41 @@ fn audit_row(seq: i64, prev_hash: &str, hash: &str) -> AuditRow {
 pub async fn the_audit_chain_moves_only_from_its_head(db: Db) {
     let store = db.open().await;
     assert_eq!(store.audit_head().await.unwrap(), (0, String::new()));
-    assert!(store.append_audit(&audit_row(1, "", "h1")).await.unwrap());
+    assert!(store.append_audit(&[audit_row(1, "", "h1")]).await.unwrap());
     assert_eq!(store.audit_head().await.unwrap(), (1, "h1".into()));
     assert!(
-        !store.append_audit(&audit_row(1, "", "h1b")).await.unwrap(),
+        !store
+            .append_audit(&[audit_row(1, "", "h1b")])
+            .await
+            .unwrap(),
         "a second record at the same place"
     );
     assert!(
         !store
-            .append_audit(&audit_row(2, "wrong", "h2"))
+            .append_audit(&[audit_row(2, "wrong", "h2")])
             .await
             .unwrap(),
         "a record naming another predecessor"
     );
     assert!(
-        !store.append_audit(&audit_row(3, "h1", "h3")).await.unwrap(),
+        !store
+            .append_audit(&[audit_row(3, "h1", "h3")])
+            .await
+            .unwrap(),
         "a gap"
     );
-    assert!(store.append_audit(&audit_row(2, "h1", "h2")).await.unwrap());
-    assert!(store.append_audit(&audit_row(3, "h2", "h3")).await.unwrap());
+    assert!(
+        store
+            .append_audit(&[audit_row(2, "h1", "h2")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .append_audit(&[audit_row(3, "h2", "h3")])
+            .await
+            .unwrap()
+    );
 
     let all = store.list_audit(0, 100).await.unwrap();
     assert_eq!(all.len(), 3);
@@ -153,6 +169,23 @@ pub async fn the_audit_chain_moves_only_from_its_head(db: Db) {
     let page = store.audit_page(1, 1).await.unwrap();
     assert_eq!(page, vec![audit_row(2, "h1", "h2")]);
     assert!(store.audit_page(3, 10).await.unwrap().is_empty());
+
+    // a run of records lands whole or not at all
+    let run = [
+        audit_row(4, "h3", "h4"),
+        audit_row(5, "h4", "h5"),
+        audit_row(6, "h5", "h6"),
+    ];
+    assert!(
+        !store.append_audit(&run[1..]).await.unwrap(),
+        "a run that skips a record"
+    );
+    assert_eq!(store.audit_head().await.unwrap(), (3, "h3".into()));
+    assert!(store.audit_page(3, 10).await.unwrap().is_empty());
+    assert!(store.append_audit(&run).await.unwrap());
+    assert_eq!(store.audit_head().await.unwrap(), (6, "h6".into()));
+    assert_eq!(store.audit_page(3, 10).await.unwrap(), run.to_vec());
+    assert!(store.append_audit(&[]).await.unwrap(), "nothing to append");
 }
 
 pub async fn appends_through_two_replicas_form_one_chain(db: Db) {
@@ -166,7 +199,11 @@ pub async fn appends_through_two_replicas_form_one_chain(db: Db) {
                 loop {
                     let (seq, prev) = store.audit_head().await.unwrap();
                     let row = audit_row(seq + 1, &prev, &format!("h-{i}-{j}"));
-                    if store.append_audit(&row).await.unwrap() {
+                    if store
+                        .append_audit(std::slice::from_ref(&row))
+                        .await
+                        .unwrap()
+                    {
                         break;
                     }
                 }
