@@ -3,6 +3,10 @@
 //! dialed from the worker's advertised address with the control plane's identity and
 //! must reach exactly `spiffe://<td>/worker/<id>`; they are cached per worker and
 //! reconnect on their own. A later mode can hand out a connection the worker opened.
+//! Beside the channels it keeps [`Routes`]: which worker held a sandbox's lease when
+//! this control plane last looked.
+
+mod routes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,8 @@ use tonic::transport::Channel;
 use crate::authority::Authority;
 use crate::error::{ApiError, ErrorCode};
 
+pub use routes::{ROUTE_TTL, Route, Routes};
+
 pub type WorkerClient = WorkerServiceClient<Channel>;
 
 #[derive(Debug)]
@@ -21,6 +27,7 @@ pub struct WorkerChannels {
     authority: Arc<Authority>,
     /// worker id -> (address dialed, channel)
     channels: Mutex<HashMap<String, (String, Channel)>>,
+    routes: Routes,
 }
 
 impl WorkerChannels {
@@ -28,7 +35,13 @@ impl WorkerChannels {
         Self {
             authority,
             channels: Mutex::new(HashMap::new()),
+            routes: Routes::default(),
         }
+    }
+
+    /// Where running sandboxes were last seen.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     /// A client of worker `worker_id`, which listens on `address`.
@@ -58,11 +71,22 @@ impl WorkerChannels {
 }
 
 impl WorkerChannels {
-    /// Drops the cached channel to a worker (it was revoked); in-flight calls end.
+    /// Drops the cached channel to a worker (it was revoked), and every route through
+    /// it; in-flight calls end.
     pub fn forget(&self, worker_id: &str) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.remove(worker_id);
+        self.routes.forget_worker(worker_id);
     }
+}
+
+/// Whether the worker refused a call because the route was wrong: it does not hold
+/// the sandbox, or holds it under a newer lease generation. Such a route is forgotten
+/// and the call made again on the route the store has.
+pub fn is_route_refusal(status: &tonic::Status) -> bool {
+    status
+        .metadata()
+        .contains_key(berth_worker::service::ROUTE_REFUSED_KEY)
 }
 
 /// A worker's answer as an API error: the code it sent in `berth-error-code`, or one

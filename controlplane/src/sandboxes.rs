@@ -15,7 +15,7 @@ pub use model::{CreateSandbox, FileInfoView, SandboxView, rfc3339};
 
 use crate::config::SandboxesConfig;
 use crate::error::{ApiError, ErrorCode};
-use crate::router::WorkerChannels;
+use crate::router::{Routes, WorkerChannels};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,24 @@ impl Sandboxes {
 
     pub fn settings(&self) -> &SandboxSettings {
         &self.settings
+    }
+
+    fn routes(&self) -> &Routes {
+        self.channels.routes()
+    }
+
+    /// The worker that holds (or, for a sandbox that just ended, held) `sandbox_id`:
+    /// from the routes of recent calls, else from the store; empty when none.
+    pub async fn worker_of(&self, sandbox_id: &str) -> Result<String, SandboxError> {
+        if let Some(worker_id) = self.routes().worker_of(sandbox_id) {
+            return Ok(worker_id);
+        }
+        Ok(self
+            .store
+            .get_sandbox(sandbox_id)
+            .await?
+            .and_then(|row| row.worker_id)
+            .unwrap_or_default())
     }
 }
 

@@ -15,7 +15,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use status::{ERROR_CODE_KEY, provider_codes};
+pub use status::{ERROR_CODE_KEY, ROUTE_REFUSED_KEY, provider_codes};
 
 use crate::agent::Runtime;
 use crate::metrics::{OutcomeLabels, WorkerMetrics};

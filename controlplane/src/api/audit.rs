@@ -154,14 +154,7 @@ pub async fn record(
         )
     });
     let worker_id = match &sandbox_id {
-        Some(id) => state
-            .store
-            .get_sandbox(id)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|row| row.worker_id)
-            .unwrap_or_default(),
+        Some(id) => state.sandboxes.worker_of(id).await.unwrap_or_default(),
         None => String::new(),
     };
     let entry = AuditEntry {
@@ -173,7 +166,8 @@ pub async fn record(
         outcome,
         request_id,
     };
-    if let Err(err) = state.audit.record(entry).await {
+    // the appender commits it with whatever else is queued; the caller does not wait
+    if let Err(err) = state.audit.submit(entry).await {
         tracing::error!(error = %err, "cannot append to the audit log");
     }
     response

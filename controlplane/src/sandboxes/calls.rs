@@ -3,6 +3,7 @@
 //! out a stale control plane; every call has a deadline.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
@@ -12,7 +13,7 @@ use tonic::Streaming;
 
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
-use crate::router::{WorkerClient, remote_error};
+use crate::router::{Route, WorkerClient, is_route_refusal, remote_error};
 
 /// Deadline of quick calls (files, status).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,17 +63,31 @@ struct Target {
     worker_id: String,
     client: WorkerClient,
     generation: u64,
-}
-
-impl Target {
-    /// The worker's answer as our error.
-    fn failed(&self, status: &tonic::Status) -> SandboxError {
-        SandboxError::Remote(remote_error(&self.worker_id, status))
-    }
+    /// Taken from the route cache rather than read from the store just now.
+    cached: bool,
 }
 
 impl Sandboxes {
+    /// Where calls for `sandbox_id` go: the cached route when it is fresh, else the
+    /// lease in the store (which is then cached).
     async fn target(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
+        let fresh_since = now_ms() - grace_ms(&self.settings);
+        if let Some(route) = self.routes().live(sandbox_id, fresh_since) {
+            let client = self
+                .channels
+                .client(&route.worker_id, &route.address)
+                .map_err(SandboxError::Remote)?;
+            return Ok(Target {
+                worker_id: route.worker_id,
+                client,
+                generation: route.generation,
+                cached: true,
+            });
+        }
+        self.target_from_store(sandbox_id).await
+    }
+
+    async fn target_from_store(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
         let row = self
             .store
             .get_sandbox(sandbox_id)
@@ -95,15 +110,18 @@ impl Sandboxes {
                 )));
             }
         }
-        let (Some(worker_id), Some(address), Some(generation)) =
-            (row.worker_id, row.advertise_addr, row.generation)
-        else {
+        let (Some(worker_id), Some(address), Some(generation), Some(last_heartbeat_ms)) = (
+            row.worker_id,
+            row.advertise_addr,
+            row.generation,
+            row.last_heartbeat_ms,
+        ) else {
             return Err(SandboxError::Unavailable(format!(
                 "sandbox {sandbox_id:?} has no live lease"
             )));
         };
         let fresh_since = now_ms() - grace_ms(&self.settings);
-        if row.last_heartbeat_ms.is_none_or(|t| t < fresh_since) {
+        if last_heartbeat_ms < fresh_since {
             return Err(SandboxError::Unavailable(format!(
                 "worker {worker_id:?} holding sandbox {sandbox_id:?} is not heartbeating"
             )));
@@ -112,11 +130,62 @@ impl Sandboxes {
             .channels
             .client(&worker_id, &address)
             .map_err(SandboxError::Remote)?;
+        let generation = u64::try_from(generation).unwrap_or(0);
+        self.routes().remember(
+            sandbox_id,
+            Route {
+                worker_id: worker_id.clone(),
+                address,
+                generation,
+                last_heartbeat_ms,
+            },
+        );
         Ok(Target {
             worker_id,
             client,
-            generation: u64::try_from(generation).unwrap_or(0),
+            generation,
+            cached: false,
         })
+    }
+
+    /// Makes `call` on the lease holder of `sandbox_id`. When a cached route turns out
+    /// wrong (the worker does not hold the sandbox, or holds it under a newer lease),
+    /// the route is forgotten and the call made once more on the lease in the store,
+    /// so a stale cache costs one refused call, never a wrong answer. A call that
+    /// cannot be repeated (it consumes a stream) goes through [`Self::target`] itself.
+    async fn on_lease_holder<T, F, Fut>(&self, sandbox_id: &str, call: F) -> Result<T, SandboxError>
+    where
+        F: Fn(Target) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let target = self.target(sandbox_id).await?;
+        let (worker_id, cached) = (target.worker_id.clone(), target.cached);
+        match call(target).await {
+            Ok(answer) => Ok(answer),
+            Err(status) if cached && is_route_refusal(&status) => {
+                self.routes().forget(sandbox_id);
+                let target = self.target_from_store(sandbox_id).await?;
+                let worker_id = target.worker_id.clone();
+                call(target)
+                    .await
+                    .map_err(|status| self.refused(sandbox_id, &worker_id, &status))
+            }
+            Err(status) => Err(self.refused(sandbox_id, &worker_id, &status)),
+        }
+    }
+
+    /// The worker's refusal as our error; a route the worker refused, or a worker that
+    /// cannot be reached, is not used again before the store is asked.
+    fn refused(&self, sandbox_id: &str, worker_id: &str, status: &tonic::Status) -> SandboxError {
+        if is_route_refusal(status)
+            || matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            )
+        {
+            self.routes().forget(sandbox_id);
+        }
+        SandboxError::Remote(remote_error(worker_id, status))
     }
 
     fn exec_request(
@@ -152,15 +221,15 @@ impl Sandboxes {
         call: ExecCall,
     ) -> Result<ExecOutcome, SandboxError> {
         check_command(&call)?;
-        let mut target = self.target(sandbox_id).await?;
-        let (request, timeout) = self.exec_request(sandbox_id, target.generation, call);
-        let mut request = tonic::Request::new(request);
-        request.set_timeout(timeout + EXEC_MARGIN);
-        let answer = target
-            .client
-            .exec(request)
-            .await
-            .map_err(|status| target.failed(&status))?
+        let answer = self
+            .on_lease_holder(sandbox_id, |mut target| {
+                let (request, timeout) =
+                    self.exec_request(sandbox_id, target.generation, call.clone());
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(timeout + EXEC_MARGIN);
+                async move { target.client.exec(request).await }
+            })
+            .await?
             .into_inner();
         Ok(ExecOutcome {
             exit_code: answer.exit_code,
@@ -178,16 +247,14 @@ impl Sandboxes {
         call: ExecCall,
     ) -> Result<Streaming<pb::ExecEvent>, SandboxError> {
         check_command(&call)?;
-        let mut target = self.target(sandbox_id).await?;
-        let (request, timeout) = self.exec_request(sandbox_id, target.generation, call);
-        let mut request = tonic::Request::new(request);
-        request.set_timeout(timeout + EXEC_MARGIN);
-        target
-            .client
-            .exec_stream(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| target.failed(&status))
+        self.on_lease_holder(sandbox_id, |mut target| {
+            let (request, timeout) = self.exec_request(sandbox_id, target.generation, call.clone());
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(timeout + EXEC_MARGIN);
+            async move { target.client.exec_stream(request).await }
+        })
+        .await
+        .map(tonic::Response::into_inner)
     }
 
     /// The last `lines` console lines; with `follow`, new ones as they come (no
@@ -198,21 +265,19 @@ impl Sandboxes {
         lines: u32,
         follow: bool,
     ) -> Result<Streaming<pb::LogLine>, SandboxError> {
-        let mut target = self.target(sandbox_id).await?;
-        let mut request = tonic::Request::new(pb::WorkerLogsRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            tail_lines: lines,
-            follow,
-        });
-        if !follow {
-            request.set_timeout(CALL_TIMEOUT);
-        }
-        target
-            .client
-            .logs(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| target.failed(&status))
+        self.on_lease_holder(sandbox_id, |mut target| {
+            let mut request = tonic::Request::new(pb::WorkerLogsRequest {
+                sandbox_id: sandbox_id.to_owned(),
+                tail_lines: lines,
+                follow,
+            });
+            if !follow {
+                request.set_timeout(CALL_TIMEOUT);
+            }
+            async move { target.client.logs(request).await }
+        })
+        .await
+        .map(tonic::Response::into_inner)
     }
 
     /// The file's bytes in chunks; errors after the first chunk arrive in the stream.
@@ -221,19 +286,19 @@ impl Sandboxes {
         sandbox_id: &str,
         path: &str,
     ) -> Result<BoxStream<'static, Result<Vec<u8>, SandboxError>>, SandboxError> {
-        let mut target = self.target(sandbox_id).await?;
-        let request = tonic::Request::new(pb::WorkerFileRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            generation: target.generation,
-            path: path.to_owned(),
-        });
-        let worker_id = target.worker_id.clone();
-        let stream = target
-            .client
-            .read_file(request)
-            .await
-            .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status)))?
-            .into_inner();
+        let (worker_id, stream) = self
+            .on_lease_holder(sandbox_id, |mut target| {
+                let request = tonic::Request::new(pb::WorkerFileRequest {
+                    sandbox_id: sandbox_id.to_owned(),
+                    generation: target.generation,
+                    path: path.to_owned(),
+                });
+                async move {
+                    let stream = target.client.read_file(request).await?.into_inner();
+                    Ok((target.worker_id, stream))
+                }
+            })
+            .await?;
         Ok(stream
             .map(move |chunk| {
                 chunk
@@ -244,7 +309,9 @@ impl Sandboxes {
     }
 
     /// Streams `data` into the file; no size cap. An error in `data` (the client went
-    /// away) cancels the call, so the worker never keeps a truncated file.
+    /// away) cancels the call, so the worker never keeps a truncated file. The data can
+    /// be sent once only, so a refused route is not retried here: the caller gets the
+    /// refusal and the next call asks the store.
     pub async fn write_file<S>(
         &self,
         sandbox_id: &str,
@@ -301,7 +368,7 @@ impl Sandboxes {
         tokio::select! {
             answer = call => answer
                 .map(|answer| answer.into_inner().size)
-                .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status))),
+                .map_err(|status| self.refused(sandbox_id, &worker_id, &status)),
             reason = failed => Err(SandboxError::BadRequest(format!("upload interrupted: {reason}"))),
         }
     }
@@ -311,18 +378,16 @@ impl Sandboxes {
         sandbox_id: &str,
         path: &str,
     ) -> Result<Vec<pb::FileInfo>, SandboxError> {
-        let mut target = self.target(sandbox_id).await?;
-        let mut request = tonic::Request::new(pb::WorkerFileRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            generation: target.generation,
-            path: path.to_owned(),
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        let answer = target
-            .client
-            .list_files(request)
-            .await
-            .map_err(|status| target.failed(&status))?;
+        let answer = self
+            .on_lease_holder(sandbox_id, |mut target| {
+                let request = timed(pb::WorkerFileRequest {
+                    sandbox_id: sandbox_id.to_owned(),
+                    generation: target.generation,
+                    path: path.to_owned(),
+                });
+                async move { target.client.list_files(request).await }
+            })
+            .await?;
         Ok(answer.into_inner().files)
     }
 
@@ -331,18 +396,16 @@ impl Sandboxes {
         sandbox_id: &str,
         path: &str,
     ) -> Result<pb::FileInfo, SandboxError> {
-        let mut target = self.target(sandbox_id).await?;
-        let mut request = tonic::Request::new(pb::WorkerFileRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            generation: target.generation,
-            path: path.to_owned(),
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        let answer = target
-            .client
-            .stat_file(request)
-            .await
-            .map_err(|status| target.failed(&status))?;
+        let answer = self
+            .on_lease_holder(sandbox_id, |mut target| {
+                let request = timed(pb::WorkerFileRequest {
+                    sandbox_id: sandbox_id.to_owned(),
+                    generation: target.generation,
+                    path: path.to_owned(),
+                });
+                async move { target.client.stat_file(request).await }
+            })
+            .await?;
         Ok(answer.into_inner())
     }
 
@@ -352,19 +415,16 @@ impl Sandboxes {
         path: &str,
         recursive: bool,
     ) -> Result<(), SandboxError> {
-        let mut target = self.target(sandbox_id).await?;
-        let mut request = tonic::Request::new(pb::WorkerDeleteFileRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            generation: target.generation,
-            path: path.to_owned(),
-            recursive,
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        target
-            .client
-            .delete_file(request)
-            .await
-            .map_err(|status| target.failed(&status))?;
+        self.on_lease_holder(sandbox_id, |mut target| {
+            let request = timed(pb::WorkerDeleteFileRequest {
+                sandbox_id: sandbox_id.to_owned(),
+                generation: target.generation,
+                path: path.to_owned(),
+                recursive,
+            });
+            async move { target.client.delete_file(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -374,19 +434,16 @@ impl Sandboxes {
         old_path: &str,
         new_path: &str,
     ) -> Result<(), SandboxError> {
-        let mut target = self.target(sandbox_id).await?;
-        let mut request = tonic::Request::new(pb::WorkerMoveFileRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            generation: target.generation,
-            old_path: old_path.to_owned(),
-            new_path: new_path.to_owned(),
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        target
-            .client
-            .move_file(request)
-            .await
-            .map_err(|status| target.failed(&status))?;
+        self.on_lease_holder(sandbox_id, |mut target| {
+            let request = timed(pb::WorkerMoveFileRequest {
+                sandbox_id: sandbox_id.to_owned(),
+                generation: target.generation,
+                old_path: old_path.to_owned(),
+                new_path: new_path.to_owned(),
+            });
+            async move { target.client.move_file(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -396,19 +453,16 @@ impl Sandboxes {
                 "mode must be at most 0o7777".into(),
             ));
         }
-        let mut target = self.target(sandbox_id).await?;
-        let mut request = tonic::Request::new(pb::WorkerChmodRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            generation: target.generation,
-            path: path.to_owned(),
-            mode,
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        target
-            .client
-            .chmod(request)
-            .await
-            .map_err(|status| target.failed(&status))?;
+        self.on_lease_holder(sandbox_id, |mut target| {
+            let request = timed(pb::WorkerChmodRequest {
+                sandbox_id: sandbox_id.to_owned(),
+                generation: target.generation,
+                path: path.to_owned(),
+                mode,
+            });
+            async move { target.client.chmod(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -416,19 +470,24 @@ impl Sandboxes {
         if pattern.is_empty() {
             return Err(SandboxError::BadRequest("pattern is empty".into()));
         }
-        let mut target = self.target(sandbox_id).await?;
-        let mut request = tonic::Request::new(pb::WorkerGlobRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            pattern: pattern.to_owned(),
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        let answer = target
-            .client
-            .glob(request)
-            .await
-            .map_err(|status| target.failed(&status))?;
+        let answer = self
+            .on_lease_holder(sandbox_id, |mut target| {
+                let request = timed(pb::WorkerGlobRequest {
+                    sandbox_id: sandbox_id.to_owned(),
+                    pattern: pattern.to_owned(),
+                });
+                async move { target.client.glob(request).await }
+            })
+            .await?;
         Ok(answer.into_inner().paths)
     }
+}
+
+/// `message` as a request with the deadline of quick calls.
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
 }
 
 fn check_command(call: &ExecCall) -> Result<(), SandboxError> {

@@ -8,7 +8,7 @@ use berth_proto::v1 as pb;
 
 use super::{CreateSandbox, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
-use crate::router::remote_error;
+use crate::router::{Route, remote_error};
 
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A destroy claim older than this was abandoned (a replica died holding it): twice
@@ -22,29 +22,20 @@ impl Sandboxes {
         let id = new_sandbox_id();
         let now = now_secs();
         let ttl = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
-        self.store
-            .insert_sandbox(&crate::store::NewSandbox {
-                id: id.clone(),
-                provider: provider.clone(),
-                image: request.image.clone(),
-                memory_mb: i64::try_from(request.memory_mb).unwrap_or(i64::MAX),
-                vcpus: i64::from(request.vcpus),
-                owner_id: request.owner_id.clone(),
-                template: request.template.clone(),
-                metadata: serde_json::to_string(&request.metadata).unwrap_or_default(),
-                created_at: now,
-                expires_at: now.saturating_add(ttl),
-            })
-            .await?;
-        let placement = match self.place(&id, &candidates).await {
-            Ok(placement) => placement,
-            Err(err) => {
-                self.store
-                    .finish_sandbox(&id, "error", &err.to_string(), now_secs())
-                    .await?;
-                return Err(err);
-            }
+        let sandbox = crate::store::NewSandbox {
+            id: id.clone(),
+            provider: provider.clone(),
+            image: request.image.clone(),
+            memory_mb: i64::try_from(request.memory_mb).unwrap_or(i64::MAX),
+            vcpus: i64::from(request.vcpus),
+            owner_id: request.owner_id.clone(),
+            template: request.template.clone(),
+            metadata: serde_json::to_string(&request.metadata).unwrap_or_default(),
+            created_at: now,
+            expires_at: now.saturating_add(ttl),
         };
+        let placed = self.place(&sandbox, &candidates).await?;
+        let placement = placed.placement;
         let worker_id = placement.worker_id.clone();
         let spawned = async {
             let mut client = self
@@ -71,14 +62,8 @@ impl Sandboxes {
                 .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status)))
         }
         .await;
-        match spawned {
-            Ok(answer) => {
-                self.store
-                    .mark_sandbox_running(&id, &answer.vm_id, crate::clock::now_ms())
-                    .await?;
-                tracing::info!(sandbox_id = %id, %worker_id, generation = placement.generation, "sandbox created");
-                self.get(&id).await
-            }
+        let answer = match spawned {
+            Ok(answer) => answer,
             Err(err) => {
                 tracing::warn!(sandbox_id = %id, %worker_id, error = %err, "spawn failed");
                 self.store
@@ -92,9 +77,48 @@ impl Sandboxes {
                     &placement.advertise_addr,
                     placement.generation,
                 );
-                Err(err)
+                return Err(err);
             }
+        };
+        let running = self
+            .store
+            .mark_sandbox_running(&id, &answer.vm_id, crate::clock::now_ms())
+            .await?;
+        tracing::info!(sandbox_id = %id, %worker_id, generation = placement.generation, "sandbox created");
+        if !running {
+            // something else (a destroy, a lost worker) moved it on meanwhile
+            return self.get(&id).await;
         }
+        self.routes().remember(
+            &id,
+            Route {
+                worker_id: worker_id.clone(),
+                address: placement.advertise_addr.clone(),
+                generation: u64::try_from(placement.generation).unwrap_or(0),
+                last_heartbeat_ms: placed.last_heartbeat_ms,
+            },
+        );
+        // what the store now holds, without reading it back
+        Ok(SandboxView::from(crate::store::SandboxRow {
+            id,
+            state: "running".into(),
+            provider,
+            image: sandbox.image,
+            memory_mb: sandbox.memory_mb,
+            vcpus: sandbox.vcpus,
+            owner_id: sandbox.owner_id,
+            template: sandbox.template,
+            metadata: sandbox.metadata,
+            worker_id: Some(worker_id),
+            vm_id: answer.vm_id,
+            created_at: sandbox.created_at,
+            expires_at: sandbox.expires_at,
+            destroyed_at: None,
+            error: String::new(),
+            generation: Some(placement.generation),
+            advertise_addr: Some(placement.advertise_addr),
+            last_heartbeat_ms: Some(placed.last_heartbeat_ms),
+        }))
     }
 
     pub async fn get(&self, id: &str) -> Result<SandboxView, SandboxError> {
@@ -118,33 +142,43 @@ impl Sandboxes {
     /// Destroys a sandbox on its worker, then releases its lease and capacity. Of two
     /// concurrent destroys exactly one acts; the other is told it is being destroyed.
     pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
+        // the common case first: a running sandbox, claimed by one conditional update
+        if !self.store.claim_destroy(id, crate::clock::now_ms()).await? {
+            return self.destroy_unclaimed(id).await;
+        }
+        // nothing more is routed to it; its route still names the worker to call
+        let cached = self.routes().live(id, i64::MIN);
+        self.routes().forget(id);
+        match cached {
+            Some(route) => self.destroy_claimed(id, route, true).await,
+            None => self.destroy_claimed_from_store(id).await,
+        }
+    }
+
+    /// A destroy of a sandbox that was not running: says why, or finishes one that
+    /// runs nowhere.
+    async fn destroy_unclaimed(&self, id: &str) -> Result<(), SandboxError> {
         let row = self
             .store
             .get_sandbox(id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
         match row.state.as_str() {
-            "destroyed" => return Err(SandboxError::Destroyed(id.to_owned())),
-            "creating" => {
-                return Err(SandboxError::Conflict(format!(
-                    "sandbox {id:?} is still being created"
-                )));
-            }
+            "destroyed" => Err(SandboxError::Destroyed(id.to_owned())),
+            "creating" => Err(SandboxError::Conflict(format!(
+                "sandbox {id:?} is still being created"
+            ))),
             // nothing runs for these on any worker we still talk to
             "error" | "lost" => {
                 self.store
                     .finish_sandbox(id, "destroyed", &row.error, now_secs())
                     .await?;
-                return Ok(());
+                Ok(())
             }
-            _ => {}
-        }
-        if !self.store.claim_destroy(id, crate::clock::now_ms()).await? {
-            return Err(SandboxError::Conflict(format!(
+            _ => Err(SandboxError::Conflict(format!(
                 "sandbox {id:?} is being destroyed"
-            )));
+            ))),
         }
-        self.destroy_claimed(id, row).await
     }
 
     /// Destroys sandboxes whose destroy claim stalled (the replica holding it died
@@ -158,11 +192,8 @@ impl Sandboxes {
             if !self.store.reclaim_destroy(&id, stalled_before, now).await? {
                 continue;
             }
-            let Some(row) = self.store.get_sandbox(&id).await? else {
-                continue;
-            };
             tracing::warn!(sandbox_id = %id, "taking over a destroy that stalled");
-            match self.destroy_claimed(&id, row).await {
+            match self.destroy_claimed_from_store(&id).await {
                 Ok(()) => destroyed += 1,
                 Err(err) => {
                     tracing::warn!(sandbox_id = %id, error = %err, "cannot finish a stalled destroy")
@@ -172,28 +203,39 @@ impl Sandboxes {
         Ok(destroyed)
     }
 
-    /// The worker's part of a destroy this control plane has claimed.
+    /// The worker's part of a destroy this control plane has claimed, on the lease in
+    /// the store.
+    async fn destroy_claimed_from_store(&self, id: &str) -> Result<(), SandboxError> {
+        let row = self.store.get_sandbox(id).await?;
+        match row.and_then(|row| lease_route(&row)) {
+            Some(route) => self.destroy_claimed(id, route, false).await,
+            None => {
+                self.store
+                    .finish_sandbox(id, "destroyed", "", now_secs())
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The worker's part of a destroy this control plane has claimed. A worker that no
+    /// longer holds the sandbox counts as done, once the store confirms that `route`
+    /// (taken from the cache when `cached`) is the lease's.
     async fn destroy_claimed(
         &self,
         id: &str,
-        row: crate::store::SandboxRow,
+        route: Route,
+        cached: bool,
     ) -> Result<(), SandboxError> {
-        let (Some(worker_id), Some(address), Some(generation)) =
-            (row.worker_id, row.advertise_addr, row.generation)
-        else {
-            self.store
-                .finish_sandbox(id, "destroyed", "", now_secs())
-                .await?;
-            return Ok(());
-        };
+        let worker_id = route.worker_id.clone();
         let result = async {
             let mut client = self
                 .channels
-                .client(&worker_id, &address)
+                .client(&worker_id, &route.address)
                 .map_err(SandboxError::Remote)?;
             let mut call = tonic::Request::new(pb::DestroyRequest {
                 sandbox_id: id.to_owned(),
-                generation: u64::try_from(generation).unwrap_or(0),
+                generation: route.generation,
             });
             call.set_timeout(DESTROY_TIMEOUT);
             client.destroy(call).await.map_err(|status| {
@@ -206,14 +248,21 @@ impl Sandboxes {
         }
         .await;
         match result {
-            // the worker no longer holding it is as good as destroyed
-            Ok(_) | Err(None) => {
-                self.store
-                    .finish_sandbox(id, "destroyed", "", now_secs())
-                    .await?;
-                tracing::info!(sandbox_id = %id, %worker_id, "sandbox destroyed");
-                Ok(())
+            Err(None) if cached => {
+                // "not found" is only as good as destroyed on the lease holder
+                let row = self.store.get_sandbox(id).await?;
+                match row.and_then(|row| lease_route(&row)) {
+                    Some(stored)
+                        if stored.worker_id != route.worker_id
+                            || stored.generation != route.generation =>
+                    {
+                        Box::pin(self.destroy_claimed(id, stored, false)).await
+                    }
+                    _ => self.finish_destroyed(id, &worker_id).await,
+                }
             }
+            // the worker no longer holding it is as good as destroyed
+            Ok(_) | Err(None) => self.finish_destroyed(id, &worker_id).await,
             Err(Some(err)) => {
                 // leave it running so a retry can destroy it
                 self.store
@@ -222,6 +271,14 @@ impl Sandboxes {
                 Err(err)
             }
         }
+    }
+
+    async fn finish_destroyed(&self, id: &str, worker_id: &str) -> Result<(), SandboxError> {
+        self.store
+            .finish_sandbox(id, "destroyed", "", now_secs())
+            .await?;
+        tracing::info!(sandbox_id = %id, %worker_id, "sandbox destroyed");
+        Ok(())
     }
 
     /// New expiry = now + `ttl`.
@@ -287,6 +344,16 @@ impl Sandboxes {
             }
         });
     }
+}
+
+/// The lease of a sandbox row as a route, if it has one.
+fn lease_route(row: &crate::store::SandboxRow) -> Option<Route> {
+    Some(Route {
+        worker_id: row.worker_id.clone()?,
+        address: row.advertise_addr.clone()?,
+        generation: u64::try_from(row.generation?).unwrap_or(0),
+        last_heartbeat_ms: row.last_heartbeat_ms.unwrap_or(0),
+    })
 }
 
 /// `sbx-` and 16 hex digits.

@@ -6,7 +6,7 @@
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;
-use crate::store::{CandidateRow, PlaceOutcome, Placement};
+use crate::store::{CandidateRow, CreatedPlacement, NewSandbox};
 
 impl Sandboxes {
     /// Candidates for `provider` (empty: any), least loaded first, or why there are none.
@@ -35,31 +35,23 @@ impl Sandboxes {
         Ok(offering)
     }
 
-    /// Reserves a slot and takes the lease on the first candidate that still has room.
+    /// Records `sandbox` placed on the first candidate that still has room (slot,
+    /// row and lease in one store transaction); when they all filled up meanwhile it
+    /// is recorded as failed and the caller told to try again.
     pub(super) async fn place(
         &self,
-        sandbox_id: &str,
+        sandbox: &NewSandbox,
         candidates: &[(CandidateRow, String)],
-    ) -> Result<Placement, SandboxError> {
-        let lease_expires = now_ms() + 2 * grace_ms(&self.settings);
-        for (candidate, _) in candidates {
-            match self
-                .store
-                .place_sandbox(sandbox_id, &candidate.id, lease_expires, None)
-                .await?
-            {
-                PlaceOutcome::Placed(placement) => return Ok(placement),
-                PlaceOutcome::WorkerFull => continue,
-                PlaceOutcome::LeaseTaken => {
-                    return Err(SandboxError::Conflict(format!(
-                        "sandbox {sandbox_id:?} was placed by another request"
-                    )));
-                }
-            }
-        }
-        Err(SandboxError::NoCapacity(
-            "every eligible worker filled up meanwhile; try again".into(),
-        ))
+    ) -> Result<CreatedPlacement, SandboxError> {
+        let now = now_ms();
+        let fresh_since = now - grace_ms(&self.settings);
+        let lease_expires = now + 2 * grace_ms(&self.settings);
+        let ids: Vec<String> = candidates.iter().map(|(c, _)| c.id.clone()).collect();
+        const FULL: &str = "every eligible worker filled up meanwhile; try again";
+        self.store
+            .create_placed_sandbox(sandbox, &ids, fresh_since, lease_expires, FULL)
+            .await?
+            .ok_or_else(|| SandboxError::NoCapacity(FULL.into()))
     }
 
     /// Explains an empty candidate list the way an operator would want to read it.

@@ -283,6 +283,8 @@ conformance!(
     sandboxes::leases_renew_only_for_their_holder_and_generation,
     sandboxes::mark_lost_is_conditional_and_racing_ones_have_one_winner,
     sandboxes::destroy_claims_have_one_winner_and_stalled_ones_one_taker,
+    sandboxes::a_new_sandbox_is_placed_on_the_first_eligible_candidate_in_one_step,
+    sandboxes::replicas_creating_at_once_fill_a_worker_exactly,
 );
 
 /// Replicas starting together on an empty database: sqlx's advisory lock lets one

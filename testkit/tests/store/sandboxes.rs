@@ -493,3 +493,120 @@ pub async fn destroy_claims_have_one_winner_and_stalled_ones_one_taker(db: Db) {
     assert!(a.stalled_destroys(i64::MAX).await.unwrap().is_empty());
     assert!(!a.reclaim_destroy("s", i64::MAX, 7_000).await.unwrap());
 }
+
+fn new_sandbox(id: &str) -> NewSandbox {
+    NewSandbox {
+        id: id.into(),
+        provider: "mock".into(),
+        image: "img".into(),
+        memory_mb: 64,
+        vcpus: 1,
+        owner_id: "owner".into(),
+        template: String::new(),
+        metadata: "{}".into(),
+        created_at: 7,
+        expires_at: 100,
+    }
+}
+
+fn names(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| (*id).to_owned()).collect()
+}
+
+pub async fn a_new_sandbox_is_placed_on_the_first_eligible_candidate_in_one_step(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 1).await;
+    worker(&store, "w2", 2).await;
+    worker(&store, "cordoned", 5).await;
+    worker(&store, "draining", 5).await;
+    store.set_cordoned("cordoned", true).await.unwrap();
+    store.start_drain("draining", None).await.unwrap();
+    let order = names(&["cordoned", "draining", "w1", "w2"]);
+    let create = |id: &'static str, fresh_since: i64| {
+        let (store, order) = (store.clone(), order.clone());
+        async move {
+            store
+                .create_placed_sandbox(&new_sandbox(id), &order, fresh_since, 10_000, "full")
+                .await
+                .unwrap()
+        }
+    };
+
+    // cordoned and draining workers are passed over even when listed first
+    let first = create("a", 1_000).await.expect("placed");
+    assert_eq!(first.placement.worker_id, "w1");
+    assert_eq!(first.placement.advertise_addr, "w1:1");
+    assert_eq!(first.placement.generation, 1);
+    assert_eq!(first.last_heartbeat_ms, 1_000);
+    let row = store.get_sandbox("a").await.unwrap().unwrap();
+    assert_eq!(row.state, "creating");
+    assert_eq!(
+        (row.worker_id.as_deref(), row.generation),
+        (Some("w1"), Some(1))
+    );
+    assert_eq!((row.owner_id.as_str(), row.created_at), ("owner", 7));
+    assert_eq!(reserved(&store, "w1").await, 1);
+
+    // w1 is full: the next one goes to w2
+    let second = create("b", 1_000).await.expect("placed");
+    assert_eq!(second.placement.worker_id, "w2");
+    assert_eq!(
+        (reserved(&store, "w1").await, reserved(&store, "w2").await),
+        (1, 1)
+    );
+
+    // a heartbeat older than the caller's freshness bound places nothing
+    assert!(create("c", 1_001).await.is_none());
+    let row = store.get_sandbox("c").await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), row.error.as_str()), ("error", "full"));
+    assert_eq!((row.worker_id, row.generation), (None, None));
+    assert_eq!(
+        reserved(&store, "w2").await,
+        1,
+        "a failed placement holds no slot"
+    );
+    assert_eq!(reserved(&store, "cordoned").await, 0);
+    assert_eq!(reserved(&store, "draining").await, 0);
+
+    // an id that exists already fails whole: no slot stays reserved
+    let again = store
+        .create_placed_sandbox(&new_sandbox("a"), &names(&["w2"]), 1_000, 10_000, "full")
+        .await;
+    assert!(matches!(again, Err(StoreError::Database(_))), "{again:?}");
+    assert_eq!(reserved(&store, "w2").await, 1);
+    assert!(create("d", 1_000).await.is_some());
+    assert!(create("e", 1_000).await.is_none(), "w1 and w2 are full");
+}
+
+pub async fn replicas_creating_at_once_fill_a_worker_exactly(db: Db) {
+    let [a, b] = db.replicas().await;
+    worker(&a, "w1", 5).await;
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store
+                .create_placed_sandbox(
+                    &new_sandbox(&format!("s{i}")),
+                    &names(&["w1"]),
+                    1_000,
+                    10_000,
+                    "full",
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let placed = race(tasks).await.into_iter().flatten().count();
+    assert_eq!(placed, 5);
+    assert_eq!(reserved(&a, "w1").await, 5);
+    assert_eq!(a.leases_of("w1").await.unwrap().len(), 5);
+    let errors = a
+        .list_sandboxes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.state == "error")
+        .count();
+    assert_eq!(errors, 15);
+}

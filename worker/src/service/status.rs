@@ -8,6 +8,10 @@ use crate::fencing::FenceError;
 use crate::provider::ProviderError;
 
 pub const ERROR_CODE_KEY: &str = "berth-error-code";
+/// Set on a refusal that says the caller's route is wrong: this worker does not hold
+/// the sandbox, or the caller's lease generation is stale. A control plane routing
+/// from a cached route then asks its store where the sandbox is.
+pub const ROUTE_REFUSED_KEY: &str = "berth-route-refused";
 
 pub(crate) fn coded(code: Code, api_code: &'static str, message: String) -> Status {
     let mut status = Status::new(code, message);
@@ -43,13 +47,28 @@ pub(crate) fn from_provider(err: ProviderError) -> Status {
     if code == Code::Internal {
         tracing::error!(error = %err, "provider failed");
     }
-    coded(code, api_code, err.to_string())
+    let route_refused = matches!(err, ProviderError::SandboxNotFound(_));
+    let status = coded(code, api_code, err.to_string());
+    if route_refused {
+        return refused_route(status);
+    }
+    status
+}
+
+fn refused_route(mut status: Status) -> Status {
+    status.metadata_mut().insert(
+        ROUTE_REFUSED_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
 }
 
 pub(crate) fn from_fence(err: FenceError) -> Status {
     match err {
         FenceError::Missing => coded(Code::InvalidArgument, "BAD_REQUEST", err.to_string()),
-        FenceError::Stale { .. } => coded(Code::FailedPrecondition, "CONFLICT", err.to_string()),
+        FenceError::Stale { .. } => {
+            refused_route(coded(Code::FailedPrecondition, "CONFLICT", err.to_string()))
+        }
     }
 }
 
@@ -75,5 +94,15 @@ mod tests {
         });
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains("stale lease generation"));
+        assert!(status.metadata().contains_key(ROUTE_REFUSED_KEY));
+    }
+
+    #[test]
+    fn only_a_wrong_route_is_a_route_refusal() {
+        let refused = from_provider(ProviderError::SandboxNotFound("x".into()));
+        assert!(refused.metadata().contains_key(ROUTE_REFUSED_KEY));
+        let missing_file = from_provider(ProviderError::FileNotFound("/a".into()));
+        assert_eq!(missing_file.code(), Code::NotFound);
+        assert!(!missing_file.metadata().contains_key(ROUTE_REFUSED_KEY));
     }
 }
