@@ -21,9 +21,28 @@ use crate::store::Store;
 pub use audit::AuditSlot;
 pub use serve::serve;
 
-/// What every API handler can reach.
+/// What every API handler can reach, shared: every middleware and extractor clones
+/// the state, so a clone is one reference count, not one per field.
 #[derive(Debug, Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiParts>);
+
+impl ApiState {
+    pub fn new(parts: ApiParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiParts;
+
+    fn deref(&self) -> &ApiParts {
+        &self.0
+    }
+}
+
+/// The parts of [`ApiState`].
+#[derive(Debug)]
+pub struct ApiParts {
     pub fleet: Fleet,
     pub sandboxes: Sandboxes,
     pub audit: AuditLog,

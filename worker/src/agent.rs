@@ -144,7 +144,11 @@ pub async fn start(
         identity.clone(),
     )?);
     let provider = make_provider(&config, &stored.worker_id).await?;
-    let fences = Fences::open(&config.data_dir.join(FENCES_FILE))?;
+    let fences = if provider.sandboxes_outlive_the_worker() {
+        Fences::open(&config.data_dir.join(FENCES_FILE))?
+    } else {
+        Fences::default()
+    };
     let runtime = Arc::new(Runtime {
         worker_id: stored.worker_id.clone(),
         identity,

@@ -174,6 +174,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
     /// `mock`, `docker`, ...
     fn name(&self) -> &'static str;
 
+    /// Whether its sandboxes can outlive the worker process (containers do; the
+    /// mock's die with it). Only then are lease fences kept on disk, so an adopted
+    /// sandbox keeps its fence across a restart; otherwise an fsync'd file write per
+    /// spawn and destroy would guard nothing.
+    fn sandboxes_outlive_the_worker(&self) -> bool {
+        true
+    }
+
     async fn health(&self) -> ProviderHealth;
 
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError>;

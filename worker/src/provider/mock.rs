@@ -144,6 +144,10 @@ impl Provider for MockProvider {
         "mock"
     }
 
+    fn sandboxes_outlive_the_worker(&self) -> bool {
+        false
+    }
+
     async fn health(&self) -> ProviderHealth {
         ProviderHealth {
             healthy: true,
