@@ -97,6 +97,36 @@ impl Api {
         }
     }
 
+    /// Waits until the worker's heartbeats report `provider` healthy (the scheduler
+    /// skips it until then).
+    pub async fn wait_provider_healthy(
+        &self,
+        worker_id: &str,
+        provider: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, body) = self
+                .send(self.http.get(self.url(&format!("/workers/{worker_id}"))))
+                .await?;
+            let capability = body["capabilities"]
+                .as_array()
+                .and_then(|list| list.iter().find(|c| c["name"] == provider))
+                .cloned();
+            if status == 200 && capability.as_ref().is_some_and(|c| c["healthy"] == true) {
+                return Ok(());
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the {provider} provider of worker {worker_id} was not healthy within {timeout:?} \
+                 (last answer {status}: {})",
+                capability.unwrap_or(body)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn create_sandbox(&self, provider: &str) -> anyhow::Result<SandboxRef> {
         let (status, body) = self
             .send(

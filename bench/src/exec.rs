@@ -72,6 +72,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
             provider: settings.provider.clone(),
             max_sandboxes: u32::try_from(sandboxes).unwrap_or(u32::MAX) + 8,
             heartbeat_interval: Duration::from_secs(2),
+            id: None,
+            docker: None,
         },
     )
     .await?;

@@ -129,6 +129,10 @@ pub struct WorkerOptions {
     pub provider: String,
     pub max_sandboxes: u32,
     pub heartbeat_interval: Duration,
+    /// Requested worker id (None: the control plane makes one up).
+    pub id: Option<String>,
+    /// The `docker:` section of its config (None: the defaults).
+    pub docker: Option<Value>,
 }
 
 /// A running `berth worker`.
@@ -151,7 +155,7 @@ impl Worker {
         options: &WorkerOptions,
     ) -> anyhow::Result<Self> {
         let token = control_plane.api.create_join_token(1).await?;
-        let config = json!({
+        let mut config = json!({
             "data_dir": dir.join(name),
             "control_plane": [control_plane.mesh_url],
             "join_token": token,
@@ -160,6 +164,12 @@ impl Worker {
             "heartbeat_interval": humantime::format_duration(options.heartbeat_interval).to_string(),
             "capacity": { "max_sandboxes": options.max_sandboxes },
         });
+        if let Some(id) = &options.id {
+            config["id"] = json!(id);
+        }
+        if let Some(docker) = &options.docker {
+            config["docker"] = docker.clone();
+        }
         let config_path = dir.join(format!("{name}.yaml"));
         std::fs::write(&config_path, config.to_string())?;
         let log_path = dir.join(format!("{name}.log"));

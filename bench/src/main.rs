@@ -8,6 +8,7 @@
 
 mod api;
 mod clients;
+mod docker;
 mod exec;
 mod fleet;
 mod heartbeats;
@@ -22,6 +23,7 @@ mod run;
 mod settings;
 mod simulated;
 mod spawn;
+mod store_floor;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +80,16 @@ struct Args {
     /// Bytes of the streaming section's exec.
     #[arg(long)]
     stream_bytes: Option<u64>,
+    /// Image of the docker section; never pulled (build it with
+    /// `bash smoke/docker-test-image.sh`).
+    #[arg(long, env = "BERTH_TEST_IMAGE")]
+    docker_image: Option<String>,
+    /// Timed spawns per path of the docker section.
+    #[arg(long)]
+    docker_spawns: Option<usize>,
+    /// Timed execs per path of the docker section.
+    #[arg(long)]
+    docker_execs: Option<usize>,
     /// `RUST_LOG` of the started processes.
     #[arg(long, default_value = "warn")]
     log_filter: String,
@@ -90,6 +102,7 @@ enum Choice {
     Spawn,
     Heartbeats,
     Stream,
+    Docker,
     Memory,
 }
 
@@ -107,6 +120,7 @@ impl Args {
                 Choice::Spawn => Some(SectionName::Spawn),
                 Choice::Heartbeats => Some(SectionName::Heartbeats),
                 Choice::Stream => Some(SectionName::Stream),
+                Choice::Docker => Some(SectionName::Docker),
                 Choice::Memory => Some(SectionName::Memory),
             })
             .collect();
@@ -143,6 +157,15 @@ impl Args {
         }
         if let Some(bytes) = self.stream_bytes {
             settings.stream_bytes = bytes;
+        }
+        if let Some(image) = &self.docker_image {
+            settings.docker_image = image.clone();
+        }
+        if let Some(spawns) = self.docker_spawns {
+            settings.docker_spawns = spawns;
+        }
+        if let Some(execs) = self.docker_execs {
+            settings.docker_execs = execs;
         }
         settings
     }
@@ -228,6 +251,9 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     }
     let mut ok = true;
     for section in &report.sections {
+        if let Some(reason) = &section.skipped {
+            eprintln!("berth-bench: SKIPPED {}: {reason}", section.title);
+        }
         if let Some(failure) = &section.failure {
             eprintln!("berth-bench: FAILED {}: {failure}", section.title);
             ok = false;
@@ -291,6 +317,15 @@ mod tests {
             args.sections(),
             vec![SectionName::Exec, SectionName::Stream]
         );
+        let args = Args::parse_from(["berth-bench", "memory", "docker", "stream"]);
+        assert_eq!(
+            args.sections(),
+            vec![
+                SectionName::Stream,
+                SectionName::Docker,
+                SectionName::Memory
+            ]
+        );
     }
 
     #[test]
@@ -306,12 +341,17 @@ mod tests {
             "10s",
             "--database-url",
             "postgres://x@127.0.0.1/db",
+            "--docker-spawns",
+            "3",
+            "--docker-execs",
+            "7",
         ]);
         let settings = args.settings();
         assert_eq!(settings.heartbeat_ladder, vec![100, 200]);
         assert_eq!(settings.heartbeat_interval, Duration::from_secs(2));
         assert_eq!(settings.exec_window.measure, Duration::from_secs(10));
         assert_eq!(settings.spawn_window.warmup, Duration::from_secs(2));
+        assert_eq!((settings.docker_spawns, settings.docker_execs), (3, 7));
         assert_eq!(
             settings.database_url.as_deref(),
             Some("postgres://x@127.0.0.1/db")

@@ -41,6 +41,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
             provider: settings.provider.clone(),
             max_sandboxes: u32::try_from(settings.memory_sandboxes).unwrap_or(u32::MAX) + 8,
             heartbeat_interval: interval,
+            id: None,
+            docker: None,
         },
     )
     .await;

@@ -103,6 +103,9 @@ pub struct Section {
     pub targets: Vec<TargetCheck>,
     /// Set when the section could not finish; its tables hold what it got so far.
     pub failure: Option<String>,
+    /// Set when the section did not run on this machine (e.g. no docker engine), and
+    /// why; not a failure.
+    pub skipped: Option<String>,
     /// Calls that failed during the runs (the harness treats these as a failed run).
     pub call_errors: usize,
 }
@@ -198,6 +201,9 @@ impl Report {
         head.render(out);
         if let Some(failure) = &section.failure {
             let _ = writeln!(out, "**This section failed:** {failure}\n");
+        }
+        if let Some(reason) = &section.skipped {
+            let _ = writeln!(out, "**Skipped:** {reason}\n");
         }
         for table in &section.tables {
             table.render(out);
@@ -330,5 +336,15 @@ mod tests {
         assert!(text.contains("**This section failed:** the worker did not start"));
         assert!(text.contains("| ≥ 2,000/s | 150/s | **no** |"));
         assert!(text.contains("Quick mode"));
+    }
+
+    #[test]
+    fn a_skipped_section_says_why() {
+        let mut section = Section::new("5. Docker", "docker vs the CLI");
+        section.skipped = Some("no docker engine answers: connection refused".into());
+        let text = report(vec![section]).render();
+        assert!(text.contains("## 5. Docker"));
+        assert!(text.contains("**Skipped:** no docker engine answers: connection refused"));
+        assert!(!text.contains("This section failed"));
     }
 }

@@ -28,6 +28,11 @@ pub struct Settings {
     /// Simulated workers and sandboxes held while the control plane's memory is read.
     pub memory_workers: usize,
     pub memory_sandboxes: usize,
+    /// Image of the docker section (built locally by smoke/docker-test-image.sh).
+    pub docker_image: String,
+    /// Timed spawns, and execs, per path of the docker section (one at a time).
+    pub docker_spawns: usize,
+    pub docker_execs: usize,
 }
 
 impl Settings {
@@ -52,6 +57,9 @@ impl Settings {
             heartbeat_window: Duration::from_secs(30),
             memory_workers: 10_000,
             memory_sandboxes: 1_000,
+            docker_image: "berth-test-busybox:latest".to_owned(),
+            docker_spawns: 20,
+            docker_execs: 200,
         }
     }
 
@@ -74,6 +82,8 @@ impl Settings {
             heartbeat_window: Duration::from_secs(3),
             memory_workers: 10,
             memory_sandboxes: 5,
+            docker_spawns: 2,
+            docker_execs: 4,
             ..Self::full()
         }
     }
@@ -106,6 +116,9 @@ mod tests {
         assert!(quick.exec_window.measure < full.exec_window.measure);
         assert!(quick.heartbeat_ladder.iter().all(|k| *k <= 100));
         assert!(quick.stream_bytes < full.stream_bytes);
+        assert!(quick.docker_spawns < full.docker_spawns);
+        assert!(quick.docker_execs < full.docker_execs);
+        assert_eq!(quick.docker_image, full.docker_image);
         assert_eq!(full.max_concurrency(), 64);
         assert!(full.heartbeat_ladder.contains(&10_000));
         assert_eq!(

@@ -14,6 +14,7 @@ use crate::procstat;
 use crate::report::{Section, Table, TargetCheck, Verdict, join};
 use crate::run::Bench;
 use crate::settings::describe_window;
+use crate::store_floor;
 
 const TARGET: &str = "≥ 2,000 spawn+destroy per second on SQLite with the mock provider";
 
@@ -43,6 +44,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
             provider: settings.provider.clone(),
             max_sandboxes: 10_000,
             heartbeat_interval: Duration::from_secs(2),
+            id: None,
+            docker: None,
         },
     )
     .await?;
@@ -141,5 +144,19 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     .await;
     worker.stop().await;
     control_plane.stop().await;
-    result
+    result?;
+    if store == "sqlite" {
+        // with the fleet stopped, so the store has the machine to itself
+        let (table, best) =
+            store_floor::measure(&dir, &settings.concurrency, settings.spawn_window).await?;
+        section.notes.push(format!(
+            "The store alone (last table): the same writes a pair makes — placement with \
+             slot and lease in one transaction, mark running, destroy claim, release, two \
+             audit records — straight on a SQLite store in the bench process, no HTTP, \
+             gRPC or worker: {best:.0} pairs/s at best, the ceiling of the whole path on \
+             this machine's store."
+        ));
+        section.tables.push(table);
+    }
+    Ok(())
 }

@@ -61,6 +61,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
             provider: settings.provider.clone(),
             max_sandboxes: 8,
             heartbeat_interval: Duration::from_secs(2),
+            id: None,
+            docker: None,
         },
     )
     .await?;
