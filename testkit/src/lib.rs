@@ -188,6 +188,11 @@ impl TestControlPlane {
         (self.dir, self.config)
     }
 
+    /// The control plane's sandbox operations, for tests that call them in process.
+    pub fn sandboxes(&self) -> &berth_controlplane::sandboxes::Sandboxes {
+        &self.running.sandboxes
+    }
+
     pub fn mesh_url(&self) -> String {
         format!("https://{}", self.mesh_addr)
     }

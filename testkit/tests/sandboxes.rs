@@ -307,3 +307,55 @@ async fn the_grpc_sandboxes_service_does_the_same() {
 fn on_postgres() {
     berth_testkit::rerun_on_postgres("on_postgres");
 }
+
+#[tokio::test]
+async fn a_create_or_destroy_whose_caller_goes_away_still_finishes() {
+    use berth_controlplane::sandboxes::CreateSandbox;
+    let fleet = fleet(1, 4).await;
+    let sandboxes = fleet.cp.sandboxes();
+    let request = CreateSandbox::validate(
+        sandboxes.settings(),
+        None,
+        Some("mock".into()),
+        None,
+        None,
+        Some("10m"),
+        None,
+        None,
+        Default::default(),
+    )
+    .unwrap();
+    // the caller gives up at its first wait, long before the worker has answered
+    let gave_up = tokio::time::timeout(Duration::from_micros(1), sandboxes.create(request)).await;
+    assert!(gave_up.is_err(), "the create finished within a microsecond");
+    let id = eventually("the abandoned create finishes", WAIT, || async {
+        let (_, listed) = fleet.api.get("/sandboxes").await;
+        let listed = listed.as_array().cloned().unwrap_or_default();
+        listed
+            .iter()
+            .find(|s| s["state"] == "running")
+            .map(|s| id_of(s))
+    })
+    .await;
+    let (status, out) = exec(&fleet.api, &id, json!({"command": "echo usable"})).await;
+    assert_eq!((status, out["stdout"].as_str()), (200, Some("usable\n")));
+
+    let gave_up = tokio::time::timeout(Duration::from_micros(1), sandboxes.destroy(&id)).await;
+    assert!(
+        gave_up.is_err(),
+        "the destroy finished within a microsecond"
+    );
+    eventually("the abandoned destroy finishes", WAIT, || async {
+        (fleet.api.get(&format!("/sandboxes/{id}")).await.0 == 404).then_some(())
+    })
+    .await;
+    // its slot came back: the worker's four slots are all free again
+    for _ in 0..4 {
+        let sandbox = fleet
+            .api
+            .create_sandbox(json!({"provider": "mock", "ttl": "10m"}))
+            .await;
+        assert_eq!(sandbox["state"], "running");
+    }
+    fleet.stop().await;
+}

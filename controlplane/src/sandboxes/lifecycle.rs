@@ -16,7 +16,18 @@ const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 const STALLED_DESTROY_MS: i64 = 2 * DESTROY_TIMEOUT.as_millis() as i64;
 
 impl Sandboxes {
+    /// Creates a sandbox. The work runs in a task of its own, so a caller that goes
+    /// away mid-create (an HTTP client disconnecting drops the handler) does not leave
+    /// a sandbox half made: placed and holding a slot but never marked running.
     pub async fn create(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
+        let sandboxes = self.clone();
+        finish_detached(tokio::spawn(
+            async move { sandboxes.create_now(request).await },
+        ))
+        .await
+    }
+
+    async fn create_now(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
         let candidates = self.candidates(&request.provider).await?;
         let provider = candidates[0].1.clone();
         let id = new_sandbox_id();
@@ -141,7 +152,16 @@ impl Sandboxes {
 
     /// Destroys a sandbox on its worker, then releases its lease and capacity. Of two
     /// concurrent destroys exactly one acts; the other is told it is being destroyed.
+    /// Like [`Self::create`], it runs to the end even when the caller goes away.
     pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
+        let (sandboxes, id) = (self.clone(), id.to_owned());
+        finish_detached(tokio::spawn(
+            async move { sandboxes.destroy_now(&id).await },
+        ))
+        .await
+    }
+
+    async fn destroy_now(&self, id: &str) -> Result<(), SandboxError> {
         // the common case first: a running sandbox, claimed by one conditional update
         if !self.store.claim_destroy(id, crate::clock::now_ms()).await? {
             return self.destroy_unclaimed(id).await;
@@ -311,7 +331,7 @@ impl Sandboxes {
     pub async fn prune_expired(&self) -> Result<usize, SandboxError> {
         let mut pruned = 0;
         for id in self.store.expired_sandboxes(now_secs()).await? {
-            match self.destroy(&id).await {
+            match self.destroy_now(&id).await {
                 Ok(()) => pruned += 1,
                 Err(SandboxError::Conflict(_) | SandboxError::Destroyed(_)) => {
                     tracing::debug!(sandbox_id = %id, "expired sandbox taken by another destroy");
@@ -343,6 +363,21 @@ impl Sandboxes {
                 tracing::debug!(%sandbox_id, %worker_id, error = %status.message(), "cleanup after a failed spawn did not reach the worker");
             }
         });
+    }
+}
+
+/// The outcome of work spawned so that it outlives its caller.
+async fn finish_detached<T>(
+    task: tokio::task::JoinHandle<Result<T, SandboxError>>,
+) -> Result<T, SandboxError> {
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            tracing::error!(error = %err, "sandbox task failed");
+            Err(SandboxError::Unavailable(
+                "the control plane could not finish the call".into(),
+            ))
+        }
     }
 }
 
@@ -379,7 +414,7 @@ impl Sandboxes {
                 .is_some_and(|deadline| deadline <= now)
             {
                 for (sandbox_id, _, _, _) in &leases {
-                    match self.destroy(sandbox_id).await {
+                    match self.destroy_now(sandbox_id).await {
                         Ok(()) => {
                             tracing::info!(worker_id = %worker.id, %sandbox_id, "destroyed at the drain deadline")
                         }
