@@ -331,10 +331,7 @@ async fn a_create_or_destroy_whose_caller_goes_away_still_finishes() {
     let id = eventually("the abandoned create finishes", WAIT, || async {
         let (_, listed) = fleet.api.get("/sandboxes").await;
         let listed = listed.as_array().cloned().unwrap_or_default();
-        listed
-            .iter()
-            .find(|s| s["state"] == "running")
-            .map(|s| id_of(s))
+        listed.iter().find(|s| s["state"] == "running").map(id_of)
     })
     .await;
     let (status, out) = exec(&fleet.api, &id, json!({"command": "echo usable"})).await;
