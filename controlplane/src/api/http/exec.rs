@@ -18,7 +18,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use berth_proto::v1 as pb;
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Authorized, ExecScope, JsonBody, ReadScope};
@@ -139,7 +139,7 @@ pub async fn exec(
 /// Worker events as NDJSON lines, ending with exactly one terminal line.
 fn ndjson_events(
     events: tonic::Streaming<pb::ExecEvent>,
-) -> impl futures::Stream<Item = String> + Send + 'static {
+) -> impl futures::Stream<Item = Vec<u8>> + Send + 'static {
     struct State {
         events: tonic::Streaming<pb::ExecEvent>,
         stdout: Utf8Carry,
@@ -162,20 +162,20 @@ fn ndjson_events(
                 Some(Ok(pb::ExecEvent {
                     event: Some(Event::Stdout(data)),
                 })) => {
-                    let text = state.stdout.push(&data);
+                    let text = state.stdout.push(data);
                     if text.is_empty() {
                         continue;
                     }
-                    json!({"stream": "stdout", "data": text})
+                    return Some((output_line("stdout", &text), state));
                 }
                 Some(Ok(pb::ExecEvent {
                     event: Some(Event::Stderr(data)),
                 })) => {
-                    let text = state.stderr.push(&data);
+                    let text = state.stderr.push(data);
                     if text.is_empty() {
                         continue;
                     }
-                    json!({"stream": "stderr", "data": text})
+                    return Some((output_line("stderr", &text), state));
                 }
                 Some(Ok(pb::ExecEvent {
                     event: Some(Event::Exit(exit)),
@@ -209,33 +209,69 @@ fn ndjson_events(
                     })
                 }
             };
-            return Some((format!("{line}\n"), state));
+            return Some((format!("{line}\n").into_bytes(), state));
         }
     })
 }
 
 /// Turns byte chunks into text without splitting a UTF-8 character across two lines:
-/// an incomplete character at the end of a chunk waits for the next one.
+/// an incomplete character at the end of a chunk waits for the next one. Valid text
+/// (the usual case) becomes the `String` without a copy; only invalid bytes take the
+/// lossy path.
 #[derive(Debug, Default)]
 struct Utf8Carry {
     pending: Vec<u8>,
 }
 
 impl Utf8Carry {
-    fn push(&mut self, data: &[u8]) -> String {
-        self.pending.extend_from_slice(data);
-        let valid_up_to = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            Err(err) if err.error_len().is_none() && self.pending.len() - err.valid_up_to() < 4 => {
-                err.valid_up_to()
-            }
-            Err(_) => self.pending.len(),
+    fn push(&mut self, data: Vec<u8>) -> String {
+        let joined = if self.pending.is_empty() {
+            data
+        } else {
+            let mut joined = std::mem::take(&mut self.pending);
+            joined.extend_from_slice(&data);
+            joined
         };
-        let rest = self.pending.split_off(valid_up_to);
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending = rest;
-        text
+        let mut bytes = match String::from_utf8(joined) {
+            Ok(text) => return text,
+            Err(err) => err.into_bytes(),
+        };
+        // an incomplete character at the very end waits for the next chunk; anything
+        // else invalid is replaced now, so bad bytes never stall the stream
+        self.pending = bytes.split_off(incomplete_tail(&bytes));
+        match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+        }
     }
+}
+
+/// Where a character cut off by the end of `bytes` starts (`bytes.len()` when none is).
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    let earliest = bytes.len().saturating_sub(3);
+    for start in (earliest..bytes.len()).rev() {
+        // the lead byte of a multi-byte character
+        if bytes[start] >= 0xc0 {
+            return match std::str::from_utf8(&bytes[start..]) {
+                Err(err) if err.valid_up_to() == 0 && err.error_len().is_none() => start,
+                _ => bytes.len(),
+            };
+        }
+    }
+    bytes.len()
+}
+
+/// One output line of the stream, serialized straight to bytes.
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    stream: &'static str,
+    data: &'a str,
+}
+
+fn output_line(stream: &'static str, data: &str) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&OutputLine { stream, data }).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,11 +350,31 @@ mod tests {
         let mut carry = Utf8Carry::default();
         let text = "héllo";
         let bytes = text.as_bytes();
-        let first = carry.push(&bytes[..2]);
-        let second = carry.push(&bytes[2..]);
+        let first = carry.push(bytes[..2].to_vec());
+        let second = carry.push(bytes[2..].to_vec());
         assert_eq!(first, "h");
         assert_eq!(format!("{first}{second}"), text);
         // invalid bytes do not stall the stream
-        assert_eq!(carry.push(&[0xff, b'a']), "\u{fffd}a");
+        assert_eq!(carry.push(vec![0xff, b'a']), "\u{fffd}a");
+        // a character cut after its first byte waits whole, even across two chunks
+        let euro = "€".as_bytes();
+        assert_eq!(carry.push(vec![b'x', euro[0]]), "x");
+        assert_eq!(carry.push(vec![euro[1]]), "");
+        assert_eq!(carry.push(vec![euro[2], b'!']), "€!");
+        // an invalid byte before a cut character is replaced; the cut one waits
+        assert_eq!(carry.push(vec![0xff, euro[0]]), "\u{fffd}");
+        assert_eq!(carry.push(euro[1..].to_vec()), "€");
+    }
+
+    #[test]
+    fn output_lines_are_one_json_object_each() {
+        let line = output_line("stdout", "a \"quoted\"\nline");
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.ends_with('\n'));
+        let value: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(
+            value,
+            json!({"stream": "stdout", "data": "a \"quoted\"\nline"})
+        );
     }
 }
