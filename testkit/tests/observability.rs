@@ -40,10 +40,17 @@ async fn metrics_are_present_and_move_with_spawn_exec_and_destroy() {
     let cp_metrics = format!("{}/metrics", cp.api_url());
     let worker_metrics = format!("http://{}/metrics", worker.metrics_addr.unwrap());
 
-    let before = eventually("worker online in metrics", WAIT, || async {
-        let text = scrape(&cp_metrics).await;
-        (sample(&text, r#"berth_workers{status="online"}"#) == Some(1.0)).then_some(text)
-    })
+    // enrollment alone shows the worker online; wait for its first heartbeat too
+    let before = eventually(
+        "worker online and heartbeating in metrics",
+        WAIT,
+        || async {
+            let text = scrape(&cp_metrics).await;
+            let online = sample(&text, r#"berth_workers{status="online"}"#) == Some(1.0);
+            let heartbeats = sample(&text, r#"berth_heartbeats_total{outcome="ok"}"#);
+            (online && heartbeats.is_some_and(|n| n >= 1.0)).then_some(text)
+        },
+    )
     .await;
     assert_eq!(
         sample(&before, r#"berth_enrollments_total{outcome="ok"}"#),
