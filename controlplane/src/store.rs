@@ -48,36 +48,40 @@ macro_rules! with_write_pool {
 /// Runs `$body` in a write transaction bound to `$tx`. The body commits; returning
 /// early (or with an error) rolls back. SQLite takes its write lock up front
 /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other
-/// writers instead of failing with "database is locked". On Postgres, a transaction
-/// chosen as a deadlock victim (or failing serialization) is run again from the
-/// start, a few times; its effects were rolled back, so nothing happens twice.
+/// writers instead of failing with "database is locked". On Postgres see
+/// [`postgres_write_tx!`].
 macro_rules! in_write_tx {
     ($store:expr, |$tx:ident| $body:expr) => {{
+        match &$store.pool {
+            $crate::store::Pool::Sqlite(connections) => {
+                $crate::store::transaction(async {
+                    let mut held = connections.writer().await;
+                    #[allow(unused_mut)]
+                    let mut $tx =
+                        sqlx::Connection::begin_with(held.connection()?, "BEGIN IMMEDIATE").await?;
+                    $body
+                })
+                .await
+            }
+            $crate::store::Pool::Postgres(pool) => postgres_write_tx!(pool, |$tx| $body),
+        }
+    }};
+}
+
+/// Runs `$body` in a write transaction on Postgres pool `$pool`, bound to `$tx`; the
+/// body commits. A transaction chosen as a deadlock victim (or failing serialization)
+/// is run again from the start, a few times; its effects were rolled back, so nothing
+/// happens twice.
+macro_rules! postgres_write_tx {
+    ($pool:expr, |$tx:ident| $body:expr) => {{
         let mut attempt = 1u32;
         loop {
-            let result = match &$store.pool {
-                $crate::store::Pool::Sqlite(connections) => {
-                    $crate::store::transaction(async {
-                        let mut held = connections.writer().await;
-                        #[allow(unused_mut)]
-                        let mut $tx = sqlx::Connection::begin_with(
-                            held.connection()?,
-                            "BEGIN IMMEDIATE",
-                        )
-                        .await?;
-                        $body
-                    })
-                    .await
-                }
-                $crate::store::Pool::Postgres(pool) => {
-                    $crate::store::transaction(async {
-                        #[allow(unused_mut)]
-                        let mut $tx = pool.begin().await?;
-                        $body
-                    })
-                    .await
-                }
-            };
+            let result = $crate::store::transaction(async {
+                #[allow(unused_mut)]
+                let mut $tx = $pool.begin().await?;
+                $body
+            })
+            .await;
             match result {
                 Err(err) if attempt < $crate::store::TX_ATTEMPTS && err.is_transient() => {
                     tracing::debug!(attempt, error = %err, "transaction conflicted; running it again");

@@ -1,7 +1,7 @@
 //! `sandboxes` and `leases`: the sandbox records, scheduling (capacity reservation plus
 //! lease acquisition in one transaction), lease renewal and release.
 
-use super::dialect::Dialect;
+use super::dialect::{self, Dialect};
 use super::{Store, StoreError};
 
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
@@ -232,7 +232,7 @@ impl Store {
     /// in order of preference) that is still eligible (active, ready, not cordoned or
     /// draining, heartbeat at or after `fresh_since_ms`) and has room, one slot is
     /// reserved, the sandbox inserted as `creating` on it and its first lease taken,
-    /// all in one transaction. The checks sit in the reserving `UPDATE`, so a drain or
+    /// atomically (a candidate that cannot take it leaves nothing behind). The checks sit in the reserving `UPDATE`, so a drain or
     /// cordon that lands after the caller listed its candidates still keeps the
     /// sandbox off that worker. When none has room the sandbox is recorded as `error`
     /// with `full_message` and `None` is returned.
@@ -244,36 +244,33 @@ impl Store {
         lease_expires_at_ms: i64,
         full_message: &str,
     ) -> Result<Option<CreatedPlacement>, StoreError> {
-        in_write_tx!(self, |tx| {
-            let mut placed = None;
-            for worker_id in candidates {
-                let reserved: Option<(String, i64)> = sqlx::query_as(
-                    "UPDATE workers SET reserved = reserved + 1 \
-                     WHERE id = $1 AND state = 'active' AND reserved < max_sandboxes \
-                       AND reported_state = 'ready' AND NOT cordoned AND drain_state = '' \
-                       AND last_heartbeat_ms >= $2 \
-                     RETURNING advertise_addr, last_heartbeat_ms",
-                )
-                .bind(worker_id)
-                .bind(fresh_since_ms)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some((advertise_addr, last_heartbeat_ms)) = reserved {
-                    placed = Some((worker_id, advertise_addr, last_heartbeat_ms));
-                    break;
-                }
+        for worker_id in candidates {
+            let placed = dialect::insert_placed_sandbox(
+                &self.pool,
+                sandbox,
+                worker_id,
+                fresh_since_ms,
+                lease_expires_at_ms,
+            )
+            .await?;
+            if let Some((advertise_addr, last_heartbeat_ms)) = placed {
+                return Ok(Some(CreatedPlacement {
+                    placement: Placement {
+                        worker_id: worker_id.clone(),
+                        advertise_addr,
+                        generation: 1,
+                    },
+                    last_heartbeat_ms,
+                }));
             }
-            let (state, error, worker_id) = match &placed {
-                Some((worker_id, _, _)) => ("creating", "", Some(worker_id.as_str())),
-                None => ("error", full_message, None),
-            };
+        }
+        with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
-                     template, metadata, created_at, expires_at, worker_id, error, destroyed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     template, metadata, created_at, expires_at, error, destroyed_at) \
+                 VALUES ($1, 'error', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&sandbox.id)
-            .bind(state)
             .bind(&sandbox.provider)
             .bind(&sandbox.image)
             .bind(sandbox.memory_mb)
@@ -283,34 +280,12 @@ impl Store {
             .bind(&sandbox.metadata)
             .bind(sandbox.created_at)
             .bind(sandbox.expires_at)
-            .bind(worker_id)
-            .bind(error)
-            .bind(placed.is_none().then_some(sandbox.created_at))
-            .execute(&mut *tx)
+            .bind(full_message)
+            .bind(sandbox.created_at)
+            .execute(pool)
             .await?;
-            let Some((worker_id, advertise_addr, last_heartbeat_ms)) = placed else {
-                tx.commit().await?;
-                return Ok(None);
-            };
-            sqlx::query(
-                "INSERT INTO leases (sandbox_id, worker_id, generation, expires_at_ms) \
-                 VALUES ($1, $2, 1, $3)",
-            )
-            .bind(&sandbox.id)
-            .bind(worker_id)
-            .bind(lease_expires_at_ms)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(Some(CreatedPlacement {
-                placement: Placement {
-                    worker_id: worker_id.clone(),
-                    advertise_addr,
-                    generation: 1,
-                },
-                last_heartbeat_ms,
-            }))
-        })
+        });
+        Ok(None)
     }
 
     /// Moves a sandbox from one of `from` states to `to`; false when it was in none.
@@ -423,8 +398,8 @@ impl Store {
     }
 
     /// Ends a sandbox (`destroyed` or `error`): its lease is released and its worker's
-    /// reservation returned, in one transaction. Releasing is a `DELETE … RETURNING`,
-    /// so two replicas finishing the same sandbox return its slot once.
+    /// reservation returned, in one transaction; two replicas finishing the same
+    /// sandbox return its slot once.
     pub async fn finish_sandbox(
         &self,
         id: &str,
@@ -432,27 +407,7 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        in_write_tx!(self, |tx| {
-            let released: Option<String> =
-                sqlx::query_scalar("DELETE FROM leases WHERE sandbox_id = $1 RETURNING worker_id")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(worker_id) = released {
-                release_slot!(&mut *tx, &worker_id).await?;
-            }
-            sqlx::query(
-                "UPDATE sandboxes SET state = $1, error = $2, destroyed_at = $3 WHERE id = $4",
-            )
-            .bind(state)
-            .bind(error)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+        dialect::finish_sandbox(&self.pool, id, state, error, now).await
     }
 
     /// Moves a live sandbox's TTL and renews its lease to `lease_expires_at_ms` (never
