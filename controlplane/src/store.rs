@@ -94,6 +94,16 @@ macro_rules! postgres_write_tx {
     }};
 }
 
+/// Gives worker `$worker_id` back the capacity slot a sandbox held, on `$conn` inside
+/// the caller's transaction; evaluates to the statement's future.
+macro_rules! release_slot {
+    ($conn:expr, $worker_id:expr) => {
+        sqlx::query("UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0")
+            .bind($worker_id)
+            .execute($conn)
+    };
+}
+
 mod api_keys;
 mod audit;
 mod certificates;

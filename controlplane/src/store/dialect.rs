@@ -187,12 +187,7 @@ pub(super) async fn finish_sandbox(
                     .fetch_optional(&mut *tx)
                     .await?;
             if let Some(worker_id) = released {
-                sqlx::query(
-                    "UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0",
-                )
-                .bind(worker_id)
-                .execute(&mut *tx)
-                .await?;
+                release_slot!(&mut *tx, &worker_id).await?;
             }
             sqlx::query(
                 "UPDATE sandboxes SET state = $1, error = $2, destroyed_at = $3 WHERE id = $4",

@@ -75,16 +75,6 @@ pub struct Placement {
     pub generation: i64,
 }
 
-/// Gives worker `$worker_id` back the capacity slot a sandbox held, on `$conn` inside
-/// the caller's transaction; evaluates to the statement's future.
-macro_rules! release_slot {
-    ($conn:expr, $worker_id:expr) => {
-        sqlx::query("UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0")
-            .bind($worker_id)
-            .execute($conn)
-    };
-}
-
 /// Where [`Store::create_placed_sandbox`] put a new sandbox.
 #[derive(Debug, Clone)]
 pub struct CreatedPlacement {
@@ -232,10 +222,11 @@ impl Store {
     /// in order of preference) that is still eligible (active, ready, not cordoned or
     /// draining, heartbeat at or after `fresh_since_ms`) and has room, one slot is
     /// reserved, the sandbox inserted as `creating` on it and its first lease taken,
-    /// atomically (a candidate that cannot take it leaves nothing behind). The checks sit in the reserving `UPDATE`, so a drain or
-    /// cordon that lands after the caller listed its candidates still keeps the
-    /// sandbox off that worker. When none has room the sandbox is recorded as `error`
-    /// with `full_message` and `None` is returned.
+    /// atomically (a candidate that cannot take it leaves nothing behind). The checks
+    /// sit in the reserving `UPDATE`, so a drain or cordon that lands after the caller
+    /// listed its candidates still keeps the sandbox off that worker. When none has
+    /// room the sandbox is recorded as `error` with `full_message` and `None` is
+    /// returned.
     pub async fn create_placed_sandbox(
         &self,
         sandbox: &NewSandbox,
