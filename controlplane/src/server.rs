@@ -235,18 +235,26 @@ async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Resu
 /// drains along and finishes destroys a dead replica left behind. Safe beside other
 /// replicas doing the same: every step starts with a conditional claim in the store,
 /// so nothing is destroyed or released twice.
+///
+/// Leases are left alone for one heartbeat grace after start: while this control plane
+/// was down (or restarting) its workers could not renew them, so a lease that ran out
+/// then says nothing about the worker. A live worker renews it within the grace; one
+/// that stays silent has its sandboxes marked lost after it.
 async fn reap_expired(
     sandboxes: Sandboxes,
     fleet: Fleet,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let leases_judged_from = tokio::time::Instant::now() + fleet.settings().heartbeat_grace;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        if let Err(err) = fleet.expire_leases().await {
+        if tokio::time::Instant::now() >= leases_judged_from
+            && let Err(err) = fleet.expire_leases().await
+        {
             tracing::warn!(error = %err, "expiring leases failed");
         }
         if let Err(err) = sandboxes.progress_drains().await {

@@ -1,7 +1,8 @@
 //! Reconciliation between the store's leases and what workers actually run: a sandbox
 //! a worker runs without a lease is destroyed on it; a worker that stops heartbeating
 //! loses its sandboxes when their leases run out; a worker that comes back without its
-//! sandboxes gets them marked lost, not silently kept.
+//! sandboxes gets them marked lost, not silently kept; leases that ran out while the
+//! control plane was down are renewed by live workers, not taken as their death.
 
 use std::time::Duration;
 
@@ -130,5 +131,72 @@ async fn a_worker_back_without_its_sandboxes_gets_them_marked_lost() {
         "{lost}"
     );
     back.stop().await;
+    cp.stop().await;
+}
+
+/// Stops the control plane for longer than a lease (2 x 3 x 200ms) and starts it again
+/// on the same data and mesh port, reaping every 100ms so a reaper that judged the
+/// stale leases at once would beat the worker's first heartbeat.
+async fn restart_after_the_leases_ran_out(cp: TestControlPlane) -> TestControlPlane {
+    let mesh_addr = cp.mesh_addr;
+    let (data, mut config) = cp.stop_keeping_data().await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    config.mesh_listen = mesh_addr;
+    config.sandboxes.reap_interval = Duration::from_millis(100);
+    TestControlPlane::restart(data, config).await
+}
+
+#[tokio::test]
+async fn leases_that_ran_out_while_the_control_plane_was_down_are_renewed_by_live_workers() {
+    let (cp, worker, api, _dir) = fleet_with(3).await;
+    let id = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cp = restart_after_the_leases_ran_out(cp).await;
+    let api = Api::new(&cp);
+    api.wait_ready().await;
+    // well past the heartbeat grace, so the reaper has judged the leases by now
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(state_of(&api, &id).await, "running");
+    let (status, body) = api
+        .post(
+            &format!("/sandboxes/{id}/exec"),
+            json!({"command": "echo kept"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["stdout"].clone()),
+        (200, json!("kept\n")),
+        "{body}"
+    );
+    worker.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_stays_silent_after_a_control_plane_restart_loses_its_sandboxes() {
+    let (cp, worker, api, _dir) = fleet_with(3).await;
+    let id = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    worker.stop().await;
+    let cp = restart_after_the_leases_ran_out(cp).await;
+    let api = Api::new(&cp);
+    // the reaper runs every 100ms, but judges leases only after the grace (600ms)
+    let judged_from = tokio::time::Instant::now() + Duration::from_millis(400);
+    while tokio::time::Instant::now() < judged_from {
+        assert_eq!(
+            state_of(&api, &id).await,
+            "running",
+            "judged before the grace"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    eventually("lost after the grace", WAIT, || async {
+        (state_of(&api, &id).await == "lost").then_some(())
+    })
+    .await;
     cp.stop().await;
 }
