@@ -145,9 +145,10 @@ impl From<StoreError> for ApiError {
             StoreError::WorkerIdTaken(_) => Self::new(ErrorCode::Conflict, err.to_string()),
             StoreError::UnknownWorker(_) => Self::not_found(err.to_string()),
             StoreError::Closed => Self::new(ErrorCode::Unavailable, err.to_string()),
-            StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
-                Self::internal(&err)
-            }
+            StoreError::UnsupportedUrl(_)
+            | StoreError::Database(_)
+            | StoreError::GroupedWrite(_)
+            | StoreError::Migrate(_) => Self::internal(&err),
         }
     }
 }

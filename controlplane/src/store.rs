@@ -112,6 +112,7 @@ mod dialect;
 mod join_tokens;
 mod sandboxes;
 mod sqlite_connections;
+mod sqlite_grouped;
 mod workers;
 
 use std::future::Future;
@@ -165,6 +166,8 @@ pub enum StoreError {
     StaleWorkerToken(String),
     #[error("the store is closed")]
     Closed,
+    #[error("database: {0}")]
+    GroupedWrite(String),
 }
 
 impl StoreError {

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use sqlx::{PgConnection, Row, SqliteConnection};
 
 use super::sandboxes::NewSandbox;
+use super::sqlite_grouped::SandboxChange;
 use super::{Pool, StoreError};
 
 /// Backend-specific statements, run on a connection inside the caller's transaction.
@@ -156,26 +157,16 @@ pub(super) async fn finish_sandbox(
     now: i64,
 ) -> Result<(), StoreError> {
     match pool {
-        // the slot is given back through the lease row before the row goes; the batch's
-        // write lock keeps both from being raced
+        // grouped with the other callers' changes (`sqlite_grouped.rs`); the batch's
+        // write lock keeps the slot, the lease and the row from being raced
         Pool::Sqlite(connections) => {
-            connections
-                .transaction_batch(
-                    sqlx::query(
-                        "BEGIN IMMEDIATE; \
-                         UPDATE workers SET reserved = reserved - 1 WHERE reserved > 0 \
-                           AND id = (SELECT worker_id FROM leases WHERE sandbox_id = $4); \
-                         DELETE FROM leases WHERE sandbox_id = $4; \
-                         UPDATE sandboxes SET state = $1, error = $2, destroyed_at = $3 \
-                         WHERE id = $4; \
-                         COMMIT",
-                    )
-                    .bind(state)
-                    .bind(error)
-                    .bind(now)
-                    .bind(id),
-                )
-                .await?;
+            let change = SandboxChange::Finish {
+                id: id.to_owned(),
+                state: state.to_owned(),
+                error: error.to_owned(),
+                at: now,
+            };
+            connections.change_sandbox(change).await?;
             Ok(())
         }
         // the lease goes first (`DELETE … RETURNING`), so two replicas finishing the

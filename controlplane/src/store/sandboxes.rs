@@ -2,7 +2,8 @@
 //! lease acquisition in one transaction), lease renewal and release.
 
 use super::dialect::{self, Dialect};
-use super::{Store, StoreError};
+use super::sqlite_grouped::SandboxChange;
+use super::{Pool, Store, StoreError};
 
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
@@ -309,17 +310,25 @@ impl Store {
     /// false when it is not running. Of replicas racing to destroy one sandbox exactly
     /// one wins.
     pub async fn claim_destroy(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let updated = with_write_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE sandboxes SET state = 'destroying', destroying_since_ms = $1 \
-                 WHERE id = $2 AND state = 'running'",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let pool = match &self.pool {
+            Pool::Sqlite(connections) => {
+                let change = SandboxChange::ClaimDestroy {
+                    id: id.to_owned(),
+                    at_ms: now_ms,
+                };
+                return connections.change_sandbox(change).await;
+            }
+            Pool::Postgres(pool) => pool,
+        };
+        let updated = sqlx::query(
+            "UPDATE sandboxes SET state = 'destroying', destroying_since_ms = $1 \
+             WHERE id = $2 AND state = 'running'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected();
         Ok(updated == 1)
     }
 
@@ -373,18 +382,27 @@ impl Store {
         vm_id: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let updated = with_write_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE sandboxes SET state = 'running', vm_id = $1, started_at_ms = $2 \
-                 WHERE id = $3 AND state = 'creating'",
-            )
-            .bind(vm_id)
-            .bind(now_ms)
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let pool = match &self.pool {
+            Pool::Sqlite(connections) => {
+                let change = SandboxChange::MarkRunning {
+                    id: id.to_owned(),
+                    vm_id: vm_id.to_owned(),
+                    at_ms: now_ms,
+                };
+                return connections.change_sandbox(change).await;
+            }
+            Pool::Postgres(pool) => pool,
+        };
+        let updated = sqlx::query(
+            "UPDATE sandboxes SET state = 'running', vm_id = $1, started_at_ms = $2 \
+             WHERE id = $3 AND state = 'creating'",
+        )
+        .bind(vm_id)
+        .bind(now_ms)
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected();
         Ok(updated == 1)
     }
 

@@ -27,6 +27,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Sqlite};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::StoreError;
+use super::sqlite_grouped::GroupedChanges;
 
 #[derive(Debug)]
 pub(crate) struct SqliteConnections {
@@ -37,6 +38,8 @@ pub(crate) struct SqliteConnections {
     readers: Vec<Mutex<Option<SqliteConnection>>>,
     /// Round-robin position over `readers`.
     next_reader: AtomicUsize,
+    /// Sandbox state changes waiting for the writer (`sqlite_grouped.rs`).
+    grouped: GroupedChanges,
     #[cfg(test)]
     options: SqliteConnectOptions,
 }
@@ -69,6 +72,7 @@ impl SqliteConnections {
             batch_open: AtomicBool::new(false),
             readers: opened,
             next_reader: AtomicUsize::new(0),
+            grouped: GroupedChanges::default(),
             #[cfg(test)]
             options,
         })
@@ -99,13 +103,24 @@ impl SqliteConnections {
     where
         E: sqlx::Execute<'q, Sqlite> + 'q,
     {
+        let mut held = self.writer().await;
+        self.batch_on(held.connection()?, batch).await
+    }
+
+    /// [`Self::transaction_batch`] on the writer `connection` the caller holds.
+    pub(crate) async fn batch_on<'q, E>(
+        &self,
+        connection: &mut SqliteConnection,
+        batch: E,
+    ) -> Result<Vec<SqliteRow>, StoreError>
+    where
+        E: sqlx::Execute<'q, Sqlite> + 'q,
+    {
         debug_assert!(
             batch.sql().starts_with("BEGIN IMMEDIATE;") && batch.sql().ends_with("COMMIT"),
             "a transaction batch opens and commits its transaction: {}",
             batch.sql()
         );
-        let mut held = self.writer().await;
-        let connection = held.connection()?;
         self.batch_open.store(true, Ordering::Release);
         let rows = connection.fetch_all(batch).await;
         if rows.is_err() {
@@ -113,6 +128,10 @@ impl SqliteConnections {
         }
         self.batch_open.store(false, Ordering::Release);
         Ok(rows?)
+    }
+
+    pub(crate) fn grouped(&self) -> &GroupedChanges {
+        &self.grouped
     }
 
     /// A reader: the first idle one, else the next in turn once it is free.

@@ -278,6 +278,7 @@ conformance!(
     sandboxes::tasks_racing_for_one_lease_have_exactly_one_winner,
     sandboxes::transitions_are_conditional_and_racing_ones_have_one_winner,
     sandboxes::finishing_one_sandbox_twice_returns_its_slot_once,
+    sandboxes::a_burst_of_state_changes_lands_each_as_alone,
     sandboxes::expiry_moves_only_for_live_sandboxes_and_never_shortens_the_lease,
     sandboxes::expired_sandboxes_are_running_ones_past_their_ttl,
     sandboxes::leases_renew_only_for_their_holder_and_generation,

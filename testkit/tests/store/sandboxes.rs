@@ -494,6 +494,113 @@ pub async fn destroy_claims_have_one_winner_and_stalled_ones_one_taker(db: Db) {
     assert!(!a.reclaim_destroy("s", i64::MAX, 7_000).await.unwrap());
 }
 
+/// Many sandboxes changing state at once (on SQLite these share batches): each change
+/// lands as it would alone: every mark and claim is answered for its own sandbox, one
+/// claimer per sandbox wins, and finishing gives back exactly the slots taken.
+pub async fn a_burst_of_state_changes_lands_each_as_alone(db: Db) {
+    let [a, b] = db.replicas().await;
+    worker(&a, "w1", 64).await;
+    let ids: Vec<String> = (0..24).map(|i| format!("s{i}")).collect();
+    for id in &ids {
+        sandbox(&a, id).await;
+        place(&a, id, "w1").await;
+    }
+    assert_eq!(reserved(&a, "w1").await, 24);
+    // every even one is marked running, twice over; the odd ones stay creating
+    let mut marks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for round in 0..2 {
+            let (store, id) = (if round == 0 { a.clone() } else { b.clone() }, id.clone());
+            let wanted = i % 2 == 0;
+            marks.push(Box::pin(async move {
+                if wanted {
+                    let vm = format!("vm-{id}");
+                    (
+                        id.clone(),
+                        store.mark_sandbox_running(&id, &vm, 5).await.unwrap(),
+                    )
+                } else {
+                    (id.clone(), false)
+                }
+            }));
+        }
+    }
+    let mut winners: std::collections::HashMap<String, usize> = Default::default();
+    for (id, marked) in race(marks).await {
+        *winners.entry(id).or_default() += usize::from(marked);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(winners[id], usize::from(i % 2 == 0), "marks of {id}");
+        let row = a.get_sandbox(id).await.unwrap().unwrap();
+        let want = if i % 2 == 0 { "running" } else { "creating" };
+        assert_eq!(row.state, want, "{id}");
+        if i % 2 == 0 {
+            assert_eq!(row.vm_id, format!("vm-{id}"));
+        }
+    }
+    // three claimers for every sandbox, and finishes of the creating ones among them
+    let mut claims: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> =
+        Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for round in 0..3 {
+            let (store, id) = (if round == 1 { b.clone() } else { a.clone() }, id.clone());
+            let creating = i % 2 == 1;
+            claims.push(Box::pin(async move {
+                if creating && round == 0 {
+                    store
+                        .finish_sandbox(&id, "error", "spawn failed", 8)
+                        .await
+                        .unwrap();
+                    (id, false)
+                } else {
+                    let claimed = store.claim_destroy(&id, 1_000).await.unwrap();
+                    (id, claimed)
+                }
+            }));
+        }
+    }
+    let mut claimed: std::collections::HashMap<String, usize> = Default::default();
+    for (id, won) in race(claims).await {
+        *claimed.entry(id).or_default() += usize::from(won);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(claimed[id], usize::from(i % 2 == 0), "claims of {id}");
+    }
+    assert_eq!(
+        reserved(&a, "w1").await,
+        12,
+        "the running ones still hold theirs"
+    );
+    let mut finishes: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> =
+        Vec::new();
+    for id in ids.iter().step_by(2) {
+        for store in [a.clone(), b.clone()] {
+            let id = id.clone();
+            finishes.push(Box::pin(async move {
+                store.finish_sandbox(&id, "destroyed", "", 9).await
+            }));
+        }
+    }
+    for finished in race(finishes).await {
+        finished.unwrap();
+    }
+    assert_eq!(reserved(&a, "w1").await, 0);
+    assert!(a.leases_of("w1").await.unwrap().is_empty());
+    for (i, id) in ids.iter().enumerate() {
+        let row = b.get_sandbox(id).await.unwrap().unwrap();
+        let (state, error) = if i % 2 == 0 {
+            ("destroyed", "")
+        } else {
+            ("error", "spawn failed")
+        };
+        assert_eq!(
+            (row.state.as_str(), row.error.as_str()),
+            (state, error),
+            "{id}"
+        );
+    }
+}
+
 fn new_sandbox(id: &str) -> NewSandbox {
     NewSandbox {
         id: id.into(),

@@ -1,0 +1,194 @@
+//! The sandbox state changes every spawn and destroy makes (mark running, claim the
+//! destroy, finish), grouped on SQLite: each caller queues its change and waits for
+//! the writer; whoever gets the writer first runs every change queued by then as one
+//! transaction batch and answers each caller (flat combining). One batch costs one
+//! hand-off to sqlx's SQLite thread, like one statement (`sqlite_connections.rs` says
+//! why that hand-off, not the SQL, is the cost), so under load many callers share it
+//! instead of each queuing behind the writer; a lone caller pays what a single
+//! statement did. The three kinds of change are three statements over a JSON array
+//! each (`json_each`), so the batch is one fixed text however many changes it holds.
+//!
+//! Within a batch the changes apply in the order mark running, claim, finish: a
+//! serial order their callers could have seen, since a sandbox can only be claimed
+//! once running and only finished once claimed (or failed, or lost).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde_json::json;
+use sqlx::Row;
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use super::sqlite_connections::SqliteConnections;
+
+/// One change of a sandbox's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SandboxChange {
+    /// `creating` → `running` with the worker's id for it.
+    MarkRunning {
+        id: String,
+        vm_id: String,
+        at_ms: i64,
+    },
+    /// `running` → `destroying`, for one destroyer.
+    ClaimDestroy { id: String, at_ms: i64 },
+    /// Ends the sandbox in `state` (`destroyed`, `error`, `lost`): lease deleted, the
+    /// lease holder's slot given back.
+    Finish {
+        id: String,
+        state: String,
+        error: String,
+        at: i64,
+    },
+}
+
+/// Changes waiting for the writer, each with its caller's answer: whether the change
+/// applied (a finish always does), or why the batch holding it failed.
+#[derive(Debug, Default)]
+pub(crate) struct GroupedChanges {
+    pending: Mutex<Vec<Queued>>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    change: SandboxChange,
+    answer: oneshot::Sender<Result<bool, String>>,
+}
+
+const BATCH: &str = "BEGIN IMMEDIATE; \
+     UPDATE sandboxes SET state = 'running', vm_id = c.value ->> 1, \
+       started_at_ms = c.value ->> 2 \
+     FROM json_each($1) AS c \
+     WHERE sandboxes.id = c.value ->> 0 AND sandboxes.state = 'creating' \
+     RETURNING 0, sandboxes.id; \
+     UPDATE sandboxes SET state = 'destroying', destroying_since_ms = c.value ->> 1 \
+     FROM json_each($2) AS c \
+     WHERE sandboxes.id = c.value ->> 0 AND sandboxes.state = 'running' \
+     RETURNING 1, sandboxes.id; \
+     UPDATE workers SET reserved = reserved - min(reserved, released.n) \
+     FROM (SELECT worker_id, COUNT(*) AS n FROM leases \
+           WHERE sandbox_id IN (SELECT value ->> 0 FROM json_each($3)) \
+           GROUP BY worker_id) AS released \
+     WHERE workers.id = released.worker_id; \
+     DELETE FROM leases WHERE sandbox_id IN (SELECT value ->> 0 FROM json_each($3)); \
+     UPDATE sandboxes SET state = c.value ->> 1, error = c.value ->> 2, \
+       destroyed_at = c.value ->> 3 \
+     FROM json_each($3) AS c WHERE sandboxes.id = c.value ->> 0; \
+     COMMIT";
+
+/// What the statement of a kind returned: `0` marked running, `1` claimed.
+const MARKED: i64 = 0;
+const CLAIMED: i64 = 1;
+
+impl SqliteConnections {
+    /// Applies `change` in the next batch on the writer; whether it applied.
+    pub(crate) async fn change_sandbox(&self, change: SandboxChange) -> Result<bool, StoreError> {
+        let (answer, mut answered) = oneshot::channel();
+        self.grouped()
+            .pending
+            .lock()
+            .expect("grouped changes poisoned")
+            .push(Queued { change, answer });
+        let mut held = tokio::select! {
+            biased;
+            outcome = &mut answered => return settle(outcome),
+            held = self.writer() => held,
+        };
+        // holding the writer: no other batch runs, so whatever is queued now (ours, unless
+        // an earlier holder already answered it) goes into this one
+        let queued = std::mem::take(
+            &mut *self
+                .grouped()
+                .pending
+                .lock()
+                .expect("grouped changes poisoned"),
+        );
+        if !queued.is_empty() {
+            let rows = match held.connection() {
+                Ok(connection) => run_batch(self, connection, &queued).await,
+                Err(err) => Err(err),
+            };
+            answer_all(queued, rows);
+        }
+        drop(held);
+        settle(answered.await)
+    }
+}
+
+/// Runs `queued` as one batch; `(kind, id)` of every row a conditional change moved.
+async fn run_batch(
+    connections: &SqliteConnections,
+    connection: &mut sqlx::SqliteConnection,
+    queued: &[Queued],
+) -> Result<HashSet<(i64, String)>, StoreError> {
+    let mut marks = Vec::new();
+    let mut claims = Vec::new();
+    // of two finishes of one sandbox in a batch the later wins, as it would one by one
+    let mut finishes: HashMap<&str, serde_json::Value> = HashMap::new();
+    for queued in queued {
+        match &queued.change {
+            SandboxChange::MarkRunning { id, vm_id, at_ms } => {
+                marks.push(json!([id, vm_id, at_ms]));
+            }
+            SandboxChange::ClaimDestroy { id, at_ms } => claims.push(json!([id, at_ms])),
+            SandboxChange::Finish {
+                id,
+                state,
+                error,
+                at,
+            } => {
+                finishes.insert(id, json!([id, state, error, at]));
+            }
+        }
+    }
+    let finishes: Vec<_> = finishes.into_values().collect();
+    let rows = connections
+        .batch_on(
+            connection,
+            sqlx::query(BATCH)
+                .bind(serde_json::Value::from(marks).to_string())
+                .bind(serde_json::Value::from(claims).to_string())
+                .bind(serde_json::Value::from(finishes).to_string()),
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)))
+        .collect()
+}
+
+/// Answers every caller of a batch: a conditional change applied if its row came back,
+/// and then for its first caller only (two claims of one sandbox: one destroyer).
+fn answer_all(queued: Vec<Queued>, rows: Result<HashSet<(i64, String)>, StoreError>) {
+    let mut moved = match rows {
+        Ok(moved) => moved,
+        Err(err) => {
+            let message = err.to_string();
+            for queued in queued {
+                let _ = queued.answer.send(Err(message.clone()));
+            }
+            return;
+        }
+    };
+    for queued in queued {
+        let applied = match queued.change {
+            SandboxChange::MarkRunning { id, .. } => moved.remove(&(MARKED, id)),
+            SandboxChange::ClaimDestroy { id, .. } => moved.remove(&(CLAIMED, id)),
+            SandboxChange::Finish { .. } => true,
+        };
+        let _ = queued.answer.send(Ok(applied));
+    }
+}
+
+fn settle(
+    outcome: Result<Result<bool, String>, oneshot::error::RecvError>,
+) -> Result<bool, StoreError> {
+    match outcome {
+        Ok(Ok(applied)) => Ok(applied),
+        Ok(Err(message)) => Err(StoreError::GroupedWrite(message)),
+        // the caller running the batch went away mid-batch (the runtime is stopping)
+        Err(_) => Err(StoreError::GroupedWrite(
+            "the batch holding this change was interrupted; its outcome is unknown".into(),
+        )),
+    }
+}
