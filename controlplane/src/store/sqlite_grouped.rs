@@ -23,7 +23,7 @@ use super::StoreError;
 use super::sqlite_connections::SqliteConnections;
 
 /// One change of a sandbox's row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum SandboxChange {
     /// `creating` → `running` with the worker's id for it.
     MarkRunning {
@@ -56,6 +56,20 @@ struct Queued {
     answer: oneshot::Sender<Result<bool, String>>,
 }
 
+impl GroupedChanges {
+    fn push(&self, queued: Queued) {
+        self.pending
+            .lock()
+            .expect("grouped changes poisoned")
+            .push(queued);
+    }
+
+    /// Everything queued so far, leaving the queue empty.
+    fn take(&self) -> Vec<Queued> {
+        std::mem::take(&mut *self.pending.lock().expect("grouped changes poisoned"))
+    }
+}
+
 const BATCH: &str = "BEGIN IMMEDIATE; \
      UPDATE sandboxes SET state = 'running', vm_id = c.value ->> 1, \
        started_at_ms = c.value ->> 2 \
@@ -85,11 +99,7 @@ impl SqliteConnections {
     /// Applies `change` in the next batch on the writer; whether it applied.
     pub(crate) async fn change_sandbox(&self, change: SandboxChange) -> Result<bool, StoreError> {
         let (answer, mut answered) = oneshot::channel();
-        self.grouped()
-            .pending
-            .lock()
-            .expect("grouped changes poisoned")
-            .push(Queued { change, answer });
+        self.grouped().push(Queued { change, answer });
         let mut held = tokio::select! {
             biased;
             outcome = &mut answered => return settle(outcome),
@@ -97,13 +107,7 @@ impl SqliteConnections {
         };
         // holding the writer: no other batch runs, so whatever is queued now (ours, unless
         // an earlier holder already answered it) goes into this one
-        let queued = std::mem::take(
-            &mut *self
-                .grouped()
-                .pending
-                .lock()
-                .expect("grouped changes poisoned"),
-        );
+        let queued = self.grouped().take();
         if !queued.is_empty() {
             let rows = match held.connection() {
                 Ok(connection) => run_batch(self, connection, &queued).await,
