@@ -4,82 +4,7 @@
 
 use crate::store::StoreError;
 
-/// Machine-readable error codes; the HTTP body's `code` (StacyVM-compatible names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    NotFound,
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    Conflict,
-    Unavailable,
-    Timeout,
-    ResourceLimit,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotFound => "NOT_FOUND",
-            Self::BadRequest => "BAD_REQUEST",
-            Self::Unauthorized => "UNAUTHORIZED",
-            Self::Forbidden => "FORBIDDEN",
-            Self::Conflict => "CONFLICT",
-            Self::Unavailable => "UNAVAILABLE",
-            Self::Timeout => "TIMEOUT",
-            Self::ResourceLimit => "RESOURCE_LIMIT",
-            Self::Internal => "INTERNAL_ERROR",
-        }
-    }
-
-    /// The code an `as_str` name stands for (as carried in `berth-error-code`).
-    pub fn from_name(name: &str) -> Option<Self> {
-        let code = match name {
-            "NOT_FOUND" => Self::NotFound,
-            "BAD_REQUEST" => Self::BadRequest,
-            "UNAUTHORIZED" => Self::Unauthorized,
-            "FORBIDDEN" => Self::Forbidden,
-            "CONFLICT" => Self::Conflict,
-            "UNAVAILABLE" => Self::Unavailable,
-            "TIMEOUT" => Self::Timeout,
-            "RESOURCE_LIMIT" => Self::ResourceLimit,
-            "INTERNAL_ERROR" => Self::Internal,
-            _ => return None,
-        };
-        Some(code)
-    }
-
-    pub fn http_status(self) -> http::StatusCode {
-        use http::StatusCode;
-        match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::Conflict => StatusCode::CONFLICT,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
-            Self::ResourceLimit => StatusCode::TOO_MANY_REQUESTS,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn grpc_code(self) -> tonic::Code {
-        use tonic::Code;
-        match self {
-            Self::NotFound => Code::NotFound,
-            Self::BadRequest => Code::InvalidArgument,
-            Self::Unauthorized => Code::Unauthenticated,
-            Self::Forbidden => Code::PermissionDenied,
-            Self::Conflict => Code::FailedPrecondition,
-            Self::Unavailable => Code::Unavailable,
-            Self::Timeout => Code::DeadlineExceeded,
-            Self::ResourceLimit => Code::ResourceExhausted,
-            Self::Internal => Code::Internal,
-        }
-    }
-}
+pub use berth_proto::ErrorCode;
 
 /// What a client is told. Internal errors carry a plain message; the detail is logged
 /// where the error is turned into a response.
@@ -128,11 +53,7 @@ impl std::fmt::Display for ApiError {
 
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        let mut status = tonic::Status::new(err.code.grpc_code(), err.message);
-        if let Ok(value) = err.code.as_str().parse() {
-            status.metadata_mut().insert("berth-error-code", value);
-        }
-        status
+        berth_proto::error_code::coded_status(err.code, err.message)
     }
 }
 
@@ -168,16 +89,6 @@ impl From<berth_pki::TokenError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn codes_map_to_matching_http_and_grpc_statuses() {
-        assert_eq!(ErrorCode::NotFound.http_status(), 404);
-        assert_eq!(ErrorCode::NotFound.grpc_code(), tonic::Code::NotFound);
-        assert_eq!(ErrorCode::Timeout.http_status(), 408);
-        assert_eq!(ErrorCode::ResourceLimit.http_status(), 429);
-        assert_eq!(ErrorCode::Unavailable.grpc_code(), tonic::Code::Unavailable);
-        assert_eq!(ErrorCode::Internal.as_str(), "INTERNAL_ERROR");
-    }
 
     #[test]
     fn a_status_carries_the_machine_readable_code() {

@@ -84,19 +84,13 @@ impl WorkerChannels {
 /// the sandbox, or holds it under a newer lease generation. Such a route is forgotten
 /// and the call made again on the route the store has.
 pub fn is_route_refusal(status: &tonic::Status) -> bool {
-    status
-        .metadata()
-        .contains_key(berth_worker::service::ROUTE_REFUSED_KEY)
+    berth_proto::error_code::is_route_refusal(status)
 }
 
 /// A worker's answer as an API error: the code it sent in `berth-error-code`, or one
 /// derived from the gRPC code; transport failures mean the worker is unreachable.
 pub fn remote_error(worker_id: &str, status: &tonic::Status) -> ApiError {
-    let named = status
-        .metadata()
-        .get(berth_worker::service::ERROR_CODE_KEY)
-        .and_then(|value| value.to_str().ok())
-        .and_then(ErrorCode::from_name);
+    let named = ErrorCode::of_status(status);
     if let Some(code) = named {
         if code == ErrorCode::Internal {
             tracing::error!(%worker_id, error = %status.message(), "worker failed");
@@ -131,12 +125,8 @@ mod tests {
     use super::*;
 
     fn coded(code: tonic::Code, name: &'static str) -> tonic::Status {
-        let mut status = tonic::Status::new(code, "detail");
-        status.metadata_mut().insert(
-            berth_worker::service::ERROR_CODE_KEY,
-            tonic::metadata::MetadataValue::from_static(name),
-        );
-        status
+        let code_name = ErrorCode::from_name(name).unwrap();
+        berth_proto::error_code::coded_status_with(code, code_name, "detail")
     }
 
     #[test]

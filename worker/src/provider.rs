@@ -78,18 +78,8 @@ impl ExecSpec {
     /// The shell line of shell mode: the command, then each arg single-quoted
     /// (StacyVM's rule), so args are never re-split or expanded.
     pub fn shell_line(&self) -> String {
-        let mut line = self.command.clone();
-        for arg in &self.args {
-            line.push(' ');
-            line.push_str(&single_quote(arg));
-        }
-        line
+        berth_proto::shell::shell_line(&self.command, &self.args)
     }
-}
-
-/// `'...'` with embedded single quotes written as `'\''`.
-pub fn single_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 /// One event of a running command. A stream carries output events and then exactly

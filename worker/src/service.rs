@@ -15,7 +15,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use status::{ERROR_CODE_KEY, ROUTE_REFUSED_KEY, provider_codes};
+pub use status::provider_codes;
 
 use crate::agent::Runtime;
 use crate::metrics::{OutcomeLabels, WorkerMetrics};
@@ -88,7 +88,7 @@ fn exec_event(event: ExecEvent) -> pb::ExecEvent {
         ExecEvent::Failed(err) => {
             let (_, code) = provider_codes(&err);
             Event::Error(pb::ExecError {
-                code: code.to_owned(),
+                code: code.as_str().to_owned(),
                 message: err.to_string(),
             })
         }

@@ -41,12 +41,7 @@ impl ExecCall {
             argv.extend(self.args.iter().cloned());
             return serde_json::to_string(&argv).unwrap_or_default();
         }
-        let mut line = self.command.clone();
-        for arg in &self.args {
-            line.push(' ');
-            line.push_str(&berth_worker::provider::single_quote(arg));
-        }
-        line
+        berth_proto::shell::shell_line(&self.command, &self.args)
     }
 }
 

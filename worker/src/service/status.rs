@@ -1,44 +1,31 @@
-//! The one mapping of worker-side errors to gRPC statuses. Each status also carries a
-//! `berth-error-code` trailer with the API error code, so the control plane passes the
-//! right code on to clients.
+//! The one mapping of worker-side errors to gRPC statuses. Each status also carries the
+//! API [`ErrorCode`] in its metadata (`berth_proto::error_code`), so the control plane
+//! passes the right code on to clients instead of guessing from the gRPC code.
 
+use berth_proto::ErrorCode;
+use berth_proto::error_code::{coded_status, coded_status_with, refuse_route};
 use tonic::{Code, Status};
 
 use crate::fencing::FenceError;
 use crate::provider::ProviderError;
 
-pub const ERROR_CODE_KEY: &str = "berth-error-code";
-/// Set on a refusal that says the caller's route is wrong: this worker does not hold
-/// the sandbox, or the caller's lease generation is stale. A control plane routing
-/// from a cached route then asks its store where the sandbox is.
-pub const ROUTE_REFUSED_KEY: &str = "berth-route-refused";
-
-pub(crate) fn coded(code: Code, api_code: &'static str, message: String) -> Status {
-    let mut status = Status::new(code, message);
-    status.metadata_mut().insert(
-        ERROR_CODE_KEY,
-        tonic::metadata::MetadataValue::from_static(api_code),
-    );
-    status
-}
-
 /// (gRPC code, API code) of a provider error.
-pub fn provider_codes(err: &ProviderError) -> (Code, &'static str) {
+pub fn provider_codes(err: &ProviderError) -> (Code, ErrorCode) {
     match err {
         ProviderError::SandboxNotFound(_) | ProviderError::FileNotFound(_) => {
-            (Code::NotFound, "NOT_FOUND")
+            (Code::NotFound, ErrorCode::NotFound)
         }
         ProviderError::SandboxExists(_) | ProviderError::FileExists(_) => {
-            (Code::AlreadyExists, "CONFLICT")
+            (Code::AlreadyExists, ErrorCode::Conflict)
         }
         ProviderError::IsADirectory(_)
         | ProviderError::NotADirectory(_)
         | ProviderError::DirectoryNotEmpty(_)
         | ProviderError::InvalidPath { .. }
-        | ProviderError::InvalidArgument(_) => (Code::InvalidArgument, "BAD_REQUEST"),
-        ProviderError::Timeout(_) => (Code::DeadlineExceeded, "TIMEOUT"),
-        ProviderError::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE"),
-        ProviderError::Internal(_) => (Code::Internal, "INTERNAL_ERROR"),
+        | ProviderError::InvalidArgument(_) => (Code::InvalidArgument, ErrorCode::BadRequest),
+        ProviderError::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
+        ProviderError::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
+        ProviderError::Internal(_) => (Code::Internal, ErrorCode::Internal),
     }
 }
 
@@ -48,43 +35,37 @@ pub(crate) fn from_provider(err: ProviderError) -> Status {
         tracing::error!(error = %err, "provider failed");
     }
     let route_refused = matches!(err, ProviderError::SandboxNotFound(_));
-    let status = coded(code, api_code, err.to_string());
+    let status = coded_status_with(code, api_code, err.to_string());
     if route_refused {
-        return refused_route(status);
+        return refuse_route(status);
     }
-    status
-}
-
-fn refused_route(mut status: Status) -> Status {
-    status.metadata_mut().insert(
-        ROUTE_REFUSED_KEY,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
     status
 }
 
 pub(crate) fn from_fence(err: FenceError) -> Status {
     match err {
-        FenceError::Missing => coded(Code::InvalidArgument, "BAD_REQUEST", err.to_string()),
+        FenceError::Missing => coded_status(ErrorCode::BadRequest, err.to_string()),
         FenceError::Stale { .. } => {
-            refused_route(coded(Code::FailedPrecondition, "CONFLICT", err.to_string()))
+            refuse_route(coded_status(ErrorCode::Conflict, err.to_string()))
         }
     }
 }
 
 pub(crate) fn bad_request(message: impl Into<String>) -> Status {
-    coded(Code::InvalidArgument, "BAD_REQUEST", message.into())
+    coded_status(ErrorCode::BadRequest, message)
 }
 
 #[cfg(test)]
 mod tests {
+    use berth_proto::error_code::is_route_refusal;
+
     use super::*;
 
     #[test]
     fn provider_errors_keep_their_meaning() {
         let status = from_provider(ProviderError::SandboxNotFound("x".into()));
         assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(status.metadata().get(ERROR_CODE_KEY).unwrap(), "NOT_FOUND");
+        assert_eq!(ErrorCode::of_status(&status), Some(ErrorCode::NotFound));
         let status = from_provider(ProviderError::Timeout(std::time::Duration::from_secs(1)));
         assert_eq!(status.code(), Code::DeadlineExceeded);
         let status = from_fence(FenceError::Stale {
@@ -94,15 +75,15 @@ mod tests {
         });
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains("stale lease generation"));
-        assert!(status.metadata().contains_key(ROUTE_REFUSED_KEY));
+        assert!(is_route_refusal(&status));
     }
 
     #[test]
     fn only_a_wrong_route_is_a_route_refusal() {
         let refused = from_provider(ProviderError::SandboxNotFound("x".into()));
-        assert!(refused.metadata().contains_key(ROUTE_REFUSED_KEY));
+        assert!(is_route_refusal(&refused));
         let missing_file = from_provider(ProviderError::FileNotFound("/a".into()));
         assert_eq!(missing_file.code(), Code::NotFound);
-        assert!(!missing_file.metadata().contains_key(ROUTE_REFUSED_KEY));
+        assert!(!is_route_refusal(&missing_file));
     }
 }
