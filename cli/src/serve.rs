@@ -1,12 +1,15 @@
 //! `berth serve`: config file, then `BERTH_*` variables and flags (clap merges those
-//! two, flags winning), then start the control plane and run until SIGINT/SIGTERM.
+//! two, flags winning), then start the control plane (and the local worker, when one
+//! is asked for) and run until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_controlplane::{ControlPlaneConfig, Listeners};
+use berth_cli::local_worker;
+use berth_cli::serve_config::ServeConfig;
+use berth_controlplane::Listeners;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -45,11 +48,12 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<ControlPlaneConfig> {
-        let mut config = match &self.config {
-            Some(path) => ControlPlaneConfig::from_file(path)?,
-            None => ControlPlaneConfig::default(),
+    fn into_config(self) -> anyhow::Result<ServeConfig> {
+        let mut serve = match &self.config {
+            Some(path) => ServeConfig::from_file(path)?,
+            None => ServeConfig::default(),
         };
+        let config = &mut serve.control_plane;
         if let Some(value) = self.data_dir {
             config.data_dir = value;
         }
@@ -67,7 +71,7 @@ impl ServeArgs {
             config.database.url_file = None;
         }
         if let Some(value) = self.local_worker {
-            config.local_worker.provider = value;
+            serve.local_worker.provider = value;
         }
         if let Some(value) = self.heartbeat_interval {
             config.heartbeat_interval = value;
@@ -75,16 +79,41 @@ impl ServeArgs {
         if let Some(value) = self.trust_domain {
             config.trust_domain = value;
         }
-        config.validate()?;
-        Ok(config)
+        serve.validate()?;
+        Ok(serve)
     }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+    let ServeConfig {
+        control_plane: config,
+        local_worker,
+    } = args.into_config()?;
     let listeners = Listeners::bind(&config).await?;
     let shutdown = CancellationToken::new();
+    let (data_dir, heartbeat_interval) = (config.data_dir.clone(), config.heartbeat_interval);
     let running = berth_controlplane::start(config, listeners, shutdown.clone()).await?;
+    let local = if local_worker.enabled() {
+        let worker = local_worker::start(
+            &local_worker,
+            &data_dir,
+            heartbeat_interval,
+            &running.fleet,
+            running.mesh_addr,
+            shutdown.clone(),
+        )
+        .await;
+        match worker {
+            Ok(worker) => Some(worker),
+            Err(err) => {
+                shutdown.cancel();
+                running.wait().await;
+                return Err(err.context("cannot start the local worker"));
+            }
+        }
+    } else {
+        None
+    };
     if let Some(key) = &running.first_admin_key {
         println!(
             "admin API key (shown once; also in {}):\n  {key}",
@@ -95,16 +124,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "berth control plane: api http://{} mesh https://{}{}",
         running.api_addr,
         running.mesh_addr,
-        running
-            .local_worker_id
-            .as_deref()
-            .map(|id| format!(", local worker {id:?}"))
+        local
+            .as_ref()
+            .map(|worker| format!(", local worker {:?}", worker.worker_id))
             .unwrap_or_default()
     );
     wait_for_signal().await?;
     tracing::info!("shutting down");
     shutdown.cancel();
-    running.wait().await;
+    match local {
+        Some(worker) => {
+            tokio::join!(worker.wait(), running.wait());
+        }
+        None => running.wait().await,
+    }
     Ok(())
 }
 

@@ -45,7 +45,6 @@ pub struct ControlPlaneConfig {
     pub missed_heartbeats: u32,
     pub certificates: CertificatesConfig,
     pub tokens: TokensConfig,
-    pub local_worker: LocalWorkerConfig,
     pub sandboxes: SandboxesConfig,
     pub limits: LimitsConfig,
 }
@@ -154,18 +153,6 @@ pub struct TokensConfig {
     pub worker_token_ttl: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LocalWorkerConfig {
-    /// Provider of an in-process worker enrolled like any other; empty: none.
-    pub provider: String,
-    /// Where the local worker's WorkerService listens.
-    pub listen: SocketAddr,
-    pub max_sandboxes: u32,
-    /// The docker provider's settings when `provider` is docker.
-    pub docker: berth_worker::DockerConfig,
-}
-
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
@@ -179,7 +166,6 @@ impl Default for ControlPlaneConfig {
             missed_heartbeats: 3,
             certificates: CertificatesConfig::default(),
             tokens: TokensConfig::default(),
-            local_worker: LocalWorkerConfig::default(),
             sandboxes: SandboxesConfig::default(),
             limits: LimitsConfig::default(),
         }
@@ -207,19 +193,9 @@ impl Default for TokensConfig {
     }
 }
 
-impl Default for LocalWorkerConfig {
-    fn default() -> Self {
-        Self {
-            provider: String::new(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            max_sandboxes: 64,
-            docker: berth_worker::DockerConfig::default(),
-        }
-    }
-}
-
 impl ControlPlaneConfig {
-    /// Reads a YAML file; every key is optional.
+    /// Reads a YAML file of control-plane keys only; every key is optional. (`berth
+    /// serve`'s own file also has a `local_worker` section, which the binary reads.)
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -299,19 +275,6 @@ impl ControlPlaneConfig {
             crate::store::Backend::of_url(url)
                 .map_err(|err| ConfigError::Invalid(format!("database.url: {err}")))?;
         }
-        match self.local_worker.provider.as_str() {
-            "" | "mock" => {}
-            "docker" => self
-                .local_worker
-                .docker
-                .validate()
-                .map_err(|err| ConfigError::Invalid(format!("local_worker.{err}")))?,
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "local_worker.provider {other:?}: expected mock or docker"
-                )));
-            }
-        }
         Ok(())
     }
 
@@ -383,19 +346,6 @@ mod tests {
         assert!(serde_yaml::from_str::<ControlPlaneConfig>("listne: 1").is_err());
         let config: ControlPlaneConfig = serde_yaml::from_str("missed_heartbeats: 0").unwrap();
         assert!(config.validate().is_err());
-        let config: ControlPlaneConfig =
-            serde_yaml::from_str("local_worker:\n  provider: vmware").unwrap();
-        assert!(config.validate().is_err());
-        let config: ControlPlaneConfig = serde_yaml::from_str(
-            "local_worker:\n  provider: docker\n  docker:\n    pull_policy: never\n",
-        )
-        .unwrap();
-        config.validate().unwrap();
-        let config: ControlPlaneConfig = serde_yaml::from_str(
-            "local_worker:\n  provider: docker\n  docker:\n    network: host\n",
-        )
-        .unwrap();
-        assert!(config.validate().is_err());
     }
 
     #[test]
@@ -430,16 +380,5 @@ mod tests {
         let config: ControlPlaneConfig =
             serde_yaml::from_str("database:\n  url: postgres://berth@db/berth").unwrap();
         config.validate().unwrap();
-    }
-
-    #[test]
-    fn the_example_config_parses_and_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control-plane.yaml");
-        let config = ControlPlaneConfig::from_file(&path).unwrap();
-        config.validate().unwrap();
-        assert_eq!(
-            config.certificates.worker_ttl,
-            Duration::from_secs(24 * 3600)
-        );
     }
 }

@@ -12,7 +12,6 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fleet;
-mod local_worker;
 pub mod mesh;
 pub mod metrics;
 pub mod router;

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::router::WorkerChannels;
 use crate::sandboxes::Sandboxes;
 use crate::store::{Store, redact_url};
-use crate::{VERSION, cluster, local_worker, mesh};
+use crate::{VERSION, cluster, mesh};
 
 /// Clock skew tolerated on token times.
 const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
@@ -57,8 +57,6 @@ pub struct RunningControlPlane {
     pub admin_key_path: PathBuf,
     pub fleet: Fleet,
     pub sandboxes: Sandboxes,
-    /// Id of the in-process worker, when one was asked for.
-    pub local_worker_id: Option<String>,
     /// Kept so that [`RunningControlPlane::wait`] can commit what is still queued.
     audit: AuditLog,
     tasks: TaskTracker,
@@ -188,17 +186,6 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    let local_worker_id = if config.local_worker.provider.is_empty() {
-        None
-    } else {
-        let worker = local_worker::start(&config, &fleet, mesh_addr, shutdown.clone())
-            .await
-            .context("cannot start the local worker")?;
-        let id = worker.worker_id.clone();
-        tasks.spawn(worker.wait());
-        Some(id)
-    };
-
     tracing::info!(%api_addr, %mesh_addr, store = store.backend().as_str(), trust_domain = %authority.trust_domain(), "control plane started");
     Ok(RunningControlPlane {
         api_addr,
@@ -207,7 +194,6 @@ pub async fn start(
         admin_key_path,
         fleet,
         sandboxes,
-        local_worker_id,
         audit,
         tasks,
     })

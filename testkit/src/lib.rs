@@ -52,7 +52,6 @@ pub struct TestControlPlane {
     /// The admin key, when this start made the cluster's first one.
     pub first_admin_key: Option<String>,
     pub fleet: Fleet,
-    pub local_worker_id: Option<String>,
     shutdown: CancellationToken,
     running: RunningControlPlane,
 }
@@ -171,7 +170,6 @@ impl TestControlPlane {
             api_addr: running.api_addr,
             mesh_addr: running.mesh_addr,
             fleet: running.fleet.clone(),
-            local_worker_id: running.local_worker_id.clone(),
             dir,
             config,
             admin_key,

@@ -103,16 +103,6 @@ async fn a_worker_without_identity_or_token_refuses_to_start() {
 }
 
 #[tokio::test]
-async fn the_local_worker_enrolls_through_the_mesh_like_any_other() {
-    let cp =
-        TestControlPlane::start_with(|config| config.local_worker.provider = "mock".into()).await;
-    let id = cp.local_worker_id.clone().expect("local worker started");
-    let view = eventually("local worker online", WAIT, || online(&cp, &id)).await;
-    assert_eq!(view.spiffe_id, "spiffe://berth.local/worker/local");
-    cp.stop().await;
-}
-
-#[tokio::test]
 async fn certificates_are_renewed_before_they_expire() {
     let cp = TestControlPlane::start_with(|config| {
         config.certificates.worker_ttl = Duration::from_secs(6);
