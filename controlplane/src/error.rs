@@ -1,6 +1,9 @@
-//! The one place errors become wire statuses: a small code enum that knows both its
-//! HTTP status and its gRPC code, and `ApiError`, which every edge answers with.
-//! Domain errors convert into `ApiError` here and nowhere else.
+//! The one place the control plane's errors become wire statuses: `ApiError` (an
+//! [`ErrorCode`] from `berth-proto`, which knows its HTTP status and gRPC code, and a
+//! message safe to show), which every edge answers with: the HTTP API, the public
+//! gRPC API and the worker mesh alike. Domain errors convert into `ApiError` here and
+//! nowhere else. (The other direction, a worker's status becoming a domain error, is
+//! the worker client's: `workers/error.rs`.)
 
 use crate::store::StoreError;
 
@@ -71,6 +74,30 @@ impl From<StoreError> for ApiError {
             | StoreError::GroupedWrite(_)
             | StoreError::Migrate(_) => Self::internal(&err),
         }
+    }
+}
+
+impl From<crate::sandboxes::SandboxError> for ApiError {
+    fn from(err: crate::sandboxes::SandboxError) -> Self {
+        use crate::sandboxes::SandboxError;
+        let message = err.to_string();
+        match err {
+            SandboxError::NotFound(_) | SandboxError::Destroyed(_) => Self::not_found(message),
+            SandboxError::BadRequest(_) => Self::bad_request(message),
+            SandboxError::Conflict(_) => Self::new(ErrorCode::Conflict, message),
+            SandboxError::NoCapacity(_) => Self::new(ErrorCode::ResourceLimit, message),
+            SandboxError::Unavailable(_) => Self::new(ErrorCode::Unavailable, message),
+            SandboxError::Remote(err) => err.into(),
+            SandboxError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// A worker's refusal, already mapped by the worker client (internal details were
+/// logged there and left out of the message).
+impl From<crate::workers::RemoteError> for ApiError {
+    fn from(err: crate::workers::RemoteError) -> Self {
+        Self::new(err.code, err.message)
     }
 }
 

@@ -18,8 +18,8 @@ pub use workers::{DrainView, ProviderStatus, WorkerStatus, WorkerView};
 use crate::authority::Authority;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
-use crate::router::WorkerChannels;
 use crate::store::{Store, StoreError};
+use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -90,7 +90,7 @@ pub struct Fleet {
     authority: Arc<Authority>,
     settings: FleetSettings,
     metrics: Metrics,
-    channels: Arc<WorkerChannels>,
+    workers: Arc<Workers>,
 }
 
 impl Fleet {
@@ -99,14 +99,14 @@ impl Fleet {
         authority: Arc<Authority>,
         settings: FleetSettings,
         metrics: Metrics,
-        channels: Arc<WorkerChannels>,
+        workers: Arc<Workers>,
     ) -> Self {
         Self {
             store,
             authority,
             settings,
             metrics,
-            channels,
+            workers,
         }
     }
 
@@ -119,7 +119,7 @@ impl Fleet {
             .revoke_worker(worker_id, crate::clock::now_secs())
             .await?;
         let closed_connections = self.authority.revoke(&revocation.serials);
-        self.channels.forget(worker_id);
+        self.workers.forget(worker_id);
         tracing::warn!(
             %worker_id,
             certificates = revocation.serials.len(),

@@ -14,10 +14,10 @@ pub mod error;
 pub mod fleet;
 pub mod mesh;
 pub mod metrics;
-pub mod router;
 pub mod sandboxes;
 pub mod server;
 pub mod store;
+pub mod workers;
 
 pub use config::ControlPlaneConfig;
 pub use server::{Listeners, RunningControlPlane, start};

@@ -10,13 +10,15 @@ mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use calls::{ExecCall, ExecOutcome};
-pub use model::{CreateSandbox, FileInfoView, SandboxView, rfc3339};
+pub use calls::ExecCall;
+pub use model::{CreateRequest, CreateSandbox, FileInfoView, SandboxView, parse_timeout, rfc3339};
+
+pub use crate::workers::model::{ExecEvent, ExecOutcome, FileInfo, LogLine};
+pub use crate::workers::{ExecEvents, FileChunks, LogLines};
 
 use crate::config::SandboxesConfig;
-use crate::error::{ApiError, ErrorCode};
-use crate::router::{Routes, WorkerChannels};
 use crate::store::{Store, StoreError};
+use crate::workers::{RemoteError, Routes, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -32,26 +34,11 @@ pub enum SandboxError {
     NoCapacity(String),
     #[error("{0}")]
     Unavailable(String),
-    /// An error the worker answered with, already mapped.
-    #[error("{0}")]
-    Remote(ApiError),
+    /// The worker refused the call, or could not be reached.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<SandboxError> for ApiError {
-    fn from(err: SandboxError) -> Self {
-        let message = err.to_string();
-        match err {
-            SandboxError::NotFound(_) | SandboxError::Destroyed(_) => ApiError::not_found(message),
-            SandboxError::BadRequest(_) => ApiError::bad_request(message),
-            SandboxError::Conflict(_) => ApiError::new(ErrorCode::Conflict, message),
-            SandboxError::NoCapacity(_) => ApiError::new(ErrorCode::ResourceLimit, message),
-            SandboxError::Unavailable(_) => ApiError::new(ErrorCode::Unavailable, message),
-            SandboxError::Remote(err) => err,
-            SandboxError::Store(err) => err.into(),
-        }
-    }
 }
 
 /// Limits and defaults for sandboxes, and how fresh a worker's heartbeat must be.
@@ -66,15 +53,15 @@ pub struct SandboxSettings {
 #[derive(Debug, Clone)]
 pub struct Sandboxes {
     store: Store,
-    channels: Arc<WorkerChannels>,
+    workers: Arc<Workers>,
     settings: SandboxSettings,
 }
 
 impl Sandboxes {
-    pub fn new(store: Store, channels: Arc<WorkerChannels>, settings: SandboxSettings) -> Self {
+    pub fn new(store: Store, workers: Arc<Workers>, settings: SandboxSettings) -> Self {
         Self {
             store,
-            channels,
+            workers,
             settings,
         }
     }
@@ -84,7 +71,7 @@ impl Sandboxes {
     }
 
     fn routes(&self) -> &Routes {
-        self.channels.routes()
+        self.workers.routes()
     }
 
     /// The worker that holds (or, for a sandbox that just ended, held) `sandbox_id`:

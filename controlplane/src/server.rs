@@ -20,9 +20,9 @@ use crate::authority::Authority;
 use crate::config::ControlPlaneConfig;
 use crate::fleet::{Fleet, FleetSettings};
 use crate::metrics::Metrics;
-use crate::router::WorkerChannels;
 use crate::sandboxes::Sandboxes;
 use crate::store::{Store, redact_url};
+use crate::workers::Workers;
 use crate::{VERSION, cluster, mesh};
 
 /// Clock skew tolerated on token times.
@@ -119,7 +119,7 @@ pub async fn start(
     let admin_key_path = data_dir.join("admin.key");
     let first_admin_key = ensure_admin_key(&store, &admin_key_path).await?;
 
-    let channels = Arc::new(WorkerChannels::new(authority.clone()));
+    let workers = Arc::new(Workers::new(authority.clone()));
     let fleet = Fleet::new(
         store.clone(),
         authority.clone(),
@@ -133,7 +133,7 @@ pub async fn start(
             token_leeway: TOKEN_LEEWAY,
         },
         Metrics::new(),
-        channels.clone(),
+        workers.clone(),
     );
 
     let tasks = TaskTracker::new();
@@ -152,7 +152,7 @@ pub async fn start(
     } else {
         Some(Arc::new(authority.api_server_config()?))
     };
-    let sandboxes = Sandboxes::new(store.clone(), channels, config.sandbox_settings());
+    let sandboxes = Sandboxes::new(store.clone(), workers, config.sandbox_settings());
     let audit = AuditLog::new(store.clone());
     let router = api::router(ApiState::new(ApiParts {
         fleet: fleet.clone(),

@@ -310,20 +310,15 @@ fn on_postgres() {
 
 #[tokio::test]
 async fn a_create_or_destroy_whose_caller_goes_away_still_finishes() {
-    use berth_controlplane::sandboxes::CreateSandbox;
+    use berth_controlplane::sandboxes::CreateRequest;
     let fleet = fleet(1, 4).await;
     let sandboxes = fleet.cp.sandboxes();
-    let request = CreateSandbox::validate(
-        sandboxes.settings(),
-        None,
-        Some("mock".into()),
-        None,
-        None,
-        Some("10m"),
-        None,
-        None,
-        Default::default(),
-    )
+    let request = CreateRequest {
+        provider: Some("mock".into()),
+        ttl: Some("10m".into()),
+        ..Default::default()
+    }
+    .validate(sandboxes.settings())
     .unwrap();
     // the caller gives up at its first wait, long before the worker has answered
     let mut create = Box::pin(sandboxes.create(request));

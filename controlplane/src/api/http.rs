@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-pub use exec::parse_timeout;
 pub use tokens::parse_optional_duration;
 
 use super::auth::{authorize, presented_key};

@@ -121,7 +121,7 @@ impl Fleet {
                     )
                     .await?
             {
-                self.channels.routes().forget(id);
+                self.workers.routes().forget(id);
                 tracing::warn!(%worker_id, sandbox_id = %id, "sandbox lost: its worker no longer reports it");
             }
         }
@@ -145,7 +145,7 @@ impl Fleet {
                 )
                 .await?
             {
-                self.channels.routes().forget(&sandbox_id);
+                self.workers.routes().forget(&sandbox_id);
                 tracing::warn!(%worker_id, %sandbox_id, "sandbox lost: its lease ran out");
                 lost += 1;
             }

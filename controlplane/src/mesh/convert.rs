@@ -1,12 +1,11 @@
 //! Mesh wire messages into validated fleet types, on receipt.
 
-use berth_proto::v1 as pb;
-use tonic::Status;
-
+use crate::error::ApiError;
 use crate::fleet::{Credential, EnrollmentRequest, ProviderStatus, WorkerDescription};
+use berth_proto::v1 as pb;
 
-pub fn description(info: Option<pb::WorkerInfo>) -> Result<WorkerDescription, Status> {
-    let info = info.ok_or_else(|| Status::invalid_argument("worker info is missing"))?;
+pub fn description(info: Option<pb::WorkerInfo>) -> Result<WorkerDescription, ApiError> {
+    let info = info.ok_or_else(|| ApiError::bad_request("worker info is missing"))?;
     let capacity = info.capacity.unwrap_or_default();
     let description = WorkerDescription {
         hostname: info.hostname,
@@ -29,7 +28,7 @@ pub fn description(info: Option<pb::WorkerInfo>) -> Result<WorkerDescription, St
 }
 
 impl TryFrom<pb::EnrollRequest> for EnrollmentRequest {
-    type Error = Status;
+    type Error = ApiError;
 
     fn try_from(request: pb::EnrollRequest) -> Result<Self, Self::Error> {
         let credential = match request.credential {
@@ -40,13 +39,13 @@ impl TryFrom<pb::EnrollRequest> for EnrollmentRequest {
                 Credential::WorkerToken(token)
             }
             _ => {
-                return Err(Status::unauthenticated(
+                return Err(ApiError::unauthorized(
                     "a join token or a worker token is required",
                 ));
             }
         };
         if request.csr_pem.is_empty() {
-            return Err(Status::invalid_argument("csr_pem is missing"));
+            return Err(ApiError::bad_request("csr_pem is missing"));
         }
         Ok(Self {
             credential,

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::peer::calling_worker;
 use crate::config::LimitsConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::fleet::{EnrollmentRequest, Fleet, HeartbeatReport};
 use crate::metrics::OutcomeLabels;
 use prometheus_client::metrics::counter::Counter;
@@ -34,8 +34,11 @@ fn limiter(per_second: u32, burst: u32) -> Limiter {
 }
 
 /// Told to a caller over the limit; workers back off and retry.
-fn slow_down(what: &str) -> Status {
-    Status::resource_exhausted(format!("too many {what} right now; retry shortly"))
+fn slow_down(what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ResourceLimit,
+        format!("too many {what} right now; retry shortly"),
+    )
 }
 
 impl MeshService {
@@ -70,7 +73,7 @@ impl ControlPlane for MeshService {
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let started = Instant::now();
         let result = if self.enrollments.check().is_err() {
-            Err(slow_down("enrollments"))
+            Err(slow_down("enrollments").into())
         } else {
             self.handle_enroll(request).await
         };
@@ -86,7 +89,7 @@ impl ControlPlane for MeshService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = Instant::now();
         let result = if self.heartbeats.check().is_err() {
-            Err(slow_down("heartbeats"))
+            Err(slow_down("heartbeats").into())
         } else {
             self.handle_heartbeat(request).await
         };

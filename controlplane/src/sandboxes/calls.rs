@@ -1,24 +1,19 @@
 //! Calls routed to the worker holding a sandbox's lease: exec (whole or streamed),
 //! logs, and files. Mutating calls carry the lease generation so the worker can fence
-//! out a stale control plane; every call has a deadline.
+//! out a stale control plane; the worker client gives every call its deadline.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use berth_proto::v1 as pb;
-use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
-use tonic::Streaming;
+use futures::Stream;
 
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
-use crate::router::{Route, WorkerClient, is_route_refusal, remote_error};
-
-/// Deadline of quick calls (files, status).
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Extra time on top of an exec's own timeout for the round trip.
-const EXEC_MARGIN: Duration = Duration::from_secs(10);
+use crate::workers::model::{ExecOutcome, ExecRequest, FileInfo};
+use crate::workers::{
+    ExecEvents, FileChunks, LogLines, RemoteError, Route, WorkerClient, WriteFileError,
+};
 
 /// An exec as the API takes it.
 #[derive(Debug, Clone)]
@@ -45,17 +40,8 @@ impl ExecCall {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct ExecOutcome {
-    pub exit_code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub duration_ms: u64,
-}
-
 /// The lease holder of a live sandbox.
 struct Target {
-    worker_id: String,
     client: WorkerClient,
     generation: u64,
     /// Taken from the route cache rather than read from the store just now.
@@ -68,12 +54,8 @@ impl Sandboxes {
     async fn target(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
         let fresh_since = now_ms() - grace_ms(&self.settings);
         if let Some(route) = self.routes().live(sandbox_id, fresh_since) {
-            let client = self
-                .channels
-                .client(&route.worker_id, &route.address)
-                .map_err(SandboxError::Remote)?;
+            let client = self.workers.client(&route.worker_id, &route.address)?;
             return Ok(Target {
-                worker_id: route.worker_id,
                 client,
                 generation: route.generation,
                 cached: true,
@@ -121,22 +103,18 @@ impl Sandboxes {
                 "worker {worker_id:?} holding sandbox {sandbox_id:?} is not heartbeating"
             )));
         }
-        let client = self
-            .channels
-            .client(&worker_id, &address)
-            .map_err(SandboxError::Remote)?;
+        let client = self.workers.client(&worker_id, &address)?;
         let generation = u64::try_from(generation).unwrap_or(0);
         self.routes().remember(
             sandbox_id,
             Route {
-                worker_id: worker_id.clone(),
+                worker_id,
                 address,
                 generation,
                 last_heartbeat_ms,
             },
         );
         Ok(Target {
-            worker_id,
             client,
             generation,
             cached: false,
@@ -151,63 +129,47 @@ impl Sandboxes {
     async fn on_lease_holder<T, F, Fut>(&self, sandbox_id: &str, call: F) -> Result<T, SandboxError>
     where
         F: Fn(Target) -> Fut,
-        Fut: Future<Output = Result<T, tonic::Status>>,
+        Fut: Future<Output = Result<T, RemoteError>>,
     {
         let target = self.target(sandbox_id).await?;
-        let (worker_id, cached) = (target.worker_id.clone(), target.cached);
+        let cached = target.cached;
         match call(target).await {
             Ok(answer) => Ok(answer),
-            Err(status) if cached && is_route_refusal(&status) => {
+            Err(err) if cached && err.route_refused => {
                 self.routes().forget(sandbox_id);
                 let target = self.target_from_store(sandbox_id).await?;
-                let worker_id = target.worker_id.clone();
                 call(target)
                     .await
-                    .map_err(|status| self.refused(sandbox_id, &worker_id, &status))
+                    .map_err(|err| self.refused(sandbox_id, err))
             }
-            Err(status) => Err(self.refused(sandbox_id, &worker_id, &status)),
+            Err(err) => Err(self.refused(sandbox_id, err)),
         }
     }
 
     /// The worker's refusal as our error; a route the worker refused, or a worker that
     /// cannot be reached, is not used again before the store is asked.
-    fn refused(&self, sandbox_id: &str, worker_id: &str, status: &tonic::Status) -> SandboxError {
-        if is_route_refusal(status)
-            || matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-            )
-        {
+    fn refused(&self, sandbox_id: &str, err: RemoteError) -> SandboxError {
+        if err.discredits_route() {
             self.routes().forget(sandbox_id);
         }
-        SandboxError::Remote(remote_error(worker_id, status))
+        SandboxError::Remote(err)
     }
 
-    fn exec_request(
-        &self,
-        sandbox_id: &str,
-        generation: u64,
-        call: ExecCall,
-    ) -> (pb::WorkerExecRequest, Duration) {
+    fn exec_request(&self, sandbox_id: &str, generation: u64, call: ExecCall) -> ExecRequest {
         let timeout = call
             .timeout
             .unwrap_or(self.settings.limits.default_exec_timeout)
             .min(self.settings.limits.max_exec_timeout);
-        let request = pb::WorkerExecRequest {
+        ExecRequest {
             sandbox_id: sandbox_id.to_owned(),
             generation,
             command: call.command,
             args: call.args,
-            mode: if call.argv {
-                pb::ExecMode::Argv as i32
-            } else {
-                pb::ExecMode::Shell as i32
-            },
-            env: call.env.into_iter().collect(),
+            argv: call.argv,
+            env: call.env,
             workdir: call.workdir,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        (request, timeout)
+            timeout,
+        }
     }
 
     pub async fn exec(
@@ -216,22 +178,11 @@ impl Sandboxes {
         call: ExecCall,
     ) -> Result<ExecOutcome, SandboxError> {
         check_command(&call)?;
-        let answer = self
-            .on_lease_holder(sandbox_id, |mut target| {
-                let (request, timeout) =
-                    self.exec_request(sandbox_id, target.generation, call.clone());
-                let mut request = tonic::Request::new(request);
-                request.set_timeout(timeout + EXEC_MARGIN);
-                async move { target.client.exec(request).await }
-            })
-            .await?
-            .into_inner();
-        Ok(ExecOutcome {
-            exit_code: answer.exit_code,
-            stdout: answer.stdout,
-            stderr: answer.stderr,
-            duration_ms: answer.duration_ms,
+        self.on_lease_holder(sandbox_id, |target| {
+            let request = self.exec_request(sandbox_id, target.generation, call.clone());
+            async move { target.client.exec(request).await }
         })
+        .await
     }
 
     /// Output events as the worker produces them, then one exit or error event.
@@ -240,16 +191,13 @@ impl Sandboxes {
         &self,
         sandbox_id: &str,
         call: ExecCall,
-    ) -> Result<Streaming<pb::ExecEvent>, SandboxError> {
+    ) -> Result<ExecEvents, SandboxError> {
         check_command(&call)?;
-        self.on_lease_holder(sandbox_id, |mut target| {
-            let (request, timeout) = self.exec_request(sandbox_id, target.generation, call.clone());
-            let mut request = tonic::Request::new(request);
-            request.set_timeout(timeout + EXEC_MARGIN);
+        self.on_lease_holder(sandbox_id, |target| {
+            let request = self.exec_request(sandbox_id, target.generation, call.clone());
             async move { target.client.exec_stream(request).await }
         })
         .await
-        .map(tonic::Response::into_inner)
     }
 
     /// The last `lines` console lines; with `follow`, new ones as they come (no
@@ -259,20 +207,11 @@ impl Sandboxes {
         sandbox_id: &str,
         lines: u32,
         follow: bool,
-    ) -> Result<Streaming<pb::LogLine>, SandboxError> {
-        self.on_lease_holder(sandbox_id, |mut target| {
-            let mut request = tonic::Request::new(pb::WorkerLogsRequest {
-                sandbox_id: sandbox_id.to_owned(),
-                tail_lines: lines,
-                follow,
-            });
-            if !follow {
-                request.set_timeout(CALL_TIMEOUT);
-            }
-            async move { target.client.logs(request).await }
+    ) -> Result<LogLines, SandboxError> {
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target.client.logs(sandbox_id, lines, follow).await
         })
         .await
-        .map(tonic::Response::into_inner)
     }
 
     /// The file's bytes in chunks; errors after the first chunk arrive in the stream.
@@ -280,27 +219,14 @@ impl Sandboxes {
         &self,
         sandbox_id: &str,
         path: &str,
-    ) -> Result<BoxStream<'static, Result<Vec<u8>, SandboxError>>, SandboxError> {
-        let (worker_id, stream) = self
-            .on_lease_holder(sandbox_id, |mut target| {
-                let request = tonic::Request::new(pb::WorkerFileRequest {
-                    sandbox_id: sandbox_id.to_owned(),
-                    generation: target.generation,
-                    path: path.to_owned(),
-                });
-                async move {
-                    let stream = target.client.read_file(request).await?.into_inner();
-                    Ok((target.worker_id, stream))
-                }
-            })
-            .await?;
-        Ok(stream
-            .map(move |chunk| {
-                chunk
-                    .map(|chunk| chunk.data)
-                    .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status)))
-            })
-            .boxed())
+    ) -> Result<FileChunks, SandboxError> {
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target
+                .client
+                .read_file(sandbox_id, target.generation, path)
+                .await
+        })
+        .await
     }
 
     /// Streams `data` into the file; no size cap. An error in `data` (the client went
@@ -317,54 +243,17 @@ impl Sandboxes {
     where
         S: Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
     {
-        use pb::write_file_chunk::Part;
-        let mut target = self.target(sandbox_id).await?;
-        let header = pb::WriteFileChunk {
-            part: Some(Part::Header(pb::WriteFileHeader {
-                sandbox_id: sandbox_id.to_owned(),
-                generation: target.generation,
-                path: path.to_owned(),
-                mode,
-            })),
-        };
-        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
-        let body = futures::stream::unfold(
-            (Box::pin(data), Some(failed_tx)),
-            |(mut data, mut failed_tx)| async move {
-                match data.next().await {
-                    Some(Ok(bytes)) => {
-                        let chunk = pb::WriteFileChunk {
-                            part: Some(Part::Data(bytes)),
-                        };
-                        Some((chunk, (data, failed_tx)))
-                    }
-                    Some(Err(err)) => {
-                        if let Some(tx) = failed_tx.take() {
-                            let _ = tx.send(err);
-                        }
-                        // never end the stream: ending it would commit a truncated
-                        // file; the call is dropped below instead
-                        std::future::pending().await
-                    }
-                    None => None,
-                }
-            },
-        );
-        let outgoing = futures::stream::iter([header]).chain(body);
-        let worker_id = target.worker_id.clone();
-        let call = target.client.write_file(tonic::Request::new(outgoing));
-        // resolves only when the data stream failed; a finished stream drops the sender
-        let failed = async move {
-            match failed_rx.await {
-                Ok(reason) => reason,
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            answer = call => answer
-                .map(|answer| answer.into_inner().size)
-                .map_err(|status| self.refused(sandbox_id, &worker_id, &status)),
-            reason = failed => Err(SandboxError::BadRequest(format!("upload interrupted: {reason}"))),
+        let target = self.target(sandbox_id).await?;
+        let written = target
+            .client
+            .write_file(sandbox_id, target.generation, path, mode, data)
+            .await;
+        match written {
+            Ok(size) => Ok(size),
+            Err(WriteFileError::Interrupted(reason)) => Err(SandboxError::BadRequest(format!(
+                "upload interrupted: {reason}"
+            ))),
+            Err(WriteFileError::Remote(err)) => Err(self.refused(sandbox_id, err)),
         }
     }
 
@@ -372,36 +261,24 @@ impl Sandboxes {
         &self,
         sandbox_id: &str,
         path: &str,
-    ) -> Result<Vec<pb::FileInfo>, SandboxError> {
-        let answer = self
-            .on_lease_holder(sandbox_id, |mut target| {
-                let request = timed(pb::WorkerFileRequest {
-                    sandbox_id: sandbox_id.to_owned(),
-                    generation: target.generation,
-                    path: path.to_owned(),
-                });
-                async move { target.client.list_files(request).await }
-            })
-            .await?;
-        Ok(answer.into_inner().files)
+    ) -> Result<Vec<FileInfo>, SandboxError> {
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target
+                .client
+                .list_files(sandbox_id, target.generation, path)
+                .await
+        })
+        .await
     }
 
-    pub async fn stat_file(
-        &self,
-        sandbox_id: &str,
-        path: &str,
-    ) -> Result<pb::FileInfo, SandboxError> {
-        let answer = self
-            .on_lease_holder(sandbox_id, |mut target| {
-                let request = timed(pb::WorkerFileRequest {
-                    sandbox_id: sandbox_id.to_owned(),
-                    generation: target.generation,
-                    path: path.to_owned(),
-                });
-                async move { target.client.stat_file(request).await }
-            })
-            .await?;
-        Ok(answer.into_inner())
+    pub async fn stat_file(&self, sandbox_id: &str, path: &str) -> Result<FileInfo, SandboxError> {
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target
+                .client
+                .stat_file(sandbox_id, target.generation, path)
+                .await
+        })
+        .await
     }
 
     pub async fn delete_file(
@@ -410,17 +287,13 @@ impl Sandboxes {
         path: &str,
         recursive: bool,
     ) -> Result<(), SandboxError> {
-        self.on_lease_holder(sandbox_id, |mut target| {
-            let request = timed(pb::WorkerDeleteFileRequest {
-                sandbox_id: sandbox_id.to_owned(),
-                generation: target.generation,
-                path: path.to_owned(),
-                recursive,
-            });
-            async move { target.client.delete_file(request).await }
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target
+                .client
+                .delete_file(sandbox_id, target.generation, path, recursive)
+                .await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     pub async fn move_file(
@@ -429,17 +302,13 @@ impl Sandboxes {
         old_path: &str,
         new_path: &str,
     ) -> Result<(), SandboxError> {
-        self.on_lease_holder(sandbox_id, |mut target| {
-            let request = timed(pb::WorkerMoveFileRequest {
-                sandbox_id: sandbox_id.to_owned(),
-                generation: target.generation,
-                old_path: old_path.to_owned(),
-                new_path: new_path.to_owned(),
-            });
-            async move { target.client.move_file(request).await }
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target
+                .client
+                .move_file(sandbox_id, target.generation, old_path, new_path)
+                .await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     pub async fn chmod(&self, sandbox_id: &str, path: &str, mode: u32) -> Result<(), SandboxError> {
@@ -448,41 +317,24 @@ impl Sandboxes {
                 "mode must be at most 0o7777".into(),
             ));
         }
-        self.on_lease_holder(sandbox_id, |mut target| {
-            let request = timed(pb::WorkerChmodRequest {
-                sandbox_id: sandbox_id.to_owned(),
-                generation: target.generation,
-                path: path.to_owned(),
-                mode,
-            });
-            async move { target.client.chmod(request).await }
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target
+                .client
+                .chmod(sandbox_id, target.generation, path, mode)
+                .await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     pub async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, SandboxError> {
         if pattern.is_empty() {
             return Err(SandboxError::BadRequest("pattern is empty".into()));
         }
-        let answer = self
-            .on_lease_holder(sandbox_id, |mut target| {
-                let request = timed(pb::WorkerGlobRequest {
-                    sandbox_id: sandbox_id.to_owned(),
-                    pattern: pattern.to_owned(),
-                });
-                async move { target.client.glob(request).await }
-            })
-            .await?;
-        Ok(answer.into_inner().paths)
+        self.on_lease_holder(sandbox_id, |target| async move {
+            target.client.glob(sandbox_id, pattern).await
+        })
+        .await
     }
-}
-
-/// `message` as a request with the deadline of quick calls.
-fn timed<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_TIMEOUT);
-    request
 }
 
 fn check_command(call: &ExecCall) -> Result<(), SandboxError> {

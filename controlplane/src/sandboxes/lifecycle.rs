@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use berth_proto::v1 as pb;
+use berth_proto::ErrorCode;
 
 use super::{CreateSandbox, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
-use crate::router::{Route, remote_error};
+use crate::workers::Route;
+use crate::workers::model::SpawnSpec;
 
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A destroy claim older than this was abandoned (a replica died holding it): twice
@@ -49,28 +50,20 @@ impl Sandboxes {
         let placement = placed.placement;
         let worker_id = placement.worker_id.clone();
         let spawned = async {
-            let mut client = self
-                .channels
-                .client(&worker_id, &placement.advertise_addr)
-                .map_err(SandboxError::Remote)?;
-            let mut call = tonic::Request::new(pb::SpawnRequest {
-                spec: Some(pb::SandboxSpec {
-                    sandbox_id: id.clone(),
-                    image: request.image.clone(),
-                    provider: provider.clone(),
-                    vcpus: request.vcpus,
-                    memory_mb: request.memory_mb,
-                    metadata: request.metadata.clone().into_iter().collect(),
-                    env: Default::default(),
-                }),
-                generation: u64::try_from(placement.generation).unwrap_or(0),
-            });
-            call.set_timeout(self.settings.limits.spawn_timeout);
-            client
-                .spawn(call)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|status| SandboxError::Remote(remote_error(&worker_id, &status)))
+            let client = self.workers.client(&worker_id, &placement.advertise_addr)?;
+            let spec = SpawnSpec {
+                sandbox_id: id.clone(),
+                image: request.image.clone(),
+                provider: provider.clone(),
+                vcpus: request.vcpus,
+                memory_mb: request.memory_mb,
+                metadata: request.metadata.clone(),
+            };
+            let generation = u64::try_from(placement.generation).unwrap_or(0);
+            let spawned = client
+                .spawn(spec, generation, self.settings.limits.spawn_timeout)
+                .await?;
+            Ok::<_, SandboxError>(spawned)
         }
         .await;
         let answer = match spawned {
@@ -249,22 +242,20 @@ impl Sandboxes {
     ) -> Result<(), SandboxError> {
         let worker_id = route.worker_id.clone();
         let result = async {
-            let mut client = self
-                .channels
+            let client = self
+                .workers
                 .client(&worker_id, &route.address)
-                .map_err(SandboxError::Remote)?;
-            let mut call = tonic::Request::new(pb::DestroyRequest {
-                sandbox_id: id.to_owned(),
-                generation: route.generation,
-            });
-            call.set_timeout(DESTROY_TIMEOUT);
-            client.destroy(call).await.map_err(|status| {
-                if status.code() == tonic::Code::NotFound {
-                    None
-                } else {
-                    Some(SandboxError::Remote(remote_error(&worker_id, &status)))
-                }
-            })
+                .map_err(|err| Some(SandboxError::Remote(err)))?;
+            client
+                .destroy(id, route.generation, DESTROY_TIMEOUT)
+                .await
+                .map_err(|err| {
+                    if err.code == ErrorCode::NotFound {
+                        None
+                    } else {
+                        Some(SandboxError::Remote(err))
+                    }
+                })
         }
         .await;
         match result {
@@ -349,18 +340,17 @@ impl Sandboxes {
     /// Best effort, in the background: destroys `sandbox_id` on a worker after a failed
     /// spawn. Whatever is missed there, reconciliation of the worker's inventory catches.
     fn abandon_on_worker(&self, sandbox_id: &str, worker_id: &str, address: &str, generation: i64) {
-        let Ok(mut client) = self.channels.client(worker_id, address) else {
+        let Ok(client) = self.workers.client(worker_id, address) else {
             return;
         };
-        let mut call = tonic::Request::new(pb::DestroyRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            generation: u64::try_from(generation).unwrap_or(0),
-        });
-        call.set_timeout(DESTROY_TIMEOUT);
-        let (sandbox_id, worker_id) = (sandbox_id.to_owned(), worker_id.to_owned());
+        let generation = u64::try_from(generation).unwrap_or(0);
+        let sandbox_id = sandbox_id.to_owned();
         tokio::spawn(async move {
-            if let Err(status) = client.destroy(call).await {
-                tracing::debug!(%sandbox_id, %worker_id, error = %status.message(), "cleanup after a failed spawn did not reach the worker");
+            if let Err(err) = client
+                .destroy(&sandbox_id, generation, DESTROY_TIMEOUT)
+                .await
+            {
+                tracing::debug!(%sandbox_id, worker_id = %client.worker_id(), error = %err, "cleanup after a failed spawn did not reach the worker");
             }
         });
     }

@@ -1,13 +1,48 @@
-//! Sandbox requests as validated domain values, and the StacyVM-shaped views the API
-//! answers with.
+//! Sandbox requests as both API edges receive them, checked into validated domain
+//! values here (so the HTTP and gRPC edges parse alike), and the StacyVM-shaped views
+//! the API answers with.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{SandboxError, SandboxSettings};
 use crate::store::SandboxRow;
+use crate::workers::model::FileInfo;
+
+/// A create request as a client sends it (StacyVM's body; unknown fields are ignored
+/// as StacyVM does). Absent and empty fields take the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreateRequest {
+    pub image: Option<String>,
+    pub provider: Option<String>,
+    pub memory_mb: Option<u64>,
+    pub vcpus: Option<u32>,
+    pub ttl: Option<String>,
+    pub template: Option<String>,
+    pub owner_id: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl CreateRequest {
+    /// Checks the request against `settings` and fills in the defaults.
+    pub fn validate(self, settings: &SandboxSettings) -> Result<CreateSandbox, SandboxError> {
+        CreateSandbox::validate(
+            settings,
+            self.image,
+            self.provider,
+            self.memory_mb,
+            self.vcpus,
+            self.ttl.as_deref(),
+            self.template,
+            self.owner_id,
+            self.metadata,
+        )
+    }
+}
 
 /// A create request after validation, defaults filled in.
 #[derive(Debug, Clone)]
@@ -26,7 +61,7 @@ pub struct CreateSandbox {
 impl CreateSandbox {
     /// Checks raw request fields against `settings`; absent fields take defaults.
     #[allow(clippy::too_many_arguments)]
-    pub fn validate(
+    fn validate(
         settings: &SandboxSettings,
         image: Option<String>,
         provider: Option<String>,
@@ -114,6 +149,39 @@ pub fn parse_ttl(text: &str, max: Duration) -> Result<Duration, SandboxError> {
     Ok(ttl)
 }
 
+/// An exec timeout as either edge receives it: `"30s"`, `"1m30s"`, `30`, `"30"`,
+/// `0.5`; null, 0 and "" mean the default.
+pub fn parse_timeout(value: Option<&Value>) -> Result<Option<Duration>, SandboxError> {
+    let bad = |v: &Value| {
+        SandboxError::BadRequest(format!(
+            "invalid timeout {v}: expected a duration like \"30s\" or seconds"
+        ))
+    };
+    let duration = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => {
+            let secs = n
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| bad(value.unwrap_or(&Value::Null)))?;
+            Duration::try_from_secs_f64(secs).map_err(|_| bad(value.unwrap_or(&Value::Null)))?
+        }
+        Some(v @ Value::String(text)) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            match text.parse::<f64>() {
+                Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+                Ok(_) => return Err(bad(v)),
+                Err(_) => humantime::parse_duration(text).map_err(|_| bad(v))?,
+            }
+        }
+        Some(other) => return Err(bad(other)),
+    };
+    Ok(Some(duration).filter(|d| !d.is_zero()))
+}
+
 /// A sandbox as the API shows it (StacyVM's fields, plus `generation`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxView {
@@ -177,8 +245,8 @@ pub struct FileInfoView {
     pub mod_time: String,
 }
 
-impl From<berth_proto::v1::FileInfo> for FileInfoView {
-    fn from(info: berth_proto::v1::FileInfo) -> Self {
+impl From<FileInfo> for FileInfoView {
+    fn from(info: FileInfo) -> Self {
         Self {
             path: info.path,
             size: info.size,
@@ -237,6 +305,28 @@ mod tests {
             validate(None, None, Some("1h30m")).unwrap().ttl,
             Duration::from_secs(5400)
         );
+    }
+
+    #[test]
+    fn timeouts_take_durations_and_seconds() {
+        use serde_json::json;
+        assert_eq!(
+            parse_timeout(Some(&json!("30s"))).unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_timeout(Some(&json!(5))).unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_timeout(Some(&json!("2.5"))).unwrap(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_timeout(Some(&json!(0))).unwrap(), None);
+        assert_eq!(parse_timeout(None).unwrap(), None);
+        assert!(parse_timeout(Some(&json!("soon"))).is_err());
+        assert!(parse_timeout(Some(&json!(-1))).is_err());
+        assert!(parse_timeout(Some(&json!([1]))).is_err());
     }
 
     #[test]

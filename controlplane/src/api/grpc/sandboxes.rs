@@ -9,12 +9,12 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::caller;
-use crate::api::http::parse_timeout;
 use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::Scope;
 use crate::error::ApiError;
-use crate::router::remote_error;
-use crate::sandboxes::{CreateSandbox, ExecCall, SandboxView};
+use crate::sandboxes::{
+    CreateRequest, ExecCall, ExecEvent, FileInfo, LogLine, SandboxView, parse_timeout,
+};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -50,9 +50,56 @@ fn api<T>(result: Result<T, impl Into<ApiError>>) -> Result<T, Status> {
     result.map_err(|err| Status::from(err.into()))
 }
 
-/// Worker stream items with errors mapped for our client.
-fn relay<T: Send + 'static>(stream: Streaming<T>) -> ResponseStream<T> {
-    Box::pin(stream.map(|item| item.map_err(|status| Status::from(remote_error("", &status)))))
+fn exec_event_message(event: ExecEvent) -> pb::ExecEvent {
+    use pb::exec_event::Event;
+    let event = match event {
+        ExecEvent::Stdout(data) => Event::Stdout(data),
+        ExecEvent::Stderr(data) => Event::Stderr(data),
+        ExecEvent::Exit {
+            exit_code,
+            duration_ms,
+        } => Event::Exit(pb::ExecExit {
+            exit_code,
+            duration_ms,
+        }),
+        ExecEvent::Failed { code, message } => Event::Error(pb::ExecError {
+            code: code.as_str().to_owned(),
+            message,
+        }),
+    };
+    pb::ExecEvent { event: Some(event) }
+}
+
+fn log_line_message(line: LogLine) -> pb::LogLine {
+    pb::LogLine {
+        line: line.line,
+        time_ms: line.time_ms,
+    }
+}
+
+fn file_info_message(info: FileInfo) -> pb::FileInfo {
+    pb::FileInfo {
+        path: info.path,
+        size: info.size,
+        mode: info.mode,
+        is_dir: info.is_dir,
+        mod_time: info.mod_time,
+    }
+}
+
+impl From<pb::CreateSandboxRequest> for CreateRequest {
+    fn from(body: pb::CreateSandboxRequest) -> Self {
+        Self {
+            image: Some(body.image),
+            provider: Some(body.provider),
+            memory_mb: Some(body.memory_mb),
+            vcpus: Some(body.vcpus),
+            ttl: Some(body.ttl),
+            template: Some(body.template),
+            owner_id: Some(body.owner_id),
+            metadata: body.metadata.into_iter().collect(),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -63,18 +110,8 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::Sandbox>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
         let audit = request.extensions().get::<AuditSlot>().cloned();
-        let body = request.into_inner();
-        let create = api(CreateSandbox::validate(
-            self.state.sandboxes.settings(),
-            Some(body.image),
-            Some(body.provider),
-            Some(body.memory_mb),
-            Some(body.vcpus),
-            Some(body.ttl.as_str()),
-            Some(body.template),
-            Some(body.owner_id),
-            body.metadata.into_iter().collect(),
-        ))?;
+        let body = CreateRequest::from(request.into_inner());
+        let create = api(body.validate(self.state.sandboxes.settings()))?;
         let view = api(self.state.sandboxes.create(create).await)?;
         if let Some(slot) = &audit {
             slot.sandbox(&view.id);
@@ -151,7 +188,9 @@ impl SandboxesApi for SandboxesService {
         let (sandbox_id, call) = exec_call(request.into_inner())?;
         note_exec(audit.as_ref(), &sandbox_id, &call);
         let events = api(self.state.sandboxes.exec_stream(&sandbox_id, call).await)?;
-        Ok(Response::new(relay(events)))
+        Ok(Response::new(Box::pin(
+            events.map(|event| Ok(exec_event_message(event))),
+        )))
     }
 
     async fn logs(
@@ -170,7 +209,10 @@ impl SandboxesApi for SandboxesService {
             .sandboxes
             .logs(&body.sandbox_id, lines, body.follow)
             .await)?;
-        Ok(Response::new(relay(stream)))
+        Ok(Response::new(Box::pin(stream.map(|line| {
+            line.map(log_line_message)
+                .map_err(|err| Status::from(ApiError::from(err)))
+        }))))
     }
 
     async fn read_file(
@@ -202,11 +244,9 @@ impl SandboxesApi for SandboxesService {
         let first = incoming
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("no header"))?;
+            .ok_or_else(|| ApiError::bad_request("no header"))?;
         let (Some(Part::Header(target)), mode) = (first.part, first.mode) else {
-            return Err(Status::invalid_argument(
-                "the first message must be the header",
-            ));
+            return Err(ApiError::bad_request("the first message must be the header").into());
         };
         let mode = if mode == 0 { 0o644 } else { mode };
         let data = incoming.map(|message| match message {
@@ -241,7 +281,9 @@ impl SandboxesApi for SandboxesService {
             .sandboxes
             .list_files(&body.sandbox_id, &path)
             .await)?;
-        Ok(Response::new(pb::FileList { files }))
+        Ok(Response::new(pb::FileList {
+            files: files.into_iter().map(file_info_message).collect(),
+        }))
     }
 
     async fn stat_file(
@@ -255,7 +297,7 @@ impl SandboxesApi for SandboxesService {
             .sandboxes
             .stat_file(&body.sandbox_id, &body.path)
             .await)?;
-        Ok(Response::new(info))
+        Ok(Response::new(file_info_message(info)))
     }
 
     async fn delete_file(
@@ -332,7 +374,9 @@ fn exec_call(body: pb::ExecRequest) -> Result<(String, ExecCall), Status> {
     let timeout = if body.timeout.is_empty() {
         None
     } else {
-        parse_timeout(Some(&serde_json::Value::String(body.timeout)))?
+        api(parse_timeout(Some(&serde_json::Value::String(
+            body.timeout,
+        ))))?
     };
     let call = ExecCall {
         command: body.command,

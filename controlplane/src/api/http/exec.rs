@@ -9,14 +9,12 @@
 //! worker call, which stops the command.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use berth_proto::v1 as pb;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,8 +22,7 @@ use serde_json::{Value, json};
 use super::{Authorized, ExecScope, JsonBody, ReadScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
-use crate::router::remote_error;
-use crate::sandboxes::{ExecCall, rfc3339};
+use crate::sandboxes::{ExecCall, ExecEvent, ExecEvents, parse_timeout, rfc3339};
 
 const NDJSON: &str = "application/x-ndjson";
 
@@ -66,41 +63,9 @@ impl TryFrom<ExecBody> for ExecCall {
             argv,
             env: body.env,
             workdir: body.workdir.unwrap_or_default(),
-            timeout: parse_timeout(body.timeout.as_ref())?,
+            timeout: parse_timeout(body.timeout.as_ref()).map_err(ApiError::from)?,
         })
     }
-}
-
-/// `"30s"`, `"1m30s"`, `30`, `"30"`, `0.5`; null, 0 and "" mean the default.
-pub fn parse_timeout(value: Option<&Value>) -> Result<Option<Duration>, ApiError> {
-    let bad = |v: &Value| {
-        ApiError::bad_request(format!(
-            "invalid timeout {v}: expected a duration like \"30s\" or seconds"
-        ))
-    };
-    let duration = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => {
-            let secs = n
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .ok_or_else(|| bad(value.unwrap_or(&Value::Null)))?;
-            Duration::try_from_secs_f64(secs).map_err(|_| bad(value.unwrap_or(&Value::Null)))?
-        }
-        Some(v @ Value::String(text)) => {
-            let text = text.trim();
-            if text.is_empty() {
-                return Ok(None);
-            }
-            match text.parse::<f64>() {
-                Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
-                Ok(_) => return Err(bad(v)),
-                Err(_) => humantime::parse_duration(text).map_err(|_| bad(v))?,
-            }
-        }
-        Some(other) => return Err(bad(other)),
-    };
-    Ok(Some(duration).filter(|d| !d.is_zero()))
 }
 
 pub async fn exec(
@@ -136,77 +101,47 @@ pub async fn exec(
         .into_response())
 }
 
-/// Worker events as NDJSON lines, ending with exactly one terminal line.
-fn ndjson_events(
-    events: tonic::Streaming<pb::ExecEvent>,
-) -> impl futures::Stream<Item = Vec<u8>> + Send + 'static {
+/// Exec events as NDJSON lines; the events end with exactly one terminal event, and
+/// so do the lines.
+fn ndjson_events(events: ExecEvents) -> impl futures::Stream<Item = Vec<u8>> + Send + 'static {
     struct State {
-        events: tonic::Streaming<pb::ExecEvent>,
+        events: ExecEvents,
         stdout: Utf8Carry,
         stderr: Utf8Carry,
-        done: bool,
     }
     let initial = State {
         events,
         stdout: Utf8Carry::default(),
         stderr: Utf8Carry::default(),
-        done: false,
     };
     futures::stream::unfold(initial, |mut state| async move {
-        use pb::exec_event::Event;
-        if state.done {
-            return None;
-        }
         loop {
-            let line = match state.events.next().await {
-                Some(Ok(pb::ExecEvent {
-                    event: Some(Event::Stdout(data)),
-                })) => {
+            let line = match state.events.next().await? {
+                ExecEvent::Stdout(data) => {
                     let text = state.stdout.push(data);
                     if text.is_empty() {
                         continue;
                     }
                     return Some((output_line("stdout", &text), state));
                 }
-                Some(Ok(pb::ExecEvent {
-                    event: Some(Event::Stderr(data)),
-                })) => {
+                ExecEvent::Stderr(data) => {
                     let text = state.stderr.push(data);
                     if text.is_empty() {
                         continue;
                     }
                     return Some((output_line("stderr", &text), state));
                 }
-                Some(Ok(pb::ExecEvent {
-                    event: Some(Event::Exit(exit)),
-                })) => {
-                    state.done = true;
-                    json!({
-                        "stream": "exit",
-                        "exit_code": exit.exit_code,
-                        "duration": format!("{}ms", exit.duration_ms),
-                        "duration_ms": exit.duration_ms,
-                    })
-                }
-                Some(Ok(pb::ExecEvent {
-                    event: Some(Event::Error(err)),
-                })) => {
-                    state.done = true;
-                    json!({"stream": "error", "code": err.code, "message": err.message})
-                }
-                Some(Ok(pb::ExecEvent { event: None })) => continue,
-                Some(Err(status)) => {
-                    state.done = true;
-                    let err = remote_error("", &status);
-                    json!({"stream": "error", "code": err.code.as_str(), "message": err.message})
-                }
-                None => {
-                    state.done = true;
-                    json!({
-                        "stream": "error",
-                        "code": "UNAVAILABLE",
-                        "message": "the worker ended the stream without an exit status",
-                    })
+                ExecEvent::Exit {
+                    exit_code,
+                    duration_ms,
+                } => json!({
+                    "stream": "exit",
+                    "exit_code": exit_code,
+                    "duration": format!("{duration_ms}ms"),
+                    "duration_ms": duration_ms,
+                }),
+                ExecEvent::Failed { code, message } => {
+                    json!({"stream": "error", "code": code.as_str(), "message": message})
                 }
             };
             return Some((format!("{line}\n").into_bytes(), state));
@@ -298,7 +233,7 @@ pub async fn logs(
     if !follow {
         let mut collected = Vec::new();
         while let Some(line) = stream.next().await {
-            let line = line.map_err(|status| remote_error("", &status))?;
+            let line = line.map_err(ApiError::from)?;
             collected.push(line.line);
         }
         return Ok(Json(collected).into_response());
@@ -323,27 +258,6 @@ pub async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timeouts_take_durations_and_seconds() {
-        assert_eq!(
-            parse_timeout(Some(&json!("30s"))).unwrap(),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_timeout(Some(&json!(5))).unwrap(),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            parse_timeout(Some(&json!("2.5"))).unwrap(),
-            Some(Duration::from_millis(2500))
-        );
-        assert_eq!(parse_timeout(Some(&json!(0))).unwrap(), None);
-        assert_eq!(parse_timeout(None).unwrap(), None);
-        assert!(parse_timeout(Some(&json!("soon"))).is_err());
-        assert!(parse_timeout(Some(&json!(-1))).is_err());
-        assert!(parse_timeout(Some(&json!([1]))).is_err());
-    }
 
     #[test]
     fn characters_split_across_chunks_are_kept_whole() {

@@ -1,8 +1,6 @@
 //! `/api/v1/sandboxes`: create, list, get, destroy, extend, prune and admission, in
 //! StacyVM's shapes.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,46 +10,22 @@ use serde_json::{Value, json};
 use super::{Authorized, JsonBody, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
-use crate::sandboxes::{CreateSandbox, SandboxError, SandboxView};
+use crate::sandboxes::{CreateRequest, CreateSandbox, SandboxError, SandboxView};
 
-/// StacyVM's create body; unknown fields are ignored as StacyVM does.
-#[derive(Debug, Default, Deserialize)]
-pub struct CreateBody {
-    pub image: Option<String>,
-    pub provider: Option<String>,
-    pub memory_mb: Option<u64>,
-    pub vcpus: Option<u32>,
-    pub ttl: Option<String>,
-    pub template: Option<String>,
-    pub owner_id: Option<String>,
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl CreateBody {
-    fn validate(
-        self,
-        state: &ApiState,
-        headers: &HeaderMap,
-    ) -> Result<CreateSandbox, SandboxError> {
-        let owner = self.owner_id.or_else(|| {
-            headers
-                .get("x-user-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        });
-        CreateSandbox::validate(
-            state.sandboxes.settings(),
-            self.image,
-            self.provider,
-            self.memory_mb,
-            self.vcpus,
-            self.ttl.as_deref(),
-            self.template,
-            owner,
-            self.metadata,
-        )
+/// The create body with the owner taken from `X-User-Id` when the body names none,
+/// checked against the sandbox settings.
+fn validate_create(
+    mut body: CreateRequest,
+    state: &ApiState,
+    headers: &HeaderMap,
+) -> Result<CreateSandbox, SandboxError> {
+    if body.owner_id.is_none() {
+        body.owner_id = headers
+            .get("x-user-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
     }
+    body.validate(state.sandboxes.settings())
 }
 
 pub async fn create(
@@ -59,9 +33,9 @@ pub async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
     audit: AuditSlot,
-    JsonBody(body): JsonBody<CreateBody>,
+    JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
-    let request = body.validate(&state, &headers)?;
+    let request = validate_create(body, &state, &headers)?;
     audit.detail(format!(
         "image={} provider={}",
         request.image, request.provider
@@ -76,11 +50,11 @@ pub async fn admission(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<CreateBody>,
+    JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let active = state.sandboxes.list().await?.len();
     let max_ttl = humantime::format_duration(state.sandboxes.settings().limits.max_ttl).to_string();
-    let decision = match body.validate(&state, &headers) {
+    let decision = match validate_create(body, &state, &headers) {
         Err(err) => (false, false, err.to_string()),
         Ok(request) => match state.sandboxes.admission(&request.provider).await {
             Ok(()) => (true, false, String::new()),

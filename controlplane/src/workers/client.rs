@@ -1,0 +1,468 @@
+//! Typed calls to one worker. Each call converts its domain request to the mesh's
+//! protobuf, sets its deadline, and converts the answer back, mapping a failure once
+//! through [`RemoteError::from_status`]. Streams come back as streams of domain
+//! values; dropping one cancels the call, and the worker stops what it was doing.
+
+use std::time::Duration;
+
+use berth_proto::ErrorCode;
+use berth_proto::v1 as pb;
+use berth_proto::v1::worker_service_client::WorkerServiceClient;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use tonic::transport::Channel;
+
+use super::RemoteError;
+use super::model::{ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, SpawnSpec, Spawned};
+
+/// Deadline of quick calls (files, status).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time on top of an exec's own timeout for the round trip.
+const EXEC_MARGIN: Duration = Duration::from_secs(10);
+/// Largest message a worker may answer with (a whole exec's output).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// Output events, then exactly one terminal event ([`ExecEvent::is_terminal`]); a
+/// broken call or a stream the worker ended early becomes the terminal `Failed`.
+pub type ExecEvents = BoxStream<'static, ExecEvent>;
+/// Console lines; an error ends the stream.
+pub type LogLines = BoxStream<'static, Result<LogLine, RemoteError>>;
+/// A file's bytes in chunks; an error ends the stream.
+pub type FileChunks = BoxStream<'static, Result<Vec<u8>, RemoteError>>;
+
+/// Why an upload did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFileError {
+    /// The data stream failed (the client went away); the worker kept nothing.
+    #[error("upload interrupted: {0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// Calls to one worker over its (shared, cheaply cloned) channel.
+#[derive(Debug, Clone)]
+pub struct WorkerClient {
+    worker_id: String,
+    inner: WorkerServiceClient<Channel>,
+}
+
+impl WorkerClient {
+    pub(super) fn new(worker_id: &str, channel: Channel) -> Self {
+        Self {
+            worker_id: worker_id.to_owned(),
+            inner: WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
+        }
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    fn error(&self, status: &tonic::Status) -> RemoteError {
+        RemoteError::from_status(&self.worker_id, status)
+    }
+
+    pub async fn spawn(
+        &self,
+        spec: SpawnSpec,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Spawned, RemoteError> {
+        let request = pb::SpawnRequest {
+            spec: Some(pb::SandboxSpec {
+                sandbox_id: spec.sandbox_id,
+                image: spec.image,
+                provider: spec.provider,
+                vcpus: spec.vcpus,
+                memory_mb: spec.memory_mb,
+                metadata: spec.metadata.into_iter().collect(),
+                env: Default::default(),
+            }),
+            generation,
+        };
+        let answer = self
+            .inner
+            .clone()
+            .spawn(timed(request, timeout))
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(Spawned {
+            vm_id: answer.vm_id,
+        })
+    }
+
+    pub async fn destroy(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), RemoteError> {
+        let request = pb::DestroyRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation,
+        };
+        self.inner
+            .clone()
+            .destroy(timed(request, timeout))
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
+    pub async fn exec(&self, request: ExecRequest) -> Result<ExecOutcome, RemoteError> {
+        let (request, timeout) = exec_request(request);
+        let answer = self
+            .inner
+            .clone()
+            .exec(timed(request, timeout + EXEC_MARGIN))
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(ExecOutcome {
+            exit_code: answer.exit_code,
+            stdout: answer.stdout,
+            stderr: answer.stderr,
+            duration_ms: answer.duration_ms,
+        })
+    }
+
+    pub async fn exec_stream(&self, request: ExecRequest) -> Result<ExecEvents, RemoteError> {
+        let (request, timeout) = exec_request(request);
+        let events = self
+            .inner
+            .clone()
+            .exec_stream(timed(request, timeout + EXEC_MARGIN))
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(exec_events(self.worker_id.clone(), events))
+    }
+
+    /// The last `tail_lines` console lines; with `follow`, new ones as they come (no
+    /// deadline: the stream lives until the sandbox ends or the caller leaves).
+    pub async fn logs(
+        &self,
+        sandbox_id: &str,
+        tail_lines: u32,
+        follow: bool,
+    ) -> Result<LogLines, RemoteError> {
+        let mut request = tonic::Request::new(pb::WorkerLogsRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            tail_lines,
+            follow,
+        });
+        if !follow {
+            request.set_timeout(CALL_TIMEOUT);
+        }
+        let lines = self
+            .inner
+            .clone()
+            .logs(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        let worker_id = self.worker_id.clone();
+        Ok(lines
+            .map(move |line| {
+                line.map(|line| LogLine {
+                    line: line.line,
+                    time_ms: line.time_ms,
+                })
+                .map_err(|status| RemoteError::from_status(&worker_id, &status))
+            })
+            .boxed())
+    }
+
+    /// The file's bytes; errors after the first chunk arrive in the stream.
+    pub async fn read_file(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        path: &str,
+    ) -> Result<FileChunks, RemoteError> {
+        let request = tonic::Request::new(file_request(sandbox_id, generation, path));
+        let chunks = self
+            .inner
+            .clone()
+            .read_file(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        let worker_id = self.worker_id.clone();
+        Ok(chunks
+            .map(move |chunk| {
+                chunk
+                    .map(|chunk| chunk.data)
+                    .map_err(|status| RemoteError::from_status(&worker_id, &status))
+            })
+            .boxed())
+    }
+
+    /// Streams `data` into the file; answers its size. An error in `data` (the client
+    /// went away) cancels the call, so the worker never keeps a truncated file.
+    pub async fn write_file<S>(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        path: &str,
+        mode: u32,
+        data: S,
+    ) -> Result<u64, WriteFileError>
+    where
+        S: Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        use pb::write_file_chunk::Part;
+        let header = pb::WriteFileChunk {
+            part: Some(Part::Header(pb::WriteFileHeader {
+                sandbox_id: sandbox_id.to_owned(),
+                generation,
+                path: path.to_owned(),
+                mode,
+            })),
+        };
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+        let body = futures::stream::unfold(
+            (Box::pin(data), Some(failed_tx)),
+            |(mut data, mut failed_tx)| async move {
+                match data.next().await {
+                    Some(Ok(bytes)) => {
+                        let chunk = pb::WriteFileChunk {
+                            part: Some(Part::Data(bytes)),
+                        };
+                        Some((chunk, (data, failed_tx)))
+                    }
+                    Some(Err(err)) => {
+                        if let Some(tx) = failed_tx.take() {
+                            let _ = tx.send(err);
+                        }
+                        // never end the stream: ending it would commit a truncated
+                        // file; the call is dropped below instead
+                        std::future::pending().await
+                    }
+                    None => None,
+                }
+            },
+        );
+        let outgoing = futures::stream::iter([header]).chain(body);
+        let mut inner = self.inner.clone();
+        let call = inner.write_file(tonic::Request::new(outgoing));
+        // resolves only when the data stream failed; a finished stream drops the sender
+        let failed = async move {
+            match failed_rx.await {
+                Ok(reason) => reason,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            answer = call => answer
+                .map(|answer| answer.into_inner().size)
+                .map_err(|status| WriteFileError::Remote(self.error(&status))),
+            reason = failed => Err(WriteFileError::Interrupted(reason)),
+        }
+    }
+
+    pub async fn list_files(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        path: &str,
+    ) -> Result<Vec<FileInfo>, RemoteError> {
+        let request = timed(file_request(sandbox_id, generation, path), CALL_TIMEOUT);
+        let answer = self
+            .inner
+            .clone()
+            .list_files(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(answer.files.into_iter().map(file_info).collect())
+    }
+
+    pub async fn stat_file(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        path: &str,
+    ) -> Result<FileInfo, RemoteError> {
+        let request = timed(file_request(sandbox_id, generation, path), CALL_TIMEOUT);
+        let answer = self
+            .inner
+            .clone()
+            .stat_file(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(file_info(answer))
+    }
+
+    pub async fn delete_file(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), RemoteError> {
+        let request = pb::WorkerDeleteFileRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation,
+            path: path.to_owned(),
+            recursive,
+        };
+        self.inner
+            .clone()
+            .delete_file(timed(request, CALL_TIMEOUT))
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
+    pub async fn move_file(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        old_path: &str,
+        new_path: &str,
+    ) -> Result<(), RemoteError> {
+        let request = pb::WorkerMoveFileRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation,
+            old_path: old_path.to_owned(),
+            new_path: new_path.to_owned(),
+        };
+        self.inner
+            .clone()
+            .move_file(timed(request, CALL_TIMEOUT))
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
+    pub async fn chmod(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        path: &str,
+        mode: u32,
+    ) -> Result<(), RemoteError> {
+        let request = pb::WorkerChmodRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation,
+            path: path.to_owned(),
+            mode,
+        };
+        self.inner
+            .clone()
+            .chmod(timed(request, CALL_TIMEOUT))
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
+    pub async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, RemoteError> {
+        let request = pb::WorkerGlobRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            pattern: pattern.to_owned(),
+        };
+        let answer = self
+            .inner
+            .clone()
+            .glob(timed(request, CALL_TIMEOUT))
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(answer.paths)
+    }
+}
+
+/// `message` as a request with a deadline.
+fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+fn file_request(sandbox_id: &str, generation: u64, path: &str) -> pb::WorkerFileRequest {
+    pb::WorkerFileRequest {
+        sandbox_id: sandbox_id.to_owned(),
+        generation,
+        path: path.to_owned(),
+    }
+}
+
+fn exec_request(request: ExecRequest) -> (pb::WorkerExecRequest, Duration) {
+    let timeout = request.timeout;
+    let mode = if request.argv {
+        pb::ExecMode::Argv
+    } else {
+        pb::ExecMode::Shell
+    };
+    let message = pb::WorkerExecRequest {
+        sandbox_id: request.sandbox_id,
+        generation: request.generation,
+        command: request.command,
+        args: request.args,
+        mode: mode as i32,
+        env: request.env.into_iter().collect(),
+        workdir: request.workdir,
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    (message, timeout)
+}
+
+fn file_info(info: pb::FileInfo) -> FileInfo {
+    FileInfo {
+        path: info.path,
+        size: info.size,
+        mode: info.mode,
+        is_dir: info.is_dir,
+        mod_time: info.mod_time,
+    }
+}
+
+/// The worker's events as domain events, ending with exactly one terminal event.
+fn exec_events(worker_id: String, events: tonic::Streaming<pb::ExecEvent>) -> ExecEvents {
+    futures::stream::unfold(Some(events), move |events| {
+        let worker_id = worker_id.clone();
+        async move {
+            let mut events = events?;
+            loop {
+                let event = match events.next().await {
+                    Some(Ok(pb::ExecEvent { event: Some(event) })) => exec_event(event),
+                    Some(Ok(pb::ExecEvent { event: None })) => continue,
+                    Some(Err(status)) => {
+                        let err = RemoteError::from_status(&worker_id, &status);
+                        ExecEvent::Failed {
+                            code: err.code,
+                            message: err.message,
+                        }
+                    }
+                    None => ExecEvent::Failed {
+                        code: ErrorCode::Unavailable,
+                        message: "the worker ended the stream without an exit status".into(),
+                    },
+                };
+                let rest = (!event.is_terminal()).then_some(events);
+                return Some((event, rest));
+            }
+        }
+    })
+    .boxed()
+}
+
+fn exec_event(event: pb::exec_event::Event) -> ExecEvent {
+    use pb::exec_event::Event;
+    match event {
+        Event::Stdout(data) => ExecEvent::Stdout(data),
+        Event::Stderr(data) => ExecEvent::Stderr(data),
+        Event::Exit(exit) => ExecEvent::Exit {
+            exit_code: exit.exit_code,
+            duration_ms: exit.duration_ms,
+        },
+        Event::Error(err) => ExecEvent::Failed {
+            code: ErrorCode::from_name(&err.code).unwrap_or(ErrorCode::Internal),
+            message: err.message,
+        },
+    }
+}

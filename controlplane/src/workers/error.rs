@@ -1,0 +1,145 @@
+//! The one place a worker's gRPC status becomes a domain error: the [`ErrorCode`] it
+//! named in its metadata, or one derived from the gRPC code; transport failures mean
+//! the worker is unreachable. Internal details stay in the log, never in the answer.
+
+use berth_proto::ErrorCode;
+use berth_proto::error_code::is_route_refusal;
+use tonic::Code;
+
+/// A worker call that failed: refused by the worker, or never answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub worker_id: String,
+    pub code: ErrorCode,
+    /// Safe to show a client.
+    pub message: String,
+    /// The worker said the caller's route is wrong: it does not hold the sandbox, or
+    /// holds it under a newer lease generation.
+    pub route_refused: bool,
+    /// The call did not get through (connection refused or broken, call cancelled).
+    pub unreachable: bool,
+}
+
+impl RemoteError {
+    pub fn new(worker_id: &str, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            worker_id: worker_id.to_owned(),
+            code,
+            message: message.into(),
+            route_refused: false,
+            unreachable: false,
+        }
+    }
+
+    /// Logs `detail` in full and carries a plain message.
+    pub fn internal(worker_id: &str, detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%worker_id, error = %detail, "internal error calling a worker");
+        Self::new(worker_id, ErrorCode::Internal, "internal error")
+    }
+
+    /// Whether a route that led to this error should be dropped before the next call.
+    pub fn discredits_route(&self) -> bool {
+        self.route_refused || self.unreachable
+    }
+
+    /// Worker `worker_id`'s answer `status` as our error.
+    pub fn from_status(worker_id: &str, status: &tonic::Status) -> Self {
+        let route_refused = is_route_refusal(status);
+        let unreachable = matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        );
+        let (code, message) = match ErrorCode::of_status(status) {
+            Some(ErrorCode::Internal) => {
+                tracing::error!(%worker_id, error = %status.message(), "worker failed");
+                (
+                    ErrorCode::Internal,
+                    "internal error on the worker".to_owned(),
+                )
+            }
+            Some(code) => (code, status.message().to_owned()),
+            None => derived(worker_id, status),
+        };
+        Self {
+            worker_id: worker_id.to_owned(),
+            code,
+            message,
+            route_refused,
+            unreachable,
+        }
+    }
+}
+
+/// The code of a status that names none (it did not come from our worker service:
+/// a transport failure, a deadline, a proxy).
+fn derived(worker_id: &str, status: &tonic::Status) -> (ErrorCode, String) {
+    match status.code() {
+        Code::NotFound => (ErrorCode::NotFound, status.message().to_owned()),
+        Code::InvalidArgument => (ErrorCode::BadRequest, status.message().to_owned()),
+        Code::DeadlineExceeded => (
+            ErrorCode::Timeout,
+            format!("worker {worker_id:?} did not answer in time"),
+        ),
+        Code::FailedPrecondition | Code::AlreadyExists => {
+            (ErrorCode::Conflict, status.message().to_owned())
+        }
+        Code::Unavailable | Code::Unknown | Code::Cancelled => (
+            ErrorCode::Unavailable,
+            format!("worker {worker_id:?} is unreachable: {}", status.message()),
+        ),
+        _ => {
+            tracing::error!(%worker_id, ?status, "unexpected answer from worker");
+            (ErrorCode::Internal, "internal error".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_proto::error_code::{coded_status_with, refuse_route};
+
+    use super::*;
+
+    fn coded(code: Code, name: &'static str) -> tonic::Status {
+        coded_status_with(code, ErrorCode::from_name(name).unwrap(), "detail")
+    }
+
+    #[test]
+    fn a_named_code_from_the_worker_wins() {
+        let err = RemoteError::from_status("w1", &coded(Code::FailedPrecondition, "CONFLICT"));
+        assert_eq!(err.code, ErrorCode::Conflict);
+        assert_eq!(err.message, "detail");
+        let err = RemoteError::from_status("w1", &coded(Code::DeadlineExceeded, "TIMEOUT"));
+        assert_eq!(err.code.http_status(), 408);
+    }
+
+    #[test]
+    fn internal_details_stay_on_the_server() {
+        let err = RemoteError::from_status("w1", &coded(Code::Internal, "INTERNAL_ERROR"));
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(!err.message.contains("detail"));
+    }
+
+    #[test]
+    fn transport_failures_mean_the_worker_is_unreachable() {
+        let err = RemoteError::from_status("w1", &tonic::Status::unavailable("connection refused"));
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert!(err.message.contains("w1"));
+        assert!(err.discredits_route());
+        let err = RemoteError::from_status("w1", &tonic::Status::not_found("gone"));
+        assert_eq!(err.code, ErrorCode::NotFound);
+        assert!(!err.discredits_route());
+        let err = RemoteError::from_status("w1", &tonic::Status::deadline_exceeded("slow"));
+        assert_eq!(err.code, ErrorCode::Timeout);
+    }
+
+    #[test]
+    fn a_refused_route_is_noted() {
+        let status = refuse_route(coded(Code::NotFound, "NOT_FOUND"));
+        let err = RemoteError::from_status("w1", &status);
+        assert_eq!(err.code, ErrorCode::NotFound);
+        assert!(err.route_refused);
+        assert!(err.discredits_route());
+    }
+}
