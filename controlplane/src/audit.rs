@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
 use crate::store::{AuditRow, Store, StoreError};
@@ -63,6 +64,8 @@ pub struct AuditLog {
     /// head once for the whole group. Every caller still waits until its own record is
     /// committed.
     queue: mpsc::Sender<Queued>,
+    /// The appender task, awaited by [`AuditLog::close`].
+    appender: TaskTracker,
 }
 
 /// What the appender is handed.
@@ -77,6 +80,8 @@ enum Queued {
     },
     /// Answered once everything queued before it is committed (or failed).
     Flush(oneshot::Sender<()>),
+    /// Commit what is queued, then stop: the process is shutting down.
+    Stop,
 }
 
 const PAGE: i64 = 1000;
@@ -90,8 +95,25 @@ impl AuditLog {
     /// The log of `store`; starts its appender task on the current runtime.
     pub fn new(store: Store) -> Self {
         let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(append_groups(store.clone(), queued));
-        Self { store, queue }
+        let appender = TaskTracker::new();
+        appender.spawn(append_groups(store.clone(), queued));
+        appender.close();
+        Self {
+            store,
+            queue,
+            appender,
+        }
+    }
+
+    /// Commits everything queued so far and stops the appender (once every caller is
+    /// gone: the servers have stopped). Records offered later are refused with
+    /// [`AuditError::Stopped`].
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let flushed = self.flush().await;
+        // the appender may be gone already (another handle closed it)
+        let _ = self.queue.send(Queued::Stop).await;
+        self.appender.wait().await;
+        flushed
     }
 
     /// Appends a record and returns its sequence number once it is committed.
@@ -186,14 +208,15 @@ impl AuditLog {
 }
 
 /// The appender: takes whatever is queued (up to [`GROUP`] messages), commits its
-/// records as one group, answers those who wait, and goes on until every `AuditLog`
-/// handle is dropped.
+/// records as one group, answers those who wait, and goes on until it is told to stop
+/// or every `AuditLog` handle is dropped.
 async fn append_groups(store: Store, mut queued: mpsc::Receiver<Queued>) {
     // the head this task wrote last, so the next group need not read it back; another
     // writer (a replica) moving it makes that append fail, and the head is read again
     let mut head = None;
     let mut taken = Vec::with_capacity(GROUP);
-    while queued.recv_many(&mut taken, GROUP).await > 0 {
+    let mut stop = false;
+    while !stop && queued.recv_many(&mut taken, GROUP).await > 0 {
         let mut group = Vec::with_capacity(taken.len());
         let mut waiting = Vec::new();
         let mut flushes = Vec::new();
@@ -204,6 +227,7 @@ async fn append_groups(store: Store, mut queued: mpsc::Receiver<Queued>) {
                     group.push((entry, at_ms));
                 }
                 Queued::Flush(done) => flushes.push(done),
+                Queued::Stop => stop = true,
             }
         }
         if !group.is_empty() {

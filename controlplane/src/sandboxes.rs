@@ -10,6 +10,8 @@ mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 pub use calls::ExecCall;
 pub use model::{CreateRequest, CreateSandbox, FileInfoView, SandboxView, parse_timeout, rfc3339};
 
@@ -55,14 +57,23 @@ pub struct Sandboxes {
     store: Store,
     workers: Arc<Workers>,
     settings: SandboxSettings,
+    /// Creates and destroys run here, so they finish even when their caller goes away
+    /// and shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 impl Sandboxes {
-    pub fn new(store: Store, workers: Arc<Workers>, settings: SandboxSettings) -> Self {
+    pub fn new(
+        store: Store,
+        workers: Arc<Workers>,
+        settings: SandboxSettings,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             store,
             workers,
             settings,
+            tasks,
         }
     }
 

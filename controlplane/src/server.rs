@@ -68,7 +68,7 @@ impl RunningControlPlane {
         self.tasks.close();
         self.tasks.wait().await;
         // records of the last calls may still be queued for the audit appender
-        if let Err(err) = self.audit.flush().await {
+        if let Err(err) = self.audit.close().await {
             tracing::error!(error = %err, "cannot commit the last audit records");
         }
         self.fleet.store().close().await;
@@ -152,7 +152,12 @@ pub async fn start(
     } else {
         Some(Arc::new(authority.api_server_config()?))
     };
-    let sandboxes = Sandboxes::new(store.clone(), workers, config.sandbox_settings());
+    let sandboxes = Sandboxes::new(
+        store.clone(),
+        workers,
+        config.sandbox_settings(),
+        tasks.clone(),
+    );
     let audit = AuditLog::new(store.clone());
     let router = api::router(ApiState::new(ApiParts {
         fleet: fleet.clone(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::convert;
 use super::peer::calling_worker;
@@ -165,6 +166,7 @@ impl MeshService {
         let ack = self
             .fleet
             .heartbeat(&worker_id, report)
+            .instrument(tracing::info_span!("heartbeat", %worker_id))
             .await
             .map_err(|err| {
                 self.count(&metrics.heartbeats, "refused");
@@ -188,6 +190,7 @@ impl MeshService {
         let issued = self
             .fleet
             .renew_certificate(&worker_id, &request.get_ref().csr_pem)
+            .instrument(tracing::info_span!("renew_certificate", %worker_id))
             .await
             .map_err(|err| {
                 self.count(&metrics.certificate_renewals, "refused");

@@ -54,6 +54,7 @@ impl Sandboxes {
     async fn target(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
         let fresh_since = now_ms() - grace_ms(&self.settings);
         if let Some(route) = self.routes().live(sandbox_id, fresh_since) {
+            note_worker(&route.worker_id);
             let client = self.workers.client(&route.worker_id, &route.address)?;
             return Ok(Target {
                 client,
@@ -103,6 +104,7 @@ impl Sandboxes {
                 "worker {worker_id:?} holding sandbox {sandbox_id:?} is not heartbeating"
             )));
         }
+        note_worker(&worker_id);
         let client = self.workers.client(&worker_id, &address)?;
         let generation = u64::try_from(generation).unwrap_or(0);
         self.routes().remember(
@@ -335,6 +337,11 @@ impl Sandboxes {
         })
         .await
     }
+}
+
+/// Names the worker a call goes to on the caller's span (the API request's).
+pub(super) fn note_worker(worker_id: &str) {
+    tracing::Span::current().record("worker_id", worker_id);
 }
 
 fn check_command(call: &ExecCall) -> Result<(), SandboxError> {

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use berth_proto::ErrorCode;
+use tracing::Instrument;
 
+use super::calls::note_worker;
 use super::{CreateSandbox, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
 use crate::workers::Route;
@@ -22,9 +24,10 @@ impl Sandboxes {
     /// a sandbox half made: placed and holding a slot but never marked running.
     pub async fn create(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
         let sandboxes = self.clone();
-        finish_detached(tokio::spawn(
-            async move { sandboxes.create_now(request).await },
-        ))
+        finish_detached(
+            self.tasks
+                .spawn(async move { sandboxes.create_now(request).await }.in_current_span()),
+        )
         .await
     }
 
@@ -49,6 +52,8 @@ impl Sandboxes {
         let placed = self.place(&sandbox, &candidates).await?;
         let placement = placed.placement;
         let worker_id = placement.worker_id.clone();
+        tracing::Span::current().record("sandbox_id", &id);
+        note_worker(&worker_id);
         let spawned = async {
             let client = self.workers.client(&worker_id, &placement.advertise_addr)?;
             let spec = SpawnSpec {
@@ -148,9 +153,10 @@ impl Sandboxes {
     /// Like [`Self::create`], it runs to the end even when the caller goes away.
     pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
         let (sandboxes, id) = (self.clone(), id.to_owned());
-        finish_detached(tokio::spawn(
-            async move { sandboxes.destroy_now(&id).await },
-        ))
+        finish_detached(
+            self.tasks
+                .spawn(async move { sandboxes.destroy_now(&id).await }.in_current_span()),
+        )
         .await
     }
 
@@ -241,6 +247,7 @@ impl Sandboxes {
         cached: bool,
     ) -> Result<(), SandboxError> {
         let worker_id = route.worker_id.clone();
+        note_worker(&worker_id);
         let result = async {
             let client = self
                 .workers
@@ -345,7 +352,7 @@ impl Sandboxes {
         };
         let generation = u64::try_from(generation).unwrap_or(0);
         let sandbox_id = sandbox_id.to_owned();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(err) = client
                 .destroy(&sandbox_id, generation, DESTROY_TIMEOUT)
                 .await

@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::caller;
+use crate::api::observe::note_sandbox;
 use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::Scope;
 use crate::error::ApiError;
@@ -132,6 +133,7 @@ impl SandboxesApi for SandboxesService {
 
     async fn get(&self, request: Request<pb::SandboxRef>) -> Result<Response<pb::Sandbox>, Status> {
         caller(&self.state, &request, Scope::Read).await?;
+        note_sandbox(&request.get_ref().id);
         let view = api(self.state.sandboxes.get(&request.get_ref().id).await)?;
         Ok(Response::new(sandbox_message(view)))
     }
@@ -141,6 +143,7 @@ impl SandboxesApi for SandboxesService {
         request: Request<pb::SandboxRef>,
     ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
+        note_sandbox(&request.get_ref().id);
         api(self.state.sandboxes.destroy(&request.get_ref().id).await)?;
         Ok(Response::new(pb::DestroySandboxResponse {
             status: "destroyed".into(),
@@ -153,6 +156,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::Sandbox>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
         let body = request.into_inner();
+        note_sandbox(&body.id);
         let ttl = if body.ttl.is_empty() {
             "30m".to_owned()
         } else {
@@ -199,6 +203,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<ResponseStream<pb::LogLine>>, Status> {
         caller(&self.state, &request, Scope::Read).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         let lines = if body.lines == 0 {
             100
         } else {
@@ -221,6 +226,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<ResponseStream<pb::FileChunk>>, Status> {
         caller(&self.state, &request, Scope::Read).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         let chunks = api(self
             .state
             .sandboxes
@@ -248,6 +254,7 @@ impl SandboxesApi for SandboxesService {
         let (Some(Part::Header(target)), mode) = (first.part, first.mode) else {
             return Err(ApiError::bad_request("the first message must be the header").into());
         };
+        note_sandbox(&target.sandbox_id);
         let mode = if mode == 0 { 0o644 } else { mode };
         let data = incoming.map(|message| match message {
             Ok(pb::WriteFileRequest {
@@ -271,6 +278,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::FileList>, Status> {
         caller(&self.state, &request, Scope::Read).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         let path = if body.path.is_empty() {
             "/".to_owned()
         } else {
@@ -292,6 +300,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::FileInfo>, Status> {
         caller(&self.state, &request, Scope::Read).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         let info = api(self
             .state
             .sandboxes
@@ -306,6 +315,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::FileOpResult>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         api(self
             .state
             .sandboxes
@@ -322,6 +332,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::FileOpResult>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         api(self
             .state
             .sandboxes
@@ -338,6 +349,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::FileOpResult>, Status> {
         caller(&self.state, &request, Scope::Write).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         api(self
             .state
             .sandboxes
@@ -354,6 +366,7 @@ impl SandboxesApi for SandboxesService {
     ) -> Result<Response<pb::GlobResponse>, Status> {
         caller(&self.state, &request, Scope::Read).await?;
         let body = request.into_inner();
+        note_sandbox(&body.sandbox_id);
         let paths = api(self
             .state
             .sandboxes
@@ -364,6 +377,7 @@ impl SandboxesApi for SandboxesService {
 }
 
 fn note_exec(audit: Option<&AuditSlot>, sandbox_id: &str, call: &ExecCall) {
+    note_sandbox(sandbox_id);
     if let Some(slot) = audit {
         slot.sandbox(sandbox_id);
         slot.detail(call.describe());
