@@ -19,6 +19,8 @@
 //!   sandbox state changes. Its page explains the whole mechanism.
 //! - `store/postgres.rs`: what only Postgres has: its pool, retrying deadlock victims,
 //!   and the statements written for it alone.
+//! - `store/states.rs`: sandbox and worker states as enums, parsed from and written
+//!   as the columns' text at this boundary.
 //! - `store/test_support.rs` (feature `test-support`): operations only tests use.
 //!
 //! ## Reaching the backend: two ways, each for one case
@@ -57,6 +59,7 @@ mod join_tokens;
 mod postgres;
 mod sandboxes;
 mod sqlite;
+mod states;
 #[cfg(feature = "test-support")]
 mod test_support;
 mod workers;
@@ -72,11 +75,15 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlite::SqliteConnections;
 
 pub use api_keys::ApiKeyRow;
+pub use audit::AuditHead;
 pub use audit::AuditRow;
 pub use certificates::NewCertificate;
 pub use cluster::ClusterIdentity;
 pub use join_tokens::NewJoinToken;
-pub use sandboxes::{CandidateRow, CreatedPlacement, NewSandbox, Placement, SandboxRow};
+pub use sandboxes::{
+    CandidateRow, CreatedPlacement, ExpiredLease, HeldLease, NewSandbox, Placement, SandboxRow,
+};
+pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
 #[cfg(feature = "test-support")]
 pub use test_support::PlaceOutcome;
 pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};

@@ -14,6 +14,7 @@ use tonic::Streaming;
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
 use crate::router::{Route, WorkerClient, is_route_refusal, remote_error};
+use crate::store::SandboxState;
 
 /// Deadline of quick calls (files, status).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -88,12 +89,12 @@ impl Sandboxes {
             .get_sandbox(sandbox_id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(sandbox_id.to_owned()))?;
-        match row.state.as_str() {
-            "running" => {}
-            "destroyed" | "destroying" => {
+        match row.state {
+            SandboxState::Running => {}
+            SandboxState::Destroyed | SandboxState::Destroying => {
                 return Err(SandboxError::Destroyed(sandbox_id.to_owned()));
             }
-            "creating" => {
+            SandboxState::Creating => {
                 return Err(SandboxError::Conflict(format!(
                     "sandbox {sandbox_id:?} is still being created"
                 )));

@@ -9,6 +9,7 @@ use berth_proto::v1 as pb;
 use super::{CreateSandbox, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
 use crate::router::{Route, remote_error};
+use crate::store::{DrainState, SandboxState};
 
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A destroy claim older than this was abandoned (a replica died holding it): twice
@@ -78,7 +79,7 @@ impl Sandboxes {
             Err(err) => {
                 tracing::warn!(sandbox_id = %id, %worker_id, error = %err, "spawn failed");
                 self.store
-                    .finish_sandbox(&id, "error", &err.to_string(), now_secs())
+                    .finish_sandbox(&id, SandboxState::Error, &err.to_string(), now_secs())
                     .await?;
                 // a spawn that timed out may still have created the sandbox: ask the
                 // worker to drop it (idempotent) so nothing runs without a lease
@@ -112,7 +113,7 @@ impl Sandboxes {
         // what the store now holds, without reading it back
         Ok(SandboxView::from(crate::store::SandboxRow {
             id,
-            state: "running".into(),
+            state: SandboxState::Running,
             provider,
             image: sandbox.image,
             memory_mb: sandbox.memory_mb,
@@ -138,7 +139,7 @@ impl Sandboxes {
             .get_sandbox(id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-        if row.state == "destroyed" {
+        if row.state == SandboxState::Destroyed {
             return Err(SandboxError::Destroyed(id.to_owned()));
         }
         Ok(row.into())
@@ -183,15 +184,15 @@ impl Sandboxes {
             .get_sandbox(id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-        match row.state.as_str() {
-            "destroyed" => Err(SandboxError::Destroyed(id.to_owned())),
-            "creating" => Err(SandboxError::Conflict(format!(
+        match row.state {
+            SandboxState::Destroyed => Err(SandboxError::Destroyed(id.to_owned())),
+            SandboxState::Creating => Err(SandboxError::Conflict(format!(
                 "sandbox {id:?} is still being created"
             ))),
             // nothing runs for these on any worker we still talk to
-            "error" | "lost" => {
+            SandboxState::Error | SandboxState::Lost => {
                 self.store
-                    .finish_sandbox(id, "destroyed", &row.error, now_secs())
+                    .finish_sandbox(id, SandboxState::Destroyed, &row.error, now_secs())
                     .await?;
                 Ok(())
             }
@@ -231,7 +232,7 @@ impl Sandboxes {
             Some(route) => self.destroy_claimed(id, route, false).await,
             None => {
                 self.store
-                    .finish_sandbox(id, "destroyed", "", now_secs())
+                    .finish_sandbox(id, SandboxState::Destroyed, "", now_secs())
                     .await?;
                 Ok(())
             }
@@ -286,7 +287,7 @@ impl Sandboxes {
             Err(Some(err)) => {
                 // leave it running so a retry can destroy it
                 self.store
-                    .transition_sandbox(id, &["destroying"], "running")
+                    .transition_sandbox(id, &[SandboxState::Destroying], SandboxState::Running)
                     .await?;
                 Err(err)
             }
@@ -295,7 +296,7 @@ impl Sandboxes {
 
     async fn finish_destroyed(&self, id: &str, worker_id: &str) -> Result<(), SandboxError> {
         self.store
-            .finish_sandbox(id, "destroyed", "", now_secs())
+            .finish_sandbox(id, SandboxState::Destroyed, "", now_secs())
             .await?;
         tracing::info!(sandbox_id = %id, %worker_id, "sandbox destroyed");
         Ok(())
@@ -313,7 +314,7 @@ impl Sandboxes {
         {
             return match self.store.get_sandbox(id).await? {
                 None => Err(SandboxError::NotFound(id.to_owned())),
-                Some(row) if row.state == "destroyed" => {
+                Some(row) if row.state == SandboxState::Destroyed => {
                     Err(SandboxError::Destroyed(id.to_owned()))
                 }
                 Some(row) => Err(SandboxError::Conflict(format!(
@@ -405,7 +406,7 @@ impl Sandboxes {
         let fresh_since = now - super::grace_ms(&self.settings);
         let mut completed = 0;
         for worker in self.store.list_workers().await? {
-            if worker.drain_state != "draining" {
+            if worker.drain_state != DrainState::Draining {
                 continue;
             }
             let leases = self.store.leases_of(&worker.id).await?;
@@ -413,7 +414,8 @@ impl Sandboxes {
                 .drain_deadline_ms
                 .is_some_and(|deadline| deadline <= now)
             {
-                for (sandbox_id, _, _, _) in &leases {
+                for lease in &leases {
+                    let sandbox_id = &lease.sandbox_id;
                     match self.destroy_now(sandbox_id).await {
                         Ok(()) => {
                             tracing::info!(worker_id = %worker.id, %sandbox_id, "destroyed at the drain deadline")

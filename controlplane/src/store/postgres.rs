@@ -14,10 +14,10 @@ use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::StoreError;
 use super::sandboxes::{
     NewSandbox, Placed, RESERVE_SLOT, SANDBOX_INSERT, bind_placement, release_slot,
 };
+use super::{SandboxState, StoreError};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -135,7 +135,7 @@ pub(super) async fn claim_destroy(
 pub(super) async fn finish_sandbox(
     pool: &PgPool,
     id: &str,
-    state: &str,
+    state: SandboxState,
     error: &str,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -149,7 +149,7 @@ pub(super) async fn finish_sandbox(
             release_slot!(&mut *tx, &worker_id).await?;
         }
         sqlx::query("UPDATE sandboxes SET state = $1, error = $2, destroyed_at = $3 WHERE id = $4")
-            .bind(state)
+            .bind(state.as_str())
             .bind(error)
             .bind(now)
             .bind(id)

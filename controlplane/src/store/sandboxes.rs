@@ -1,7 +1,7 @@
 //! `sandboxes` and `leases`: the sandbox records, scheduling (capacity reservation plus
 //! lease acquisition in one transaction), lease renewal and release.
 
-use super::{Pool, Store, StoreError, postgres, sqlite};
+use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite};
 
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
@@ -10,7 +10,8 @@ const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SandboxRow {
     pub id: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: SandboxState,
     pub provider: String,
     pub image: String,
     pub memory_mb: i64,
@@ -61,6 +62,25 @@ pub struct CandidateRow {
 pub struct Placement {
     pub worker_id: String,
     pub advertise_addr: String,
+    pub generation: i64,
+}
+
+/// A lease a worker holds, with its sandbox's state ([`Store::leases_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HeldLease {
+    pub sandbox_id: String,
+    pub generation: i64,
+    #[sqlx(try_from = "String")]
+    pub state: SandboxState,
+    /// When the sandbox started running (unix ms); `None` before it did.
+    pub started_at_ms: Option<i64>,
+}
+
+/// A lease that ran out ([`Store::expired_leases`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ExpiredLease {
+    pub sandbox_id: String,
+    pub worker_id: String,
     pub generation: i64,
 }
 
@@ -277,19 +297,19 @@ impl Store {
     pub async fn transition_sandbox(
         &self,
         id: &str,
-        from: &[&str],
-        to: &str,
+        from: &[SandboxState],
+        to: SandboxState,
     ) -> Result<bool, StoreError> {
-        // states are our own constants, never user input
+        // the states' own text, never user input
         let from = from
             .iter()
-            .map(|state| format!("'{state}'"))
+            .map(|state| format!("'{}'", state.as_str()))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("UPDATE sandboxes SET state = $1 WHERE id = $2 AND state IN ({from})");
         let updated = with_write_pool!(self, |pool| {
             sqlx::query(&sql)
-                .bind(to)
+                .bind(to.as_str())
                 .bind(id)
                 .execute(pool)
                 .await?
@@ -370,7 +390,7 @@ impl Store {
     pub async fn finish_sandbox(
         &self,
         id: &str,
-        state: &str,
+        state: SandboxState,
         error: &str,
         now: i64,
     ) -> Result<(), StoreError> {
@@ -428,12 +448,8 @@ impl Store {
         Ok(ids)
     }
 
-    /// Leases `worker_id` holds: (sandbox id, generation, sandbox state, when it started
-    /// running in unix ms).
-    pub async fn leases_of(
-        &self,
-        worker_id: &str,
-    ) -> Result<Vec<(String, i64, String, Option<i64>)>, StoreError> {
+    /// Leases `worker_id` holds, by sandbox id.
+    pub async fn leases_of(&self, worker_id: &str) -> Result<Vec<HeldLease>, StoreError> {
         let rows = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT l.sandbox_id, l.generation, s.state, s.started_at_ms FROM leases l \
@@ -483,11 +499,8 @@ impl Store {
         })
     }
 
-    /// Leases that ran out before `now_ms`: (sandbox id, worker id, generation).
-    pub async fn expired_leases(
-        &self,
-        now_ms: i64,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+    /// Leases that ran out before `now_ms`, by sandbox id.
+    pub async fn expired_leases(&self, now_ms: i64) -> Result<Vec<ExpiredLease>, StoreError> {
         let rows = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT sandbox_id, worker_id, generation FROM leases WHERE expires_at_ms < $1 \

@@ -66,8 +66,8 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
-use super::StoreError;
 use super::sandboxes::{NewSandbox, Placed, RESERVE_SLOT, SANDBOX_INSERT, bind_placement};
+use super::{SandboxState, StoreError};
 
 pub(super) use connections::SqliteConnections;
 use grouped::SandboxChange;
@@ -162,13 +162,13 @@ pub(super) async fn claim_destroy(
 pub(super) async fn finish_sandbox(
     connections: &SqliteConnections,
     id: &str,
-    state: &str,
+    state: SandboxState,
     error: &str,
     now: i64,
 ) -> Result<(), StoreError> {
     let change = SandboxChange::Finish {
         id: id.to_owned(),
-        state: state.to_owned(),
+        state,
         error: error.to_owned(),
         at: now,
     };

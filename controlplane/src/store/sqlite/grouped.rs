@@ -10,7 +10,7 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 
 use super::SqliteConnections;
-use crate::store::StoreError;
+use crate::store::{SandboxState, StoreError};
 
 /// One change of a sandbox's row.
 #[derive(Debug)]
@@ -23,11 +23,11 @@ pub(crate) enum SandboxChange {
     },
     /// `running` → `destroying`, for one destroyer.
     ClaimDestroy { id: String, at_ms: i64 },
-    /// Ends the sandbox in `state` (`destroyed`, `error`, `lost`): lease deleted, the
-    /// lease holder's slot given back.
+    /// Ends the sandbox in `state` (destroyed, error, lost): lease deleted, the lease
+    /// holder's slot given back.
     Finish {
         id: String,
-        state: String,
+        state: SandboxState,
         error: String,
         at: i64,
     },
@@ -132,7 +132,7 @@ async fn run_batch(
                 error,
                 at,
             } => {
-                finishes.insert(id, json!([id, state, error, at]));
+                finishes.insert(id, json!([id, state.as_str(), error, at]));
             }
         }
     }
