@@ -12,7 +12,7 @@ use anyhow::Context;
 use berth_controlplane::audit::{AuditEntry, AuditLog};
 use berth_controlplane::store::{
     Enrollment, EnrollmentCredential, HeartbeatUpdate, NewCertificate, NewJoinToken, NewSandbox,
-    Store,
+    ReportedState, SandboxState, Store,
 };
 
 use crate::latency::ms;
@@ -65,7 +65,7 @@ async fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
     store
         .record_heartbeat(&HeartbeatUpdate {
             worker_id: WORKER.into(),
-            reported_state: "ready".into(),
+            reported_state: ReportedState::Ready,
             hostname: "bench".into(),
             advertise_addr: "127.0.0.1:1".into(),
             providers: "[]".into(),
@@ -105,7 +105,9 @@ async fn pair(store: &Store, audit: &AuditLog, id: String) -> anyhow::Result<()>
     );
     audit.submit(entry(&id, "POST /api/v1/sandboxes")).await?;
     anyhow::ensure!(store.claim_destroy(&id, 1).await?, "destroy not claimed");
-    store.finish_sandbox(&id, "destroyed", "", 1).await?;
+    store
+        .finish_sandbox(&id, SandboxState::Destroyed, "", 1)
+        .await?;
     audit
         .submit(entry(&id, "DELETE /api/v1/sandboxes/{id}"))
         .await?;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
-use crate::store::{AuditRow, Store, StoreError};
+use crate::store::{AuditHead, AuditRow, Store, StoreError};
 
 /// What happened, as the edge saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,7 +174,10 @@ impl AuditLog {
     /// Walks the whole chain and reports the first record that does not hold.
     pub async fn verify(&self) -> Result<Verification, AuditError> {
         self.flush().await?;
-        let (head_seq, head_hash) = self.store.audit_head().await?;
+        let AuditHead {
+            seq: head_seq,
+            hash: head_hash,
+        } = self.store.audit_head().await?;
         let mut expected_seq = 1;
         let mut prev_hash = String::new();
         loop {
@@ -263,7 +266,10 @@ async fn append_group(
     loop {
         let (mut seq, mut prev_hash) = match head.take() {
             Some(known) => known,
-            None => store.audit_head().await.map_err(Arc::new)?,
+            None => {
+                let head = store.audit_head().await.map_err(Arc::new)?;
+                (head.seq, head.hash)
+            }
         };
         let first_seq = seq + 1;
         let rows: Vec<AuditRow> = group

@@ -320,7 +320,7 @@ impl Metrics {
             }
             self.sandboxes
                 .get_or_create(&SandboxLabels {
-                    state: sandbox.state,
+                    state: sandbox.state.to_string(),
                     worker: sandbox.worker_id.unwrap_or_default(),
                 })
                 .inc();

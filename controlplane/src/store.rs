@@ -1,150 +1,92 @@
 //! The control plane's persistent state: its database connections, the embedded
-//! migrations, and every SQL statement (grouped by table in `store/`). Callers never
-//! see SQL or rows of another table than the one they asked about.
+//! migrations, and every SQL statement. Callers never see SQL or rows of another table
+//! than the one they asked about.
 //!
 //! Two backends: SQLite, the embedded default (one WAL file in the data dir), and
-//! Postgres, which several `berth serve` replicas share. Every statement is written
-//! once, in the subset both speak (`$n` placeholders in ascending order, `ON CONFLICT`,
-//! `RETURNING`, integer times), and compiled for each backend's own driver by
-//! `with_pool!` and `in_write_tx!`. Correctness under concurrent replicas comes
-//! from the statements themselves, never from a read followed by a write: capacity,
-//! join-token uses, lease generations, sandbox state changes and the audit head all
-//! move by conditional `UPDATE`/`INSERT … ON CONFLICT`, which Postgres re-checks on the
-//! newest row version after waiting for a concurrent writer (READ COMMITTED).
+//! Postgres, which several `berth serve` replicas share. Correctness under concurrent
+//! replicas comes from the statements themselves, never from a read followed by a
+//! write: capacity, join-token uses, lease generations, sandbox state changes and the
+//! audit head all move by conditional `UPDATE`/`INSERT … ON CONFLICT`, which Postgres
+//! re-checks on the newest row version after waiting for a concurrent writer (READ
+//! COMMITTED).
+//!
+//! ## Layout
+//!
+//! - `store/<table>.rs` (`api_keys`, `audit`, `certificates`, `cluster`, `join_tokens`,
+//!   `sandboxes`, `workers`): the [`Store`] methods of that table, in shared SQL.
+//! - `store/sqlite.rs` + `store/sqlite/`: what only SQLite has: one writer connection
+//!   and read-only readers instead of a pool, transaction batches, and the grouped
+//!   sandbox state changes. Its page explains the whole mechanism.
+//! - `store/postgres.rs`: what only Postgres has: its pool, retrying deadlock victims,
+//!   and the statements written for it alone.
+//! - `store/states.rs`: sandbox and worker states as enums, parsed from and written
+//!   as the columns' text at this boundary.
+//! - `store/test_support.rs` (feature `test-support`): operations only tests use.
+//!
+//! ## Reaching the backend: two ways, each for one case
+//!
+//! **Shared SQL** is written once, in the subset both backends speak (`$n`
+//! placeholders in ascending order, `ON CONFLICT`, `RETURNING`, integer times), and
+//! run through the macros of `store/dispatch.rs`: [`with_pool!`] (a read),
+//! [`with_write_pool!`] (one autocommit write) and [`in_write_tx!`] (a write
+//! transaction). Each expands its body once per backend, so the one text is compiled
+//! for each driver's own types (sqlx's `Any` driver cannot decode SQLite's integer
+//! booleans nor take our SQLite connection options).
+//!
+//! **Backend-specific code**, where one backend does the work differently (the hot
+//! writes of a sandbox's life, opening, closing), is a function of the same name in
+//! each backend module, chosen by one `match` on the pool:
+//!
+//! ```text
+//! match &self.pool {
+//!     Pool::Sqlite(connections) => sqlite::claim_destroy(connections, id, now_ms).await,
+//!     Pool::Postgres(pool) => postgres::claim_destroy(pool, id, now_ms).await,
+//! }
+//! ```
+//!
+//! Nothing else looks at the backend, and no trait abstracts the connections. (The
+//! one shared body with a Postgres-only statement in it is test-only
+//! `place_sandbox`, which checks [`Store::backend`] for its row lock.)
 
-/// Runs `$body` with `$pool` bound to a concrete executor for reads (a
-/// `&mut SqliteConnection` of a reader, or `&PgPool`): the body is written once and
-/// compiled for each backend, and uses `$pool` for one statement. On SQLite the
-/// readers are read-only, so a statement that writes must use [`with_write_pool!`]
-/// or [`in_write_tx!`] (or fail loudly in every test).
-macro_rules! with_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.pool {
-            $crate::store::Pool::Sqlite(connections) => {
-                let mut held = connections.reader().await;
-                let $pool = held.connection()?;
-                $body
-            }
-            $crate::store::Pool::Postgres($pool) => $body,
-        }
-    };
-}
-
-/// Like [`with_pool!`] for a single autocommit statement that writes: on SQLite it runs
-/// on the one writer connection.
-macro_rules! with_write_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.pool {
-            $crate::store::Pool::Sqlite(connections) => {
-                let mut held = connections.writer().await;
-                let $pool = held.connection()?;
-                $body
-            }
-            $crate::store::Pool::Postgres($pool) => $body,
-        }
-    };
-}
-
-/// Runs `$body` in a write transaction bound to `$tx`. The body commits; returning
-/// early (or with an error) rolls back. SQLite takes its write lock up front
-/// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other
-/// writers instead of failing with "database is locked". On Postgres see
-/// [`postgres_write_tx!`].
-macro_rules! in_write_tx {
-    ($store:expr, |$tx:ident| $body:expr) => {{
-        match &$store.pool {
-            $crate::store::Pool::Sqlite(connections) => {
-                $crate::store::transaction(async {
-                    let mut held = connections.writer().await;
-                    #[allow(unused_mut)]
-                    let mut $tx =
-                        sqlx::Connection::begin_with(held.connection()?, "BEGIN IMMEDIATE").await?;
-                    $body
-                })
-                .await
-            }
-            $crate::store::Pool::Postgres(pool) => postgres_write_tx!(pool, |$tx| $body),
-        }
-    }};
-}
-
-/// Runs `$body` in a write transaction on Postgres pool `$pool`, bound to `$tx`; the
-/// body commits. A transaction chosen as a deadlock victim (or failing serialization)
-/// is run again from the start, a few times; its effects were rolled back, so nothing
-/// happens twice.
-macro_rules! postgres_write_tx {
-    ($pool:expr, |$tx:ident| $body:expr) => {{
-        let mut attempt = 1u32;
-        loop {
-            let result = $crate::store::transaction(async {
-                #[allow(unused_mut)]
-                let mut $tx = $pool.begin().await?;
-                $body
-            })
-            .await;
-            match result {
-                Err(err) if attempt < $crate::store::TX_ATTEMPTS && err.is_transient() => {
-                    tracing::debug!(attempt, error = %err, "transaction conflicted; running it again");
-                    $crate::store::conflict_backoff(attempt).await;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        }
-    }};
-}
-
-/// Gives worker `$worker_id` back the capacity slot a sandbox held, on `$conn` inside
-/// the caller's transaction; evaluates to the statement's future.
-macro_rules! release_slot {
-    ($conn:expr, $worker_id:expr) => {
-        sqlx::query("UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0")
-            .bind($worker_id)
-            .execute($conn)
-    };
-}
+#[macro_use]
+mod dispatch;
 
 mod api_keys;
 mod audit;
 mod certificates;
 mod cluster;
-mod dialect;
 mod join_tokens;
+mod postgres;
 mod sandboxes;
-mod sqlite_connections;
-mod sqlite_grouped;
+mod sqlite;
+mod states;
+#[cfg(feature = "test-support")]
+mod test_support;
 mod workers;
 
-use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 
-use sqlite_connections::SqliteConnections;
+use sqlite::SqliteConnections;
 
 pub use api_keys::ApiKeyRow;
+pub use audit::AuditHead;
 pub use audit::AuditRow;
 pub use certificates::NewCertificate;
 pub use cluster::ClusterIdentity;
 pub use join_tokens::NewJoinToken;
 pub use sandboxes::{
-    CandidateRow, CreatedPlacement, NewSandbox, PlaceOutcome, Placement, SandboxRow,
+    CandidateRow, CreatedPlacement, ExpiredLease, HeldLease, NewSandbox, Placement, SandboxRow,
 };
+pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
+#[cfg(feature = "test-support")]
+pub use test_support::PlaceOutcome;
 pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// Read-only connections to SQLite (each is a thread of sqlx's).
-const SQLITE_READERS: usize = 4;
-
-/// How often a write transaction is tried when Postgres aborts it for a conflict.
-const TX_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -168,17 +110,6 @@ pub enum StoreError {
     Closed,
     #[error("database: {0}")]
     GroupedWrite(String),
-}
-
-impl StoreError {
-    /// A Postgres deadlock victim or serialization failure: the transaction was rolled
-    /// back and running it again is safe.
-    fn is_transient(&self) -> bool {
-        let Self::Database(sqlx::Error::Database(err)) = self else {
-            return false;
-        };
-        matches!(err.code().as_deref(), Some("40P01" | "40001"))
-    }
 }
 
 /// Which database the store runs on.
@@ -208,13 +139,8 @@ impl Backend {
     }
 }
 
-/// The connections of one backend; the macros above dispatch on them.
-///
-/// SQLite lets one writer in at a time. Several connections racing for its write lock
-/// make the losers sleep in SQLite's busy handler (1, 2, 5, 10 ms …), which is what
-/// capped spawns and execs before. So writes go through one connection, queued fairly
-/// in tokio, and reads through read-only connections that WAL lets run alongside it
-/// (see `store/sqlite_connections.rs` for why these are not a sqlx pool).
+/// The connections of one backend: SQLite's writer and readers (`store/sqlite.rs`),
+/// or Postgres's pool. The dispatch macros and the backend `match`es take it apart.
 #[derive(Debug, Clone)]
 enum Pool {
     Sqlite(Arc<SqliteConnections>),
@@ -248,25 +174,14 @@ impl Store {
     }
 
     async fn open_sqlite(options: SqliteConnectOptions) -> Result<Self, StoreError> {
-        let options = options
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let connections = SqliteConnections::open(options, SQLITE_READERS).await?;
+        let connections = sqlite::open(options).await?;
         Ok(Self {
             pool: Pool::Sqlite(Arc::new(connections)),
         })
     }
 
     async fn open_postgres(options: PgConnectOptions) -> Result<Self, StoreError> {
-        let options = options.application_name("berth-controlplane");
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(15))
-            .connect_with(options)
-            .await?;
-        POSTGRES_MIGRATIONS.run(&pool).await?;
+        let pool = postgres::open(options).await?;
         Ok(Self {
             pool: Pool::Postgres(pool),
         })
@@ -293,22 +208,6 @@ impl Store {
             Pool::Postgres(pool) => pool.close().await,
         }
     }
-}
-
-/// Pins a transaction body's result type, so `?` inside it converts to `StoreError`.
-async fn transaction<T>(
-    body: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    body.await
-}
-
-/// A short, growing, jittered pause before a conflicted transaction runs again, so two
-/// transactions that deadlocked do not meet again in lockstep.
-async fn conflict_backoff(attempt: u32) {
-    use rand::Rng;
-    let base_ms = 10u64 << attempt.min(5);
-    let jittered = rand::rng().random_range(base_ms / 2..=base_ms);
-    tokio::time::sleep(Duration::from_millis(jittered)).await;
 }
 
 /// A database url fit for an error message: the password is never shown.

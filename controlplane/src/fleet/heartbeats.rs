@@ -3,12 +3,11 @@
 
 use super::{Fleet, FleetError, WorkerDescription, duration_ms};
 use crate::clock::now_ms;
-use crate::store::HeartbeatUpdate;
+use crate::store::{HeartbeatUpdate, ReportedState, SandboxState};
 
 #[derive(Debug, Clone)]
 pub struct HeartbeatReport {
-    /// ready | draining | drained
-    pub state: &'static str,
+    pub state: ReportedState,
     pub description: WorkerDescription,
     /// Every sandbox the worker's provider holds, with the lease generation it has
     /// seen for each (0 when none reached it).
@@ -42,7 +41,7 @@ impl Fleet {
             .store
             .record_heartbeat(&HeartbeatUpdate {
                 worker_id: worker_id.to_owned(),
-                reported_state: report.state.to_owned(),
+                reported_state: report.state,
                 hostname: description.hostname.clone(),
                 advertise_addr: description.advertise_addr.clone(),
                 providers: description.providers_json(),
@@ -80,7 +79,7 @@ impl Fleet {
         let leases = self.store.leases_of(worker_id).await?;
         let leased: std::collections::HashMap<&str, i64> = leases
             .iter()
-            .map(|(id, generation, _, _)| (id.as_str(), *generation))
+            .map(|lease| (lease.sandbox_id.as_str(), lease.generation))
             .collect();
         let reported: std::collections::HashSet<&str> =
             inventory.iter().map(|(id, _)| id.as_str()).collect();
@@ -106,19 +105,17 @@ impl Fleet {
         for id in &destroy {
             tracing::warn!(%worker_id, sandbox_id = %id, "worker runs a sandbox it holds no lease for; asking it to destroy it");
         }
-        for (id, generation, state, started_at_ms) in &leases {
-            let must_report =
-                state == "running" && started_at_ms.is_some_and(|t| t < now_ms - REPORT_MARGIN_MS);
+        for lease in &leases {
+            let (id, generation) = (&lease.sandbox_id, lease.generation);
+            let must_report = lease.state == SandboxState::Running
+                && lease
+                    .started_at_ms
+                    .is_some_and(|t| t < now_ms - REPORT_MARGIN_MS);
             if must_report
                 && !reported.contains(id.as_str())
                 && self
                     .store
-                    .mark_lost(
-                        id,
-                        worker_id,
-                        *generation,
-                        "its worker no longer reports it",
-                    )
+                    .mark_lost(id, worker_id, generation, "its worker no longer reports it")
                     .await?
             {
                 self.workers.routes().forget(id);
@@ -132,9 +129,9 @@ impl Fleet {
     /// returns how many.
     pub async fn expire_leases(&self) -> Result<usize, FleetError> {
         let mut lost = 0;
-        for (sandbox_id, worker_id, generation) in
-            self.store.expired_leases(crate::clock::now_ms()).await?
-        {
+        for lease in self.store.expired_leases(crate::clock::now_ms()).await? {
+            let (sandbox_id, worker_id, generation) =
+                (lease.sandbox_id, lease.worker_id, lease.generation);
             if self
                 .store
                 .mark_lost(

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fleet, FleetError};
 use crate::clock::now_ms;
-use crate::store::WorkerRow;
+use crate::store::{DrainState, ReportedState, WorkerRow, WorkerState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,10 +115,9 @@ impl WorkerView {
             enrolled_at: row.enrolled_at,
             cordoned: row.cordoned,
             drain: DrainView {
-                state: if row.drain_state.is_empty() {
-                    "none".to_owned()
-                } else {
-                    row.drain_state
+                state: match row.drain_state {
+                    DrainState::None => "none".to_owned(),
+                    drain => drain.to_string(),
                 },
                 deadline_ms: row.drain_deadline_ms,
                 remaining: row.reported_sandboxes,
@@ -128,7 +127,7 @@ impl WorkerView {
 }
 
 fn derive_status(row: &WorkerRow, grace_ms: i64, now_ms: i64) -> WorkerStatus {
-    if row.state == "revoked" {
+    if row.state == WorkerState::Revoked {
         return WorkerStatus::Revoked;
     }
     let Some(last) = row.last_heartbeat_ms else {
@@ -137,9 +136,10 @@ fn derive_status(row: &WorkerRow, grace_ms: i64, now_ms: i64) -> WorkerStatus {
     if now_ms.saturating_sub(last) > grace_ms {
         return WorkerStatus::Unhealthy;
     }
-    match (row.reported_state.as_str(), row.drain_state.as_str()) {
-        ("draining" | "drained", _) | (_, "draining" | "drained") => WorkerStatus::Draining,
-        _ => WorkerStatus::Online,
+    match (row.reported_state, row.drain_state) {
+        (ReportedState::Draining | ReportedState::Drained, _)
+        | (_, DrainState::Draining | DrainState::Drained) => WorkerStatus::Draining,
+        (ReportedState::Ready, DrainState::None) => WorkerStatus::Online,
     }
 }
 
@@ -207,7 +207,7 @@ impl Fleet {
 mod tests {
     use super::*;
 
-    fn row(state: &str, reported: &str, last: Option<i64>) -> WorkerRow {
+    fn row(state: WorkerState, reported: ReportedState, last: Option<i64>) -> WorkerRow {
         WorkerRow {
             id: "w1".into(),
             spiffe_id: "spiffe://berth.local/worker/w1".into(),
@@ -218,15 +218,15 @@ mod tests {
             vcpus: 1,
             memory_mb: 1,
             version: "v".into(),
-            state: state.into(),
-            reported_state: reported.into(),
+            state,
+            reported_state: reported,
             worker_token_jti: "j".into(),
             enrolled_at: 0,
             last_heartbeat_ms: last,
             cert_serial: "s".into(),
             cert_expires_at: 0,
             cordoned: false,
-            drain_state: String::new(),
+            drain_state: DrainState::None,
             drain_deadline_ms: None,
             reported_sandboxes: 0,
             reserved: 0,
@@ -237,27 +237,38 @@ mod tests {
     fn status_follows_heartbeat_age_and_state() {
         let view = |r| WorkerView::from_row(r, 15_000, 100_000).status;
         assert_eq!(
-            view(row("active", "ready", Some(90_000))),
+            view(row(WorkerState::Active, ReportedState::Ready, Some(90_000))),
             WorkerStatus::Online
         );
         assert_eq!(
-            view(row("active", "ready", Some(80_000))),
+            view(row(WorkerState::Active, ReportedState::Ready, Some(80_000))),
             WorkerStatus::Unhealthy
         );
         assert_eq!(
-            view(row("active", "draining", Some(99_000))),
+            view(row(
+                WorkerState::Active,
+                ReportedState::Draining,
+                Some(99_000)
+            )),
             WorkerStatus::Draining
         );
-        assert_eq!(view(row("active", "ready", None)), WorkerStatus::Offline);
         assert_eq!(
-            view(row("revoked", "ready", Some(99_000))),
+            view(row(WorkerState::Active, ReportedState::Ready, None)),
+            WorkerStatus::Offline
+        );
+        assert_eq!(
+            view(row(
+                WorkerState::Revoked,
+                ReportedState::Ready,
+                Some(99_000)
+            )),
             WorkerStatus::Revoked
         );
     }
 
     #[test]
     fn providers_are_listed_by_name_with_their_health() {
-        let view = WorkerView::from_row(row("active", "ready", None), 1, 1);
+        let view = WorkerView::from_row(row(WorkerState::Active, ReportedState::Ready, None), 1, 1);
         assert_eq!(view.providers, vec!["mock".to_owned()]);
         assert!(view.capabilities[0].healthy);
     }

@@ -1,8 +1,10 @@
 //! Mesh wire messages into validated fleet types, on receipt.
 
+use berth_proto::v1 as pb;
+
 use crate::error::ApiError;
 use crate::fleet::{Credential, EnrollmentRequest, ProviderStatus, WorkerDescription};
-use berth_proto::v1 as pb;
+use crate::store::ReportedState;
 
 pub fn description(info: Option<pb::WorkerInfo>) -> Result<WorkerDescription, ApiError> {
     let info = info.ok_or_else(|| ApiError::bad_request("worker info is missing"))?;
@@ -56,10 +58,10 @@ impl TryFrom<pb::EnrollRequest> for EnrollmentRequest {
     }
 }
 
-pub fn reported_state(state: i32) -> &'static str {
+pub fn reported_state(state: i32) -> ReportedState {
     match pb::WorkerState::try_from(state) {
-        Ok(pb::WorkerState::Draining) => "draining",
-        Ok(pb::WorkerState::Drained) => "drained",
-        _ => "ready",
+        Ok(pb::WorkerState::Draining) => ReportedState::Draining,
+        Ok(pb::WorkerState::Drained) => ReportedState::Drained,
+        _ => ReportedState::Ready,
     }
 }

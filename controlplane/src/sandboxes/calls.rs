@@ -10,6 +10,7 @@ use futures::Stream;
 
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
+use crate::store::SandboxState;
 use crate::workers::model::{ExecOutcome, ExecRequest, FileInfo};
 use crate::workers::{
     ExecEvents, FileChunks, LogLines, RemoteError, Route, WorkerClient, WriteFileError,
@@ -71,12 +72,12 @@ impl Sandboxes {
             .get_sandbox(sandbox_id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(sandbox_id.to_owned()))?;
-        match row.state.as_str() {
-            "running" => {}
-            "destroyed" | "destroying" => {
+        match row.state {
+            SandboxState::Running => {}
+            SandboxState::Destroyed | SandboxState::Destroying => {
                 return Err(SandboxError::Destroyed(sandbox_id.to_owned()));
             }
-            "creating" => {
+            SandboxState::Creating => {
                 return Err(SandboxError::Conflict(format!(
                     "sandbox {sandbox_id:?} is still being created"
                 )));

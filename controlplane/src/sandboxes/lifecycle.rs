@@ -10,6 +10,7 @@ use tracing::Instrument;
 use super::calls::note_worker;
 use super::{CreateSandbox, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
+use crate::store::{DrainState, SandboxState};
 use crate::workers::Route;
 use crate::workers::model::SpawnSpec;
 
@@ -76,7 +77,7 @@ impl Sandboxes {
             Err(err) => {
                 tracing::warn!(sandbox_id = %id, %worker_id, error = %err, "spawn failed");
                 self.store
-                    .finish_sandbox(&id, "error", &err.to_string(), now_secs())
+                    .finish_sandbox(&id, SandboxState::Error, &err.to_string(), now_secs())
                     .await?;
                 // a spawn that timed out may still have created the sandbox: ask the
                 // worker to drop it (idempotent) so nothing runs without a lease
@@ -110,7 +111,7 @@ impl Sandboxes {
         // what the store now holds, without reading it back
         Ok(SandboxView::from(crate::store::SandboxRow {
             id,
-            state: "running".into(),
+            state: SandboxState::Running,
             provider,
             image: sandbox.image,
             memory_mb: sandbox.memory_mb,
@@ -136,7 +137,7 @@ impl Sandboxes {
             .get_sandbox(id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-        if row.state == "destroyed" {
+        if row.state == SandboxState::Destroyed {
             return Err(SandboxError::Destroyed(id.to_owned()));
         }
         Ok(row.into())
@@ -182,15 +183,15 @@ impl Sandboxes {
             .get_sandbox(id)
             .await?
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-        match row.state.as_str() {
-            "destroyed" => Err(SandboxError::Destroyed(id.to_owned())),
-            "creating" => Err(SandboxError::Conflict(format!(
+        match row.state {
+            SandboxState::Destroyed => Err(SandboxError::Destroyed(id.to_owned())),
+            SandboxState::Creating => Err(SandboxError::Conflict(format!(
                 "sandbox {id:?} is still being created"
             ))),
             // nothing runs for these on any worker we still talk to
-            "error" | "lost" => {
+            SandboxState::Error | SandboxState::Lost => {
                 self.store
-                    .finish_sandbox(id, "destroyed", &row.error, now_secs())
+                    .finish_sandbox(id, SandboxState::Destroyed, &row.error, now_secs())
                     .await?;
                 Ok(())
             }
@@ -230,7 +231,7 @@ impl Sandboxes {
             Some(route) => self.destroy_claimed(id, route, false).await,
             None => {
                 self.store
-                    .finish_sandbox(id, "destroyed", "", now_secs())
+                    .finish_sandbox(id, SandboxState::Destroyed, "", now_secs())
                     .await?;
                 Ok(())
             }
@@ -284,7 +285,7 @@ impl Sandboxes {
             Err(Some(err)) => {
                 // leave it running so a retry can destroy it
                 self.store
-                    .transition_sandbox(id, &["destroying"], "running")
+                    .transition_sandbox(id, &[SandboxState::Destroying], SandboxState::Running)
                     .await?;
                 Err(err)
             }
@@ -293,7 +294,7 @@ impl Sandboxes {
 
     async fn finish_destroyed(&self, id: &str, worker_id: &str) -> Result<(), SandboxError> {
         self.store
-            .finish_sandbox(id, "destroyed", "", now_secs())
+            .finish_sandbox(id, SandboxState::Destroyed, "", now_secs())
             .await?;
         tracing::info!(sandbox_id = %id, %worker_id, "sandbox destroyed");
         Ok(())
@@ -311,7 +312,7 @@ impl Sandboxes {
         {
             return match self.store.get_sandbox(id).await? {
                 None => Err(SandboxError::NotFound(id.to_owned())),
-                Some(row) if row.state == "destroyed" => {
+                Some(row) if row.state == SandboxState::Destroyed => {
                     Err(SandboxError::Destroyed(id.to_owned()))
                 }
                 Some(row) => Err(SandboxError::Conflict(format!(
@@ -402,7 +403,7 @@ impl Sandboxes {
         let fresh_since = now - super::grace_ms(&self.settings);
         let mut completed = 0;
         for worker in self.store.list_workers().await? {
-            if worker.drain_state != "draining" {
+            if worker.drain_state != DrainState::Draining {
                 continue;
             }
             let leases = self.store.leases_of(&worker.id).await?;
@@ -410,7 +411,8 @@ impl Sandboxes {
                 .drain_deadline_ms
                 .is_some_and(|deadline| deadline <= now)
             {
-                for (sandbox_id, _, _, _) in &leases {
+                for lease in &leases {
+                    let sandbox_id = &lease.sandbox_id;
                     match self.destroy_now(sandbox_id).await {
                         Ok(()) => {
                             tracing::info!(worker_id = %worker.id, %sandbox_id, "destroyed at the drain deadline")

@@ -220,7 +220,7 @@ impl From<SandboxRow> for SandboxView {
             generation: row.generation.unwrap_or(0),
             worker_id: row.worker_id.unwrap_or_default(),
             id: row.id,
-            state: row.state,
+            state: row.state.to_string(),
             provider: row.provider,
             image: row.image,
             memory_mb: row.memory_mb,

@@ -6,7 +6,9 @@
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;
-use crate::store::{CandidateRow, CreatedPlacement, NewSandbox};
+use crate::store::{
+    CandidateRow, CreatedPlacement, DrainState, NewSandbox, ReportedState, WorkerState,
+};
 
 impl Sandboxes {
     /// Candidates for `provider` (empty: any), least loaded first, or why there are none.
@@ -64,7 +66,8 @@ impl Sandboxes {
         let online: Vec<_> = workers
             .iter()
             .filter(|w| {
-                w.state == "active" && w.last_heartbeat_ms.is_some_and(|t| t >= fresh_since_ms)
+                w.state == WorkerState::Active
+                    && w.last_heartbeat_ms.is_some_and(|t| t >= fresh_since_ms)
             })
             .collect();
         if online.is_empty() {
@@ -91,7 +94,11 @@ impl Sandboxes {
         }
         let ready = offering
             .iter()
-            .filter(|w| w.reported_state == "ready" && !w.cordoned && w.drain_state.is_empty())
+            .filter(|w| {
+                w.reported_state == ReportedState::Ready
+                    && !w.cordoned
+                    && w.drain_state == DrainState::None
+            })
             .count();
         if ready == 0 {
             return Ok(SandboxError::Unavailable(format!(
@@ -118,7 +125,8 @@ impl Sandboxes {
         Ok(workers
             .iter()
             .filter(|w| {
-                w.state == "active" && w.last_heartbeat_ms.is_some_and(|t| t >= fresh_since)
+                w.state == WorkerState::Active
+                    && w.last_heartbeat_ms.is_some_and(|t| t >= fresh_since)
             })
             .map(|w| w.max_sandboxes)
             .sum())

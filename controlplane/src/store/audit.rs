@@ -17,6 +17,14 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+/// The newest record of the chain: its seq and hash; `(0, "")` when the chain is
+/// empty.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
 /// Rows a single `INSERT` carries.
 const INSERT_CHUNK: usize = 500;
 
@@ -24,8 +32,8 @@ const AUDIT_COLUMNS: &str = "seq, at_ms, actor, operation, worker_id, sandbox_id
      outcome, request_id, prev_hash, hash";
 
 impl Store {
-    /// The chain's head: (seq, hash) of the newest record; (0, "") when empty.
-    pub async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+    /// The chain's head.
+    pub async fn audit_head(&self) -> Result<AuditHead, StoreError> {
         let head = with_pool!(self, |pool| {
             sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
                 .fetch_one(pool)

@@ -1,9 +1,7 @@
 //! `sandboxes` and `leases`: the sandbox records, scheduling (capacity reservation plus
 //! lease acquisition in one transaction), lease renewal and release.
 
-use super::dialect::{self, Dialect};
-use super::sqlite_grouped::SandboxChange;
-use super::{Pool, Store, StoreError};
+use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite};
 
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
@@ -12,7 +10,8 @@ const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SandboxRow {
     pub id: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: SandboxState,
     pub provider: String,
     pub image: String,
     pub memory_mb: i64,
@@ -58,21 +57,30 @@ pub struct CandidateRow {
     pub max_sandboxes: i64,
 }
 
-/// What [`Store::place_sandbox`] did.
-#[derive(Debug, Clone)]
-pub enum PlaceOutcome {
-    Placed(Placement),
-    /// The worker had no slot left (or is revoked).
-    WorkerFull,
-    /// The lease is no longer where the caller saw it: another placement won.
-    LeaseTaken,
-}
-
 /// What a successful placement holds.
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub worker_id: String,
     pub advertise_addr: String,
+    pub generation: i64,
+}
+
+/// A lease a worker holds, with its sandbox's state ([`Store::leases_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HeldLease {
+    pub sandbox_id: String,
+    pub generation: i64,
+    #[sqlx(try_from = "String")]
+    pub state: SandboxState,
+    /// When the sandbox started running (unix ms); `None` before it did.
+    pub started_at_ms: Option<i64>,
+}
+
+/// A lease that ran out ([`Store::expired_leases`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ExpiredLease {
+    pub sandbox_id: String,
+    pub worker_id: String,
     pub generation: i64,
 }
 
@@ -88,6 +96,63 @@ pub struct CreatedPlacement {
 const SANDBOX_FROM: &str = "FROM sandboxes s \
      LEFT JOIN leases l ON l.sandbox_id = s.id \
      LEFT JOIN workers w ON w.id = l.worker_id";
+
+/// Where a new sandbox was placed, as the backend's placing statement reads it back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct Placed {
+    pub advertise_addr: String,
+    /// The worker's last heartbeat (unix ms).
+    pub last_heartbeat_ms: i64,
+}
+
+/// The eligibility check and slot reservation for a new sandbox, shared by both
+/// backends' placing statements (`sqlite::place_new_sandbox`,
+/// `postgres::place_new_sandbox`): `$11` is the worker, `$12` the freshness bound (see
+/// [`bind_placement!`]).
+pub(super) const RESERVE_SLOT: &str = "UPDATE workers SET reserved = reserved + 1 \
+     WHERE id = $11 AND state = 'active' AND reserved < max_sandboxes \
+       AND reported_state = 'ready' AND NOT cordoned AND drain_state = '' \
+       AND last_heartbeat_ms >= $12";
+
+/// The new sandbox's columns and their values (`$11` its worker), for the same
+/// statements.
+pub(super) const SANDBOX_INSERT: &str = "INSERT INTO sandboxes (id, state, provider, image, \
+     memory_mb, vcpus, owner_id, template, metadata, created_at, expires_at, worker_id, \
+     error) SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ''";
+
+/// Binds a new sandbox's values as `$1`…`$10`, then `$11` the worker, `$12` the
+/// freshness bound and `$13` the lease expiry: the numbering of every placing
+/// statement.
+macro_rules! bind_placement {
+    ($query:expr, $sandbox:expr, $worker_id:expr, $fresh_since_ms:expr, $lease_expires_at_ms:expr) => {
+        $query
+            .bind(&$sandbox.id)
+            .bind(&$sandbox.provider)
+            .bind(&$sandbox.image)
+            .bind($sandbox.memory_mb)
+            .bind($sandbox.vcpus)
+            .bind(&$sandbox.owner_id)
+            .bind(&$sandbox.template)
+            .bind(&$sandbox.metadata)
+            .bind($sandbox.created_at)
+            .bind($sandbox.expires_at)
+            .bind($worker_id)
+            .bind($fresh_since_ms)
+            .bind($lease_expires_at_ms)
+    };
+}
+pub(super) use bind_placement;
+
+/// Gives worker `$worker_id` back the capacity slot a sandbox held, on `$conn` inside
+/// the caller's transaction; evaluates to the statement's future.
+macro_rules! release_slot {
+    ($conn:expr, $worker_id:expr) => {
+        sqlx::query("UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0")
+            .bind($worker_id)
+            .execute($conn)
+    };
+}
+pub(super) use release_slot;
 
 impl Store {
     pub async fn insert_sandbox(&self, sandbox: &NewSandbox) -> Result<(), StoreError> {
@@ -152,73 +217,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Takes sandbox `sandbox_id`'s lease for `worker_id`, if the lease is still where
-    /// the caller saw it (`expected`: `None` for a sandbox without a lease, or the
-    /// generation it saw), and reserves one slot on the worker, in one transaction. The
-    /// slot is a conditional increment, so concurrent schedulers (on one control plane
-    /// or several) cannot over-fill a worker; the lease check runs with the sandbox row
-    /// locked, so of several callers racing for one lease exactly one wins, and each
-    /// acquisition has a higher generation than the one before. A lease moving away
-    /// from another worker gives that worker its slot back.
-    pub async fn place_sandbox(
-        &self,
-        sandbox_id: &str,
-        worker_id: &str,
-        lease_expires_at_ms: i64,
-        expected: Option<i64>,
-    ) -> Result<PlaceOutcome, StoreError> {
-        in_write_tx!(self, |tx| {
-            let reserved: Option<String> = sqlx::query_scalar(
-                "UPDATE workers SET reserved = reserved + 1 \
-                 WHERE id = $1 AND state = 'active' AND reserved < max_sandboxes \
-                 RETURNING advertise_addr",
-            )
-            .bind(worker_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(advertise_addr) = reserved else {
-                return Ok(PlaceOutcome::WorkerFull);
-            };
-            // a no-op under SQLite, whose write lock this transaction already holds
-            tx.lock_sandbox(sandbox_id).await?;
-            let current: Option<(String, i64)> =
-                sqlx::query_as("SELECT worker_id, generation FROM leases WHERE sandbox_id = $1")
-                    .bind(sandbox_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if current.as_ref().map(|(_, generation)| *generation) != expected {
-                // rolling back returns the slot reserved above
-                return Ok(PlaceOutcome::LeaseTaken);
-            }
-            if let Some((previous, _)) = &current {
-                release_slot!(&mut *tx, previous).await?;
-            }
-            let generation: i64 = sqlx::query_scalar(
-                "INSERT INTO leases (sandbox_id, worker_id, generation, expires_at_ms) \
-                 VALUES ($1, $2, 1, $3) \
-                 ON CONFLICT (sandbox_id) DO UPDATE SET worker_id = excluded.worker_id, \
-                     generation = leases.generation + 1, expires_at_ms = excluded.expires_at_ms \
-                 RETURNING generation",
-            )
-            .bind(sandbox_id)
-            .bind(worker_id)
-            .bind(lease_expires_at_ms)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE sandboxes SET worker_id = $1 WHERE id = $2")
-                .bind(worker_id)
-                .bind(sandbox_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(PlaceOutcome::Placed(Placement {
-                worker_id: worker_id.to_owned(),
-                advertise_addr,
-                generation,
-            }))
-        })
-    }
-
     /// Records a new sandbox already placed: on the first of `candidates` (worker ids,
     /// in order of preference) that is still eligible (active, ready, not cordoned or
     /// draining, heartbeat at or after `fresh_since_ms`) and has room, one slot is
@@ -237,22 +235,36 @@ impl Store {
         full_message: &str,
     ) -> Result<Option<CreatedPlacement>, StoreError> {
         for worker_id in candidates {
-            let placed = dialect::insert_placed_sandbox(
-                &self.pool,
-                sandbox,
-                worker_id,
-                fresh_since_ms,
-                lease_expires_at_ms,
-            )
-            .await?;
-            if let Some((advertise_addr, last_heartbeat_ms)) = placed {
+            let placed = match &self.pool {
+                Pool::Sqlite(connections) => {
+                    sqlite::place_new_sandbox(
+                        connections,
+                        sandbox,
+                        worker_id,
+                        fresh_since_ms,
+                        lease_expires_at_ms,
+                    )
+                    .await?
+                }
+                Pool::Postgres(pool) => {
+                    postgres::place_new_sandbox(
+                        pool,
+                        sandbox,
+                        worker_id,
+                        fresh_since_ms,
+                        lease_expires_at_ms,
+                    )
+                    .await?
+                }
+            };
+            if let Some(placed) = placed {
                 return Ok(Some(CreatedPlacement {
                     placement: Placement {
                         worker_id: worker_id.clone(),
-                        advertise_addr,
+                        advertise_addr: placed.advertise_addr,
                         generation: 1,
                     },
-                    last_heartbeat_ms,
+                    last_heartbeat_ms: placed.last_heartbeat_ms,
                 }));
             }
         }
@@ -285,19 +297,19 @@ impl Store {
     pub async fn transition_sandbox(
         &self,
         id: &str,
-        from: &[&str],
-        to: &str,
+        from: &[SandboxState],
+        to: SandboxState,
     ) -> Result<bool, StoreError> {
-        // states are our own constants, never user input
+        // the states' own text, never user input
         let from = from
             .iter()
-            .map(|state| format!("'{state}'"))
+            .map(|state| format!("'{}'", state.as_str()))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("UPDATE sandboxes SET state = $1 WHERE id = $2 AND state IN ({from})");
         let updated = with_write_pool!(self, |pool| {
             sqlx::query(&sql)
-                .bind(to)
+                .bind(to.as_str())
                 .bind(id)
                 .execute(pool)
                 .await?
@@ -310,26 +322,10 @@ impl Store {
     /// false when it is not running. Of replicas racing to destroy one sandbox exactly
     /// one wins.
     pub async fn claim_destroy(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let pool = match &self.pool {
-            Pool::Sqlite(connections) => {
-                let change = SandboxChange::ClaimDestroy {
-                    id: id.to_owned(),
-                    at_ms: now_ms,
-                };
-                return connections.change_sandbox(change).await;
-            }
-            Pool::Postgres(pool) => pool,
-        };
-        let updated = sqlx::query(
-            "UPDATE sandboxes SET state = 'destroying', destroying_since_ms = $1 \
-             WHERE id = $2 AND state = 'running'",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        match &self.pool {
+            Pool::Sqlite(connections) => sqlite::claim_destroy(connections, id, now_ms).await,
+            Pool::Postgres(pool) => postgres::claim_destroy(pool, id, now_ms).await,
+        }
     }
 
     /// Sandboxes claimed for destruction before `claimed_before_ms` (or before claims
@@ -382,28 +378,10 @@ impl Store {
         vm_id: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let pool = match &self.pool {
-            Pool::Sqlite(connections) => {
-                let change = SandboxChange::MarkRunning {
-                    id: id.to_owned(),
-                    vm_id: vm_id.to_owned(),
-                    at_ms: now_ms,
-                };
-                return connections.change_sandbox(change).await;
-            }
-            Pool::Postgres(pool) => pool,
-        };
-        let updated = sqlx::query(
-            "UPDATE sandboxes SET state = 'running', vm_id = $1, started_at_ms = $2 \
-             WHERE id = $3 AND state = 'creating'",
-        )
-        .bind(vm_id)
-        .bind(now_ms)
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        match &self.pool {
+            Pool::Sqlite(connections) => sqlite::mark_running(connections, id, vm_id, now_ms).await,
+            Pool::Postgres(pool) => postgres::mark_running(pool, id, vm_id, now_ms).await,
+        }
     }
 
     /// Ends a sandbox (`destroyed` or `error`): its lease is released and its worker's
@@ -412,11 +390,16 @@ impl Store {
     pub async fn finish_sandbox(
         &self,
         id: &str,
-        state: &str,
+        state: SandboxState,
         error: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        dialect::finish_sandbox(&self.pool, id, state, error, now).await
+        match &self.pool {
+            Pool::Sqlite(connections) => {
+                sqlite::finish_sandbox(connections, id, state, error, now).await
+            }
+            Pool::Postgres(pool) => postgres::finish_sandbox(pool, id, state, error, now).await,
+        }
     }
 
     /// Moves a live sandbox's TTL and renews its lease to `lease_expires_at_ms` (never
@@ -465,12 +448,8 @@ impl Store {
         Ok(ids)
     }
 
-    /// Leases `worker_id` holds: (sandbox id, generation, sandbox state, when it started
-    /// running in unix ms).
-    pub async fn leases_of(
-        &self,
-        worker_id: &str,
-    ) -> Result<Vec<(String, i64, String, Option<i64>)>, StoreError> {
+    /// Leases `worker_id` holds, by sandbox id.
+    pub async fn leases_of(&self, worker_id: &str) -> Result<Vec<HeldLease>, StoreError> {
         let rows = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT l.sandbox_id, l.generation, s.state, s.started_at_ms FROM leases l \
@@ -520,11 +499,8 @@ impl Store {
         })
     }
 
-    /// Leases that ran out before `now_ms`: (sandbox id, worker id, generation).
-    pub async fn expired_leases(
-        &self,
-        now_ms: i64,
-    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+    /// Leases that ran out before `now_ms`, by sandbox id.
+    pub async fn expired_leases(&self, now_ms: i64) -> Result<Vec<ExpiredLease>, StoreError> {
         let rows = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT sandbox_id, worker_id, generation FROM leases WHERE expires_at_ms < $1 \

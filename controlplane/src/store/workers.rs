@@ -2,7 +2,7 @@
 
 use super::certificates::insert_certificate;
 use super::join_tokens::consume_join_token;
-use super::{NewCertificate, Store, StoreError};
+use super::{DrainState, NewCertificate, ReportedState, Store, StoreError, WorkerState};
 
 const WORKER_COLUMNS: &str = "id, spiffe_id, hostname, advertise_addr, providers, max_sandboxes, \
      vcpus, memory_mb, version, state, reported_state, worker_token_jti, enrolled_at, \
@@ -21,8 +21,10 @@ pub struct WorkerRow {
     pub vcpus: i64,
     pub memory_mb: i64,
     pub version: String,
-    pub state: String,
-    pub reported_state: String,
+    #[sqlx(try_from = "String")]
+    pub state: WorkerState,
+    #[sqlx(try_from = "String")]
+    pub reported_state: ReportedState,
     pub worker_token_jti: String,
     pub enrolled_at: i64,
     pub last_heartbeat_ms: Option<i64>,
@@ -30,8 +32,8 @@ pub struct WorkerRow {
     pub cert_expires_at: i64,
     /// Takes no new sandboxes (SQLite keeps booleans as integers).
     pub cordoned: bool,
-    /// '' | draining | drained
-    pub drain_state: String,
+    #[sqlx(try_from = "String")]
+    pub drain_state: DrainState,
     pub drain_deadline_ms: Option<i64>,
     /// Sandboxes the provider reported in the last heartbeat.
     pub reported_sandboxes: i64,
@@ -77,7 +79,7 @@ pub struct Revocation {
 #[derive(Debug, Clone)]
 pub struct HeartbeatUpdate {
     pub worker_id: String,
-    pub reported_state: String,
+    pub reported_state: ReportedState,
     pub hostname: String,
     pub advertise_addr: String,
     pub providers: String,
@@ -140,7 +142,7 @@ impl Store {
                     .bind(worker_id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            if state.as_deref() == Some("revoked") {
+            if state.as_deref() == Some(WorkerState::Revoked.as_str()) {
                 return Err(StoreError::WorkerRevoked(worker_id.clone()));
             }
             match &enrollment.credential {
@@ -200,7 +202,7 @@ impl Store {
                  WHERE id = $11 AND state = 'active' \
                  RETURNING drain_state",
             )
-            .bind(&update.reported_state)
+            .bind(update.reported_state.as_str())
             .bind(&update.hostname)
             .bind(&update.advertise_addr)
             .bind(&update.providers)
@@ -215,7 +217,7 @@ impl Store {
             .await?
         });
         if let Some(drain_state) = drain_state {
-            return Ok(drain_state == "draining");
+            return Ok(drain_state == DrainState::Draining.as_str());
         }
         match self.get_worker(&update.worker_id).await? {
             Some(_) => Err(StoreError::WorkerRevoked(update.worker_id.clone())),
@@ -354,7 +356,9 @@ impl Store {
 /// Why an enrollment whose write was refused is refused, given the worker's state now.
 fn refusal(credential: &EnrollmentCredential, state: Option<&str>, worker_id: &str) -> StoreError {
     match (credential, state) {
-        (_, Some("revoked")) => StoreError::WorkerRevoked(worker_id.to_owned()),
+        (_, Some(state)) if state == WorkerState::Revoked.as_str() => {
+            StoreError::WorkerRevoked(worker_id.to_owned())
+        }
         (_, None) => StoreError::UnknownWorker(worker_id.to_owned()),
         (EnrollmentCredential::WorkerToken { .. }, Some(_)) => {
             StoreError::StaleWorkerToken(worker_id.to_owned())

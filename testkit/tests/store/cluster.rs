@@ -122,9 +122,9 @@ fn audit_row(seq: i64, prev_hash: &str, hash: &str) -> AuditRow {
 
 pub async fn the_audit_chain_moves_only_from_its_head(db: Db) {
     let store = db.open().await;
-    assert_eq!(store.audit_head().await.unwrap(), (0, String::new()));
+    assert_eq!(store.audit_head().await.unwrap(), head(0, ""));
     assert!(store.append_audit(&[audit_row(1, "", "h1")]).await.unwrap());
-    assert_eq!(store.audit_head().await.unwrap(), (1, "h1".into()));
+    assert_eq!(store.audit_head().await.unwrap(), head(1, "h1"));
     assert!(
         !store
             .append_audit(&[audit_row(1, "", "h1b")])
@@ -180,10 +180,10 @@ pub async fn the_audit_chain_moves_only_from_its_head(db: Db) {
         !store.append_audit(&run[1..]).await.unwrap(),
         "a run that skips a record"
     );
-    assert_eq!(store.audit_head().await.unwrap(), (3, "h3".into()));
+    assert_eq!(store.audit_head().await.unwrap(), head(3, "h3"));
     assert!(store.audit_page(3, 10).await.unwrap().is_empty());
     assert!(store.append_audit(&run).await.unwrap());
-    assert_eq!(store.audit_head().await.unwrap(), (6, "h6".into()));
+    assert_eq!(store.audit_head().await.unwrap(), head(6, "h6"));
     assert_eq!(store.audit_page(3, 10).await.unwrap(), run.to_vec());
     assert!(store.append_audit(&[]).await.unwrap(), "nothing to append");
 }
@@ -197,7 +197,7 @@ pub async fn appends_through_two_replicas_form_one_chain(db: Db) {
         tasks.push(Box::pin(async move {
             for j in 0..3 {
                 loop {
-                    let (seq, prev) = store.audit_head().await.unwrap();
+                    let AuditHead { seq, hash: prev } = store.audit_head().await.unwrap();
                     let row = audit_row(seq + 1, &prev, &format!("h-{i}-{j}"));
                     if store
                         .append_audit(std::slice::from_ref(&row))
@@ -223,5 +223,13 @@ pub async fn appends_through_two_replicas_form_one_chain(db: Db) {
         );
         prev = row.hash.clone();
     }
-    assert_eq!(b.audit_head().await.unwrap(), (24, prev));
+    assert_eq!(b.audit_head().await.unwrap(), head(24, &prev));
+}
+
+/// The audit head `(seq, hash)`.
+fn head(seq: i64, hash: &str) -> AuditHead {
+    AuditHead {
+        seq,
+        hash: hash.to_owned(),
+    }
 }

@@ -12,8 +12,8 @@ pub async fn enrollment_spends_the_token_and_records_worker_and_certificate(db: 
     let worker = store.get_worker("w1").await.unwrap().unwrap();
     assert_eq!(worker.cert_serial, "s1");
     assert_eq!(worker.cert_expires_at, 200);
-    assert_eq!(worker.state, "active");
-    assert_eq!(worker.reported_state, "ready");
+    assert_eq!(worker.state, WorkerState::Active);
+    assert_eq!(worker.reported_state, ReportedState::Ready);
     assert_eq!(worker.worker_token_jti, "wt-s1");
     assert_eq!(worker.spiffe_id, "spiffe://berth.local/worker/w1");
     assert_eq!(worker.enrolled_at, 100);

@@ -10,9 +10,10 @@
 use std::collections::HashSet;
 
 use berth_controlplane::store::{
-    ApiKeyRow, AuditRow, Backend, ClusterIdentity, Enrollment, EnrollmentCredential,
-    HeartbeatUpdate, NewCertificate, NewJoinToken, NewSandbox, PlaceOutcome, Placement, Store,
-    StoreError,
+    ApiKeyRow, AuditHead, AuditRow, Backend, ClusterIdentity, DrainState, Enrollment,
+    EnrollmentCredential, ExpiredLease, HeartbeatUpdate, HeldLease, NewCertificate, NewJoinToken,
+    NewSandbox, PlaceOutcome, Placement, ReportedState, SandboxState, Store, StoreError,
+    WorkerState,
 };
 use berth_testkit::postgres as throwaway;
 
@@ -118,7 +119,7 @@ pub(crate) fn worker_token(jti: &str) -> EnrollmentCredential {
 pub(crate) fn heartbeat_of(worker_id: &str, max_sandboxes: i64, now_ms: i64) -> HeartbeatUpdate {
     HeartbeatUpdate {
         worker_id: worker_id.into(),
-        reported_state: "ready".into(),
+        reported_state: ReportedState::Ready,
         hostname: "host".into(),
         advertise_addr: format!("{worker_id}:1"),
         providers: "[]".into(),
@@ -365,7 +366,11 @@ async fn a_postgres_deadlock_victim_is_run_again() {
         .unwrap();
     let finishing = {
         let store = store.clone();
-        tokio::spawn(async move { store.finish_sandbox("s", "destroyed", "", 9).await })
+        tokio::spawn(async move {
+            store
+                .finish_sandbox("s", SandboxState::Destroyed, "", 9)
+                .await
+        })
     };
     berth_testkit::eventually(
         "finish_sandbox to wait for the worker row",
@@ -397,7 +402,7 @@ async fn a_postgres_deadlock_victim_is_run_again() {
         .unwrap()
         .expect("the deadlock victim was run again and finished");
     let row = store.get_sandbox("s").await.unwrap().unwrap();
-    assert_eq!(row.state, "destroyed");
+    assert_eq!(row.state, SandboxState::Destroyed);
     assert_eq!(row.generation, None);
 }
 

@@ -24,7 +24,7 @@ pub async fn a_sandbox_goes_from_creating_to_destroyed(db: Db) {
         Err(StoreError::Database(_))
     ));
     let row = store.get_sandbox("a").await.unwrap().unwrap();
-    assert_eq!(row.state, "creating");
+    assert_eq!(row.state, SandboxState::Creating);
     assert_eq!((row.provider.as_str(), row.image.as_str()), ("mock", "img"));
     assert_eq!((row.memory_mb, row.vcpus, row.expires_at), (64, 1, 100));
     assert_eq!(row.owner_id, "owner");
@@ -51,18 +51,26 @@ pub async fn a_sandbox_goes_from_creating_to_destroyed(db: Db) {
         .unwrap();
     let row = store.get_sandbox("a").await.unwrap().unwrap();
     assert_eq!(
-        (row.state.as_str(), row.vm_id.as_str()),
-        ("running", "vm-1")
+        (row.state, row.vm_id.as_str()),
+        (SandboxState::Running, "vm-1")
     );
     assert_eq!(
         store.leases_of("w1").await.unwrap(),
-        vec![("a".to_owned(), 1, "running".to_owned(), Some(5_000))]
+        vec![HeldLease {
+            sandbox_id: "a".to_owned(),
+            generation: 1,
+            state: SandboxState::Running,
+            started_at_ms: Some(5_000)
+        }]
     );
     assert_eq!(store.list_sandboxes().await.unwrap().len(), 1);
 
-    store.finish_sandbox("a", "destroyed", "", 7).await.unwrap();
+    store
+        .finish_sandbox("a", SandboxState::Destroyed, "", 7)
+        .await
+        .unwrap();
     let row = store.get_sandbox("a").await.unwrap().unwrap();
-    assert_eq!(row.state, "destroyed");
+    assert_eq!(row.state, SandboxState::Destroyed);
     assert_eq!(row.destroyed_at, Some(7));
     assert_eq!(row.generation, None);
     assert_eq!(reserved(&store, "w1").await, 0);
@@ -77,7 +85,7 @@ pub async fn sandboxes_are_listed_oldest_first_with_errors_kept(db: Db) {
         sandbox(&store, id).await;
     }
     store
-        .finish_sandbox("b", "error", "spawn failed", 3)
+        .finish_sandbox("b", SandboxState::Error, "spawn failed", 3)
         .await
         .unwrap();
     let listed: Vec<_> = store
@@ -90,13 +98,13 @@ pub async fn sandboxes_are_listed_oldest_first_with_errors_kept(db: Db) {
     assert_eq!(
         listed,
         vec![
-            ("a".to_owned(), "creating".to_owned(), String::new()),
+            ("a".to_owned(), SandboxState::Creating, String::new()),
             (
                 "b".to_owned(),
-                "error".to_owned(),
+                SandboxState::Error,
                 "spawn failed".to_owned()
             ),
-            ("c".to_owned(), "creating".to_owned(), String::new()),
+            ("c".to_owned(), SandboxState::Creating, String::new()),
         ]
     );
 }
@@ -117,7 +125,10 @@ pub async fn placement_reserves_capacity_and_never_overfills(db: Db) {
         store.get_sandbox("c").await.unwrap().unwrap().generation,
         None
     );
-    store.finish_sandbox("a", "destroyed", "", 5).await.unwrap();
+    store
+        .finish_sandbox("a", SandboxState::Destroyed, "", 5)
+        .await
+        .unwrap();
     let placed = place(&store, "c", "w1").await;
     assert_eq!(placed.generation, 1);
     assert_eq!(reserved(&store, "w1").await, 2);
@@ -260,17 +271,17 @@ pub async fn transitions_are_conditional_and_racing_ones_have_one_winner(db: Db)
     let [a, b] = db.replicas().await;
     sandbox(&a, "s").await;
     assert!(
-        a.transition_sandbox("s", &["creating"], "running")
+        a.transition_sandbox("s", &[SandboxState::Creating], SandboxState::Running)
             .await
             .unwrap()
     );
     assert!(
-        !a.transition_sandbox("s", &["creating"], "running")
+        !a.transition_sandbox("s", &[SandboxState::Creating], SandboxState::Running)
             .await
             .unwrap()
     );
     assert!(
-        !a.transition_sandbox("nope", &["creating"], "running")
+        !a.transition_sandbox("nope", &[SandboxState::Creating], SandboxState::Running)
             .await
             .unwrap()
     );
@@ -279,7 +290,7 @@ pub async fn transitions_are_conditional_and_racing_ones_have_one_winner(db: Db)
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(Box::pin(async move {
             store
-                .transition_sandbox("s", &["running"], "destroying")
+                .transition_sandbox("s", &[SandboxState::Running], SandboxState::Destroying)
                 .await
                 .unwrap()
         }));
@@ -287,11 +298,18 @@ pub async fn transitions_are_conditional_and_racing_ones_have_one_winner(db: Db)
     let won = race(tasks).await.into_iter().filter(|won| *won).count();
     assert_eq!(won, 1);
     assert!(
-        a.transition_sandbox("s", &["creating", "destroying"], "running")
-            .await
-            .unwrap()
+        a.transition_sandbox(
+            "s",
+            &[SandboxState::Creating, SandboxState::Destroying],
+            SandboxState::Running
+        )
+        .await
+        .unwrap()
     );
-    assert_eq!(b.get_sandbox("s").await.unwrap().unwrap().state, "running");
+    assert_eq!(
+        b.get_sandbox("s").await.unwrap().unwrap().state,
+        SandboxState::Running
+    );
 }
 
 pub async fn finishing_one_sandbox_twice_returns_its_slot_once(db: Db) {
@@ -305,7 +323,9 @@ pub async fn finishing_one_sandbox_twice_returns_its_slot_once(db: Db) {
     for i in 0..6 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(Box::pin(async move {
-            store.finish_sandbox("x", "destroyed", "", 9).await
+            store
+                .finish_sandbox("x", SandboxState::Destroyed, "", 9)
+                .await
         }));
     }
     for result in race(tasks).await {
@@ -335,7 +355,10 @@ pub async fn expiry_moves_only_for_live_sandboxes_and_never_shortens_the_lease(d
     );
     assert_eq!(store.expired_leases(20_001).await.unwrap().len(), 1);
     assert!(!store.set_sandbox_expiry("nope", 1, 1).await.unwrap());
-    store.finish_sandbox("a", "destroyed", "", 1).await.unwrap();
+    store
+        .finish_sandbox("a", SandboxState::Destroyed, "", 1)
+        .await
+        .unwrap();
     assert!(!store.set_sandbox_expiry("a", 700, 30_000).await.unwrap());
     assert_eq!(
         store.get_sandbox("a").await.unwrap().unwrap().expires_at,
@@ -352,13 +375,13 @@ pub async fn expired_sandboxes_are_running_ones_past_their_ttl(db: Db) {
     for id in ["old", "young", "gone"] {
         assert!(
             store
-                .transition_sandbox(id, &["creating"], "running")
+                .transition_sandbox(id, &[SandboxState::Creating], SandboxState::Running)
                 .await
                 .unwrap()
         );
     }
     store
-        .finish_sandbox("gone", "destroyed", "", 5)
+        .finish_sandbox("gone", SandboxState::Destroyed, "", 5)
         .await
         .unwrap();
     assert_eq!(store.expired_sandboxes(500).await.unwrap(), vec!["old"]);
@@ -380,8 +403,16 @@ pub async fn leases_renew_only_for_their_holder_and_generation(db: Db) {
     assert_eq!(
         store.expired_leases(10_001).await.unwrap(),
         vec![
-            ("a".to_owned(), "w1".to_owned(), 1),
-            ("b".to_owned(), "w1".to_owned(), 1)
+            ExpiredLease {
+                sandbox_id: "a".to_owned(),
+                worker_id: "w1".to_owned(),
+                generation: 1
+            },
+            ExpiredLease {
+                sandbox_id: "b".to_owned(),
+                worker_id: "w1".to_owned(),
+                generation: 1
+            }
         ]
     );
     let renewed = store
@@ -438,7 +469,7 @@ pub async fn mark_lost_is_conditional_and_racing_ones_have_one_winner(db: Db) {
     let won = race(tasks).await.into_iter().filter(|won| *won).count();
     assert_eq!(won, 1);
     let row = a.get_sandbox("s").await.unwrap().unwrap();
-    assert_eq!(row.state, "lost");
+    assert_eq!(row.state, SandboxState::Lost);
     assert_eq!(row.error, "its worker stopped heartbeating");
     assert_eq!(row.generation, None);
     assert_eq!(reserved(&a, "w1").await, 0);
@@ -452,7 +483,7 @@ pub async fn destroy_claims_have_one_winner_and_stalled_ones_one_taker(db: Db) {
         "not running yet"
     );
     assert!(
-        a.transition_sandbox("s", &["creating"], "running")
+        a.transition_sandbox("s", &[SandboxState::Creating], SandboxState::Running)
             .await
             .unwrap()
     );
@@ -466,7 +497,7 @@ pub async fn destroy_claims_have_one_winner_and_stalled_ones_one_taker(db: Db) {
     assert_eq!(race(tasks).await.into_iter().filter(|won| *won).count(), 1);
     assert_eq!(
         a.get_sandbox("s").await.unwrap().unwrap().state,
-        "destroying"
+        SandboxState::Destroying
     );
     assert!(!a.claim_destroy("nope", 1_000).await.unwrap());
 
@@ -489,7 +520,9 @@ pub async fn destroy_claims_have_one_winner_and_stalled_ones_one_taker(db: Db) {
         a.stalled_destroys(2_000).await.unwrap().is_empty(),
         "the taker's claim is fresh"
     );
-    a.finish_sandbox("s", "destroyed", "", 6).await.unwrap();
+    a.finish_sandbox("s", SandboxState::Destroyed, "", 6)
+        .await
+        .unwrap();
     assert!(a.stalled_destroys(i64::MAX).await.unwrap().is_empty());
     assert!(!a.reclaim_destroy("s", i64::MAX, 7_000).await.unwrap());
 }
@@ -532,7 +565,11 @@ pub async fn a_burst_of_state_changes_lands_each_as_alone(db: Db) {
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(winners[id], usize::from(i % 2 == 0), "marks of {id}");
         let row = a.get_sandbox(id).await.unwrap().unwrap();
-        let want = if i % 2 == 0 { "running" } else { "creating" };
+        let want = if i % 2 == 0 {
+            SandboxState::Running
+        } else {
+            SandboxState::Creating
+        };
         assert_eq!(row.state, want, "{id}");
         if i % 2 == 0 {
             assert_eq!(row.vm_id, format!("vm-{id}"));
@@ -548,7 +585,7 @@ pub async fn a_burst_of_state_changes_lands_each_as_alone(db: Db) {
             claims.push(Box::pin(async move {
                 if creating && round == 0 {
                     store
-                        .finish_sandbox(&id, "error", "spawn failed", 8)
+                        .finish_sandbox(&id, SandboxState::Error, "spawn failed", 8)
                         .await
                         .unwrap();
                     (id, false)
@@ -577,7 +614,9 @@ pub async fn a_burst_of_state_changes_lands_each_as_alone(db: Db) {
         for store in [a.clone(), b.clone()] {
             let id = id.clone();
             finishes.push(Box::pin(async move {
-                store.finish_sandbox(&id, "destroyed", "", 9).await
+                store
+                    .finish_sandbox(&id, SandboxState::Destroyed, "", 9)
+                    .await
             }));
         }
     }
@@ -589,15 +628,11 @@ pub async fn a_burst_of_state_changes_lands_each_as_alone(db: Db) {
     for (i, id) in ids.iter().enumerate() {
         let row = b.get_sandbox(id).await.unwrap().unwrap();
         let (state, error) = if i % 2 == 0 {
-            ("destroyed", "")
+            (SandboxState::Destroyed, "")
         } else {
-            ("error", "spawn failed")
+            (SandboxState::Error, "spawn failed")
         };
-        assert_eq!(
-            (row.state.as_str(), row.error.as_str()),
-            (state, error),
-            "{id}"
-        );
+        assert_eq!((row.state, row.error.as_str()), (state, error), "{id}");
     }
 }
 
@@ -646,7 +681,7 @@ pub async fn a_new_sandbox_is_placed_on_the_first_eligible_candidate_in_one_step
     assert_eq!(first.placement.generation, 1);
     assert_eq!(first.last_heartbeat_ms, 1_000);
     let row = store.get_sandbox("a").await.unwrap().unwrap();
-    assert_eq!(row.state, "creating");
+    assert_eq!(row.state, SandboxState::Creating);
     assert_eq!(
         (row.worker_id.as_deref(), row.generation),
         (Some("w1"), Some(1))
@@ -665,7 +700,10 @@ pub async fn a_new_sandbox_is_placed_on_the_first_eligible_candidate_in_one_step
     // a heartbeat older than the caller's freshness bound places nothing
     assert!(create("c", 1_001).await.is_none());
     let row = store.get_sandbox("c").await.unwrap().unwrap();
-    assert_eq!((row.state.as_str(), row.error.as_str()), ("error", "full"));
+    assert_eq!(
+        (row.state, row.error.as_str()),
+        (SandboxState::Error, "full")
+    );
     assert_eq!((row.worker_id, row.generation), (None, None));
     assert_eq!(
         reserved(&store, "w2").await,
@@ -713,7 +751,7 @@ pub async fn replicas_creating_at_once_fill_a_worker_exactly(db: Db) {
         .await
         .unwrap()
         .into_iter()
-        .filter(|row| row.state == "error")
+        .filter(|row| row.state == SandboxState::Error)
         .count();
     assert_eq!(errors, 15);
 }

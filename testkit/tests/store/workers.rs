@@ -55,18 +55,18 @@ pub async fn cordons_and_drains_are_persisted_and_conditional(db: Db) {
 
     store.start_drain("w1", Some(5_000)).await.unwrap();
     let worker = store.get_worker("w1").await.unwrap().unwrap();
-    assert_eq!(worker.drain_state, "draining");
+    assert_eq!(worker.drain_state, DrainState::Draining);
     assert_eq!(worker.drain_deadline_ms, Some(5_000));
     assert!(fresh(store.schedulable_workers(0).await.unwrap()).is_empty());
     assert!(store.mark_drained("w1").await.unwrap());
     assert!(!store.mark_drained("w1").await.unwrap(), "only once");
     assert_eq!(
         store.get_worker("w1").await.unwrap().unwrap().drain_state,
-        "drained"
+        DrainState::Drained
     );
     store.undrain("w1").await.unwrap();
     let worker = store.get_worker("w1").await.unwrap().unwrap();
-    assert_eq!(worker.drain_state, "");
+    assert_eq!(worker.drain_state, DrainState::None);
     assert_eq!(worker.drain_deadline_ms, None);
     assert!(!store.mark_drained("w1").await.unwrap(), "not draining");
     store.start_drain("w1", None).await.unwrap();
@@ -122,7 +122,7 @@ pub async fn schedulable_workers_are_fresh_ready_roomy_and_least_loaded_first(db
         "a full worker is no candidate"
     );
     let mut draining = heartbeat_of("w1", 2, 1_000);
-    draining.reported_state = "draining".into();
+    draining.reported_state = ReportedState::Draining;
     store.record_heartbeat(&draining).await.unwrap();
     assert_eq!(
         ids(store.schedulable_workers(500).await.unwrap()),
@@ -165,11 +165,11 @@ pub async fn revoking_a_worker_loses_its_sandboxes_and_refuses_its_certificates(
     refused.sort();
     assert_eq!(refused, vec!["renewed", "s-w1"]);
     let worker = store.get_worker("w1").await.unwrap().unwrap();
-    assert_eq!(worker.state, "revoked");
+    assert_eq!(worker.state, WorkerState::Revoked);
     assert_eq!(worker.reserved, 0);
     assert!(store.leases_of("w1").await.unwrap().is_empty());
     let a = store.get_sandbox("a").await.unwrap().unwrap();
-    assert_eq!(a.state, "lost");
+    assert_eq!(a.state, SandboxState::Lost);
     assert_eq!(a.generation, None);
     // the other worker is untouched
     assert_eq!(

@@ -1,24 +1,6 @@
-//! The SQLite connections of a store: one writer and a few read-only readers, each
-//! opened once and held for the store's life behind an async mutex.
-//!
-//! Why not a sqlx pool: a pooled connection goes back to the pool through a spawned
-//! task that first pings it, and sqlx runs each SQLite connection on its own thread,
-//! so every statement made through a pool cost a second thread hand-off and a task
-//! before the connection could be used again. With one writer (SQLite admits one at
-//! a time anyway) that ping sat inside the serial section of every write and halved
-//! the store's write rate. A local file cannot drop a connection, which is what the
-//! ping guards against in a network database; the Postgres backend keeps its pool.
-//!
-//! The writer is never closed while the store lives: closing SQLite's last
-//! connection removes the WAL files, which read-only connections cannot recreate.
-//!
-//! A write transaction can also be one batch of statements that opens and commits it
-//! itself ([`SqliteConnections::transaction_batch`]): sqlx hands every command to the
-//! connection's thread and its answer back, and that hand-off, not the SQL, is what a
-//! statement costs here (50–100 µs on a busy two-core machine, against a few µs in
-//! SQLite), all of it inside the one writer's serial section. A batch is one hand-off
-//! for the whole transaction instead of one per statement plus two for `BEGIN` and
-//! `COMMIT`.
+//! SQLite's connections: one writer and a few read-only readers, each opened once and
+//! held for the store's life behind an async mutex, and transaction batches on the
+//! writer (why: `store/sqlite.rs`, parts 1 and 2).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -26,8 +8,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Executor, Sqlite};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::StoreError;
-use super::sqlite_grouped::GroupedChanges;
+use super::grouped::GroupedChanges;
+use crate::store::StoreError;
 
 #[derive(Debug)]
 pub(crate) struct SqliteConnections {
@@ -38,7 +20,7 @@ pub(crate) struct SqliteConnections {
     readers: Vec<Mutex<Option<SqliteConnection>>>,
     /// Round-robin position over `readers`.
     next_reader: AtomicUsize,
-    /// Sandbox state changes waiting for the writer (`sqlite_grouped.rs`).
+    /// Sandbox state changes waiting for the writer (`grouped.rs`).
     grouped: GroupedChanges,
     #[cfg(test)]
     options: SqliteConnectOptions,
@@ -61,7 +43,7 @@ impl SqliteConnections {
         readers: usize,
     ) -> Result<Self, StoreError> {
         let mut writer = options.connect().await?;
-        super::SQLITE_MIGRATIONS.run_direct(&mut writer).await?;
+        super::MIGRATIONS.run_direct(&mut writer).await?;
         let read_only = options.clone().read_only(true);
         let mut opened = Vec::with_capacity(readers.max(1));
         for _ in 0..readers.max(1) {

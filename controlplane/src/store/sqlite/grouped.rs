@@ -1,16 +1,6 @@
-//! The sandbox state changes every spawn and destroy makes (mark running, claim the
-//! destroy, finish), grouped on SQLite: each caller queues its change and waits for
-//! the writer; whoever gets the writer first runs every change queued by then as one
-//! transaction batch and answers each caller (flat combining). One batch costs one
-//! hand-off to sqlx's SQLite thread, like one statement (`sqlite_connections.rs` says
-//! why that hand-off, not the SQL, is the cost), so under load many callers share it
-//! instead of each queuing behind the writer; a lone caller pays what a single
-//! statement did. The three kinds of change are three statements over a JSON array
-//! each (`json_each`), so the batch is one fixed text however many changes it holds.
-//!
-//! Within a batch the changes apply in the order mark running, claim, finish: a
-//! serial order their callers could have seen, since a sandbox can only be claimed
-//! once running and only finished once claimed (or failed, or lost).
+//! Grouped sandbox state changes (flat combining; why: `store/sqlite.rs`, part 3):
+//! the queue, the one batch that applies every queued change, and the answers to
+//! their callers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -19,8 +9,8 @@ use serde_json::json;
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::StoreError;
-use super::sqlite_connections::SqliteConnections;
+use super::SqliteConnections;
+use crate::store::{SandboxState, StoreError};
 
 /// One change of a sandbox's row.
 #[derive(Debug)]
@@ -33,11 +23,11 @@ pub(crate) enum SandboxChange {
     },
     /// `running` → `destroying`, for one destroyer.
     ClaimDestroy { id: String, at_ms: i64 },
-    /// Ends the sandbox in `state` (`destroyed`, `error`, `lost`): lease deleted, the
-    /// lease holder's slot given back.
+    /// Ends the sandbox in `state` (destroyed, error, lost): lease deleted, the lease
+    /// holder's slot given back.
     Finish {
         id: String,
-        state: String,
+        state: SandboxState,
         error: String,
         at: i64,
     },
@@ -142,7 +132,7 @@ async fn run_batch(
                 error,
                 at,
             } => {
-                finishes.insert(id, json!([id, state, error, at]));
+                finishes.insert(id, json!([id, state.as_str(), error, at]));
             }
         }
     }
