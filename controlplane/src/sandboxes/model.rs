@@ -172,7 +172,11 @@ pub fn parse_timeout(value: Option<&Value>) -> Result<Option<Duration>, SandboxE
                 return Ok(None);
             }
             match text.parse::<f64>() {
-                Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+                // `try_`: seconds past what a Duration holds ("1e300") are refused, not
+                // a panic
+                Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+                    Duration::try_from_secs_f64(secs).map_err(|_| bad(v))?
+                }
                 Ok(_) => return Err(bad(v)),
                 Err(_) => humantime::parse_duration(text).map_err(|_| bad(v))?,
             }
@@ -327,6 +331,14 @@ mod tests {
         assert!(parse_timeout(Some(&json!("soon"))).is_err());
         assert!(parse_timeout(Some(&json!(-1))).is_err());
         assert!(parse_timeout(Some(&json!([1]))).is_err());
+    }
+
+    #[test]
+    fn timeouts_beyond_a_duration_are_refused_not_a_panic() {
+        use serde_json::json;
+        for value in [json!("1e300"), json!("1e20"), json!(1e300), json!("inf")] {
+            assert!(parse_timeout(Some(&value)).is_err(), "{value}");
+        }
     }
 
     #[test]
