@@ -9,8 +9,9 @@ use berth_proto::v1 as pb;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Runtime;
-use crate::enroll::status_detail;
+use crate::clock::now_ms;
+use crate::control_planes::status_detail;
+use crate::runtime::Runtime;
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -20,7 +21,8 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     let mut target = 0usize;
     let mut failures = 0u32;
     loop {
-        let mut client = runtime.control_planes[target].clone();
+        let plane = runtime.control_planes.get(target);
+        let mut client = plane.client.clone();
         let mut request = tonic::Request::new(report(&runtime).await);
         request.set_timeout(HEARTBEAT_TIMEOUT);
         let result = tokio::select! {
@@ -44,12 +46,12 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
                 runtime.metrics.heartbeat_failures.inc();
                 tracing::warn!(
                     worker_id = %runtime.worker_id,
-                    control_plane = %runtime.config.control_plane[target],
+                    control_plane = %plane.url,
                     failures,
                     error = %status_detail(&status),
                     "heartbeat failed"
                 );
-                target = (target + 1) % runtime.control_planes.len();
+                target = runtime.control_planes.next(target);
             }
         }
         let delay = next_delay(interval, failures);
@@ -79,18 +81,22 @@ async fn destroy_unleased(runtime: &Runtime, sandbox_ids: &[String]) {
 /// One heartbeat to the first control plane that takes it (a drain's first and last
 /// word); failures are logged, the regular loop carries on regardless.
 pub(crate) async fn send_once(runtime: &Runtime) {
-    for (index, client) in runtime.control_planes.iter().enumerate() {
-        let mut request = tonic::Request::new(report(runtime).await);
-        request.set_timeout(HEARTBEAT_TIMEOUT);
-        match client.clone().heartbeat(request).await {
-            Ok(_) => return,
-            Err(status) => tracing::warn!(
-                worker_id = %runtime.worker_id,
-                control_plane = %runtime.config.control_plane[index],
-                error = %status_detail(&status),
-                "heartbeat failed"
-            ),
-        }
+    let sent = runtime
+        .control_planes
+        .call_in_turn(|mut client| async move {
+            let mut request = tonic::Request::new(report(runtime).await);
+            request.set_timeout(HEARTBEAT_TIMEOUT);
+            client.heartbeat(request).await
+        })
+        .await;
+    let Err(failures) = sent else { return };
+    for failure in failures {
+        tracing::warn!(
+            worker_id = %runtime.worker_id,
+            control_plane = %failure.url,
+            error = %status_detail(&failure.status),
+            "heartbeat failed"
+        );
     }
 }
 
@@ -121,7 +127,7 @@ async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
     };
     pb::HeartbeatRequest {
         worker_id: runtime.worker_id.clone(),
-        state: if runtime.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        state: if runtime.drain.is_own() {
             pb::WorkerState::Draining as i32
         } else {
             pb::WorkerState::Ready as i32
@@ -143,13 +149,6 @@ fn next_delay(interval: Duration, failures: u32) -> Duration {
             .min(interval)
     };
     base.mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -12,16 +12,16 @@ use std::time::Duration;
 use berth_proto::v1 as pb;
 use berth_proto::v1::worker_service_server::WorkerService;
 use futures::{Stream, StreamExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use status::provider_codes;
 
-use crate::agent::Runtime;
 use crate::metrics::{OutcomeLabels, WorkerMetrics};
 use crate::provider::{ExecEvent, ExecMode, ExecSpec, SandboxSpec};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use crate::runtime::Runtime;
 
 /// Longest exec a caller may ask for.
 const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);

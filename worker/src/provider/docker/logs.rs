@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::now_secs;
 use crate::provider::LogLine;
 
 /// Capacity of the channel handed to a reader.
@@ -78,7 +79,7 @@ fn parse_line(raw: &[u8]) -> LogLine {
         };
     }
     LogLine {
-        time_ms: crate::agent::now_secs() * 1000,
+        time_ms: now_secs() * 1000,
         line: text.to_owned(),
     }
 }
