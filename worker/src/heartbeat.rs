@@ -39,6 +39,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
                 if ack.heartbeat_interval_ms > 0 {
                     interval = Duration::from_millis(u64::from(ack.heartbeat_interval_ms));
                 }
+                note_drain_request(&runtime, ack.drain_requested);
                 destroy_unleased(&runtime, &ack.destroy_sandboxes).await;
             }
             Err(status) => {
@@ -59,6 +60,20 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Takes note of whether the control plane wants this worker drained. It only shows in
+/// the worker's status and metrics: the control plane runs that drain itself (see
+/// `runtime::DrainState`).
+fn note_drain_request(runtime: &Runtime, requested: bool) {
+    if !runtime.drain.set_requested(requested) {
+        return;
+    }
+    if requested {
+        tracing::info!(worker_id = %runtime.worker_id, "the control plane drains this worker");
+    } else {
+        tracing::info!(worker_id = %runtime.worker_id, "the control plane cancelled or finished this worker's drain");
     }
 }
 
@@ -100,8 +115,9 @@ pub(crate) async fn send_once(runtime: &Runtime) {
     }
 }
 
-/// What the worker tells the control plane: its state, provider health and the
-/// sandboxes it holds with their lease generations (which renews those leases).
+/// What the worker tells the control plane: its state (draining only when it drains
+/// itself), provider health and the sandboxes it holds with their lease generations
+/// (which renews those leases).
 async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
     let provider = &runtime.provider;
     let health = provider.health().await;

@@ -179,7 +179,7 @@ impl WorkerService for WorkerGrpc {
         };
         Ok(Response::new(pb::StatusResponse {
             worker_id: self.runtime.worker_id.clone(),
-            state: "ready".to_owned(),
+            state: self.runtime.drain.status_name().to_owned(),
             sandboxes: u32::try_from(sandboxes.len()).unwrap_or(u32::MAX),
             providers: vec![pb::ProviderHealth {
                 name: provider.name().to_owned(),
