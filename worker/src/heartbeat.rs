@@ -83,7 +83,7 @@ async fn destroy_unleased(runtime: &Runtime, sandbox_ids: &[String]) {
     for sandbox_id in sandbox_ids {
         match runtime.provider.destroy(sandbox_id).await {
             Ok(()) => {
-                runtime.fences.forget(sandbox_id);
+                runtime.fences.forget(sandbox_id).await;
                 tracing::info!(worker_id = %runtime.worker_id, %sandbox_id, "destroyed a sandbox without a lease")
             }
             Err(err) => {

@@ -40,10 +40,13 @@ impl WorkerGrpc {
         Self { runtime }
     }
 
-    fn admit(&self, sandbox_id: &str, generation: u64) -> Result<(), Status> {
+    /// Lets a mutating call through if its lease generation is in force; the raised
+    /// fence is durable before it returns.
+    async fn admit(&self, sandbox_id: &str, generation: u64) -> Result<(), Status> {
         self.runtime
             .fences
             .admit(sandbox_id, generation)
+            .await
             .map_err(|err| {
                 self.runtime.metrics.fence_refusals.inc();
                 status::from_fence(err)
@@ -123,7 +126,7 @@ impl WorkerService for WorkerGrpc {
         if spec.sandbox_id.is_empty() {
             return Err(status::bad_request("sandbox id is empty"));
         }
-        self.admit(&spec.sandbox_id, request.generation)?;
+        self.admit(&spec.sandbox_id, request.generation).await?;
         let info = self
             .runtime
             .provider
@@ -151,11 +154,11 @@ impl WorkerService for WorkerGrpc {
         request: Request<pb::DestroyRequest>,
     ) -> Result<Response<pb::DestroyResponse>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         let destroyed = self.runtime.provider.destroy(&request.sandbox_id).await;
         self.count(&self.runtime.metrics.destroys, &destroyed);
         destroyed.map_err(status::from_provider)?;
-        self.runtime.fences.forget(&request.sandbox_id);
+        self.runtime.fences.forget(&request.sandbox_id).await;
         tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %request.sandbox_id, "sandbox destroyed");
         Ok(Response::new(pb::DestroyResponse {}))
     }
@@ -195,7 +198,7 @@ impl WorkerService for WorkerGrpc {
         request: Request<pb::WorkerExecRequest>,
     ) -> Result<Response<pb::WorkerExecResponse>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         let spec = exec_spec(&request)?;
         let result = self.runtime.provider.exec(&request.sandbox_id, spec).await;
         self.count(&self.runtime.metrics.execs, &result);
@@ -213,7 +216,7 @@ impl WorkerService for WorkerGrpc {
         request: Request<pb::WorkerExecRequest>,
     ) -> Result<Response<ResponseStream<pb::ExecEvent>>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         let spec = exec_spec(&request)?;
         let events = self
             .runtime
@@ -283,7 +286,7 @@ impl WorkerService for WorkerGrpc {
             }) => header,
             _ => return Err(status::bad_request("the first message must be the header")),
         };
-        self.admit(&header.sandbox_id, header.generation)?;
+        self.admit(&header.sandbox_id, header.generation).await?;
         let data = incoming
             .map(|message| match message {
                 Ok(pb::WriteFileChunk {
@@ -343,7 +346,7 @@ impl WorkerService for WorkerGrpc {
         request: Request<pb::WorkerDeleteFileRequest>,
     ) -> Result<Response<pb::WorkerFileDone>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         self.runtime
             .provider
             .delete_file(&request.sandbox_id, &request.path, request.recursive)
@@ -357,7 +360,7 @@ impl WorkerService for WorkerGrpc {
         request: Request<pb::WorkerMoveFileRequest>,
     ) -> Result<Response<pb::WorkerFileDone>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         self.runtime
             .provider
             .move_file(&request.sandbox_id, &request.old_path, &request.new_path)
@@ -371,7 +374,7 @@ impl WorkerService for WorkerGrpc {
         request: Request<pb::WorkerChmodRequest>,
     ) -> Result<Response<pb::WorkerFileDone>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         self.runtime
             .provider
             .chmod(&request.sandbox_id, &request.path, request.mode)
