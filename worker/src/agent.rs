@@ -30,6 +30,9 @@ use crate::{WorkerConfig, WorkerError, drain, enroll, heartbeat, metrics, renewa
 /// How long open calls may take to finish once the worker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long the provider's own tasks may take to end after the server has stopped.
+const PROVIDER_GRACE: Duration = Duration::from_secs(10);
+
 /// Lease fences, kept in the data dir so adopted sandboxes keep theirs.
 const FENCES_FILE: &str = "fences.json";
 
@@ -58,10 +61,18 @@ impl RunningWorker {
         drain::drain_self(&self.runtime, deadline).await
     }
 
-    /// Waits until every task of the worker has stopped.
+    /// Waits until every task of the worker has stopped, then (bounded) for the
+    /// provider's own tasks.
     pub async fn wait(self) {
         self.tasks.close();
         self.tasks.wait().await;
+        let provider = self.runtime.provider.shutdown();
+        if tokio::time::timeout(PROVIDER_GRACE, provider)
+            .await
+            .is_err()
+        {
+            tracing::warn!(worker_id = %self.worker_id, grace = ?PROVIDER_GRACE, "provider tasks still running; leaving them");
+        }
     }
 }
 
