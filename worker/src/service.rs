@@ -1,6 +1,8 @@
 //! `berth.v1.WorkerService`, served to the control plane only (the server config
 //! refuses any other client identity at the handshake). Each call is fenced by lease
 //! generation when it mutates, converted to domain types, and handed to the provider.
+//! Each call runs in a span named after it carrying `worker_id` and `sandbox_id`, so
+//! what the provider logs on its behalf (in its background tasks too) carries them.
 
 mod status;
 
@@ -115,6 +117,7 @@ fn file_info(info: crate::provider::FileInfo) -> pb::FileInfo {
 
 #[tonic::async_trait]
 impl WorkerService for WorkerGrpc {
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().spec.as_ref().map_or("", |spec| spec.sandbox_id.as_str())))]
     async fn spawn(
         &self,
         request: Request<pb::SpawnRequest>,
@@ -141,7 +144,7 @@ impl WorkerService for WorkerGrpc {
             .await;
         self.count(&self.runtime.metrics.spawns, &info);
         let info = info.map_err(status::from_provider)?;
-        tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %info.sandbox_id, generation = request.generation, "sandbox spawned");
+        tracing::info!(generation = request.generation, "sandbox spawned");
         Ok(Response::new(pb::SpawnResponse {
             sandbox_id: info.sandbox_id,
             state: info.state.as_str().to_owned(),
@@ -149,6 +152,7 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn destroy(
         &self,
         request: Request<pb::DestroyRequest>,
@@ -159,10 +163,11 @@ impl WorkerService for WorkerGrpc {
         self.count(&self.runtime.metrics.destroys, &destroyed);
         destroyed.map_err(status::from_provider)?;
         self.runtime.fences.forget(&request.sandbox_id).await;
-        tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %request.sandbox_id, "sandbox destroyed");
+        tracing::info!("sandbox destroyed");
         Ok(Response::new(pb::DestroyResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
@@ -193,6 +198,7 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn exec(
         &self,
         request: Request<pb::WorkerExecRequest>,
@@ -211,6 +217,7 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn exec_stream(
         &self,
         request: Request<pb::WorkerExecRequest>,
@@ -231,6 +238,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn logs(
         &self,
         request: Request<pb::WorkerLogsRequest>,
@@ -255,6 +263,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn read_file(
         &self,
         request: Request<pb::WorkerFileRequest>,
@@ -274,6 +283,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = tracing::field::Empty))]
     async fn write_file(
         &self,
         request: Request<Streaming<pb::WriteFileChunk>>,
@@ -286,6 +296,7 @@ impl WorkerService for WorkerGrpc {
             }) => header,
             _ => return Err(status::bad_request("the first message must be the header")),
         };
+        tracing::Span::current().record("sandbox_id", tracing::field::display(&header.sandbox_id));
         self.admit(&header.sandbox_id, header.generation).await?;
         let data = incoming
             .map(|message| match message {
@@ -311,6 +322,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WriteFileResponse { size }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn list_files(
         &self,
         request: Request<pb::WorkerFileRequest>,
@@ -327,6 +339,7 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn stat_file(
         &self,
         request: Request<pb::WorkerFileRequest>,
@@ -341,6 +354,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(file_info(info)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn delete_file(
         &self,
         request: Request<pb::WorkerDeleteFileRequest>,
@@ -355,6 +369,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WorkerFileDone {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn move_file(
         &self,
         request: Request<pb::WorkerMoveFileRequest>,
@@ -369,6 +384,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WorkerFileDone {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn chmod(
         &self,
         request: Request<pb::WorkerChmodRequest>,
@@ -383,6 +399,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WorkerFileDone {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn glob(
         &self,
         request: Request<pb::WorkerGlobRequest>,

@@ -9,6 +9,7 @@ use bollard::query_parameters::LogsOptions;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::clock::now_secs;
 use crate::provider::LogLine;
@@ -33,31 +34,34 @@ pub fn read(
     };
     let mut stream = docker.logs(container, Some(options)).boxed();
     let (tx, rx) = mpsc::channel(READER_BUFFER);
-    tasks.spawn(async move {
-        loop {
-            let item = tokio::select! {
-                biased;
-                () = tx.closed() => return,
-                item = stream.next() => item,
-            };
-            let message = match item {
-                Some(Ok(
-                    LogOutput::StdOut { message }
-                    | LogOutput::StdErr { message }
-                    | LogOutput::Console { message },
-                )) => message,
-                Some(Ok(LogOutput::StdIn { .. })) => continue,
-                Some(Err(err)) => {
-                    tracing::debug!(error = %err, "a log stream ended early");
+    tasks.spawn(
+        async move {
+            loop {
+                let item = tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    item = stream.next() => item,
+                };
+                let message = match item {
+                    Some(Ok(
+                        LogOutput::StdOut { message }
+                        | LogOutput::StdErr { message }
+                        | LogOutput::Console { message },
+                    )) => message,
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                    Some(Err(err)) => {
+                        tracing::debug!(error = %err, "a log stream ended early");
+                        return;
+                    }
+                    None => return,
+                };
+                if tx.send(parse_line(&message)).await.is_err() {
                     return;
                 }
-                None => return,
-            };
-            if tx.send(parse_line(&message)).await.is_err() {
-                return;
             }
         }
-    });
+        .in_current_span(),
+    );
     rx
 }
 
