@@ -187,3 +187,64 @@ async fn a_worker_drains_itself_on_request_of_its_own() {
     worker.stop().await;
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_told_to_drain_says_so_in_its_status_and_metrics() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    config.id = Some("d1".into());
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let worker = TestWorker::start(config).await.unwrap();
+    let api = Api::new(&cp);
+    api.wait_ready().await;
+    let client = cp.worker_client(&worker);
+    let metrics = format!("http://{}/metrics", worker.metrics_addr.unwrap());
+    // (the worker's Status state, its berth_worker_draining gauge)
+    let seen = || {
+        let mut client = client.clone();
+        let metrics = metrics.clone();
+        async move {
+            let status = client
+                .status(berth_proto::v1::StatusRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            let gauge = text
+                .lines()
+                .find_map(|line| line.strip_prefix("berth_worker_draining "))
+                .map(|value| value.trim().to_owned());
+            (status.state, gauge.unwrap_or_default())
+        }
+    };
+    assert_eq!(seen().await, ("ready".to_owned(), "0".to_owned()));
+    let id = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, _) = api.post("/workers/d1/drain", json!({})).await;
+    assert_eq!(status, 200);
+    eventually("the worker says it drains", WAIT, || async {
+        (seen().await == ("draining".to_owned(), "1".to_owned())).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, sandbox) = api.get(&format!("/sandboxes/{id}")).await;
+    assert_eq!(
+        (status, sandbox["state"].clone()),
+        (200, json!("running")),
+        "a worker told to drain destroys nothing itself"
+    );
+
+    let (status, _) = api.post("/workers/d1/undrain", json!(null)).await;
+    assert_eq!(status, 200);
+    api.create_sandbox(json!({})).await;
+    eventually("the worker says it is ready again", WAIT, || async {
+        (seen().await == ("ready".to_owned(), "0".to_owned())).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    cp.stop().await;
+}

@@ -1,53 +1,43 @@
 //! Starting a worker: obtain an identity (stored, re-enrolled or freshly enrolled),
-//! then run the WorkerService server, the heartbeat loop and the renewal loop as
-//! tracked tasks that stop with the shutdown token.
+//! build the shared [`Runtime`], then run the WorkerService server, the heartbeat loop,
+//! the renewal loop and the metrics endpoint as tracked tasks that stop with the
+//! shutdown token. Start-up only: what the tasks share lives in `runtime`, the clock in
+//! `clock`, the control-plane clients in `control_planes`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_pki::transport::{DialOptions, mesh_channel};
 use berth_pki::{ReloadableIdentity, SpiffeId, mesh_client_config, worker_server_config};
 use berth_proto::v1 as pb;
-use berth_proto::v1::control_plane_client::ControlPlaneClient;
 use berth_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::now_secs;
+use crate::control_planes::ControlPlanes;
 use crate::fencing::Fences;
 use crate::identity::StoredIdentity;
 use crate::metrics::WorkerMetrics;
 use crate::provider::Provider;
 use crate::provider::docker::DockerProvider;
 use crate::provider::mock::MockProvider;
+use crate::runtime::{DrainState, Runtime};
 use crate::service::WorkerGrpc;
-use crate::{WorkerConfig, WorkerError, enroll, heartbeat, renewal};
+use crate::{WorkerConfig, WorkerError, drain, enroll, heartbeat, metrics, renewal};
 
 /// How long open calls may take to finish once the worker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the provider's own tasks may take to end after the server has stopped.
+const PROVIDER_GRACE: Duration = Duration::from_secs(10);
 
 /// Lease fences, kept in the data dir so adopted sandboxes keep theirs.
 const FENCES_FILE: &str = "fences.json";
 
 /// A stored certificate this close to expiry is treated as lapsed.
 const EXPIRY_MARGIN_SECS: i64 = 60;
-
-/// What the worker's tasks share.
-#[derive(Debug)]
-pub(crate) struct Runtime {
-    pub config: WorkerConfig,
-    pub worker_id: String,
-    pub identity: Arc<ReloadableIdentity>,
-    pub info: pb::WorkerInfo,
-    pub provider: Arc<dyn Provider>,
-    pub fences: Fences,
-    pub metrics: WorkerMetrics,
-    /// One lazily connecting client per configured control plane, tried in turn.
-    pub control_planes: Vec<ControlPlaneClient<tonic::transport::Channel>>,
-    /// Set by a self-drain: heartbeats say draining, so no new work comes.
-    pub draining: std::sync::atomic::AtomicBool,
-}
 
 /// A started worker. Cancel the shutdown token given to [`start`] to stop it, then
 /// [`RunningWorker::wait`].
@@ -68,41 +58,21 @@ impl RunningWorker {
     /// then what is left is destroyed; a last heartbeat reports the empty inventory.
     /// Returns how many sandboxes the deadline destroyed.
     pub async fn drain(&self, deadline: Duration) -> usize {
-        let runtime = &self.runtime;
-        runtime
-            .draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::info!(worker_id = %runtime.worker_id, ?deadline, "draining");
-        crate::heartbeat::send_once(runtime).await;
-        let until = tokio::time::Instant::now() + deadline;
-        let mut destroyed = 0;
-        loop {
-            let held = runtime.provider.list().await.unwrap_or_default();
-            if held.is_empty() {
-                break;
-            }
-            if tokio::time::Instant::now() >= until {
-                for sandbox in held {
-                    match runtime.provider.destroy(&sandbox.sandbox_id).await {
-                        Ok(()) => destroyed += 1,
-                        Err(err) => {
-                            tracing::warn!(sandbox_id = %sandbox.sandbox_id, error = %err, "cannot destroy at the drain deadline")
-                        }
-                    }
-                }
-                continue;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        crate::heartbeat::send_once(runtime).await;
-        tracing::info!(worker_id = %runtime.worker_id, destroyed, "drained");
-        destroyed
+        drain::drain_self(&self.runtime, deadline).await
     }
 
-    /// Waits until every task of the worker has stopped.
+    /// Waits until every task of the worker has stopped, then (bounded) for the
+    /// provider's own tasks.
     pub async fn wait(self) {
         self.tasks.close();
         self.tasks.wait().await;
+        let provider = self.runtime.provider.shutdown();
+        if tokio::time::timeout(PROVIDER_GRACE, provider)
+            .await
+            .is_err()
+        {
+            tracing::warn!(worker_id = %self.worker_id, grace = ?PROVIDER_GRACE, "provider tasks still running; leaving them");
+        }
     }
 }
 
@@ -133,11 +103,7 @@ pub async fn start(
         SpiffeId::control_plane(&stored.trust_domain),
         Some(identity.clone()),
     )?);
-    let mut control_planes = Vec::new();
-    for url in &config.control_plane {
-        let channel = mesh_channel(url, client_tls.clone(), DialOptions::default())?;
-        control_planes.push(ControlPlaneClient::new(channel));
-    }
+    let control_planes = ControlPlanes::connect(&config.control_plane, client_tls)?;
     let server_tls = Arc::new(worker_server_config(
         &ca_der,
         &stored.trust_domain,
@@ -156,8 +122,8 @@ pub async fn start(
         provider,
         fences,
         metrics: WorkerMetrics::new(),
-        draining: std::sync::atomic::AtomicBool::new(false),
         control_planes,
+        drain: DrainState::default(),
         config,
     });
 
@@ -184,11 +150,7 @@ pub async fn start(
             .await
             .map_err(|err| WorkerError::io(format!("metrics listener {addr}"), err))?;
         metrics_addr = listener.local_addr().ok();
-        tasks.spawn(crate::metrics::serve(
-            listener,
-            runtime.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(metrics::serve(listener, runtime.clone(), shutdown.clone()));
     }
     tasks.spawn(renewal::run(runtime.clone(), shutdown.clone()));
     tracing::info!(worker_id = %runtime.worker_id, %listen_addr, advertise = %runtime.info.advertise_addr, "worker started");
@@ -294,11 +256,4 @@ fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

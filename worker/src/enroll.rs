@@ -11,6 +11,7 @@ use berth_pki::{SpiffeId, bootstrap_client_config, generate_key_and_csr, mesh_cl
 use berth_proto::v1 as pb;
 use berth_proto::v1::control_plane_client::ControlPlaneClient;
 
+use crate::control_planes::status_detail;
 use crate::identity::{StoredIdentity, pem_to_der};
 use crate::{WorkerConfig, WorkerError};
 
@@ -182,19 +183,4 @@ pub(crate) fn is_unreachable(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
     )
-}
-
-/// A status message with its transport causes (TLS errors hide in the source chain).
-pub(crate) fn status_detail(status: &tonic::Status) -> String {
-    let mut detail = status.message().to_owned();
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        let text = err.to_string();
-        if !detail.contains(&text) {
-            detail.push_str(": ");
-            detail.push_str(&text);
-        }
-        source = err.source();
-    }
-    detail
 }

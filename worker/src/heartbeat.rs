@@ -9,8 +9,9 @@ use berth_proto::v1 as pb;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Runtime;
-use crate::enroll::status_detail;
+use crate::clock::now_ms;
+use crate::control_planes::status_detail;
+use crate::runtime::Runtime;
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -20,7 +21,8 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     let mut target = 0usize;
     let mut failures = 0u32;
     loop {
-        let mut client = runtime.control_planes[target].clone();
+        let plane = runtime.control_planes.get(target);
+        let mut client = plane.client.clone();
         let mut request = tonic::Request::new(report(&runtime).await);
         request.set_timeout(HEARTBEAT_TIMEOUT);
         let result = tokio::select! {
@@ -37,6 +39,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
                 if ack.heartbeat_interval_ms > 0 {
                     interval = Duration::from_millis(u64::from(ack.heartbeat_interval_ms));
                 }
+                note_drain_request(&runtime, ack.drain_requested);
                 destroy_unleased(&runtime, &ack.destroy_sandboxes).await;
             }
             Err(status) => {
@@ -44,12 +47,12 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
                 runtime.metrics.heartbeat_failures.inc();
                 tracing::warn!(
                     worker_id = %runtime.worker_id,
-                    control_plane = %runtime.config.control_plane[target],
+                    control_plane = %plane.url,
                     failures,
                     error = %status_detail(&status),
                     "heartbeat failed"
                 );
-                target = (target + 1) % runtime.control_planes.len();
+                target = runtime.control_planes.next(target);
             }
         }
         let delay = next_delay(interval, failures);
@@ -60,13 +63,27 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     }
 }
 
+/// Takes note of whether the control plane wants this worker drained. It only shows in
+/// the worker's status and metrics: the control plane runs that drain itself (see
+/// `runtime::DrainState`).
+fn note_drain_request(runtime: &Runtime, requested: bool) {
+    if !runtime.drain.set_requested(requested) {
+        return;
+    }
+    if requested {
+        tracing::info!(worker_id = %runtime.worker_id, "the control plane drains this worker");
+    } else {
+        tracing::info!(worker_id = %runtime.worker_id, "the control plane cancelled or finished this worker's drain");
+    }
+}
+
 /// Destroys sandboxes the control plane holds no lease for (left by a failed spawn,
 /// or kept while the worker was cut off and their leases went elsewhere).
 async fn destroy_unleased(runtime: &Runtime, sandbox_ids: &[String]) {
     for sandbox_id in sandbox_ids {
         match runtime.provider.destroy(sandbox_id).await {
             Ok(()) => {
-                runtime.fences.forget(sandbox_id);
+                runtime.fences.forget(sandbox_id).await;
                 tracing::info!(worker_id = %runtime.worker_id, %sandbox_id, "destroyed a sandbox without a lease")
             }
             Err(err) => {
@@ -79,23 +96,28 @@ async fn destroy_unleased(runtime: &Runtime, sandbox_ids: &[String]) {
 /// One heartbeat to the first control plane that takes it (a drain's first and last
 /// word); failures are logged, the regular loop carries on regardless.
 pub(crate) async fn send_once(runtime: &Runtime) {
-    for (index, client) in runtime.control_planes.iter().enumerate() {
-        let mut request = tonic::Request::new(report(runtime).await);
-        request.set_timeout(HEARTBEAT_TIMEOUT);
-        match client.clone().heartbeat(request).await {
-            Ok(_) => return,
-            Err(status) => tracing::warn!(
-                worker_id = %runtime.worker_id,
-                control_plane = %runtime.config.control_plane[index],
-                error = %status_detail(&status),
-                "heartbeat failed"
-            ),
-        }
+    let sent = runtime
+        .control_planes
+        .call_in_turn(|mut client| async move {
+            let mut request = tonic::Request::new(report(runtime).await);
+            request.set_timeout(HEARTBEAT_TIMEOUT);
+            client.heartbeat(request).await
+        })
+        .await;
+    let Err(failures) = sent else { return };
+    for failure in failures {
+        tracing::warn!(
+            worker_id = %runtime.worker_id,
+            control_plane = %failure.url,
+            error = %status_detail(&failure.status),
+            "heartbeat failed"
+        );
     }
 }
 
-/// What the worker tells the control plane: its state, provider health and the
-/// sandboxes it holds with their lease generations (which renews those leases).
+/// What the worker tells the control plane: its state (draining only when it drains
+/// itself), provider health and the sandboxes it holds with their lease generations
+/// (which renews those leases).
 async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
     let provider = &runtime.provider;
     let health = provider.health().await;
@@ -121,7 +143,7 @@ async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
     };
     pb::HeartbeatRequest {
         worker_id: runtime.worker_id.clone(),
-        state: if runtime.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        state: if runtime.drain.is_own() {
             pb::WorkerState::Draining as i32
         } else {
             pb::WorkerState::Ready as i32
@@ -143,13 +165,6 @@ fn next_delay(interval: Duration, failures: u32) -> Duration {
             .min(interval)
     };
     base.mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

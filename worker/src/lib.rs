@@ -4,7 +4,10 @@
 //! its life, and serves `berth.v1.WorkerService` over mTLS to the control plane only.
 
 mod agent;
+mod clock;
 mod config;
+mod control_planes;
+mod drain;
 mod enroll;
 mod error;
 pub mod fencing;
@@ -13,6 +16,7 @@ mod identity;
 pub mod metrics;
 pub mod provider;
 mod renewal;
+mod runtime;
 pub mod service;
 
 pub use agent::{RunningWorker, start};

@@ -1,6 +1,7 @@
 //! Prometheus metrics of a worker, served on its own `metrics_listen` address (plain
-//! HTTP; bind it where only the scraper reaches). Sandbox count, provider health and
-//! certificate expiry are read at scrape time; counters move as calls happen.
+//! HTTP; bind it where only the scraper reaches). Sandbox count, provider health,
+//! certificate expiry and whether the worker drains are read at scrape time; counters
+//! move as calls happen.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Runtime, now_secs};
+use crate::clock::now_secs;
+use crate::runtime::Runtime;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -38,6 +40,7 @@ pub struct WorkerMetrics {
     sandboxes: Gauge,
     provider_healthy: Family<ProviderLabels, Gauge>,
     certificate_expiry_days: Gauge<f64, AtomicU64>,
+    draining: Gauge,
 }
 
 impl Default for WorkerMetrics {
@@ -95,6 +98,12 @@ impl WorkerMetrics {
             "Days until the worker's certificate expires",
             certificate_expiry_days.clone(),
         );
+        let draining = Gauge::default();
+        registry.register(
+            "draining",
+            "1 while the worker drains, on its own account or the control plane's",
+            draining.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             spawns,
@@ -106,6 +115,7 @@ impl WorkerMetrics {
             sandboxes,
             provider_healthy,
             certificate_expiry_days,
+            draining,
         }
     }
 
@@ -133,6 +143,7 @@ impl WorkerMetrics {
             self.certificate_expiry_days
                 .set((info.not_after - now_secs()) as f64 / 86_400.0);
         }
+        self.draining.set(i64::from(runtime.drain.is_draining()));
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text

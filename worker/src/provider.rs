@@ -174,6 +174,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
 
     async fn health(&self) -> ProviderHealth;
 
+    /// Called once when the worker stops, after its server has: stops taking background
+    /// work and returns when what is in flight (command pumps, log followers) has
+    /// ended. Those end when their receivers drop, which the stopped server has done;
+    /// the worker bounds the wait all the same.
+    async fn shutdown(&self) {}
+
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError>;
 
     /// Removes the sandbox and everything it holds; `Ok` if it is already gone.

@@ -11,10 +11,10 @@ use berth_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerError;
-use crate::agent::{Runtime, now_secs};
-use crate::enroll::status_detail;
+use crate::clock::now_secs;
 use crate::identity::{StoredIdentity, pem_to_der};
 use crate::metrics::WorkerMetrics;
+use crate::runtime::Runtime;
 
 const RENEW_TIMEOUT: Duration = Duration::from_secs(20);
 const MIN_RETRY: Duration = Duration::from_secs(5);
@@ -78,44 +78,39 @@ fn renewal_delay(received_at: i64, not_after: i64, now: i64) -> Duration {
 /// One renewal; returns the new certificate's expiry.
 async fn renew_once(runtime: &Runtime) -> Result<i64, WorkerError> {
     let key = generate_key_and_csr(&runtime.worker_id)?;
-    let mut last_error = String::new();
-    for (index, client) in runtime.control_planes.iter().enumerate() {
-        let mut request = tonic::Request::new(pb::RenewCertificateRequest {
-            worker_id: runtime.worker_id.clone(),
-            csr_pem: key.csr_pem.clone(),
-        });
-        request.set_timeout(RENEW_TIMEOUT);
-        let response = match client.clone().renew_certificate(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                last_error = format!(
-                    "{}: {}",
-                    runtime.config.control_plane[index],
-                    status_detail(&status)
-                );
-                continue;
-            }
-        };
-        let cert = cert_info(&pem_to_der(&response.certificate_pem)?)?;
-        let current = cert_info(&runtime.identity.current_leaf_der())?;
-        let expected = current.spiffe_id.clone();
-        if cert.spiffe_id != expected || cert.is_ca {
-            return Err(WorkerError::BadEnrollment(format!(
-                "the renewed certificate does not carry {}",
-                expected.map(|id| id.to_string()).unwrap_or_default()
-            )));
-        }
-        runtime
-            .identity
-            .replace(&response.certificate_pem, &key.key_pem)?;
-        StoredIdentity::save_renewed(
-            &runtime.config.data_dir,
-            &key.key_pem,
-            &response.certificate_pem,
-        )?;
-        return Ok(cert.not_after);
+    let response = runtime
+        .control_planes
+        .call_in_turn(|mut client| {
+            let mut request = tonic::Request::new(pb::RenewCertificateRequest {
+                worker_id: runtime.worker_id.clone(),
+                csr_pem: key.csr_pem.clone(),
+            });
+            request.set_timeout(RENEW_TIMEOUT);
+            async move { client.renew_certificate(request).await }
+        })
+        .await
+        .map_err(|failures| {
+            let last = failures.last().map(ToString::to_string);
+            WorkerError::Unreachable(last.unwrap_or_default())
+        })?;
+    let cert = cert_info(&pem_to_der(&response.certificate_pem)?)?;
+    let current = cert_info(&runtime.identity.current_leaf_der())?;
+    let expected = current.spiffe_id.clone();
+    if cert.spiffe_id != expected || cert.is_ca {
+        return Err(WorkerError::BadEnrollment(format!(
+            "the renewed certificate does not carry {}",
+            expected.map(|id| id.to_string()).unwrap_or_default()
+        )));
     }
-    Err(WorkerError::Unreachable(last_error))
+    runtime
+        .identity
+        .replace(&response.certificate_pem, &key.key_pem)?;
+    StoredIdentity::save_renewed(
+        &runtime.config.data_dir,
+        &key.key_pem,
+        &response.certificate_pem,
+    )?;
+    Ok(cert.not_after)
 }
 
 #[cfg(test)]

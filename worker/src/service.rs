@@ -1,6 +1,8 @@
 //! `berth.v1.WorkerService`, served to the control plane only (the server config
 //! refuses any other client identity at the handshake). Each call is fenced by lease
 //! generation when it mutates, converted to domain types, and handed to the provider.
+//! Each call runs in a span named after it carrying `worker_id` and `sandbox_id`, so
+//! what the provider logs on its behalf (in its background tasks too) carries them.
 
 mod status;
 
@@ -12,16 +14,16 @@ use std::time::Duration;
 use berth_proto::v1 as pb;
 use berth_proto::v1::worker_service_server::WorkerService;
 use futures::{Stream, StreamExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use status::provider_codes;
 
-use crate::agent::Runtime;
 use crate::metrics::{OutcomeLabels, WorkerMetrics};
 use crate::provider::{ExecEvent, ExecMode, ExecSpec, SandboxSpec};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use crate::runtime::Runtime;
 
 /// Longest exec a caller may ask for.
 const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -40,10 +42,13 @@ impl WorkerGrpc {
         Self { runtime }
     }
 
-    fn admit(&self, sandbox_id: &str, generation: u64) -> Result<(), Status> {
+    /// Lets a mutating call through if its lease generation is in force; the raised
+    /// fence is durable before it returns.
+    async fn admit(&self, sandbox_id: &str, generation: u64) -> Result<(), Status> {
         self.runtime
             .fences
             .admit(sandbox_id, generation)
+            .await
             .map_err(|err| {
                 self.runtime.metrics.fence_refusals.inc();
                 status::from_fence(err)
@@ -112,6 +117,7 @@ fn file_info(info: crate::provider::FileInfo) -> pb::FileInfo {
 
 #[tonic::async_trait]
 impl WorkerService for WorkerGrpc {
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().spec.as_ref().map_or("", |spec| spec.sandbox_id.as_str())))]
     async fn spawn(
         &self,
         request: Request<pb::SpawnRequest>,
@@ -123,7 +129,7 @@ impl WorkerService for WorkerGrpc {
         if spec.sandbox_id.is_empty() {
             return Err(status::bad_request("sandbox id is empty"));
         }
-        self.admit(&spec.sandbox_id, request.generation)?;
+        self.admit(&spec.sandbox_id, request.generation).await?;
         let info = self
             .runtime
             .provider
@@ -138,7 +144,7 @@ impl WorkerService for WorkerGrpc {
             .await;
         self.count(&self.runtime.metrics.spawns, &info);
         let info = info.map_err(status::from_provider)?;
-        tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %info.sandbox_id, generation = request.generation, "sandbox spawned");
+        tracing::info!(generation = request.generation, "sandbox spawned");
         Ok(Response::new(pb::SpawnResponse {
             sandbox_id: info.sandbox_id,
             state: info.state.as_str().to_owned(),
@@ -146,20 +152,22 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn destroy(
         &self,
         request: Request<pb::DestroyRequest>,
     ) -> Result<Response<pb::DestroyResponse>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         let destroyed = self.runtime.provider.destroy(&request.sandbox_id).await;
         self.count(&self.runtime.metrics.destroys, &destroyed);
         destroyed.map_err(status::from_provider)?;
-        self.runtime.fences.forget(&request.sandbox_id);
-        tracing::info!(worker_id = %self.runtime.worker_id, sandbox_id = %request.sandbox_id, "sandbox destroyed");
+        self.runtime.fences.forget(&request.sandbox_id).await;
+        tracing::info!("sandbox destroyed");
         Ok(Response::new(pb::DestroyResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
@@ -179,7 +187,7 @@ impl WorkerService for WorkerGrpc {
         };
         Ok(Response::new(pb::StatusResponse {
             worker_id: self.runtime.worker_id.clone(),
-            state: "ready".to_owned(),
+            state: self.runtime.drain.status_name().to_owned(),
             sandboxes: u32::try_from(sandboxes.len()).unwrap_or(u32::MAX),
             providers: vec![pb::ProviderHealth {
                 name: provider.name().to_owned(),
@@ -190,12 +198,13 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn exec(
         &self,
         request: Request<pb::WorkerExecRequest>,
     ) -> Result<Response<pb::WorkerExecResponse>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         let spec = exec_spec(&request)?;
         let result = self.runtime.provider.exec(&request.sandbox_id, spec).await;
         self.count(&self.runtime.metrics.execs, &result);
@@ -208,12 +217,13 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn exec_stream(
         &self,
         request: Request<pb::WorkerExecRequest>,
     ) -> Result<Response<ResponseStream<pb::ExecEvent>>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         let spec = exec_spec(&request)?;
         let events = self
             .runtime
@@ -228,6 +238,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn logs(
         &self,
         request: Request<pb::WorkerLogsRequest>,
@@ -252,6 +263,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn read_file(
         &self,
         request: Request<pb::WorkerFileRequest>,
@@ -271,6 +283,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = tracing::field::Empty))]
     async fn write_file(
         &self,
         request: Request<Streaming<pb::WriteFileChunk>>,
@@ -283,7 +296,8 @@ impl WorkerService for WorkerGrpc {
             }) => header,
             _ => return Err(status::bad_request("the first message must be the header")),
         };
-        self.admit(&header.sandbox_id, header.generation)?;
+        tracing::Span::current().record("sandbox_id", tracing::field::display(&header.sandbox_id));
+        self.admit(&header.sandbox_id, header.generation).await?;
         let data = incoming
             .map(|message| match message {
                 Ok(pb::WriteFileChunk {
@@ -308,6 +322,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WriteFileResponse { size }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn list_files(
         &self,
         request: Request<pb::WorkerFileRequest>,
@@ -324,6 +339,7 @@ impl WorkerService for WorkerGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn stat_file(
         &self,
         request: Request<pb::WorkerFileRequest>,
@@ -338,12 +354,13 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(file_info(info)))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn delete_file(
         &self,
         request: Request<pb::WorkerDeleteFileRequest>,
     ) -> Result<Response<pb::WorkerFileDone>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         self.runtime
             .provider
             .delete_file(&request.sandbox_id, &request.path, request.recursive)
@@ -352,12 +369,13 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WorkerFileDone {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn move_file(
         &self,
         request: Request<pb::WorkerMoveFileRequest>,
     ) -> Result<Response<pb::WorkerFileDone>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         self.runtime
             .provider
             .move_file(&request.sandbox_id, &request.old_path, &request.new_path)
@@ -366,12 +384,13 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WorkerFileDone {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn chmod(
         &self,
         request: Request<pb::WorkerChmodRequest>,
     ) -> Result<Response<pb::WorkerFileDone>, Status> {
         let request = request.into_inner();
-        self.admit(&request.sandbox_id, request.generation)?;
+        self.admit(&request.sandbox_id, request.generation).await?;
         self.runtime
             .provider
             .chmod(&request.sandbox_id, &request.path, request.mode)
@@ -380,6 +399,7 @@ impl WorkerService for WorkerGrpc {
         Ok(Response::new(pb::WorkerFileDone {}))
     }
 
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn glob(
         &self,
         request: Request<pb::WorkerGlobRequest>,

@@ -159,6 +159,11 @@ impl Provider for DockerProvider {
         self.engine.health().await
     }
 
+    async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {
         check_env(&spec.env)?;
         let docker = self.docker().await?;

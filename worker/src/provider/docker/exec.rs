@@ -17,6 +17,7 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::engine::{engine_error, message_of, status_of};
 use super::scripts;
@@ -116,7 +117,8 @@ pub async fn stream(
         started_at,
         tx,
     };
-    tasks.spawn(pump.run(output));
+    // in the caller's span, so what the pump logs names the call's sandbox
+    tasks.spawn(pump.run(output).in_current_span());
     Ok(rx)
 }
 

@@ -19,6 +19,7 @@ use super::archive::{self, Head};
 use super::engine::{engine_error, message_of, status_of};
 use super::exec::{self, Command, Output};
 use super::scripts;
+use crate::clock::now_secs;
 use crate::provider::glob::Pattern;
 use crate::provider::paths::parent;
 use crate::provider::{ByteStream, FileInfo, ProviderError};
@@ -195,7 +196,7 @@ impl Files<'_> {
         spool.seek(SeekFrom::Start(0)).await.map_err(spool_error)?;
         let spool = spool.into_std().await;
         let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-        let mtime = crate::agent::now_secs().max(0) as u64;
+        let mtime = now_secs().max(0) as u64;
         let tar = archive::single_file(name, mode, size, mtime, spool);
         let options = UploadToContainerOptions {
             path: parent(path).to_owned(),

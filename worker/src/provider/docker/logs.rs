@@ -9,7 +9,9 @@ use bollard::query_parameters::LogsOptions;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
+use crate::clock::now_secs;
 use crate::provider::LogLine;
 
 /// Capacity of the channel handed to a reader.
@@ -32,31 +34,34 @@ pub fn read(
     };
     let mut stream = docker.logs(container, Some(options)).boxed();
     let (tx, rx) = mpsc::channel(READER_BUFFER);
-    tasks.spawn(async move {
-        loop {
-            let item = tokio::select! {
-                biased;
-                () = tx.closed() => return,
-                item = stream.next() => item,
-            };
-            let message = match item {
-                Some(Ok(
-                    LogOutput::StdOut { message }
-                    | LogOutput::StdErr { message }
-                    | LogOutput::Console { message },
-                )) => message,
-                Some(Ok(LogOutput::StdIn { .. })) => continue,
-                Some(Err(err)) => {
-                    tracing::debug!(error = %err, "a log stream ended early");
+    tasks.spawn(
+        async move {
+            loop {
+                let item = tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    item = stream.next() => item,
+                };
+                let message = match item {
+                    Some(Ok(
+                        LogOutput::StdOut { message }
+                        | LogOutput::StdErr { message }
+                        | LogOutput::Console { message },
+                    )) => message,
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                    Some(Err(err)) => {
+                        tracing::debug!(error = %err, "a log stream ended early");
+                        return;
+                    }
+                    None => return,
+                };
+                if tx.send(parse_line(&message)).await.is_err() {
                     return;
                 }
-                None => return,
-            };
-            if tx.send(parse_line(&message)).await.is_err() {
-                return;
             }
         }
-    });
+        .in_current_span(),
+    );
     rx
 }
 
@@ -78,7 +83,7 @@ fn parse_line(raw: &[u8]) -> LogLine {
         };
     }
     LogLine {
-        time_ms: crate::agent::now_secs() * 1000,
+        time_ms: now_secs() * 1000,
         line: text.to_owned(),
     }
 }

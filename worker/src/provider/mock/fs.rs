@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::now_secs;
 use crate::provider::glob::Pattern;
 use crate::provider::paths::parent;
 use crate::provider::{FileInfo, ProviderError};
@@ -323,12 +323,6 @@ fn dir_prefix(path: &str) -> String {
     } else {
         format!("{path}/")
     }
-}
-
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
 #[cfg(test)]
