@@ -41,11 +41,10 @@ async fn spawns_spread_across_workers_and_run_on_their_lease_holder() {
     assert_eq!(per_worker.get("w1"), Some(&3), "{per_worker:?}");
     // each exec reaches the sandbox's own filesystem on its own worker
     for id in &ids {
-        let (status, _) = fleet.api.exec(
-            id,
-            json!({"command": format!("echo {id} > me.txt")}),
-        )
-        .await;
+        let (status, _) = fleet
+            .api
+            .exec(id, json!({"command": format!("echo {id} > me.txt")}))
+            .await;
         assert_eq!(status, 200);
     }
     for id in &ids {
@@ -98,7 +97,10 @@ async fn a_stale_lease_generation_is_refused_by_the_worker() {
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(refused.message().contains("stale lease generation"));
     // and through the API the stale control plane gets a conflict, not a silent success
-    let (status, body) = fleet.api.exec(&id, json!({"command": "touch fenced"})).await;
+    let (status, body) = fleet
+        .api
+        .exec(&id, json!({"command": "touch fenced"}))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "CONFLICT");
     // a call without a generation is refused too

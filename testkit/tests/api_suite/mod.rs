@@ -135,48 +135,52 @@ pub async fn stream_lines(api: &Api, id: &str, body: Value) -> Vec<(Instant, Val
 pub async fn exec_answers_stacyvm_shapes(flavor: &Flavor) {
     let fleet = fleet(flavor, 1, 4).await;
     let id = id_of(&fleet.api.create_sandbox(json!({})).await);
-    let (status, result) = fleet.api.exec(
-        &id,
-        json!({"command": "echo", "args": ["a b", "it's"]}),
-    )
-    .await;
+    let (status, result) = fleet
+        .api
+        .exec(&id, json!({"command": "echo", "args": ["a b", "it's"]}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(result["exit_code"], 0);
     assert_eq!(result["stdout"], "a b it's\n");
     assert!(result["duration"].as_str().unwrap().ends_with("ms"));
 
-    let (_, result) = fleet.api.exec(
-        &id,
-        json!({"command": "echo out; echo err >&2; exit 3"}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(&id, json!({"command": "echo out; echo err >&2; exit 3"}))
+        .await;
     assert_eq!(result["exit_code"], 3);
     assert_eq!(result["stdout"], "out\n");
     assert_eq!(result["stderr"], "err\n");
 
-    let (_, result) = fleet.api.exec(&id, json!({"command": "no-such-tool"})).await;
+    let (_, result) = fleet
+        .api
+        .exec(&id, json!({"command": "no-such-tool"}))
+        .await;
     assert_eq!(result["exit_code"], 127);
     assert!(result["stderr"].as_str().unwrap().contains("not found"));
 
     // argv mode does not interpret shell syntax
-    let (_, result) = fleet.api.exec(
-        &id,
-        json!({"command": "echo", "args": ["a;", "$HOME"], "mode": "argv"}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(
+            &id,
+            json!({"command": "echo", "args": ["a;", "$HOME"], "mode": "argv"}),
+        )
+        .await;
     assert_eq!(result["stdout"], "a; $HOME\n");
 
-    let (_, result) = fleet.api.exec(
-        &id,
-        json!({"command": "pwd", "env": {"X": "1"}}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(&id, json!({"command": "pwd", "env": {"X": "1"}}))
+        .await;
     assert_eq!(result["stdout"], "/workspace\n");
-    let (_, result) = fleet.api.exec(
-        &id,
-        json!({"command": "echo $GREETING", "env": {"GREETING": "hi"}}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(
+            &id,
+            json!({"command": "echo $GREETING", "env": {"GREETING": "hi"}}),
+        )
+        .await;
     assert_eq!(result["stdout"], "hi\n");
     fleet.stop().await;
 }
@@ -241,7 +245,10 @@ pub async fn files_round_trip_binary_and_large_content(flavor: &Flavor) {
         .post(&files, json!({"path": "notes/a.txt", "content": "x"}))
         .await;
     assert_eq!(status, 404, "parent missing: {body}");
-    fleet.api.exec(&id, json!({"command": "mkdir -p notes"})).await;
+    fleet
+        .api
+        .exec(&id, json!({"command": "mkdir -p notes"}))
+        .await;
     let (status, body) = fleet
         .api
         .post(
@@ -422,15 +429,17 @@ pub async fn bad_paths_and_bad_requests_are_refused_clearly(flavor: &Flavor) {
         )
         .await;
     assert_eq!(status, 400);
-    let (status, body) = fleet.api.exec(&id, json!({"command": "echo", "mode": "magic"})).await;
+    let (status, body) = fleet
+        .api
+        .exec(&id, json!({"command": "echo", "mode": "magic"}))
+        .await;
     assert_eq!((status, body["code"].clone()), (400, json!("BAD_REQUEST")));
     let (status, _) = fleet.api.exec(&id, json!({"command": ""})).await;
     assert_eq!(status, 400);
-    let (status, body) = fleet.api.exec(
-        &id,
-        json!({"command": "sleep 5", "timeout": "200ms"}),
-    )
-    .await;
+    let (status, body) = fleet
+        .api
+        .exec(&id, json!({"command": "sleep 5", "timeout": "200ms"}))
+        .await;
     assert_eq!(
         (status, body["code"].clone()),
         (408, json!("TIMEOUT")),
@@ -530,7 +539,10 @@ pub async fn unknown_and_destroyed_sandboxes_are_404_and_destroy_races_act_once(
 pub async fn logs_record_lifecycle_and_execs_and_can_be_followed(flavor: &Flavor) {
     let fleet = fleet(flavor, 1, 4).await;
     let id = id_of(&fleet.api.create_sandbox(json!({})).await);
-    fleet.api.exec(&id, json!({"command": flavor.console("first")})).await;
+    fleet
+        .api
+        .exec(&id, json!({"command": flavor.console("first")}))
+        .await;
     let (status, lines) = fleet
         .api
         .get(&format!("/sandboxes/{id}/logs?lines=10"))
@@ -553,11 +565,10 @@ pub async fn logs_record_lifecycle_and_execs_and_can_be_followed(flavor: &Flavor
         .await
         .unwrap();
     let mut body = response.bytes_stream();
-    fleet.api.exec(
-        &id,
-        json!({"command": flavor.console("second")}),
-    )
-    .await;
+    fleet
+        .api
+        .exec(&id, json!({"command": flavor.console("second")}))
+        .await;
     let mut seen = String::new();
     let found = tokio::time::timeout(WAIT, async {
         while let Some(chunk) = body.next().await {
