@@ -3,28 +3,14 @@
 //! secrets never; and an edit or deletion made directly in the database found by
 //! verification at that record.
 
-use std::time::Duration;
-
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
 use serde_json::{Value, json};
 
-async fn setup() -> (TestControlPlane, TestWorker, Api, tempfile::TempDir) {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
-        .await
-        .unwrap();
-    let api = Api::new(&cp);
-    eventually("worker online", Duration::from_secs(10), || async {
-        (api.get("/ready").await.0 == 200).then_some(())
-    })
-    .await;
-    (cp, worker, api, dir)
-}
+use berth_testkit::{TestControlPlane, TestFleet};
 
 #[tokio::test]
 async fn mutating_calls_and_execs_are_recorded_without_secrets() {
-    let (cp, worker, api, _dir) = setup().await;
+    let fleet = TestFleet::start().await;
+    let (cp, worker, api) = (&fleet.cp, fleet.worker(0), &fleet.api);
     let (_, token) = api.post("/tokens", json!({"ttl": "5m"})).await;
     let join_token = token["token"].as_str().unwrap().to_owned();
     let sandbox = api.create_sandbox(json!({})).await;
@@ -115,8 +101,7 @@ async fn mutating_calls_and_execs_are_recorded_without_secrets() {
         )
         .await;
     assert_eq!(status, 403);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 async fn tamper(cp: &TestControlPlane, sql: &str) {
@@ -128,7 +113,8 @@ async fn tamper(cp: &TestControlPlane, sql: &str) {
 
 #[tokio::test]
 async fn edits_and_deletions_in_the_database_fail_verification_at_that_record() {
-    let (cp, worker, api, _dir) = setup().await;
+    let fleet = TestFleet::start().await;
+    let (cp, api) = (&fleet.cp, &fleet.api);
     let id = api.create_sandbox(json!({})).await["id"]
         .as_str()
         .unwrap()
@@ -144,7 +130,7 @@ async fn edits_and_deletions_in_the_database_fail_verification_at_that_record() 
     assert_eq!(verification["ok"], true);
 
     tamper(
-        &cp,
+        cp,
         "UPDATE audit_events SET detail = 'echo harmless' WHERE seq = 3",
     )
     .await;
@@ -153,19 +139,18 @@ async fn edits_and_deletions_in_the_database_fail_verification_at_that_record() 
     assert_eq!(verification["first_broken"]["seq"], 3);
 
     tamper(
-        &cp,
+        cp,
         "UPDATE audit_events SET detail = 'echo two' WHERE seq = 3",
     )
     .await;
     let (_, verification) = api.get("/audit/verify").await;
     assert_eq!(verification["ok"], true, "restored: {verification}");
 
-    tamper(&cp, "DELETE FROM audit_events WHERE seq = 2").await;
+    tamper(cp, "DELETE FROM audit_events WHERE seq = 2").await;
     let (_, verification) = api.get("/audit/verify").await;
     assert_eq!(verification["ok"], false);
     assert_eq!(verification["first_broken"]["seq"], 2);
     let reason: &Value = &verification["first_broken"]["reason"];
     assert!(reason.as_str().unwrap().contains("missing"), "{reason}");
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }

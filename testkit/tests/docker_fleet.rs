@@ -4,50 +4,32 @@
 //! away turning the provider unhealthy so the scheduler skips it, until it returns.
 //! Skipped visibly without an engine.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde_json::json;
+
 use berth_testkit::docker::{DockerCleanup, EngineProxy, docker_or_skip, unique_worker_id};
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
+use berth_testkit::{TestFleet, eventually};
 use berth_worker::DockerConfig;
 use berth_worker::provider::docker::DockerProvider;
 use berth_worker::provider::{Provider, SandboxSpec};
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn spec(id: &str) -> SandboxSpec {
     SandboxSpec {
-        sandbox_id: id.into(),
-        image: String::new(),
-        vcpus: 1,
         memory_mb: 64,
-        env: BTreeMap::new(),
-        metadata: BTreeMap::new(),
+        ..berth_testkit::spec(id)
     }
 }
 
-async fn control_plane() -> TestControlPlane {
-    TestControlPlane::start_with(|config| config.sandboxes.default_image = String::new()).await
-}
-
-async fn docker_worker(
-    cp: &TestControlPlane,
-    dir: &std::path::Path,
-    id: &str,
-    docker: &DockerConfig,
-    join: bool,
-) -> TestWorker {
-    let token = if join {
-        Some(cp.join_token(None).await)
-    } else {
-        None
-    };
-    let mut config = cp.worker_config(dir, token);
-    config.id = Some(id.to_owned());
-    config.provider = "docker".into();
-    config.docker = docker.clone();
-    TestWorker::start(config).await.unwrap()
+/// A control plane and one docker worker `id`, online.
+async fn fleet(docker: &DockerConfig, id: &str) -> TestFleet {
+    TestFleet::builder()
+        .docker(docker.clone())
+        .worker_ids(&[id])
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -64,9 +46,7 @@ async fn orphans_are_removed_and_other_workers_containers_left_alone() {
     own_provider.spawn(spec(&orphan)).await.unwrap();
     other_provider.spawn(spec(&foreign)).await.unwrap();
 
-    let cp = control_plane().await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = docker_worker(&cp, dir.path(), &mine, &docker, true).await;
+    let fleet = fleet(&docker, &mine).await;
     eventually("the orphan is removed", WAIT, || async {
         own_provider.list().await.ok()?.is_empty().then_some(())
     })
@@ -76,8 +56,7 @@ async fn orphans_are_removed_and_other_workers_containers_left_alone() {
     let left = other_provider.list().await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].sandbox_id, foreign);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
     assert_eq!(
         cleanup.run().await,
         1,
@@ -92,24 +71,22 @@ async fn a_leased_sandbox_is_adopted_across_a_worker_restart() {
     };
     let id = unique_worker_id("adopt");
     let _cleanup = DockerCleanup::new(&docker, &[&id]);
-    let cp = control_plane().await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = docker_worker(&cp, dir.path(), &id, &docker, true).await;
-    let api = Api::new(&cp);
-    api.wait_ready().await;
-    let sandbox = api.create_sandbox(json!({"ttl": "10m"})).await;
+    let mut fleet = fleet(&docker, &id).await;
+    let sandbox = fleet.api.create_sandbox(json!({"ttl": "10m"})).await;
     let sandbox_id = sandbox["id"].as_str().unwrap().to_owned();
     let exec = format!("/sandboxes/{sandbox_id}/exec");
-    let (status, _) = api
+    let (status, _) = fleet
+        .api
         .post(&exec, json!({"command": "echo kept > kept.txt"}))
         .await;
     assert_eq!(status, 200);
-    worker.stop().await;
+    fleet.stop_worker(0).await;
 
     // the fence was kept on disk
-    let fences = std::fs::read_to_string(dir.path().join("fences.json")).unwrap();
+    let fences = std::fs::read_to_string(fleet.worker_dir(0).join("fences.json")).unwrap();
     assert!(fences.contains(&sandbox_id), "{fences}");
-    let worker = docker_worker(&cp, dir.path(), &id, &docker, false).await;
+    fleet.restart_worker(0).await;
+    let api = &fleet.api;
     eventually("the restarted worker serves the sandbox", WAIT, || async {
         let (status, result) = api.post(&exec, json!({"command": "cat kept.txt"})).await;
         (status == 200 && result["stdout"] == "kept\n").then_some(())
@@ -121,8 +98,7 @@ async fn a_leased_sandbox_is_adopted_across_a_worker_restart() {
     assert_eq!(got["state"], "running", "{got}");
     let (status, _) = api.delete(&format!("/sandboxes/{sandbox_id}")).await;
     assert_eq!(status, 200);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
@@ -135,11 +111,8 @@ async fn an_unreachable_engine_makes_the_worker_unschedulable_until_it_returns()
     let _cleanup = DockerCleanup::new(&docker, &[&id]);
     let proxy = EngineProxy::start(&docker.host).await;
     docker.host = proxy.host();
-    let cp = control_plane().await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = docker_worker(&cp, dir.path(), &id, &docker, true).await;
-    let api = Api::new(&cp);
-    api.wait_ready().await;
+    let fleet = fleet(&docker, &id).await;
+    let api = &fleet.api;
 
     proxy.cut();
     eventually("the provider turns unhealthy", WAIT, || async {
@@ -158,6 +131,5 @@ async fn an_unreachable_engine_makes_the_worker_unschedulable_until_it_returns()
     .await;
     let sandbox = api.create_sandbox(json!({})).await;
     assert_eq!(sandbox["state"], "running");
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }

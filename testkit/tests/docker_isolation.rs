@@ -3,34 +3,19 @@
 //! no engine socket inside and nothing listening at the engine's usual ports, and the
 //! limits and hardening read back from the engine. Skipped visibly without an engine.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_testkit::docker::{DockerCleanup, docker_or_skip, unique_worker_id};
-use berth_testkit::eventually;
-use berth_worker::provider::docker::DockerProvider;
-use berth_worker::provider::{ExecMode, ExecSpec, Provider, SandboxSpec};
 use bollard::Docker;
+
+use berth_testkit::docker::{DockerCleanup, docker_or_skip, unique_worker_id};
+use berth_testkit::{eventually, shell};
+use berth_worker::provider::docker::DockerProvider;
+use berth_worker::provider::{Provider, SandboxSpec};
 
 fn spec(id: &str) -> SandboxSpec {
     SandboxSpec {
-        sandbox_id: id.into(),
-        image: String::new(),
-        vcpus: 1,
         memory_mb: 96,
-        env: BTreeMap::new(),
-        metadata: BTreeMap::new(),
-    }
-}
-
-fn shell(line: &str) -> ExecSpec {
-    ExecSpec {
-        command: line.into(),
-        args: Vec::new(),
-        mode: ExecMode::Shell,
-        env: BTreeMap::new(),
-        workdir: None,
-        timeout: Duration::from_secs(30),
+        ..berth_testkit::spec(id)
     }
 }
 

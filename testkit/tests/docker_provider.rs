@@ -7,36 +7,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_testkit::docker::{DockerCleanup, EngineProxy, docker_or_skip, unique_worker_id};
-use berth_testkit::eventually;
-use berth_worker::provider::docker::DockerProvider;
-use berth_worker::provider::{
-    ByteStream, ExecEvent, ExecMode, ExecSpec, Provider, ProviderError, SandboxSpec, SandboxState,
-};
 use bollard::Docker;
 use futures::StreamExt;
+
+use berth_testkit::docker::{DockerCleanup, EngineProxy, docker_or_skip, unique_worker_id};
+use berth_testkit::{eventually, shell};
+use berth_worker::provider::docker::DockerProvider;
+use berth_worker::provider::{
+    ByteStream, ExecEvent, ExecMode, Provider, ProviderError, SandboxSpec, SandboxState,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn spec(id: &str) -> SandboxSpec {
     SandboxSpec {
-        sandbox_id: id.into(),
-        image: String::new(),
-        vcpus: 1,
-        memory_mb: 128,
         env: BTreeMap::from([("GREETING".into(), "hello".into())]),
-        metadata: BTreeMap::new(),
-    }
-}
-
-fn shell(line: &str) -> ExecSpec {
-    ExecSpec {
-        command: line.into(),
-        args: Vec::new(),
-        mode: ExecMode::Shell,
-        env: BTreeMap::new(),
-        workdir: None,
-        timeout: Duration::from_secs(30),
+        ..berth_testkit::spec(id)
     }
 }
 

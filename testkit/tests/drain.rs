@@ -5,23 +5,19 @@
 
 use std::time::{Duration, Instant};
 
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
 use serde_json::json;
+
+use berth_testkit::{Api, TestControlPlane, TestFleet, TestWorker, eventually};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn fleet() -> (TestControlPlane, TestWorker, Api, tempfile::TempDir) {
-    let cp = TestControlPlane::start_with(|config| {
-        config.sandboxes.reap_interval = Duration::from_millis(100);
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("d1".into());
-    let worker = TestWorker::start(config).await.unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
-    (cp, worker, api, dir)
+/// One worker, `d1`, and a reaper every 100ms.
+async fn fleet() -> TestFleet {
+    TestFleet::builder()
+        .reap_interval(Duration::from_millis(100))
+        .worker_ids(&["d1"])
+        .start()
+        .await
 }
 
 async fn drain_state(api: &Api) -> String {
@@ -34,7 +30,8 @@ async fn drain_state(api: &Api) -> String {
 
 #[tokio::test]
 async fn a_drain_with_a_deadline_destroys_what_is_left_then_completes() {
-    let (cp, worker, api, _dir) = fleet().await;
+    let fleet = fleet().await;
+    let api = &fleet.api;
     let a = api.create_sandbox(json!({})).await["id"]
         .as_str()
         .unwrap()
@@ -57,10 +54,10 @@ async fn a_drain_with_a_deadline_destroys_what_is_left_then_completes() {
         .post(&format!("/sandboxes/{a}/exec"), json!({"command": "true"}))
         .await;
     assert_eq!(status, 200, "what runs keeps running until the deadline");
-    assert_eq!(drain_state(&api).await, "draining");
+    assert_eq!(drain_state(api).await, "draining");
 
     eventually("drained", WAIT, || async {
-        (drain_state(&api).await == "drained").then_some(())
+        (drain_state(api).await == "drained").then_some(())
     })
     .await;
     assert!(
@@ -83,13 +80,13 @@ async fn a_drain_with_a_deadline_destroys_what_is_left_then_completes() {
         (200, json!("none"))
     );
     api.create_sandbox(json!({})).await;
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn a_drain_without_a_deadline_waits_for_the_sandboxes_and_survives_a_restart() {
-    let (cp, worker, api, _dir) = fleet().await;
+    let fleet = fleet().await;
+    let api = &fleet.api;
     let id = api.create_sandbox(json!({})).await["id"]
         .as_str()
         .unwrap()
@@ -97,23 +94,22 @@ async fn a_drain_without_a_deadline_waits_for_the_sandboxes_and_survives_a_resta
     api.post("/workers/d1/drain", json!({})).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        drain_state(&api).await,
+        drain_state(api).await,
         "draining",
         "nothing is destroyed without a deadline"
     );
     let (status, _) = api.delete(&format!("/sandboxes/{id}")).await;
     assert_eq!(status, 200);
     eventually("drained once its last sandbox is gone", WAIT, || async {
-        (drain_state(&api).await == "drained").then_some(())
+        (drain_state(api).await == "drained").then_some(())
     })
     .await;
 
     // the drain state is persisted: a restarted control plane carries on with it
     api.post("/workers/d1/drain", json!({"deadline": "1h"}))
         .await;
-    let (data, config) = cp.stop_keeping_data().await;
-    let cp = TestControlPlane::restart(data, config).await;
-    let api = Api::new(&cp);
+    let fleet = fleet.restart_control_plane().await;
+    let api = &fleet.api;
     let (_, view) = api.get("/workers/d1").await;
     assert_eq!(view["drain"]["state"], "draining");
     assert!(view["drain"]["deadline_ms"].as_i64().is_some());
@@ -123,37 +119,37 @@ async fn a_drain_without_a_deadline_waits_for_the_sandboxes_and_survives_a_resta
         .post("/workers/d1/drain", json!({"deadline": "soon"}))
         .await;
     assert_eq!(status, 400);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn force_destroys_at_once() {
-    let (cp, worker, api, _dir) = fleet().await;
+    let fleet = fleet().await;
+    let api = &fleet.api;
     let id = api.create_sandbox(json!({})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     api.post("/workers/d1/drain", json!({"force": true})).await;
     eventually("drained", WAIT, || async {
-        (drain_state(&api).await == "drained").then_some(())
+        (drain_state(api).await == "drained").then_some(())
     })
     .await;
     let (status, _) = api.get(&format!("/sandboxes/{id}")).await;
     assert_eq!(status, 404);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn a_worker_drains_itself_on_request_of_its_own() {
-    let (cp, worker, api, _dir) = fleet().await;
+    let fleet = fleet().await;
+    let api = &fleet.api;
     let id = api.create_sandbox(json!({})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let started = Instant::now();
-    let destroyed = tokio::join!(worker.drain(Duration::from_secs(1)), async {
+    let destroyed = tokio::join!(fleet.worker(0).drain(Duration::from_secs(1)), async {
         eventually("draining by its own account", WAIT, || async {
             let (_, view) = api.get("/workers/d1").await;
             (view["status"] == "draining").then_some(())
@@ -168,8 +164,9 @@ async fn a_worker_drains_itself_on_request_of_its_own() {
     .0;
     assert_eq!(destroyed, 1, "what was left at the deadline was destroyed");
     assert!(started.elapsed() >= Duration::from_secs(1));
-    let status = cp
-        .worker_client(&worker)
+    let status = fleet
+        .cp
+        .worker_client(fleet.worker(0))
         .status(berth_proto::v1::StatusRequest::default())
         .await
         .unwrap()
@@ -184,8 +181,7 @@ async fn a_worker_drains_itself_on_request_of_its_own() {
         },
     )
     .await;
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]

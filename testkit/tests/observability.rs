@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
 use serde_json::json;
+
+use berth_testkit::{TestFleet, eventually, sample};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -20,25 +21,16 @@ async fn scrape(url: &str) -> String {
     response.text().await.unwrap()
 }
 
-/// The value of the sample whose line starts with `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_are_present_and_move_with_spawn_exec_and_destroy() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("m1".into());
-    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let worker = TestWorker::start(config).await.unwrap();
-    let api = Api::new(&cp);
-    let cp_metrics = format!("{}/metrics", cp.api_url());
-    let worker_metrics = format!("http://{}/metrics", worker.metrics_addr.unwrap());
+    let fleet = TestFleet::builder()
+        .worker_ids(&["m1"])
+        .worker(|config| config.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .await;
+    let api = &fleet.api;
+    let cp_metrics = format!("{}/metrics", fleet.cp.api_url());
+    let worker_metrics = format!("http://{}/metrics", fleet.worker(0).metrics_addr.unwrap());
 
     // enrollment alone shows the worker online; wait for its first heartbeat too
     let before = eventually(
@@ -164,19 +156,13 @@ async fn metrics_are_present_and_move_with_spawn_exec_and_destroy() {
         Some(1.0)
     );
     assert_eq!(sample(&worker_text, "berth_worker_sandboxes"), Some(0.0));
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn status_shows_the_fleet_at_a_glance() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
-        .await
-        .unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
+    let fleet = TestFleet::start().await;
+    let api = &fleet.api;
     api.create_sandbox(json!({})).await;
     let (status, body) = api.get("/status").await;
     assert_eq!(status, 200);
@@ -184,8 +170,7 @@ async fn status_shows_the_fleet_at_a_glance() {
     assert_eq!(body["workers"]["total"], 1);
     assert_eq!(body["workers"]["by_status"]["online"], 1);
     assert_eq!(body["sandboxes"]["by_state"]["running"], 1);
-    assert_eq!(body["ca"]["fingerprint"], cp.ca_fingerprint());
+    assert_eq!(body["ca"]["fingerprint"], fleet.cp.ca_fingerprint());
     assert_eq!(body["capacity"], 64);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use berth_controlplane::api_keys::{Scope, create_api_key};
 use berth_proto::v1 as pb;
 use berth_proto::v1::admin_client::AdminClient;
-use berth_testkit::{TestControlPlane, TestWorker, eventually};
-use serde_json::{Value, json};
+use berth_testkit::{TestControlPlane, TestFleet, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -166,7 +167,8 @@ async fn join_tokens_are_created_with_validated_settings() {
 
 #[tokio::test]
 async fn ready_needs_an_online_worker() {
-    let cp = TestControlPlane::start().await;
+    let mut fleet = TestFleet::builder().workers(0).start().await;
+    let cp = &fleet.cp;
     let ready = format!("{}/api/v1/ready", cp.api_url());
     let (status, _, body) = call(reqwest::Method::GET, ready.clone(), None, None).await;
     assert_eq!(status, 503);
@@ -181,26 +183,19 @@ async fn ready_needs_an_online_worker() {
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
 
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
-        .await
-        .unwrap();
+    fleet.add_worker(|_| {}).await;
     eventually("ready", WAIT, || async {
         let (status, _, _) = call(reqwest::Method::GET, ready.clone(), None, None).await;
         (status == 200).then_some(())
     })
     .await;
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn the_admin_grpc_service_shares_the_api_port() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("g1".into());
-    let worker = TestWorker::start(config).await.unwrap();
+    let fleet = TestFleet::builder().worker_ids(&["g1"]).start().await;
+    let cp = &fleet.cp;
 
     let channel = tonic::transport::Endpoint::from_shared(cp.api_url())
         .unwrap()
@@ -243,8 +238,7 @@ async fn the_admin_grpc_service_shares_the_api_port() {
     );
     let token = admin.create_join_token(request).await.unwrap().into_inner();
     assert_eq!(token.ca_sha256, cp.ca_fingerprint());
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 /// Every test above again, on a Postgres store: this test binary re-runs itself with

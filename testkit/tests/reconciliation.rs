@@ -6,30 +6,24 @@
 
 use std::time::Duration;
 
-use berth_proto::v1 as pb;
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
 use serde_json::json;
+
+use berth_proto::v1 as pb;
+use berth_testkit::{Api, TestFleet, eventually};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn fleet_with(
-    missed_heartbeats: u32,
-) -> (TestControlPlane, TestWorker, Api, tempfile::TempDir) {
-    let cp = TestControlPlane::start_with(|config| {
-        config.sandboxes.reap_interval = Duration::from_millis(200);
-        config.missed_heartbeats = missed_heartbeats;
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("k1".into());
-    let worker = TestWorker::start(config).await.unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
-    (cp, worker, api, dir)
+/// One worker, `k1`, a reaper every 200ms, and `missed_heartbeats` of grace.
+async fn fleet_with(missed_heartbeats: u32) -> TestFleet {
+    TestFleet::builder()
+        .reap_interval(Duration::from_millis(200))
+        .missed_heartbeats(missed_heartbeats)
+        .worker_ids(&["k1"])
+        .start()
+        .await
 }
 
-async fn fleet() -> (TestControlPlane, TestWorker, Api, tempfile::TempDir) {
+async fn fleet() -> TestFleet {
     fleet_with(10).await
 }
 
@@ -40,9 +34,10 @@ async fn state_of(api: &Api, id: &str) -> String {
 
 #[tokio::test]
 async fn a_sandbox_without_a_lease_is_destroyed_on_its_worker() {
-    let (cp, worker, api, _dir) = fleet().await;
+    let fleet = fleet().await;
+    let api = &fleet.api;
     let kept = api.create_sandbox(json!({})).await;
-    let mut client = cp.worker_client(&worker);
+    let mut client = fleet.cp.worker_client(fleet.worker(0));
     client
         .spawn(pb::SpawnRequest {
             spec: Some(pb::SandboxSpec {
@@ -67,22 +62,21 @@ async fn a_sandbox_without_a_lease_is_destroyed_on_its_worker() {
     .await;
     // the leased one is untouched
     let id = kept["id"].as_str().unwrap();
-    assert_eq!(state_of(&api, id).await, "running");
+    assert_eq!(state_of(api, id).await, "running");
     let (status, _) = api
         .post(&format!("/sandboxes/{id}/exec"), json!({"command": "true"}))
         .await;
     assert_eq!(status, 200);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn a_worker_that_stops_heartbeating_loses_its_sandboxes_then_comes_back_clean() {
-    let (cp, worker, api, dir) = fleet().await;
-    let sandbox = api.create_sandbox(json!({})).await;
+    let mut fleet = fleet().await;
+    let sandbox = fleet.api.create_sandbox(json!({})).await;
     let id = sandbox["id"].as_str().unwrap().to_owned();
-    let config = cp.worker_config(dir.path(), None);
-    worker.stop().await;
+    fleet.stop_worker(0).await;
+    let api = &fleet.api;
     eventually("unhealthy", WAIT, || async {
         let (_, view) = api.get("/workers/k1").await;
         (view["status"] == "unhealthy").then_some(())
@@ -93,33 +87,30 @@ async fn a_worker_that_stops_heartbeating_loses_its_sandboxes_then_comes_back_cl
         .await;
     assert_eq!(status, 503, "{body}");
     eventually("lost once the lease ran out", WAIT, || async {
-        (state_of(&api, &id).await == "lost").then_some(())
+        (state_of(api, &id).await == "lost").then_some(())
     })
     .await;
     // the slot came back: the worker, when it returns, takes new work
-    let mut config = config;
-    config.id = Some("k1".into());
-    let back = TestWorker::start(config).await.unwrap();
+    fleet.restart_worker(0).await;
+    let api = &fleet.api;
     api.wait_ready().await;
     let fresh = api.create_sandbox(json!({})).await;
     assert_eq!(fresh["worker_id"], "k1");
-    back.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn a_worker_back_without_its_sandboxes_gets_them_marked_lost() {
     // leases long enough (2 x 50 x 200ms) that only reconciliation can mark it lost
-    let (cp, worker, api, dir) = fleet_with(50).await;
-    let sandbox = api.create_sandbox(json!({})).await;
+    let mut fleet = fleet_with(50).await;
+    let sandbox = fleet.api.create_sandbox(json!({})).await;
     let id = sandbox["id"].as_str().unwrap().to_owned();
     // a restart of a mock worker loses its in-memory sandboxes, quicker than the lease
-    worker.stop().await;
-    let mut config = cp.worker_config(dir.path(), None);
-    config.id = Some("k1".into());
-    let back = TestWorker::start(config).await.unwrap();
+    fleet.stop_worker(0).await;
+    fleet.restart_worker(0).await;
+    let api = &fleet.api;
     eventually("lost by reconciliation", WAIT, || async {
-        (state_of(&api, &id).await == "lost").then_some(())
+        (state_of(api, &id).await == "lost").then_some(())
     })
     .await;
     let (_, lost) = api.get(&format!("/sandboxes/{id}")).await;
@@ -130,35 +121,35 @@ async fn a_worker_back_without_its_sandboxes_gets_them_marked_lost() {
             .contains("no longer reports"),
         "{lost}"
     );
-    back.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 /// Stops the control plane for longer than a lease (2 x 3 x 200ms) and starts it again
 /// on the same data and mesh port, reaping every 100ms so a reaper that judged the
 /// stale leases at once would beat the worker's first heartbeat.
-async fn restart_after_the_leases_ran_out(cp: TestControlPlane) -> TestControlPlane {
-    let mesh_addr = cp.mesh_addr;
-    let (data, mut config) = cp.stop_keeping_data().await;
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    config.mesh_listen = mesh_addr;
-    config.sandboxes.reap_interval = Duration::from_millis(100);
-    TestControlPlane::restart(data, config).await
+async fn restart_after_the_leases_ran_out(fleet: TestFleet) -> TestFleet {
+    let mesh_addr = fleet.cp.mesh_addr;
+    fleet
+        .restart_control_plane_after(Duration::from_millis(2_000), |config| {
+            config.mesh_listen = mesh_addr;
+            config.sandboxes.reap_interval = Duration::from_millis(100);
+        })
+        .await
 }
 
 #[tokio::test]
 async fn leases_that_ran_out_while_the_control_plane_was_down_are_renewed_by_live_workers() {
-    let (cp, worker, api, _dir) = fleet_with(3).await;
-    let id = api.create_sandbox(json!({})).await["id"]
+    let fleet = fleet_with(3).await;
+    let id = fleet.api.create_sandbox(json!({})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let cp = restart_after_the_leases_ran_out(cp).await;
-    let api = Api::new(&cp);
+    let fleet = restart_after_the_leases_ran_out(fleet).await;
+    let api = &fleet.api;
     api.wait_ready().await;
     // well past the heartbeat grace, so the reaper has judged the leases by now
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(state_of(&api, &id).await, "running");
+    assert_eq!(state_of(api, &id).await, "running");
     let (status, body) = api
         .post(
             &format!("/sandboxes/{id}/exec"),
@@ -170,33 +161,32 @@ async fn leases_that_ran_out_while_the_control_plane_was_down_are_renewed_by_liv
         (200, json!("kept\n")),
         "{body}"
     );
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn a_worker_that_stays_silent_after_a_control_plane_restart_loses_its_sandboxes() {
-    let (cp, worker, api, _dir) = fleet_with(3).await;
-    let id = api.create_sandbox(json!({})).await["id"]
+    let mut fleet = fleet_with(3).await;
+    let id = fleet.api.create_sandbox(json!({})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    worker.stop().await;
-    let cp = restart_after_the_leases_ran_out(cp).await;
-    let api = Api::new(&cp);
+    fleet.stop_worker(0).await;
+    let fleet = restart_after_the_leases_ran_out(fleet).await;
+    let api = &fleet.api;
     // the reaper runs every 100ms, but judges leases only after the grace (600ms)
     let judged_from = tokio::time::Instant::now() + Duration::from_millis(400);
     while tokio::time::Instant::now() < judged_from {
         assert_eq!(
-            state_of(&api, &id).await,
+            state_of(api, &id).await,
             "running",
             "judged before the grace"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     eventually("lost after the grace", WAIT, || async {
-        (state_of(&api, &id).await == "lost").then_some(())
+        (state_of(api, &id).await == "lost").then_some(())
     })
     .await;
-    cp.stop().await;
+    fleet.stop().await;
 }

@@ -2,22 +2,18 @@
 //! handshakes and its open connections), its worker token no longer re-enrolls, our
 //! channels to it are dropped and its sandboxes are marked lost.
 
-use berth_proto::v1 as pb;
-use berth_testkit::{Api, TestControlPlane, TestWorker};
 use serde_json::json;
+
+use berth_proto::v1 as pb;
+use berth_testkit::TestFleet;
 
 #[tokio::test]
 async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("r1".into());
-    let worker = TestWorker::start(config.clone()).await.unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
+    let mut fleet = TestFleet::builder().worker_ids(&["r1"]).start().await;
+    let (cp, api) = (&fleet.cp, &fleet.api);
     let sandbox = api.create_sandbox(json!({})).await;
     let id = sandbox["id"].as_str().unwrap().to_owned();
-    let stored = berth_worker::StoredIdentity::load(dir.path())
+    let stored = berth_worker::StoredIdentity::load(&fleet.worker_dir(0))
         .unwrap()
         .unwrap();
     // a mesh connection opened with the worker's certificate before the revocation
@@ -26,7 +22,7 @@ async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
         worker_id: "r1".into(),
         info: Some(pb::WorkerInfo {
             hostname: "h".into(),
-            advertise_addr: worker.listen_addr.to_string(),
+            advertise_addr: fleet.worker(0).listen_addr.to_string(),
             ..Default::default()
         }),
         ..Default::default()
@@ -73,7 +69,8 @@ async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
     assert_eq!(status, 503, "a revoked worker takes no sandboxes: {body}");
 
     // the old credentials cannot come back: re-enrolling with the worker token fails
-    worker.stop().await;
+    fleet.stop_worker(0).await;
+    let (cp, api) = (&fleet.cp, &fleet.api);
     let reenroll = cp
         .anonymous_mesh_client()
         .enroll(pb::EnrollRequest {
@@ -114,26 +111,20 @@ async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
     assert_eq!((status, body["code"].clone()), (404, json!("NOT_FOUND")));
     let (status, _) = api.post("/workers/r1/revoke", json!(null)).await;
     assert_eq!(status, 200, "revoking twice is harmless");
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn revocation_survives_a_control_plane_restart() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("r2".into());
-    let worker = TestWorker::start(config).await.unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
-    api.post("/workers/r2/revoke", json!(null)).await;
-    worker.stop().await;
-    let stored = berth_worker::StoredIdentity::load(dir.path())
+    let mut fleet = TestFleet::builder().worker_ids(&["r2"]).start().await;
+    fleet.api.post("/workers/r2/revoke", json!(null)).await;
+    fleet.stop_worker(0).await;
+    let stored = berth_worker::StoredIdentity::load(&fleet.worker_dir(0))
         .unwrap()
         .unwrap();
-    let (data, config) = cp.stop_keeping_data().await;
-    let again = TestControlPlane::restart(data, config).await;
+    let again = fleet.restart_control_plane().await;
     let refused = again
+        .cp
         .mesh_client_as(&stored.cert_pem, &stored.key_pem)
         .heartbeat(pb::HeartbeatRequest::default())
         .await
@@ -147,13 +138,8 @@ async fn revocation_survives_a_control_plane_restart() {
 
 #[tokio::test]
 async fn cordon_blocks_new_work_only_and_survives_a_restart() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("c1".into());
-    let worker = TestWorker::start(config).await.unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
+    let fleet = TestFleet::builder().worker_ids(&["c1"]).start().await;
+    let api = &fleet.api;
     let running = api.create_sandbox(json!({})).await;
     let id = running["id"].as_str().unwrap().to_owned();
 
@@ -183,13 +169,11 @@ async fn cordon_blocks_new_work_only_and_survives_a_restart() {
 
     // persisted: a restarted control plane still sees the cordon
     api.post("/workers/c1/cordon", json!(null)).await;
-    let (data, config) = cp.stop_keeping_data().await;
-    let cp = TestControlPlane::restart(data, config).await;
-    let api = Api::new(&cp);
+    let fleet = fleet.restart_control_plane().await;
+    let api = &fleet.api;
     let (_, view) = api.get("/workers/c1").await;
     assert_eq!(view["cordoned"], true);
     let (status, _) = api.post("/workers/nobody/cordon", json!(null)).await;
     assert_eq!(status, 404);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }

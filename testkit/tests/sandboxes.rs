@@ -2,20 +2,21 @@
 //! provider) over mTLS: scheduling, routed exec and streams, files, logs, fencing, and
 //! every bad input the API must refuse without leaking anything.
 
-use std::time::Duration;
-
 mod api_suite;
 
-use berth_proto::v1 as pb;
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
+use std::time::Duration;
+
 use serde_json::json;
+
+use berth_proto::v1 as pb;
+use berth_testkit::{TestFleet, eventually, id_of};
+
+use api_suite::Flavor;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-use api_suite::{Flavor, Fleet, exec, id_of};
-
 /// A mock fleet.
-async fn fleet(count: usize, max: u32) -> Fleet {
+async fn fleet(count: usize, max: u32) -> TestFleet {
     api_suite::fleet(&Flavor::mock(), count, max).await
 }
 
@@ -40,16 +41,14 @@ async fn spawns_spread_across_workers_and_run_on_their_lease_holder() {
     assert_eq!(per_worker.get("w1"), Some(&3), "{per_worker:?}");
     // each exec reaches the sandbox's own filesystem on its own worker
     for id in &ids {
-        let (status, _) = exec(
-            &fleet.api,
-            id,
-            json!({"command": format!("echo {id} > me.txt")}),
-        )
-        .await;
+        let (status, _) = fleet
+            .api
+            .exec(id, json!({"command": format!("echo {id} > me.txt")}))
+            .await;
         assert_eq!(status, 200);
     }
     for id in &ids {
-        let (_, result) = exec(&fleet.api, id, json!({"command": "cat me.txt"})).await;
+        let (_, result) = fleet.api.exec(id, json!({"command": "cat me.txt"})).await;
         assert_eq!(result["stdout"], format!("{id}\n"));
     }
     let (_, listed) = fleet.api.get("/sandboxes").await;
@@ -74,7 +73,7 @@ async fn a_stale_lease_generation_is_refused_by_the_worker() {
     let sandbox = fleet.api.create_sandbox(json!({})).await;
     let id = id_of(&sandbox);
     assert_eq!(sandbox["generation"], 1);
-    let mut worker = fleet.cp.worker_client(&fleet.workers[0]);
+    let mut worker = fleet.cp.worker_client(fleet.worker(0));
     // a newer control plane (generation 2) has acted on the sandbox...
     worker
         .exec(pb::WorkerExecRequest {
@@ -98,7 +97,10 @@ async fn a_stale_lease_generation_is_refused_by_the_worker() {
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(refused.message().contains("stale lease generation"));
     // and through the API the stale control plane gets a conflict, not a silent success
-    let (status, body) = exec(&fleet.api, &id, json!({"command": "touch fenced"})).await;
+    let (status, body) = fleet
+        .api
+        .exec(&id, json!({"command": "touch fenced"}))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "CONFLICT");
     // a call without a generation is refused too
@@ -117,8 +119,8 @@ async fn a_stale_lease_generation_is_refused_by_the_worker() {
 
 /// Checks through the worker (a read, not fenced) whether `fenced` exists: returns
 /// `ls`'s exit code.
-async fn exec_as_reader(fleet: &Fleet, id: &str) -> (u16, i64) {
-    let mut worker = fleet.cp.worker_client(&fleet.workers[0]);
+async fn exec_as_reader(fleet: &TestFleet, id: &str) -> (u16, i64) {
+    let mut worker = fleet.cp.worker_client(fleet.worker(0));
     let stat = worker
         .stat_file(pb::WorkerFileRequest {
             sandbox_id: id.to_owned(),
@@ -149,8 +151,8 @@ async fn unknown_and_destroyed_sandboxes_are_404_and_destroy_races_act_once() {
 async fn exec_on_a_sandbox_whose_worker_is_gone_is_unavailable() {
     let mut fleet = fleet(1, 4).await;
     let id = id_of(&fleet.api.create_sandbox(json!({})).await);
-    fleet.workers.pop().unwrap().stop().await;
-    let (status, body) = exec(&fleet.api, &id, json!({"command": "true"})).await;
+    fleet.stop_worker(0).await;
+    let (status, body) = fleet.api.exec(&id, json!({"command": "true"})).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "UNAVAILABLE");
     let (status, body) = fleet.api.post("/sandboxes", json!({})).await;
@@ -207,16 +209,11 @@ async fn extend_and_prune_follow_the_ttl() {
 
 #[tokio::test]
 async fn the_reaper_destroys_sandboxes_past_their_ttl() {
-    let cp = TestControlPlane::start_with(|config| {
-        config.sandboxes.reap_interval = Duration::from_millis(200);
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
-        .await
-        .unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
+    let fleet = TestFleet::builder()
+        .reap_interval(Duration::from_millis(200))
+        .start()
+        .await;
+    let api = &fleet.api;
     let short = id_of(&api.create_sandbox(json!({"ttl": "1s"})).await);
     let long = id_of(&api.create_sandbox(json!({"ttl": "1h"})).await);
     eventually("the expired sandbox is destroyed", WAIT, || async {
@@ -225,14 +222,14 @@ async fn the_reaper_destroys_sandboxes_past_their_ttl() {
     .await;
     assert_eq!(api.get(&format!("/sandboxes/{long}")).await.0, 200);
     // and it is gone from its worker too
-    let missing = cp
-        .worker_client(&worker)
+    let missing = fleet
+        .cp
+        .worker_client(fleet.worker(0))
         .status(pb::StatusRequest { sandbox_id: short })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
@@ -330,7 +327,7 @@ async fn a_create_or_destroy_whose_caller_goes_away_still_finishes() {
         listed.iter().find(|s| s["state"] == "running").map(id_of)
     })
     .await;
-    let (status, out) = exec(&fleet.api, &id, json!({"command": "echo usable"})).await;
+    let (status, out) = fleet.api.exec(&id, json!({"command": "echo usable"})).await;
     assert_eq!((status, out["stdout"].as_str()), (200, Some("usable\n")));
 
     let mut destroy = Box::pin(sandboxes.destroy(&id));

@@ -6,8 +6,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
 use serde_json::json;
+
+use berth_testkit::{TestFleet, eventually};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -35,22 +36,25 @@ async fn keys_and_tokens_never_appear_in_logs() {
         .with_ansi(false)
         .init();
 
-    let cp = TestControlPlane::start().await;
-    let api = Api::new(&cp);
-    let (status, issued) = api
+    let mut fleet = TestFleet::builder().workers(0).start().await;
+    let (status, issued) = fleet
+        .api
         .post("/tokens", json!({"ttl": "5m", "worker_id": "s1"}))
         .await;
     assert_eq!(status, 201);
     let join_token = issued["token"].as_str().unwrap().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(join_token.clone())))
-        .await
-        .unwrap();
+    let worker = fleet
+        .add_worker(|config| {
+            config.id = Some("s1".into());
+            config.join_token = Some(join_token.clone());
+        })
+        .await;
+    let api = &fleet.api;
     eventually("online", Duration::from_secs(10), || async {
         (api.get("/ready").await.0 == 200).then_some(())
     })
     .await;
-    let worker_token = berth_worker::StoredIdentity::load(dir.path())
+    let worker_token = berth_worker::StoredIdentity::load(&fleet.worker_dir(worker))
         .unwrap()
         .unwrap()
         .worker_token;
@@ -71,8 +75,8 @@ async fn keys_and_tokens_never_appear_in_logs() {
     )
     .await;
     api.delete(&format!("/sandboxes/{id}")).await;
-    worker.stop().await;
-    cp.stop().await;
+    let api = api.clone();
+    fleet.stop().await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("worker enrolled"), "logging was captured");

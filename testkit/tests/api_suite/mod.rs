@@ -7,11 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use berth_testkit::docker::{DockerCleanup, docker_or_skip, unique_worker_id};
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually};
-use berth_worker::DockerConfig;
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+use berth_testkit::docker::docker_or_skip;
+use berth_testkit::{Api, TestFleet, eventually, id_of};
+use berth_worker::DockerConfig;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -87,7 +88,7 @@ impl Flavor {
             }
             Some(_) => {
                 eventually("the command is killed", WAIT, || async {
-                    let (_, result) = exec(api, id, json!({"command": "ps -o args"})).await;
+                    let (_, result) = api.exec(id, json!({"command": "ps -o args"})).await;
                     let listing = result["stdout"].as_str()?.to_owned();
                     (!listing.lines().any(|l| l == command)).then_some(())
                 })
@@ -97,81 +98,15 @@ impl Flavor {
     }
 }
 
-pub struct Fleet {
-    pub cp: TestControlPlane,
-    pub workers: Vec<TestWorker>,
-    pub api: Api,
-    _dir: tempfile::TempDir,
-    /// Removes the fleet's containers when dropped (docker).
-    _cleanup: Option<DockerCleanup>,
-}
-
-/// A control plane and `count` online workers holding up to `max` sandboxes each.
-pub async fn fleet(flavor: &Flavor, count: usize, max: u32) -> Fleet {
-    let cp = match flavor.docker {
-        // with docker workers the image comes from the worker's config
-        Some(_) => {
-            TestControlPlane::start_with(|config| config.sandboxes.default_image = String::new())
-                .await
-        }
-        None => TestControlPlane::start().await,
-    };
-    let cleanup = flavor
-        .docker
-        .as_ref()
-        .map(|docker| DockerCleanup::new(docker, &[]));
-    let dir = tempfile::tempdir().unwrap();
-    let mut workers = Vec::new();
-    for index in 0..count {
-        let mut config = cp.worker_config(
-            &dir.path().join(format!("w{index}")),
-            Some(cp.join_token(None).await),
-        );
-        let id = match &flavor.docker {
-            Some(docker) => {
-                config.provider = "docker".into();
-                config.docker = docker.clone();
-                unique_worker_id(&format!("w{index}"))
-            }
-            None => format!("w{index}"),
-        };
-        if let Some(cleanup) = &cleanup {
-            cleanup.add(&id);
-        }
-        config.id = Some(id);
-        config.capacity.max_sandboxes = max;
-        workers.push(TestWorker::start(config).await.unwrap());
-    }
-    let api = Api::new(&cp);
-    eventually("workers online", WAIT, || async {
-        let (_, ready) = api.get("/ready").await;
-        (ready["workers_online"].as_u64() == Some(count as u64)).then_some(())
-    })
-    .await;
-    Fleet {
-        cp,
-        workers,
-        api,
-        _dir: dir,
-        _cleanup: cleanup,
-    }
-}
-
-impl Fleet {
-    pub async fn stop(self) {
-        for worker in self.workers {
-            worker.stop().await;
-        }
-        self.cp.stop().await;
-    }
-}
-
-pub async fn exec(api: &Api, id: &str, body: Value) -> (u16, Value) {
-    api.post(&format!("/sandboxes/{id}/exec"), body).await
-}
-
-pub fn id_of(sandbox: &Value) -> String {
-    sandbox["id"].as_str().unwrap().to_owned()
+/// A control plane and `count` online workers of `flavor` holding up to `max`
+/// sandboxes each.
+pub async fn fleet(flavor: &Flavor, count: usize, max: u32) -> TestFleet {
+    TestFleet::builder()
+        .workers(count)
+        .max_sandboxes(max)
+        .docker(flavor.docker.clone())
+        .start()
+        .await
 }
 
 /// Reads an NDJSON exec stream, returning each line with the time it arrived.
@@ -200,53 +135,52 @@ pub async fn stream_lines(api: &Api, id: &str, body: Value) -> Vec<(Instant, Val
 pub async fn exec_answers_stacyvm_shapes(flavor: &Flavor) {
     let fleet = fleet(flavor, 1, 4).await;
     let id = id_of(&fleet.api.create_sandbox(json!({})).await);
-    let (status, result) = exec(
-        &fleet.api,
-        &id,
-        json!({"command": "echo", "args": ["a b", "it's"]}),
-    )
-    .await;
+    let (status, result) = fleet
+        .api
+        .exec(&id, json!({"command": "echo", "args": ["a b", "it's"]}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(result["exit_code"], 0);
     assert_eq!(result["stdout"], "a b it's\n");
     assert!(result["duration"].as_str().unwrap().ends_with("ms"));
 
-    let (_, result) = exec(
-        &fleet.api,
-        &id,
-        json!({"command": "echo out; echo err >&2; exit 3"}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(&id, json!({"command": "echo out; echo err >&2; exit 3"}))
+        .await;
     assert_eq!(result["exit_code"], 3);
     assert_eq!(result["stdout"], "out\n");
     assert_eq!(result["stderr"], "err\n");
 
-    let (_, result) = exec(&fleet.api, &id, json!({"command": "no-such-tool"})).await;
+    let (_, result) = fleet
+        .api
+        .exec(&id, json!({"command": "no-such-tool"}))
+        .await;
     assert_eq!(result["exit_code"], 127);
     assert!(result["stderr"].as_str().unwrap().contains("not found"));
 
     // argv mode does not interpret shell syntax
-    let (_, result) = exec(
-        &fleet.api,
-        &id,
-        json!({"command": "echo", "args": ["a;", "$HOME"], "mode": "argv"}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(
+            &id,
+            json!({"command": "echo", "args": ["a;", "$HOME"], "mode": "argv"}),
+        )
+        .await;
     assert_eq!(result["stdout"], "a; $HOME\n");
 
-    let (_, result) = exec(
-        &fleet.api,
-        &id,
-        json!({"command": "pwd", "env": {"X": "1"}}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(&id, json!({"command": "pwd", "env": {"X": "1"}}))
+        .await;
     assert_eq!(result["stdout"], "/workspace\n");
-    let (_, result) = exec(
-        &fleet.api,
-        &id,
-        json!({"command": "echo $GREETING", "env": {"GREETING": "hi"}}),
-    )
-    .await;
+    let (_, result) = fleet
+        .api
+        .exec(
+            &id,
+            json!({"command": "echo $GREETING", "env": {"GREETING": "hi"}}),
+        )
+        .await;
     assert_eq!(result["stdout"], "hi\n");
     fleet.stop().await;
 }
@@ -311,7 +245,10 @@ pub async fn files_round_trip_binary_and_large_content(flavor: &Flavor) {
         .post(&files, json!({"path": "notes/a.txt", "content": "x"}))
         .await;
     assert_eq!(status, 404, "parent missing: {body}");
-    exec(&fleet.api, &id, json!({"command": "mkdir -p notes"})).await;
+    fleet
+        .api
+        .exec(&id, json!({"command": "mkdir -p notes"}))
+        .await;
     let (status, body) = fleet
         .api
         .post(
@@ -492,16 +429,17 @@ pub async fn bad_paths_and_bad_requests_are_refused_clearly(flavor: &Flavor) {
         )
         .await;
     assert_eq!(status, 400);
-    let (status, body) = exec(&fleet.api, &id, json!({"command": "echo", "mode": "magic"})).await;
+    let (status, body) = fleet
+        .api
+        .exec(&id, json!({"command": "echo", "mode": "magic"}))
+        .await;
     assert_eq!((status, body["code"].clone()), (400, json!("BAD_REQUEST")));
-    let (status, _) = exec(&fleet.api, &id, json!({"command": ""})).await;
+    let (status, _) = fleet.api.exec(&id, json!({"command": ""})).await;
     assert_eq!(status, 400);
-    let (status, body) = exec(
-        &fleet.api,
-        &id,
-        json!({"command": "sleep 5", "timeout": "200ms"}),
-    )
-    .await;
+    let (status, body) = fleet
+        .api
+        .exec(&id, json!({"command": "sleep 5", "timeout": "200ms"}))
+        .await;
     assert_eq!(
         (status, body["code"].clone()),
         (408, json!("TIMEOUT")),
@@ -545,7 +483,7 @@ pub async fn unknown_and_destroyed_sandboxes_are_404_and_destroy_races_act_once(
     for (status, body) in [
         fleet.api.get("/sandboxes/sbx-nope").await,
         fleet.api.delete("/sandboxes/sbx-nope").await,
-        exec(&fleet.api, "sbx-nope", json!({"command": "true"})).await,
+        fleet.api.exec("sbx-nope", json!({"command": "true"})).await,
         fleet.api.get("/sandboxes/sbx-nope/files/list").await,
         fleet.api.get("/sandboxes/sbx-nope/logs").await,
     ] {
@@ -565,7 +503,7 @@ pub async fn unknown_and_destroyed_sandboxes_are_404_and_destroy_races_act_once(
     for (status, body) in [
         fleet.api.get(&path).await,
         fleet.api.delete(&path).await,
-        exec(&fleet.api, &id, json!({"command": "true"})).await,
+        fleet.api.exec(&id, json!({"command": "true"})).await,
     ] {
         assert_eq!(
             (status, body["code"].clone()),
@@ -601,7 +539,10 @@ pub async fn unknown_and_destroyed_sandboxes_are_404_and_destroy_races_act_once(
 pub async fn logs_record_lifecycle_and_execs_and_can_be_followed(flavor: &Flavor) {
     let fleet = fleet(flavor, 1, 4).await;
     let id = id_of(&fleet.api.create_sandbox(json!({})).await);
-    exec(&fleet.api, &id, json!({"command": flavor.console("first")})).await;
+    fleet
+        .api
+        .exec(&id, json!({"command": flavor.console("first")}))
+        .await;
     let (status, lines) = fleet
         .api
         .get(&format!("/sandboxes/{id}/logs?lines=10"))
@@ -624,12 +565,10 @@ pub async fn logs_record_lifecycle_and_execs_and_can_be_followed(flavor: &Flavor
         .await
         .unwrap();
     let mut body = response.bytes_stream();
-    exec(
-        &fleet.api,
-        &id,
-        json!({"command": flavor.console("second")}),
-    )
-    .await;
+    fleet
+        .api
+        .exec(&id, json!({"command": flavor.console("second")}))
+        .await;
     let mut seen = String::new();
     let found = tokio::time::timeout(WAIT, async {
         while let Some(chunk) = body.next().await {
