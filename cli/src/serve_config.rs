@@ -28,7 +28,7 @@ impl ServeConfig {
 
     /// Parses YAML text; every key is optional.
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
-        let mut document: serde_yaml::Value = serde_yaml::from_str(text)?;
+        let mut document: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
         if !document.is_null() && !document.is_mapping() {
             anyhow::bail!("the config file is not a mapping of keys");
         }
@@ -38,10 +38,10 @@ impl ServeConfig {
         let control_plane = if document.is_null() {
             ControlPlaneConfig::default()
         } else {
-            serde_yaml::from_value(document)?
+            serde_yaml_ng::from_value(document)?
         };
         let local_worker = match local_worker {
-            Some(section) if !section.is_null() => serde_yaml::from_value(section)
+            Some(section) if !section.is_null() => serde_yaml_ng::from_value(section)
                 .with_context(|| format!("in section {LOCAL_WORKER_KEY}"))?,
             _ => LocalWorkerConfig::default(),
         };

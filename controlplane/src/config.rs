@@ -18,7 +18,7 @@ pub enum ConfigError {
     #[error("config file {path} is not valid: {source}")]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: serde_yaml_ng::Error,
     },
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -201,7 +201,7 @@ impl ControlPlaneConfig {
             path: path.to_owned(),
             source,
         })?;
-        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+        serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn an_empty_file_gives_the_defaults() {
-        let config: ControlPlaneConfig = serde_yaml::from_str("{}").unwrap();
+        let config: ControlPlaneConfig = serde_yaml_ng::from_str("{}").unwrap();
         config.validate().unwrap();
         assert_eq!(config.listen.port(), 7423);
         assert_eq!(config.mesh_listen.port(), 7443);
@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn durations_are_human_readable() {
         let config: ControlPlaneConfig =
-            serde_yaml::from_str("heartbeat_interval: 2s\ncertificates:\n  worker_ttl: 1h\n")
+            serde_yaml_ng::from_str("heartbeat_interval: 2s\ncertificates:\n  worker_ttl: 1h\n")
                 .unwrap();
         assert_eq!(config.heartbeat_interval, Duration::from_secs(2));
         assert_eq!(config.certificates.worker_ttl, Duration::from_secs(3600));
@@ -343,8 +343,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(serde_yaml::from_str::<ControlPlaneConfig>("listne: 1").is_err());
-        let config: ControlPlaneConfig = serde_yaml::from_str("missed_heartbeats: 0").unwrap();
+        assert!(serde_yaml_ng::from_str::<ControlPlaneConfig>("listne: 1").is_err());
+        let config: ControlPlaneConfig = serde_yaml_ng::from_str("missed_heartbeats: 0").unwrap();
         assert!(config.validate().is_err());
     }
 
@@ -374,11 +374,11 @@ mod tests {
     #[test]
     fn a_database_url_of_another_kind_is_refused() {
         let config: ControlPlaneConfig =
-            serde_yaml::from_str("database:\n  url: mysql://db/berth").unwrap();
+            serde_yaml_ng::from_str("database:\n  url: mysql://db/berth").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("database.url"), "{err}");
         let config: ControlPlaneConfig =
-            serde_yaml::from_str("database:\n  url: postgres://berth@db/berth").unwrap();
+            serde_yaml_ng::from_str("database:\n  url: postgres://berth@db/berth").unwrap();
         config.validate().unwrap();
     }
 }

@@ -85,7 +85,7 @@ impl Default for CapacityConfig {
 impl WorkerConfig {
     pub fn from_file(path: &Path) -> Result<Self, WorkerError> {
         let text = std::fs::read_to_string(path).map_err(|err| WorkerError::io(path, err))?;
-        serde_yaml::from_str(&text).map_err(|err| {
+        serde_yaml_ng::from_str(&text).map_err(|err| {
             WorkerError::Config(format!(
                 "config file {} is not valid: {err}",
                 path.display()
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let config: WorkerConfig = serde_yaml::from_str("{}").unwrap();
+        let config: WorkerConfig = serde_yaml_ng::from_str("{}").unwrap();
         config.validate().unwrap();
         assert_eq!(config.listen.port(), 7444);
     }
@@ -157,32 +157,32 @@ mod tests {
     #[test]
     fn plaintext_control_planes_and_unknown_providers_are_refused() {
         let config: WorkerConfig =
-            serde_yaml::from_str("control_plane: [\"http://127.0.0.1:7443\"]").unwrap();
+            serde_yaml_ng::from_str("control_plane: [\"http://127.0.0.1:7443\"]").unwrap();
         assert!(config.validate().is_err());
-        let config: WorkerConfig = serde_yaml::from_str("provider: vmware").unwrap();
+        let config: WorkerConfig = serde_yaml_ng::from_str("provider: vmware").unwrap();
         assert!(config.validate().is_err());
     }
 
     #[test]
     fn the_docker_provider_is_checked_with_its_section() {
-        let config: WorkerConfig = serde_yaml::from_str(
+        let config: WorkerConfig = serde_yaml_ng::from_str(
             "provider: docker\ndocker:\n  default_image: busybox:1\n  pull_policy: never\n",
         )
         .unwrap();
         config.validate().unwrap();
         assert_eq!(config.docker.default_image, "busybox:1");
         let config: WorkerConfig =
-            serde_yaml::from_str("provider: docker\ndocker:\n  network: host\n").unwrap();
+            serde_yaml_ng::from_str("provider: docker\ndocker:\n  network: host\n").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("docker.network"), "{err}");
     }
 
     #[test]
     fn an_unspecified_listen_address_needs_an_advertise_address() {
-        let config: WorkerConfig = serde_yaml::from_str("listen: 0.0.0.0:7444").unwrap();
+        let config: WorkerConfig = serde_yaml_ng::from_str("listen: 0.0.0.0:7444").unwrap();
         assert!(config.validate().is_err());
         let config: WorkerConfig =
-            serde_yaml::from_str("listen: 0.0.0.0:7444\nadvertise: w1.internal:7444").unwrap();
+            serde_yaml_ng::from_str("listen: 0.0.0.0:7444\nadvertise: w1.internal:7444").unwrap();
         config.validate().unwrap();
     }
 

@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_hardened() {
-        let config: DockerConfig = serde_yaml::from_str("{}").unwrap();
+        let config: DockerConfig = serde_yaml_ng::from_str("{}").unwrap();
         config.validate().unwrap();
         assert_eq!(config, DockerConfig::default());
         assert_eq!(config.network, NetworkMode::PerSandbox);
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn every_key_parses() {
-        let config: DockerConfig = serde_yaml::from_str(
+        let config: DockerConfig = serde_yaml_ng::from_str(
             "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\n",
         )
         .unwrap();
@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(config.pull_policy, PullPolicy::Never);
         assert_eq!(config.network, NetworkMode::None);
         assert_eq!(config.user, "1000:1000");
-        let named: DockerConfig = serde_yaml::from_str("network: sandboxes").unwrap();
+        let named: DockerConfig = serde_yaml_ng::from_str("network: sandboxes").unwrap();
         assert_eq!(named.network, NetworkMode::Named("sandboxes".into()));
     }
 
@@ -216,7 +216,7 @@ mod tests {
             "user: \"a b\"",
             "colour: red",
         ] {
-            let parsed: Result<DockerConfig, _> = serde_yaml::from_str(yaml);
+            let parsed: Result<DockerConfig, _> = serde_yaml_ng::from_str(yaml);
             assert!(
                 parsed.map_or(true, |config| config.validate().is_err()),
                 "{yaml}"
