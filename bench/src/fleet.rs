@@ -56,6 +56,9 @@ impl ControlPlaneOptions {
             "limits": {
                 "enrollments_per_second": 1_000_000,
                 "enrollment_burst": 1_000_000,
+                // every simulated worker dials from 127.0.0.1
+                "enrollments_per_source_per_second": 1_000_000,
+                "enrollment_source_burst": 1_000_000,
             },
         });
         if let Some(url) = &self.database_url {

@@ -51,11 +51,17 @@ pub struct ControlPlaneConfig {
 
 /// How fast the mesh admits enrollments and heartbeats, so a fleet restarting at once
 /// does not become a storm; callers over the limit are told to retry (they back off).
+/// Each source address has its own small enrollment bucket; the shared enrollment
+/// budget is spent only by requests whose credential verifies, the heartbeat budget
+/// only by workers with a verified certificate.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub enrollments_per_second: u32,
     pub enrollment_burst: u32,
+    /// Enrollment attempts one source address (an IPv6 /64) may make.
+    pub enrollments_per_source_per_second: u32,
+    pub enrollment_source_burst: u32,
     pub heartbeats_per_second: u32,
     pub heartbeat_burst: u32,
 }
@@ -65,6 +71,8 @@ impl Default for LimitsConfig {
         Self {
             enrollments_per_second: 50,
             enrollment_burst: 100,
+            enrollments_per_source_per_second: 5,
+            enrollment_source_burst: 20,
             heartbeats_per_second: 5_000,
             heartbeat_burst: 10_000,
         }
@@ -238,6 +246,8 @@ impl ControlPlaneConfig {
         let limits = &self.limits;
         if limits.enrollments_per_second == 0
             || limits.enrollment_burst == 0
+            || limits.enrollments_per_source_per_second == 0
+            || limits.enrollment_source_burst == 0
             || limits.heartbeats_per_second == 0
             || limits.heartbeat_burst == 0
         {

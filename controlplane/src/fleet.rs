@@ -10,7 +10,9 @@ mod workers;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use enrollment::{Credential, EnrollmentGrant, EnrollmentRequest, WorkerDescription};
+pub use enrollment::{
+    CheckedEnrollment, Credential, EnrollmentGrant, EnrollmentRequest, WorkerDescription,
+};
 pub use heartbeats::{HeartbeatAck, HeartbeatReport};
 pub use join_tokens::{IssuedJoinToken, JoinTokenRequest};
 pub use workers::{DrainView, ProviderStatus, WorkerStatus, WorkerView};

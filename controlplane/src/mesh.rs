@@ -2,6 +2,7 @@
 //! `Enroll` is the only call allowed without a client certificate; every other call
 //! acts for the worker named by the verified certificate, and only for that worker.
 
+mod admission;
 mod convert;
 mod peer;
 mod service;

@@ -279,6 +279,8 @@ pub struct DialOptions {
     pub connect_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// The local address to dial from; `None`: the system chooses.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for DialOptions {
@@ -287,6 +289,7 @@ impl Default for DialOptions {
             connect_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
+            local_ip: None,
         }
     }
 }
@@ -321,6 +324,7 @@ pub fn mesh_channel(
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     let connector = TlsConnector::from(config);
+    let local_ip = options.local_ip;
     let connect = tower::service_fn(move |uri: http::Uri| {
         let connector = connector.clone();
         async move {
@@ -332,7 +336,10 @@ pub fn mesh_channel(
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned();
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match local_ip {
+                None => TcpStream::connect((host.as_str(), port)).await?,
+                Some(local_ip) => connect_from(local_ip, &host, port).await?,
+            };
             tcp.set_nodelay(true)?;
             let server_name = ServerName::try_from(host)
                 .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
@@ -341,6 +348,27 @@ pub fn mesh_channel(
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connect))
+}
+
+/// A TCP connection to `host:port` from `local_ip` (any port).
+async fn connect_from(local_ip: std::net::IpAddr, host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    for remote in tokio::net::lookup_host((host, port)).await? {
+        if remote.is_ipv4() != local_ip.is_ipv4() {
+            continue;
+        }
+        let socket = if remote.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local_ip, 0))?;
+        match socket.connect(remote).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
 }
 
 /// Runs a server future that stops accepting when `shutdown` fires. Once it fired, open

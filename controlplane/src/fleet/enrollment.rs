@@ -101,8 +101,36 @@ pub struct EnrollmentGrant {
     pub trust_domain: String,
 }
 
+/// An enrollment whose credential and description passed every check that costs no
+/// more than a signature verification; what [`Fleet::grant_enrollment`] spends.
+#[derive(Debug, Clone)]
+pub struct CheckedEnrollment {
+    request: EnrollmentRequest,
+    worker_id: String,
+    credential: EnrollmentCredential,
+}
+
+impl CheckedEnrollment {
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+}
+
 impl Fleet {
+    /// Checks and grants an enrollment ([`Self::check_enrollment`], then
+    /// [`Self::grant_enrollment`]).
     pub async fn enroll(&self, request: EnrollmentRequest) -> Result<EnrollmentGrant, FleetError> {
+        let checked = self.check_enrollment(request)?;
+        self.grant_enrollment(checked).await
+    }
+
+    /// The cheap checks of an enrollment: the description, the credential's signature,
+    /// claims and pin, and the worker id. Nothing is written and no certificate is
+    /// signed, so the mesh runs these before it spends its shared enrollment budget.
+    pub fn check_enrollment(
+        &self,
+        request: EnrollmentRequest,
+    ) -> Result<CheckedEnrollment, FleetError> {
         request.description.validate()?;
         let now = now_secs();
         let leeway = self.settings.token_leeway.as_secs();
@@ -148,6 +176,26 @@ impl Fleet {
         };
         berth_pki::validate_worker_id(&worker_id)
             .map_err(|err| FleetError::BadRequest(err.to_string()))?;
+        Ok(CheckedEnrollment {
+            request,
+            worker_id,
+            credential,
+        })
+    }
+
+    /// Signs the certificate and worker token of a checked enrollment and records the
+    /// worker, spending its credential, in one store transaction.
+    pub async fn grant_enrollment(
+        &self,
+        checked: CheckedEnrollment,
+    ) -> Result<EnrollmentGrant, FleetError> {
+        let CheckedEnrollment {
+            request,
+            worker_id,
+            credential,
+        } = checked;
+        let now = now_secs();
+        let tokens = self.authority.tokens();
         let issued = self
             .authority
             .ca()

@@ -3,57 +3,33 @@
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::control_plane_server::ControlPlane;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::admission::Admission;
 use super::convert;
 use super::peer::calling_worker;
 use crate::config::LimitsConfig;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::fleet::{EnrollmentRequest, Fleet, HeartbeatReport};
 use crate::metrics::OutcomeLabels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-type Limiter = governor::DefaultDirectRateLimiter;
-
 #[derive(Debug, Clone)]
 pub struct MeshService {
     fleet: Fleet,
-    enrollments: Arc<Limiter>,
-    heartbeats: Arc<Limiter>,
-}
-
-fn limiter(per_second: u32, burst: u32) -> Limiter {
-    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst))
-}
-
-/// Told to a caller over the limit; workers back off and retry.
-fn slow_down(what: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::ResourceLimit,
-        format!("too many {what} right now; retry shortly"),
-    )
+    admission: Arc<Admission>,
 }
 
 impl MeshService {
     pub fn new(fleet: Fleet, limits: &LimitsConfig) -> Self {
         Self {
             fleet,
-            enrollments: Arc::new(limiter(
-                limits.enrollments_per_second,
-                limits.enrollment_burst,
-            )),
-            heartbeats: Arc::new(limiter(
-                limits.heartbeats_per_second,
-                limits.heartbeat_burst,
-            )),
+            admission: Arc::new(Admission::new(limits)),
         }
     }
 
@@ -73,11 +49,7 @@ impl ControlPlane for MeshService {
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let started = Instant::now();
-        let result = if self.enrollments.check().is_err() {
-            Err(slow_down("enrollments").into())
-        } else {
-            self.handle_enroll(request).await
-        };
+        let result = self.handle_enroll(request).await;
         self.fleet
             .metrics()
             .observe_mesh("Enroll", started, &result);
@@ -89,11 +61,7 @@ impl ControlPlane for MeshService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let started = Instant::now();
-        let result = if self.heartbeats.check().is_err() {
-            Err(slow_down("heartbeats").into())
-        } else {
-            self.handle_heartbeat(request).await
-        };
+        let result = self.handle_heartbeat(request).await;
         self.fleet
             .metrics()
             .observe_mesh("Heartbeat", started, &result);
@@ -122,13 +90,26 @@ impl MeshService {
             .extensions()
             .get::<berth_pki::transport::PeerInfo>()
             .map(|peer| peer.remote_addr);
-        let enrollment = EnrollmentRequest::try_from(request.into_inner())?;
-        let grant = self.fleet.enroll(enrollment).await.map_err(|err| {
-            let err = ApiError::from(err);
+        // the caller's own bucket first, then the cheap checks; only a request that
+        // passed them spends the shared budget
+        self.admission
+            .enrollment_from(remote.map(|addr| addr.ip()))?;
+        let refused = |err: ApiError| {
             tracing::warn!(?remote, error = %err.message, "enrollment refused");
             self.count(&self.fleet.metrics().enrollments, "refused");
             err
-        })?;
+        };
+        let enrollment = EnrollmentRequest::try_from(request.into_inner()).map_err(refused)?;
+        let checked = self
+            .fleet
+            .check_enrollment(enrollment)
+            .map_err(|err| refused(err.into()))?;
+        self.admission.enrollment()?;
+        let grant = self
+            .fleet
+            .grant_enrollment(checked)
+            .await
+            .map_err(|err| refused(err.into()))?;
         self.count(&self.fleet.metrics().enrollments, "ok");
         Ok(Response::new(pb::EnrollResponse {
             worker_id: grant.worker_id,
@@ -146,6 +127,7 @@ impl MeshService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let worker_id = calling_worker(&request, &request.get_ref().worker_id)?;
+        self.admission.heartbeat()?;
         let request = request.into_inner();
         let report = HeartbeatReport {
             state: convert::reported_state(request.state),
