@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use berth_testkit::{Api, TestControlPlane, TestFleet, TestWorker, eventually};
+use berth_testkit::{Api, TestFleet, eventually};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -186,16 +186,14 @@ async fn a_worker_drains_itself_on_request_of_its_own() {
 
 #[tokio::test]
 async fn a_worker_told_to_drain_says_so_in_its_status_and_metrics() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("d1".into());
-    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let worker = TestWorker::start(config).await.unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
-    let client = cp.worker_client(&worker);
-    let metrics = format!("http://{}/metrics", worker.metrics_addr.unwrap());
+    let fleet = TestFleet::builder()
+        .worker_ids(&["d1"])
+        .worker(|config| config.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .await;
+    let api = &fleet.api;
+    let client = fleet.cp.worker_client(fleet.worker(0));
+    let metrics = format!("http://{}/metrics", fleet.worker(0).metrics_addr.unwrap());
     // (the worker's Status state, its berth_worker_draining gauge)
     let seen = || {
         let mut client = client.clone();
@@ -241,6 +239,5 @@ async fn a_worker_told_to_drain_says_so_in_its_status_and_metrics() {
         (seen().await == ("ready".to_owned(), "0".to_owned())).then_some(())
     })
     .await;
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
