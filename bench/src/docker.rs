@@ -34,7 +34,7 @@ use serde_json::json;
 use berth_worker::DockerConfig;
 use berth_worker::provider::docker::PullPolicy;
 
-use crate::fleet::{Worker, WorkerOptions};
+use crate::fleet::WorkerOptions;
 use crate::report::{Section, TargetCheck, Verdict};
 use crate::run::Bench;
 
@@ -136,10 +136,6 @@ async fn run_section(bench: &Bench, section: &mut Section) -> anyhow::Result<()>
         )),
     }
 
-    let dir = bench.section_dir("docker")?;
-    let control_plane = bench
-        .start_control_plane("docker", &dir, Duration::from_secs(2))
-        .await?;
     // the worker's docker config; the CLI's equivalent of its containers comes from it
     let docker = DockerConfig {
         default_image: image.clone(),
@@ -153,29 +149,28 @@ async fn run_section(bench: &Bench, section: &mut Section) -> anyhow::Result<()>
     {
         docker_config["host"] = json!(host);
     }
-    let worker = Worker::start(
-        &bench.berth,
-        &dir,
-        "worker-1",
-        &control_plane,
-        &WorkerOptions {
-            provider: "docker".to_owned(),
-            max_sandboxes: 16,
-            heartbeat_interval: Duration::from_secs(2),
-            id: Some(format!("{PREFIX}{pid}-docker")),
-            docker: Some(docker_config),
-        },
-    )
-    .await;
-    let result = match worker {
-        Ok(worker) => {
-            let result = measure::measure(bench, section, &control_plane, &worker, &docker).await;
-            worker.stop().await;
+    let fleet = bench
+        .start_fleet(
+            "docker",
+            &WorkerOptions {
+                provider: "docker".to_owned(),
+                max_sandboxes: 16,
+                heartbeat_interval: Duration::from_secs(2),
+                id: Some(format!("{PREFIX}{pid}-docker")),
+                docker: Some(docker_config),
+            },
+        )
+        .await;
+    let result = match fleet {
+        Ok(fleet) => {
+            let result =
+                measure::measure(bench, section, &fleet.control_plane, &fleet.worker, &docker)
+                    .await;
+            fleet.stop().await;
             result
         }
         Err(err) => Err(err),
     };
-    control_plane.stop().await;
     match sweep::sweep(|owner| owner == pid).await {
         Ok(0) => {}
         Ok(removed) => section.notes.push(format!(

@@ -58,28 +58,28 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
         "one per client; HTTP/1.1 keep-alive, gRPC one HTTP/2 connection per client",
     );
 
-    let dir = bench.section_dir("exec")?;
-    let control_plane = bench
-        .start_control_plane("exec", &dir, Duration::from_secs(2))
-        .await?;
     let sandboxes = settings.max_concurrency();
-    let worker = Worker::start(
-        &bench.berth,
-        &dir,
-        "worker-1",
-        &control_plane,
-        &WorkerOptions {
-            provider: settings.provider.clone(),
-            max_sandboxes: u32::try_from(sandboxes).unwrap_or(u32::MAX) + 8,
-            heartbeat_interval: Duration::from_secs(2),
-            id: None,
-            docker: None,
-        },
+    let fleet = bench
+        .start_fleet(
+            "exec",
+            &WorkerOptions {
+                provider: settings.provider.clone(),
+                max_sandboxes: u32::try_from(sandboxes).unwrap_or(u32::MAX) + 8,
+                heartbeat_interval: Duration::from_secs(2),
+                id: None,
+                docker: None,
+            },
+        )
+        .await?;
+    let result = measure(
+        bench,
+        section,
+        &fleet.control_plane,
+        &fleet.worker,
+        sandboxes,
     )
-    .await?;
-    let result = measure(bench, section, &control_plane, &worker, sandboxes).await;
-    worker.stop().await;
-    control_plane.stop().await;
+    .await;
+    fleet.stop().await;
     result
 }
 

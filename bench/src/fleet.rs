@@ -126,6 +126,24 @@ impl ControlPlane {
     }
 }
 
+/// The fleet most sections measure: one control plane and one worker, started by
+/// [`crate::run::Bench::start_fleet`].
+#[derive(Debug)]
+pub struct SectionFleet {
+    /// The section's dir: data dirs, configs and logs of both.
+    pub dir: PathBuf,
+    pub control_plane: ControlPlane,
+    pub worker: Worker,
+}
+
+impl SectionFleet {
+    /// Stops the worker, then the control plane.
+    pub async fn stop(self) {
+        self.worker.stop().await;
+        self.control_plane.stop().await;
+    }
+}
+
 /// Settings of a worker the bench starts.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {

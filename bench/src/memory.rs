@@ -30,34 +30,23 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
         ),
     );
 
-    let dir = bench.section_dir("memory")?;
-    let control_plane = bench.start_control_plane("memory", &dir, interval).await?;
-    let worker = Worker::start(
-        &bench.berth,
-        &dir,
-        "worker-1",
-        &control_plane,
-        &WorkerOptions {
-            provider: settings.provider.clone(),
-            max_sandboxes: u32::try_from(settings.memory_sandboxes).unwrap_or(u32::MAX) + 8,
-            heartbeat_interval: interval,
-            id: None,
-            docker: None,
-        },
-    )
-    .await;
-    let worker = match worker {
-        Ok(worker) => worker,
-        Err(err) => {
-            control_plane.stop().await;
-            return Err(err);
-        }
-    };
-    let mut fleet = SimulatedFleet::new(&control_plane.mesh_url, interval);
-    let result = measure(bench, section, &control_plane, &worker, &mut fleet).await;
+    let fleet = bench
+        .start_fleet(
+            "memory",
+            &WorkerOptions {
+                provider: settings.provider.clone(),
+                max_sandboxes: u32::try_from(settings.memory_sandboxes).unwrap_or(u32::MAX) + 8,
+                heartbeat_interval: interval,
+                id: None,
+                docker: None,
+            },
+        )
+        .await?;
+    let (control_plane, worker) = (&fleet.control_plane, &fleet.worker);
+    let mut simulated = SimulatedFleet::new(&control_plane.mesh_url, interval);
+    let result = measure(bench, section, control_plane, worker, &mut simulated).await;
+    simulated.stop().await;
     fleet.stop().await;
-    worker.stop().await;
-    control_plane.stop().await;
     result
 }
 

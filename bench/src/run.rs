@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::fleet::{BerthBinary, ControlPlane, ControlPlaneOptions};
+use crate::fleet::{
+    BerthBinary, ControlPlane, ControlPlaneOptions, SectionFleet, Worker, WorkerOptions,
+};
 use crate::machine::Machine;
 use crate::report::{Report, Section, TargetCheck, Verdict};
 use crate::settings::Settings;
@@ -132,6 +134,31 @@ impl Bench {
     ) -> anyhow::Result<ControlPlane> {
         let options = self.control_plane_options(section, heartbeat_interval);
         ControlPlane::start(&self.berth, dir, &options).await
+    }
+
+    /// The control plane of section `section` and one worker (`worker-1`, started with
+    /// `worker`), both in the section's own dir and heartbeating at the worker's
+    /// interval. A worker that cannot start stops the control plane too.
+    pub async fn start_fleet(
+        &self,
+        section: &str,
+        worker: &WorkerOptions,
+    ) -> anyhow::Result<SectionFleet> {
+        let dir = self.section_dir(section)?;
+        let control_plane = self
+            .start_control_plane(section, &dir, worker.heartbeat_interval)
+            .await?;
+        match Worker::start(&self.berth, &dir, "worker-1", &control_plane, worker).await {
+            Ok(worker) => Ok(SectionFleet {
+                dir,
+                control_plane,
+                worker,
+            }),
+            Err(err) => {
+                control_plane.stop().await;
+                Err(err)
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, ensure};
 use serde_json::json;
 
 use crate::clients::http_client;
-use crate::fleet::{Worker, WorkerOptions};
+use crate::fleet::WorkerOptions;
 use crate::latency::ms;
 use crate::load::closed_loop;
 use crate::procstat;
@@ -31,24 +31,19 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
         "`POST /api/v1/sandboxes` then `DELETE /api/v1/sandboxes/{id}`, one HTTP/1.1 connection per client",
     );
 
-    let dir = bench.section_dir("spawn")?;
-    let control_plane = bench
-        .start_control_plane("spawn", &dir, Duration::from_secs(2))
+    let fleet = bench
+        .start_fleet(
+            "spawn",
+            &WorkerOptions {
+                provider: settings.provider.clone(),
+                max_sandboxes: 10_000,
+                heartbeat_interval: Duration::from_secs(2),
+                id: None,
+                docker: None,
+            },
+        )
         .await?;
-    let worker = Worker::start(
-        &bench.berth,
-        &dir,
-        "worker-1",
-        &control_plane,
-        &WorkerOptions {
-            provider: settings.provider.clone(),
-            max_sandboxes: 10_000,
-            heartbeat_interval: Duration::from_secs(2),
-            id: None,
-            docker: None,
-        },
-    )
-    .await?;
+    let (control_plane, worker) = (&fleet.control_plane, &fleet.worker);
     let result: anyhow::Result<()> = async {
         control_plane
             .api
@@ -142,8 +137,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
-    worker.stop().await;
-    control_plane.stop().await;
+    let dir = fleet.dir.clone();
+    fleet.stop().await;
     result?;
     if store == "sqlite" {
         // with the fleet stopped, so the store has the machine to itself

@@ -48,27 +48,27 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     );
     section.setting("MB", "10^6 bytes of stdout payload received by the client");
 
-    let dir = bench.section_dir("stream")?;
-    let control_plane = bench
-        .start_control_plane("stream", &dir, Duration::from_secs(2))
+    let fleet = bench
+        .start_fleet(
+            "stream",
+            &WorkerOptions {
+                provider: settings.provider.clone(),
+                max_sandboxes: 8,
+                heartbeat_interval: Duration::from_secs(2),
+                id: None,
+                docker: None,
+            },
+        )
         .await?;
-    let worker = Worker::start(
-        &bench.berth,
-        &dir,
-        "worker-1",
-        &control_plane,
-        &WorkerOptions {
-            provider: settings.provider.clone(),
-            max_sandboxes: 8,
-            heartbeat_interval: Duration::from_secs(2),
-            id: None,
-            docker: None,
-        },
+    let result = measure(
+        bench,
+        section,
+        &fleet.control_plane,
+        &fleet.worker,
+        &command,
     )
-    .await?;
-    let result = measure(bench, section, &control_plane, &worker, &command).await;
-    worker.stop().await;
-    control_plane.stop().await;
+    .await;
+    fleet.stop().await;
     result
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use berth_testkit::{Api, TestControlPlane, TestFleet, TestWorker, eventually};
+use berth_testkit::{Api, TestFleet, eventually, id_of};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -32,14 +32,8 @@ async fn drain_state(api: &Api) -> String {
 async fn a_drain_with_a_deadline_destroys_what_is_left_then_completes() {
     let fleet = fleet().await;
     let api = &fleet.api;
-    let a = api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = id_of(&api.create_sandbox(json!({})).await);
+    let b = id_of(&api.create_sandbox(json!({})).await);
     let started = Instant::now();
     let (status, view) = api
         .post("/workers/d1/drain", json!({"deadline": "2s"}))
@@ -87,10 +81,7 @@ async fn a_drain_with_a_deadline_destroys_what_is_left_then_completes() {
 async fn a_drain_without_a_deadline_waits_for_the_sandboxes_and_survives_a_restart() {
     let fleet = fleet().await;
     let api = &fleet.api;
-    let id = api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = id_of(&api.create_sandbox(json!({})).await);
     api.post("/workers/d1/drain", json!({})).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
@@ -126,10 +117,7 @@ async fn a_drain_without_a_deadline_waits_for_the_sandboxes_and_survives_a_resta
 async fn force_destroys_at_once() {
     let fleet = fleet().await;
     let api = &fleet.api;
-    let id = api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = id_of(&api.create_sandbox(json!({})).await);
     api.post("/workers/d1/drain", json!({"force": true})).await;
     eventually("drained", WAIT, || async {
         (drain_state(api).await == "drained").then_some(())
@@ -144,10 +132,7 @@ async fn force_destroys_at_once() {
 async fn a_worker_drains_itself_on_request_of_its_own() {
     let fleet = fleet().await;
     let api = &fleet.api;
-    let id = api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = id_of(&api.create_sandbox(json!({})).await);
     let started = Instant::now();
     let destroyed = tokio::join!(fleet.worker(0).drain(Duration::from_secs(1)), async {
         eventually("draining by its own account", WAIT, || async {
@@ -186,16 +171,14 @@ async fn a_worker_drains_itself_on_request_of_its_own() {
 
 #[tokio::test]
 async fn a_worker_told_to_drain_says_so_in_its_status_and_metrics() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    config.id = Some("d1".into());
-    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let worker = TestWorker::start(config).await.unwrap();
-    let api = Api::new(&cp);
-    api.wait_ready().await;
-    let client = cp.worker_client(&worker);
-    let metrics = format!("http://{}/metrics", worker.metrics_addr.unwrap());
+    let fleet = TestFleet::builder()
+        .worker_ids(&["d1"])
+        .worker(|config| config.metrics_listen = Some("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .await;
+    let api = &fleet.api;
+    let client = fleet.cp.worker_client(fleet.worker(0));
+    let metrics = format!("http://{}/metrics", fleet.worker(0).metrics_addr.unwrap());
     // (the worker's Status state, its berth_worker_draining gauge)
     let seen = || {
         let mut client = client.clone();
@@ -215,10 +198,7 @@ async fn a_worker_told_to_drain_says_so_in_its_status_and_metrics() {
         }
     };
     assert_eq!(seen().await, ("ready".to_owned(), "0".to_owned()));
-    let id = api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = id_of(&api.create_sandbox(json!({})).await);
 
     let (status, _) = api.post("/workers/d1/drain", json!({})).await;
     assert_eq!(status, 200);
@@ -241,6 +221,5 @@ async fn a_worker_told_to_drain_says_so_in_its_status_and_metrics() {
         (seen().await == ("ready".to_owned(), "0".to_owned())).then_some(())
     })
     .await;
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use berth_controlplane::fleet::WorkerStatus;
-use berth_testkit::{TestControlPlane, TestWorker, eventually};
+use berth_testkit::{TestControlPlane, TestFleet, TestWorker, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -62,32 +62,22 @@ async fn two_workers_enroll_heartbeat_and_are_listed_online_with_their_spiffe_id
 
 #[tokio::test]
 async fn a_restarted_worker_keeps_its_identity_without_a_new_token() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    let first = TestWorker::start(config.clone()).await.unwrap();
-    let id = first.worker_id.clone();
-    let before = eventually("online", WAIT, || online(&cp, &id)).await;
-    first.stop().await;
+    let mut fleet = TestFleet::start().await;
+    let id = fleet.worker(0).worker_id.clone();
+    let before = eventually("online", WAIT, || online(&fleet.cp, &id)).await;
+    fleet.stop_worker(0).await;
 
     // no token this time: the stored identity is reused, nothing is re-issued
-    let config = berth_worker::WorkerConfig {
-        join_token: None,
-        ..config
-    };
-    let second = TestWorker::start(config)
-        .await
-        .expect("restart without a token");
-    assert_eq!(second.worker_id, id);
+    fleet.restart_worker(0).await;
+    assert_eq!(fleet.worker(0).worker_id, id);
     let after = eventually("online again", WAIT, || async {
-        let view = online(&cp, &id).await?;
+        let view = online(&fleet.cp, &id).await?;
         (view.last_heartbeat > before.last_heartbeat).then_some(view)
     })
     .await;
     assert_eq!(after.certificate.serial, before.certificate.serial);
     assert_eq!(after.spiffe_id, before.spiffe_id);
-    second.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
@@ -104,17 +94,14 @@ async fn a_worker_without_identity_or_token_refuses_to_start() {
 
 #[tokio::test]
 async fn certificates_are_renewed_before_they_expire() {
-    let cp = TestControlPlane::start_with(|config| {
-        config.certificates.worker_ttl = Duration::from_secs(6);
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
-        .await
-        .unwrap();
-    let first = eventually("online", WAIT, || online(&cp, &worker.worker_id)).await;
+    let fleet = TestFleet::builder()
+        .control_plane(|config| config.certificates.worker_ttl = Duration::from_secs(6))
+        .start()
+        .await;
+    let (cp, worker) = (&fleet.cp, fleet.worker(0));
+    let first = eventually("online", WAIT, || online(cp, &worker.worker_id)).await;
     eventually("renewed certificate", WAIT, || async {
-        let view = online(&cp, &worker.worker_id).await?;
+        let view = online(cp, &worker.worker_id).await?;
         (view.certificate.serial != first.certificate.serial).then_some(view)
     })
     .await;
@@ -134,45 +121,35 @@ async fn certificates_are_renewed_before_they_expire() {
         "heartbeat after the first certificate expired",
         WAIT,
         || async {
-            let view = online(&cp, &worker.worker_id).await?;
+            let view = online(cp, &worker.worker_id).await?;
             (view.last_heartbeat? > expiry_ms + 500).then_some(())
         },
     )
     .await;
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn a_worker_whose_certificate_lapsed_offline_reenrolls_with_its_worker_token() {
-    let cp = TestControlPlane::start_with(|config| {
-        config.certificates.worker_ttl = Duration::from_secs(5);
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
-    let worker = TestWorker::start(config.clone()).await.unwrap();
-    let id = worker.worker_id.clone();
-    let first = eventually("online", WAIT, || online(&cp, &id)).await;
-    worker.stop().await;
+    let mut fleet = TestFleet::builder()
+        .control_plane(|config| config.certificates.worker_ttl = Duration::from_secs(5))
+        .start()
+        .await;
+    let id = fleet.worker(0).worker_id.clone();
+    let first = eventually("online", WAIT, || online(&fleet.cp, &id)).await;
+    fleet.stop_worker(0).await;
     // offline until the certificate has lapsed (plus the expiry margin of a minute
-    // makes any 5s certificate count as lapsed at once)
-    let config = berth_worker::WorkerConfig {
-        join_token: None,
-        ..config
-    };
-    let back = TestWorker::start(config)
-        .await
-        .expect("re-enrolls with the worker token");
-    assert_eq!(back.worker_id, id);
+    // makes any 5s certificate count as lapsed at once); back without a join token,
+    // it re-enrolls with the worker token
+    fleet.restart_worker(0).await;
+    assert_eq!(fleet.worker(0).worker_id, id);
     let view = eventually("online after re-enrollment", WAIT, || async {
-        let view = online(&cp, &id).await?;
+        let view = online(&fleet.cp, &id).await?;
         (view.certificate.serial != first.certificate.serial).then_some(view)
     })
     .await;
     assert_eq!(view.spiffe_id, first.spiffe_id);
-    back.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 fn rustls_pem_to_der(pem: &str) -> Vec<u8> {
@@ -186,16 +163,12 @@ fn rustls_pem_to_der(pem: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_stream_keeps_running_while_the_certificate_is_renewed() {
     use futures::StreamExt;
-    let cp = TestControlPlane::start_with(|config| {
-        config.certificates.worker_ttl = Duration::from_secs(6);
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
-        .await
-        .unwrap();
-    let first = eventually("online", WAIT, || online(&cp, &worker.worker_id)).await;
-    let api = berth_testkit::Api::new(&cp);
+    let fleet = TestFleet::builder()
+        .control_plane(|config| config.certificates.worker_ttl = Duration::from_secs(6))
+        .start()
+        .await;
+    let (cp, worker, api) = (&fleet.cp, fleet.worker(0), &fleet.api);
+    let first = eventually("online", WAIT, || online(cp, &worker.worker_id)).await;
     let sandbox = api.create_sandbox(serde_json::json!({})).await;
     let id = sandbox["id"].as_str().unwrap();
     // 16 lines, 500ms apart: the stream outlives the first certificate (6s)
@@ -227,18 +200,14 @@ async fn a_stream_keeps_running_while_the_certificate_is_renewed() {
         now.certificate.serial, first.certificate.serial,
         "the certificate was renewed during the stream"
     );
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn rotating_the_control_plane_certificate_does_not_disconnect_the_fleet() {
-    let cp = TestControlPlane::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let worker = TestWorker::start(cp.worker_config(dir.path(), Some(cp.join_token(None).await)))
-        .await
-        .unwrap();
-    let before = eventually("online", WAIT, || online(&cp, &worker.worker_id)).await;
+    let fleet = TestFleet::start().await;
+    let (cp, worker) = (&fleet.cp, fleet.worker(0));
+    let before = eventually("online", WAIT, || online(cp, &worker.worker_id)).await;
     let old_serving = cp.fleet.authority().serving_certificate_der();
     cp.fleet
         .authority()
@@ -247,13 +216,13 @@ async fn rotating_the_control_plane_certificate_does_not_disconnect_the_fleet() 
     assert_ne!(cp.fleet.authority().serving_certificate_der(), old_serving);
     // heartbeats carry on over the open connection...
     let after = eventually("heartbeats after the rotation", WAIT, || async {
-        let view = online(&cp, &worker.worker_id).await?;
+        let view = online(cp, &worker.worker_id).await?;
         (view.last_heartbeat > before.last_heartbeat).then_some(view)
     })
     .await;
     assert_eq!(after.certificate.serial, before.certificate.serial);
     // ...and a new connection verifies the new certificate against the same CA
-    let stored = berth_worker::StoredIdentity::load(dir.path())
+    let stored = berth_worker::StoredIdentity::load(&worker.data_dir)
         .unwrap()
         .unwrap();
     let mut fresh = cp.mesh_client_as(&stored.cert_pem, &stored.key_pem);
@@ -269,6 +238,5 @@ async fn rotating_the_control_plane_certificate_does_not_disconnect_the_fleet() 
         })
         .await
         .expect("a new handshake with the rotated certificate");
-    worker.stop().await;
-    cp.stop().await;
+    fleet.stop().await;
 }

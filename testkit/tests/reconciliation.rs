@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use berth_proto::v1 as pb;
-use berth_testkit::{Api, TestFleet, eventually};
+use berth_testkit::{Api, TestFleet, eventually, id_of};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -140,10 +140,7 @@ async fn restart_after_the_leases_ran_out(fleet: TestFleet) -> TestFleet {
 #[tokio::test]
 async fn leases_that_ran_out_while_the_control_plane_was_down_are_renewed_by_live_workers() {
     let fleet = fleet_with(3).await;
-    let id = fleet.api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = id_of(&fleet.api.create_sandbox(json!({})).await);
     let fleet = restart_after_the_leases_ran_out(fleet).await;
     let api = &fleet.api;
     api.wait_ready().await;
@@ -167,10 +164,7 @@ async fn leases_that_ran_out_while_the_control_plane_was_down_are_renewed_by_liv
 #[tokio::test]
 async fn a_worker_that_stays_silent_after_a_control_plane_restart_loses_its_sandboxes() {
     let mut fleet = fleet_with(3).await;
-    let id = fleet.api.create_sandbox(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = id_of(&fleet.api.create_sandbox(json!({})).await);
     fleet.stop_worker(0).await;
     let fleet = restart_after_the_leases_ran_out(fleet).await;
     let api = &fleet.api;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use berth_controlplane::ControlPlaneConfig;
 use berth_controlplane::authority::Authority;
 use berth_controlplane::cluster::SHARED_KEY_FILES;
-use berth_testkit::{Api, TestControlPlane, TestWorker, eventually, postgres};
+use berth_testkit::{Api, TestControlPlane, TestWorker, eventually, id_of, postgres};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -89,16 +89,8 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn id_of(sandbox: &Value) -> String {
-    sandbox["id"].as_str().unwrap().to_owned()
-}
-
 async fn exec(api: &Api, id: &str, command: &str) -> (u16, Value) {
-    api.post(
-        &format!("/sandboxes/{id}/exec"),
-        json!({"command": command}),
-    )
-    .await
+    api.exec(id, json!({"command": command})).await
 }
 
 async fn listed(api: &Api) -> Vec<String> {
@@ -246,13 +238,9 @@ async fn stopping_one_replica_leaves_the_fleet_working_through_the_other() {
     replica_b.stop().await;
 }
 
-/// The value of the sample whose line starts with `series`.
+/// The value of the sample whose line starts with `series`, 0 when there is none.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
+    berth_testkit::sample(text, series).unwrap_or(0.0)
 }
 
 #[tokio::test]

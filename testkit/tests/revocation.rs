@@ -73,18 +73,9 @@ async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
     let (cp, api) = (&fleet.cp, &fleet.api);
     let reenroll = cp
         .anonymous_mesh_client()
-        .enroll(pb::EnrollRequest {
-            credential: Some(pb::enroll_request::Credential::WorkerToken(
-                stored.worker_token.clone(),
-            )),
-            worker_id: "r1".into(),
-            csr_pem: berth_pki::generate_key_and_csr("r1").unwrap().csr_pem,
-            info: Some(pb::WorkerInfo {
-                hostname: "h".into(),
-                advertise_addr: "127.0.0.1:9".into(),
-                ..Default::default()
-            }),
-        })
+        .enroll(enrollment_of_r1(
+            pb::enroll_request::Credential::WorkerToken(stored.worker_token.clone()),
+        ))
         .await
         .unwrap_err();
     assert_eq!(reenroll.code(), tonic::Code::Unauthenticated);
@@ -93,16 +84,9 @@ async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
     let pinned = cp.join_token(Some("r1")).await;
     let again = cp
         .anonymous_mesh_client()
-        .enroll(pb::EnrollRequest {
-            credential: Some(pb::enroll_request::Credential::JoinToken(pinned)),
-            worker_id: "r1".into(),
-            csr_pem: berth_pki::generate_key_and_csr("r1").unwrap().csr_pem,
-            info: Some(pb::WorkerInfo {
-                hostname: "h".into(),
-                advertise_addr: "127.0.0.1:9".into(),
-                ..Default::default()
-            }),
-        })
+        .enroll(enrollment_of_r1(pb::enroll_request::Credential::JoinToken(
+            pinned,
+        )))
         .await
         .unwrap_err();
     assert!(again.message().contains("revoked"), "{again:?}");
@@ -176,4 +160,18 @@ async fn cordon_blocks_new_work_only_and_survives_a_restart() {
     let (status, _) = api.post("/workers/nobody/cordon", json!(null)).await;
     assert_eq!(status, 404);
     fleet.stop().await;
+}
+
+/// The enrollment `r1` would send with `credential`, on a fresh key.
+fn enrollment_of_r1(credential: pb::enroll_request::Credential) -> pb::EnrollRequest {
+    pb::EnrollRequest {
+        credential: Some(credential),
+        worker_id: "r1".into(),
+        csr_pem: berth_pki::generate_key_and_csr("r1").unwrap().csr_pem,
+        info: Some(pb::WorkerInfo {
+            hostname: "h".into(),
+            advertise_addr: "127.0.0.1:9".into(),
+            ..Default::default()
+        }),
+    }
 }
