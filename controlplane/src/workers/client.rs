@@ -407,6 +407,8 @@ fn exec_request(request: ExecRequest) -> (pb::WorkerExecRequest, Duration) {
         env: request.env.into_iter().collect(),
         workdir: request.workdir,
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        // the worker's own limit
+        max_output_bytes: 0,
     };
     (message, timeout)
 }
