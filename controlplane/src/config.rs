@@ -98,6 +98,9 @@ pub struct SandboxesConfig {
     pub default_exec_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub max_exec_timeout: Duration,
+    /// Most output (stdout and stderr together) a whole exec answers with; past it
+    /// the rest is dropped and the answer says `truncated`. Streamed execs have none.
+    pub max_exec_output_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub spawn_timeout: Duration,
     /// How often sandboxes past their TTL are looked for and destroyed.
@@ -117,6 +120,7 @@ impl Default for SandboxesConfig {
             max_vcpus: 64,
             default_exec_timeout: Duration::from_secs(60),
             max_exec_timeout: Duration::from_secs(6 * 3600),
+            max_exec_output_bytes: 16 << 20,
             spawn_timeout: Duration::from_secs(120),
             reap_interval: Duration::from_secs(10),
         }
@@ -268,6 +272,12 @@ impl ControlPlaneConfig {
                 "sandboxes.default_exec_timeout must be more than 0 and at most sandboxes.max_exec_timeout".into(),
             ));
         }
+        if !(1..=berth_proto::MAX_EXEC_OUTPUT).contains(&sandboxes.max_exec_output_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "sandboxes.max_exec_output_bytes must be within 1..={} (what fits one mesh message)",
+                berth_proto::MAX_EXEC_OUTPUT
+            )));
+        }
         if sandboxes.reap_interval < Duration::from_millis(100) {
             return Err(ConfigError::Invalid(
                 "sandboxes.reap_interval must be at least 100ms".into(),
@@ -356,6 +366,22 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<ControlPlaneConfig>("listne: 1").is_err());
         let config: ControlPlaneConfig = serde_yaml_ng::from_str("missed_heartbeats: 0").unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_exec_output_limit_must_fit_a_mesh_message() {
+        for bytes in [0, berth_proto::MAX_EXEC_OUTPUT + 1] {
+            let yaml = format!("sandboxes:\n  max_exec_output_bytes: {bytes}\n");
+            let config: ControlPlaneConfig = serde_yaml::from_str(&yaml).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("max_exec_output_bytes"), "{err}");
+        }
+        let yaml = format!(
+            "sandboxes:\n  max_exec_output_bytes: {}\n",
+            berth_proto::MAX_EXEC_OUTPUT
+        );
+        let config: ControlPlaneConfig = serde_yaml::from_str(&yaml).unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

@@ -1,12 +1,21 @@
 //! Berth's wire vocabulary: the gRPC contracts of the worker mesh (`ControlPlane`,
 //! `WorkerService`) and the public API (`Sandboxes`, `Admin`), generated from
 //! `berth/v1/*.proto` at build time; the [`error_code`]s and metadata keys every
-//! status carries; and the [`shell`] quoting both sides of an exec agree on.
+//! status carries; the [`shell`] quoting both sides of an exec agree on; and the size
+//! of the mesh's largest message, which bounds a whole exec's output.
 
 pub mod error_code;
 pub mod shell;
 
 pub use error_code::ErrorCode;
+
+/// Largest message the control plane decodes from a worker; a whole exec's answer,
+/// carrying its collected output, is the one that can grow.
+pub const MAX_MESH_MESSAGE: usize = 64 << 20;
+
+/// Most output (stdout and stderr together) a whole exec may collect: what fits one
+/// mesh message with room to spare for the rest of the answer.
+pub const MAX_EXEC_OUTPUT: usize = MAX_MESH_MESSAGE - (64 << 10);
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -10,6 +10,7 @@ use bollard::Docker;
 use berth_testkit::docker::{DockerCleanup, docker_or_skip, unique_worker_id};
 use berth_testkit::{eventually, shell};
 use berth_worker::provider::docker::DockerProvider;
+use berth_worker::provider::output::DEFAULT_MAX_EXEC_OUTPUT as LIMIT;
 use berth_worker::provider::{Provider, SandboxSpec};
 
 fn spec(id: &str) -> SandboxSpec {
@@ -20,7 +21,7 @@ fn spec(id: &str) -> SandboxSpec {
 }
 
 async fn run(provider: &DockerProvider, id: &str, line: &str) -> (i32, String) {
-    let result = provider.exec(id, shell(line)).await.unwrap();
+    let result = provider.exec(id, shell(line), LIMIT).await.unwrap();
     (
         result.exit_code,
         String::from_utf8_lossy(&result.stdout).into_owned(),

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use berth_testkit::docker::{DockerCleanup, EngineProxy, docker_or_skip, unique_worker_id};
 use berth_testkit::{eventually, shell};
 use berth_worker::provider::docker::DockerProvider;
+use berth_worker::provider::output::DEFAULT_MAX_EXEC_OUTPUT as LIMIT;
 use berth_worker::provider::{
     ByteStream, ExecEvent, ExecMode, Provider, ProviderError, SandboxSpec, SandboxState,
 };
@@ -53,7 +54,7 @@ async fn read_all(
 }
 
 async fn run(provider: &DockerProvider, id: &str, line: &str) -> (i32, String, String) {
-    let result = provider.exec(id, shell(line)).await.unwrap();
+    let result = provider.exec(id, shell(line), LIMIT).await.unwrap();
     (
         result.exit_code,
         String::from_utf8_lossy(&result.stdout).into_owned(),
@@ -151,23 +152,26 @@ async fn exec_keeps_streams_apart_with_exit_codes_env_and_workdir() {
     let mut argv = shell("echo");
     argv.mode = ExecMode::Argv;
     argv.args = vec!["a;".into(), "$HOME".into()];
-    let result = provider.exec(&id, argv).await.unwrap();
+    let result = provider.exec(&id, argv, LIMIT).await.unwrap();
     assert_eq!(result.stdout, b"a; $HOME\n");
     let mut missing = shell("no-such-binary");
     missing.mode = ExecMode::Argv;
-    assert_eq!(provider.exec(&id, missing).await.unwrap().exit_code, 127);
+    assert_eq!(
+        provider.exec(&id, missing, LIMIT).await.unwrap().exit_code,
+        127
+    );
 
     let mut with_env = shell("echo $X; pwd");
     with_env.env = BTreeMap::from([("X".into(), "1".into())]);
     with_env.workdir = Some("/tmp".into());
     assert_eq!(
-        provider.exec(&id, with_env).await.unwrap().stdout,
+        provider.exec(&id, with_env, LIMIT).await.unwrap().stdout,
         b"1\n/tmp\n"
     );
     let mut nowhere = shell("true");
     nowhere.workdir = Some("/nope".into());
     assert_eq!(
-        provider.exec(&id, nowhere).await,
+        provider.exec(&id, nowhere, LIMIT).await,
         Err(ProviderError::FileNotFound("/nope".into()))
     );
 }
@@ -189,7 +193,7 @@ async fn a_timeout_or_a_dropped_receiver_kills_the_command_inside_the_container(
     let mut slow = shell("sleep 30 & sleep 31; touch /workspace/finished");
     slow.timeout = Duration::from_millis(800);
     assert_eq!(
-        provider.exec(&id, slow).await,
+        provider.exec(&id, slow, LIMIT).await,
         Err(ProviderError::Timeout(Duration::from_millis(800)))
     );
     let left = processes(&provider, &id).await;
@@ -442,7 +446,7 @@ async fn containers_killed_or_removed_from_outside_show_up_as_such() {
         SandboxState::Stopped
     );
     assert!(matches!(
-        provider.exec(&id, shell("true")).await,
+        provider.exec(&id, shell("true"), LIMIT).await,
         Err(ProviderError::Unavailable(_))
     ));
     docker

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::WorkerError;
 use crate::provider::docker::DockerConfig;
+use crate::provider::output::DEFAULT_MAX_EXEC_OUTPUT;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +42,9 @@ pub struct WorkerConfig {
     pub drain_deadline: Duration,
     /// The docker provider's engine, images, network and limits.
     pub docker: DockerConfig,
+    /// Most output (stdout and stderr together) a whole exec collects, whatever the
+    /// control plane asks for; the rest is dropped and the answer says so.
+    pub max_exec_output_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +72,7 @@ impl Default for WorkerConfig {
             metrics_listen: None,
             drain_deadline: Duration::from_secs(300),
             docker: DockerConfig::default(),
+            max_exec_output_bytes: DEFAULT_MAX_EXEC_OUTPUT,
         }
     }
 }
@@ -123,6 +128,12 @@ impl WorkerConfig {
             return Err(WorkerError::Config(
                 "heartbeat_interval must be at least 50ms".into(),
             ));
+        }
+        if !(1..=berth_proto::MAX_EXEC_OUTPUT).contains(&self.max_exec_output_bytes) {
+            return Err(WorkerError::Config(format!(
+                "max_exec_output_bytes must be within 1..={} (what fits one mesh message)",
+                berth_proto::MAX_EXEC_OUTPUT
+            )));
         }
         if self.listen.ip().is_unspecified() && self.advertise.is_none() {
             return Err(WorkerError::Config(format!(
@@ -183,6 +194,18 @@ mod tests {
         assert!(config.validate().is_err());
         let config: WorkerConfig =
             serde_yaml_ng::from_str("listen: 0.0.0.0:7444\nadvertise: w1.internal:7444").unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_exec_output_limit_must_fit_a_mesh_message() {
+        for bytes in [0, berth_proto::MAX_EXEC_OUTPUT + 1] {
+            let config: WorkerConfig =
+                serde_yaml::from_str(&format!("max_exec_output_bytes: {bytes}")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("max_exec_output_bytes"), "{err}");
+        }
+        let config: WorkerConfig = serde_yaml::from_str("max_exec_output_bytes: 1024").unwrap();
         config.validate().unwrap();
     }
 

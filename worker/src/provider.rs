@@ -4,11 +4,13 @@
 //!
 //! Streams are bounded channels: a slow reader holds the producer back instead of
 //! growing memory, and a dropped receiver tells the producer to stop (the command is
-//! cleaned up when a client disconnects).
+//! cleaned up when a client disconnects). A whole exec collects at most the bytes its
+//! caller allows ([`output`]).
 
 pub mod docker;
 pub mod glob;
 pub mod mock;
+pub mod output;
 pub mod paths;
 
 use std::collections::BTreeMap;
@@ -99,6 +101,8 @@ pub struct ExecResult {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub duration: Duration,
+    /// The command printed more than the limit; the rest was read and dropped.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,18 +202,30 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
         spec: ExecSpec,
     ) -> Result<mpsc::Receiver<ExecEvent>, ProviderError>;
 
-    /// Runs a command to completion and collects its output.
-    async fn exec(&self, sandbox_id: &str, spec: ExecSpec) -> Result<ExecResult, ProviderError> {
+    /// Runs a command to completion and collects at most `max_output` bytes of its
+    /// stdout and stderr together; the rest is read and dropped, so the command runs
+    /// to its real end, and the result says it was truncated.
+    async fn exec(
+        &self,
+        sandbox_id: &str,
+        spec: ExecSpec,
+        max_output: usize,
+    ) -> Result<ExecResult, ProviderError> {
         let mut events = self.exec_stream(sandbox_id, spec).await?;
-        let mut result = ExecResult::default();
+        let mut output = output::Capture::new(max_output);
         while let Some(event) = events.recv().await {
             match event {
-                ExecEvent::Stdout(data) => result.stdout.extend_from_slice(&data),
-                ExecEvent::Stderr(data) => result.stderr.extend_from_slice(&data),
+                ExecEvent::Stdout(data) => output.stdout(&data),
+                ExecEvent::Stderr(data) => output.stderr(&data),
                 ExecEvent::Exit { code, duration } => {
-                    result.exit_code = code;
-                    result.duration = duration;
-                    return Ok(result);
+                    let output = output.finish();
+                    return Ok(ExecResult {
+                        exit_code: code,
+                        stdout: output.stdout,
+                        stderr: output.stderr,
+                        duration,
+                        truncated: output.truncated,
+                    });
                 }
                 ExecEvent::Failed(err) => return Err(err),
             }

@@ -81,6 +81,15 @@ fn exec_spec(request: &pb::WorkerExecRequest) -> Result<ExecSpec, Status> {
     })
 }
 
+/// The output a whole exec may collect: what the caller asks for (0: no opinion), never
+/// more than this worker's own ceiling.
+fn exec_output_limit(requested: u64, ceiling: usize) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) | Err(_) => ceiling,
+        Ok(requested) => requested.min(ceiling),
+    }
+}
+
 fn exec_event(event: ExecEvent) -> pb::ExecEvent {
     use pb::exec_event::Event;
     let event = match event {
@@ -206,7 +215,15 @@ impl WorkerService for WorkerGrpc {
         let request = request.into_inner();
         self.admit(&request.sandbox_id, request.generation).await?;
         let spec = exec_spec(&request)?;
-        let result = self.runtime.provider.exec(&request.sandbox_id, spec).await;
+        let max_output = exec_output_limit(
+            request.max_output_bytes,
+            self.runtime.config.max_exec_output_bytes,
+        );
+        let result = self
+            .runtime
+            .provider
+            .exec(&request.sandbox_id, spec, max_output)
+            .await;
         self.count(&self.runtime.metrics.execs, &result);
         let result = result.map_err(status::from_provider)?;
         Ok(Response::new(pb::WorkerExecResponse {
@@ -214,6 +231,7 @@ impl WorkerService for WorkerGrpc {
             stdout: result.stdout,
             stderr: result.stderr,
             duration_ms: duration_ms(result.duration),
+            truncated: result.truncated,
         }))
     }
 

@@ -172,6 +172,7 @@ impl Sandboxes {
             env: call.env,
             workdir: call.workdir,
             timeout,
+            max_output: self.settings.limits.max_exec_output_bytes,
         }
     }
 

@@ -19,8 +19,6 @@ use super::model::{ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, Spawn
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time on top of an exec's own timeout for the round trip.
 const EXEC_MARGIN: Duration = Duration::from_secs(10);
-/// Largest message a worker may answer with (a whole exec's output).
-const MAX_MESSAGE: usize = 64 << 20;
 
 /// Output events, then exactly one terminal event ([`ExecEvent::is_terminal`]); a
 /// broken call or a stream the worker ended early becomes the terminal `Failed`.
@@ -51,7 +49,8 @@ impl WorkerClient {
     pub(super) fn new(worker_id: &str, channel: Channel) -> Self {
         Self {
             worker_id: worker_id.to_owned(),
-            inner: WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
+            inner: WorkerServiceClient::new(channel)
+                .max_decoding_message_size(berth_proto::MAX_MESH_MESSAGE),
         }
     }
 
@@ -112,6 +111,7 @@ impl WorkerClient {
     }
 
     pub async fn exec(&self, request: ExecRequest) -> Result<ExecOutcome, RemoteError> {
+        let max_output = request.max_output;
         let (request, timeout) = exec_request(request);
         let answer = self
             .inner
@@ -120,12 +120,14 @@ impl WorkerClient {
             .await
             .map_err(|status| self.error(&status))?
             .into_inner();
-        Ok(ExecOutcome {
+        let outcome = ExecOutcome {
             exit_code: answer.exit_code,
             stdout: answer.stdout,
             stderr: answer.stderr,
             duration_ms: answer.duration_ms,
-        })
+            truncated: answer.truncated,
+        };
+        Ok(outcome.limit(max_output))
     }
 
     pub async fn exec_stream(&self, request: ExecRequest) -> Result<ExecEvents, RemoteError> {
@@ -407,6 +409,7 @@ fn exec_request(request: ExecRequest) -> (pb::WorkerExecRequest, Duration) {
         env: request.env.into_iter().collect(),
         workdir: request.workdir,
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        max_output_bytes: u64::try_from(request.max_output).unwrap_or(u64::MAX),
     };
     (message, timeout)
 }

@@ -38,6 +38,9 @@ pub struct ExecRequest {
     /// Empty: the provider's default.
     pub workdir: String,
     pub timeout: Duration,
+    /// A whole exec collects at most this many bytes of stdout and stderr together
+    /// (a streamed one ignores it).
+    pub max_output: usize,
 }
 
 /// A finished command, collected.
@@ -47,6 +50,21 @@ pub struct ExecOutcome {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub duration_ms: u64,
+    /// The command printed more than the limit; the rest was dropped.
+    pub truncated: bool,
+}
+
+impl ExecOutcome {
+    /// Keeps at most `max_output` bytes (stdout first), for a worker that answered
+    /// with more than it was asked for (one that predates the limit).
+    pub fn limit(mut self, max_output: usize) -> Self {
+        if self.stdout.len() + self.stderr.len() > max_output {
+            self.stdout.truncate(max_output);
+            self.stderr.truncate(max_output - self.stdout.len());
+            self.truncated = true;
+        }
+        self
+    }
 }
 
 /// One event of a streamed command: output, then exactly one `Exit` or `Failed`.
@@ -83,4 +101,34 @@ pub struct FileInfo {
     pub is_dir: bool,
     /// Unix seconds.
     pub mod_time: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(stdout: &[u8], stderr: &[u8]) -> ExecOutcome {
+        ExecOutcome {
+            exit_code: 0,
+            stdout: stdout.to_vec(),
+            stderr: stderr.to_vec(),
+            duration_ms: 1,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_is_cut_stdout_first() {
+        let cut = outcome(b"abcdef", b"ghij").limit(8);
+        assert_eq!(
+            (&cut.stdout[..], &cut.stderr[..]),
+            (&b"abcdef"[..], &b"gh"[..])
+        );
+        assert!(cut.truncated);
+        let cut = outcome(b"abcdef", b"ghij").limit(4);
+        assert_eq!((&cut.stdout[..], &cut.stderr[..]), (&b"abcd"[..], &b""[..]));
+        assert!(cut.truncated);
+        let whole = outcome(b"abcdef", b"ghij").limit(10);
+        assert_eq!(whole, outcome(b"abcdef", b"ghij"));
+    }
 }

@@ -180,6 +180,7 @@ impl SandboxesApi for SandboxesService {
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             duration_ms: outcome.duration_ms,
+            truncated: outcome.truncated,
         }))
     }
 

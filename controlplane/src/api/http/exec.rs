@@ -8,6 +8,7 @@
 //! take it for output. A client that goes away drops the stream, which cancels the
 //! worker call, which stops the command.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -80,13 +81,14 @@ pub async fn exec(
     audit.detail(call.describe());
     if !stream {
         let outcome = state.sandboxes.exec(&id, call).await?;
-        return Ok(Json(json!({
-            "exit_code": outcome.exit_code,
-            "stdout": String::from_utf8_lossy(&outcome.stdout),
-            "stderr": String::from_utf8_lossy(&outcome.stderr),
-            "duration": format!("{}ms", outcome.duration_ms),
-            "duration_ms": outcome.duration_ms,
-        }))
+        return Ok(Json(ExecAnswer {
+            exit_code: outcome.exit_code,
+            stdout: String::from_utf8_lossy(&outcome.stdout),
+            stderr: String::from_utf8_lossy(&outcome.stderr),
+            duration: format!("{}ms", outcome.duration_ms),
+            duration_ms: outcome.duration_ms,
+            truncated: outcome.truncated,
+        })
         .into_response());
     }
     let events = state.sandboxes.exec_stream(&id, call).await?;
@@ -99,6 +101,20 @@ pub async fn exec(
         Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>)),
     )
         .into_response())
+}
+
+/// A whole exec's answer, serialized straight from the collected output (no copy into
+/// a JSON value). `truncated` appears only when output was dropped; StacyVM clients
+/// ignore fields they do not know.
+#[derive(Serialize)]
+struct ExecAnswer<'a> {
+    exit_code: i32,
+    stdout: Cow<'a, str>,
+    stderr: Cow<'a, str>,
+    duration: String,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 /// Exec events as NDJSON lines; the events end with exactly one terminal event, and

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::MockProvider;
+use crate::provider::output::DEFAULT_MAX_EXEC_OUTPUT as LIMIT;
 use crate::provider::{
     ByteStream, ExecEvent, ExecMode, ExecResult, ExecSpec, Provider, ProviderError, SandboxSpec,
     SandboxState,
@@ -40,7 +41,7 @@ async fn provider_with(id: &str) -> MockProvider {
 }
 
 async fn run(provider: &MockProvider, line: &str) -> ExecResult {
-    provider.exec("sb", shell(line)).await.unwrap()
+    provider.exec("sb", shell(line), LIMIT).await.unwrap()
 }
 
 fn text(bytes: &[u8]) -> &str {
@@ -133,7 +134,7 @@ async fn thousands_of_sandboxes_are_cheap() {
     }
     assert_eq!(provider.list().await.unwrap().len(), 2000);
     let result = provider
-        .exec("sb-1999", shell("echo $GREETING"))
+        .exec("sb-1999", shell("echo $GREETING"), LIMIT)
         .await
         .unwrap();
     assert_eq!(result.stdout, b"hello\n");
@@ -307,7 +308,7 @@ async fn argv_mode_does_not_interpret() {
         mode: ExecMode::Argv,
         ..shell("")
     };
-    let result = provider.exec("sb", spec).await.unwrap();
+    let result = provider.exec("sb", spec, LIMIT).await.unwrap();
     assert_eq!(text(&result.stdout), "a; 'b' $HOME &&\n");
     // Shell mode quotes each arg, so they are not interpreted either.
     let spec = ExecSpec {
@@ -315,7 +316,7 @@ async fn argv_mode_does_not_interpret() {
         args: vec!["a; echo b".into(), "$HOME".into()],
         ..shell("")
     };
-    let result = provider.exec("sb", spec).await.unwrap();
+    let result = provider.exec("sb", spec, LIMIT).await.unwrap();
     assert_eq!(text(&result.stdout), "a; echo b $HOME\n");
     let spec = ExecSpec {
         command: "sh".into(),
@@ -323,7 +324,7 @@ async fn argv_mode_does_not_interpret() {
         mode: ExecMode::Argv,
         ..shell("")
     };
-    let result = provider.exec("sb", spec).await.unwrap();
+    let result = provider.exec("sb", spec, LIMIT).await.unwrap();
     assert_eq!((text(&result.stdout), result.exit_code), ("/tmp\n", 4));
 }
 
@@ -351,7 +352,7 @@ async fn workdir_env_and_cd() {
         env: BTreeMap::from([("GREETING".into(), "hi".into()), ("X".into(), "1".into())]),
         ..shell("pwd; env")
     };
-    let result = provider.exec("sb", spec).await.unwrap();
+    let result = provider.exec("sb", spec, LIMIT).await.unwrap();
     assert_eq!(
         text(&result.stdout),
         "/tmp\nGREETING=hi\nHOME=/workspace\nPATH=/usr/bin:/bin\nPWD=/tmp\nX=1\n"
@@ -430,7 +431,7 @@ async fn timeout_is_honored() {
         ..shell("sleep 10")
     };
     let started = Instant::now();
-    let result = provider.exec("sb", spec).await;
+    let result = provider.exec("sb", spec, LIMIT).await;
     assert_eq!(
         result,
         Err(ProviderError::Timeout(Duration::from_millis(100)))
@@ -529,6 +530,29 @@ async fn large_generated_output() {
     let result = run(&provider, "generate --bytes x").await;
     assert_eq!(result.exit_code, 2);
     assert!(text(&result.stderr).starts_with("generate: invalid number"));
+}
+
+#[tokio::test]
+async fn a_whole_exec_keeps_at_most_its_limit_and_runs_to_the_end() {
+    let provider = provider_with("sb").await;
+    // far more than the limit, then a file written after it all: the command is not
+    // stopped at the limit, and its exit code is its own
+    let line = "generate --bytes 50000000; generate --bytes 3000 --stderr; touch done; exit 7";
+    let result = provider.exec("sb", shell(line), 4096).await.unwrap();
+    assert!(result.truncated);
+    assert_eq!(result.exit_code, 7);
+    assert_eq!(result.stdout.len(), 4096);
+    assert_eq!(&result.stdout[..10], b"0123456789");
+    assert!(result.stderr.is_empty(), "the budget went to stdout first");
+    let done = provider.stat("sb", "/workspace/done").await;
+    assert_eq!(done.map(|info| info.size), Ok(0));
+
+    // exactly the limit is not truncated
+    let result = provider
+        .exec("sb", shell("generate --bytes 4096"), 4096)
+        .await
+        .unwrap();
+    assert_eq!((result.stdout.len(), result.truncated), (4096, false));
 }
 
 #[tokio::test]
