@@ -1,6 +1,6 @@
 //! Compiles `berth/v1/*.proto` with protox (pure Rust), so no system protoc is needed.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "berth/v1/types.proto",
@@ -11,11 +11,13 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // read when the script runs, not when it was compiled: one compiled build script
+    // may serve several checkouts that share a target directory
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }
-    let descriptors = protox::compile(PROTOS, [root])?;
+    let descriptors = protox::compile(PROTOS, [&root])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -372,7 +372,7 @@ mod tests {
     fn the_exec_output_limit_must_fit_a_mesh_message() {
         for bytes in [0, berth_proto::MAX_EXEC_OUTPUT + 1] {
             let yaml = format!("sandboxes:\n  max_exec_output_bytes: {bytes}\n");
-            let config: ControlPlaneConfig = serde_yaml::from_str(&yaml).unwrap();
+            let config: ControlPlaneConfig = serde_yaml_ng::from_str(&yaml).unwrap();
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("max_exec_output_bytes"), "{err}");
         }
@@ -380,7 +380,7 @@ mod tests {
             "sandboxes:\n  max_exec_output_bytes: {}\n",
             berth_proto::MAX_EXEC_OUTPUT
         );
-        let config: ControlPlaneConfig = serde_yaml::from_str(&yaml).unwrap();
+        let config: ControlPlaneConfig = serde_yaml_ng::from_str(&yaml).unwrap();
         config.validate().unwrap();
     }
 

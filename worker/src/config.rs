@@ -201,11 +201,11 @@ mod tests {
     fn the_exec_output_limit_must_fit_a_mesh_message() {
         for bytes in [0, berth_proto::MAX_EXEC_OUTPUT + 1] {
             let config: WorkerConfig =
-                serde_yaml::from_str(&format!("max_exec_output_bytes: {bytes}")).unwrap();
+                serde_yaml_ng::from_str(&format!("max_exec_output_bytes: {bytes}")).unwrap();
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("max_exec_output_bytes"), "{err}");
         }
-        let config: WorkerConfig = serde_yaml::from_str("max_exec_output_bytes: 1024").unwrap();
+        let config: WorkerConfig = serde_yaml_ng::from_str("max_exec_output_bytes: 1024").unwrap();
         config.validate().unwrap();
     }
 
