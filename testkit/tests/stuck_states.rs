@@ -3,7 +3,8 @@
 //! plane (this one restarted, or any replica) resolves them once they are older than
 //! the spawn timeout plus a heartbeat grace, adopting those the worker holds at the
 //! lease's generation and destroying the rest. A sandbox in any state can be
-//! destroyed, and prune and the TTL reach every state.
+//! destroyed, and prune and the TTL reach every state. On the docker worker, sandbox
+//! networks are reconciled like containers: none outlives its sandbox.
 //!
 //! The crash is played at the store: a sandbox is placed exactly as the scheduler
 //! places it (row, lease and slot in one step) and nothing more happens, which is what
@@ -13,11 +14,17 @@
 
 use std::time::Duration;
 
+use bollard::Docker;
+use bollard::models::NetworkCreateRequest;
+use bollard::query_parameters::{InspectNetworkOptions, RemoveContainerOptions};
 use serde_json::json;
 
 use berth_controlplane::store::{NewSandbox, SandboxState, Store};
 use berth_proto::v1 as pb;
+use berth_testkit::docker::{DockerCleanup, docker_or_skip, unique_worker_id};
 use berth_testkit::{Api, TestFleet, eventually};
+use berth_worker::provider::Provider;
+use berth_worker::provider::docker::{DockerProvider, LABEL_MANAGED, LABEL_SANDBOX, LABEL_WORKER};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -339,4 +346,137 @@ async fn the_ttl_reaper_destroys_a_sandbox_stuck_creating() {
     assert!(!worker_holds(&fleet, "stuck").await);
     assert_eq!(reserved(&store, "k1").await, 0);
     fleet.stop().await;
+}
+
+// ---------------------------------------------------------------- docker networks
+
+fn engine() -> Docker {
+    Docker::connect_with_unix_defaults().expect("engine")
+}
+
+/// Makes a network labelled as worker `worker_id`'s network of sandbox `sandbox_id`,
+/// named as the provider names it: what a spawn cut off after making it leaves.
+async fn stray_network(worker_id: &str, sandbox_id: &str) -> String {
+    let name = format!("berth-{sandbox_id}");
+    engine()
+        .create_network(NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(
+                [
+                    (LABEL_MANAGED.to_owned(), "true".to_owned()),
+                    (LABEL_SANDBOX.to_owned(), sandbox_id.to_owned()),
+                    (LABEL_WORKER.to_owned(), worker_id.to_owned()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        })
+        .await
+        .expect("create a network");
+    name
+}
+
+async fn network_exists(name: &str) -> bool {
+    engine()
+        .inspect_network(name, None::<InspectNetworkOptions>)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_stray_sandbox_network_is_removed_while_the_worker_runs() {
+    let Some(docker) = docker_or_skip("a_stray_sandbox_network_is_removed").await else {
+        return;
+    };
+    let worker_id = unique_worker_id("strays");
+    let other = unique_worker_id("strays-other");
+    let cleanup = DockerCleanup::new(&docker, &[&worker_id, &other]);
+    let fleet = TestFleet::builder()
+        .docker(docker.clone())
+        .worker_ids(&[&worker_id])
+        .start()
+        .await;
+    let kept = fleet.api.create_sandbox(json!({})).await;
+    let kept_network = format!("berth-{}", kept["id"].as_str().unwrap());
+    // after the worker's start-up sweep: only a sweep while it runs removes them
+    let stray = stray_network(&worker_id, &unique_worker_id("sbx")).await;
+    let foreign = stray_network(&other, &unique_worker_id("sbx")).await;
+    eventually("the stray network is removed", WAIT, || async {
+        (!network_exists(&stray).await).then_some(())
+    })
+    .await;
+    assert!(
+        network_exists(&kept_network).await,
+        "a live sandbox's network"
+    );
+    assert!(network_exists(&foreign).await, "another worker's network");
+    fleet.stop().await;
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn a_destroyed_lost_sandbox_leaves_no_network() {
+    let Some(docker) = docker_or_skip("a_destroyed_lost_sandbox_leaves_no_network").await else {
+        return;
+    };
+    let worker_id = unique_worker_id("lostnet");
+    let _cleanup = DockerCleanup::new(&docker, &[&worker_id]);
+    let fleet = TestFleet::builder()
+        .docker(docker.clone())
+        .worker_ids(&[&worker_id])
+        .start()
+        .await;
+    let api = &fleet.api;
+    let id = api.create_sandbox(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let network = format!("berth-{id}");
+    assert!(network_exists(&network).await);
+    // its container removed from outside: the worker stops reporting it
+    engine()
+        .remove_container(
+            &network,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("remove the container");
+    eventually("the sandbox is lost", WAIT, || async {
+        (api_state(api, &id).await.1 == "lost").then_some(())
+    })
+    .await;
+    assert_eq!(api.delete(&format!("/sandboxes/{id}")).await.0, 200);
+    eventually("its network is gone", WAIT, || async {
+        (!network_exists(&network).await).then_some(())
+    })
+    .await;
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_spawn_failing_half_way_removes_the_network_a_dead_spawn_left() {
+    let Some(docker) = docker_or_skip("a_spawn_failing_half_way_removes_the_network").await else {
+        return;
+    };
+    let worker_id = unique_worker_id("halfway");
+    let _cleanup = DockerCleanup::new(&docker, &[&worker_id]);
+    let provider = DockerProvider::new(docker.clone(), &worker_id);
+    let sandbox_id = unique_worker_id("sbx");
+    let network = stray_network(&worker_id, &sandbox_id).await;
+    // the engine refuses a container with 1 MiB of memory, after the network is taken
+    let failed = provider
+        .spawn(berth_worker::provider::SandboxSpec {
+            memory_mb: 1,
+            ..berth_testkit::spec(&sandbox_id)
+        })
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(
+        !network_exists(&network).await,
+        "the failed spawn left its network"
+    );
 }
