@@ -4,8 +4,9 @@
 # with a join token from `berth token create`, listed online, restarted with its stored
 # identity, a used-up token refused; a sandbox created, exec'd (whole and streamed),
 # files written, read back, listed and removed, logs read and the sandbox destroyed
-# through the CLI; StacyVM's own Python SDK run against it; both processes stopped
-# cleanly by SIGTERM.
+# through the CLI; StacyVM's own Python SDK run against it; the control plane killed
+# during parallel creates and every sandbox settling; both processes stopped cleanly
+# by SIGTERM.
 # Exits non-zero on the first failure, printing the processes' logs.
 set -euo pipefail
 
@@ -68,8 +69,10 @@ worker_port=$(free_port)
 export BERTH_API_URL="http://127.0.0.1:$api_port"
 export BERTH_DATA_DIR="$work/control-plane"
 
-# the example config, with a reaper quick enough for the lifecycle steps below
-sed 's/^  reap_interval: .*/  reap_interval: 500ms/' config/control-plane.yaml >"$work/control-plane.yaml"
+# the example config, with a reaper quick enough for the lifecycle steps below and a
+# spawn timeout short enough that spawns a killed control plane left are resolved soon
+sed -e 's/^  reap_interval: .*/  reap_interval: 500ms/' -e 's/^  spawn_timeout: .*/  spawn_timeout: 2s/' \
+    config/control-plane.yaml >"$work/control-plane.yaml"
 start_serve() {
     "$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" \
         --listen "127.0.0.1:$api_port" --mesh-listen "127.0.0.1:$mesh_port" \
@@ -204,6 +207,28 @@ wait_for "the drain to finish after the restart" drain_state_is drained
 wait_for "the sandbox destroyed at the deadline" sandbox_gone "$live"
 "$BERTH" workers undrain smoke-1 >/dev/null
 wait_for "smoke-1 online after the drain" worker_online
+
+step "SIGKILL of the control plane mid-create: every sandbox ends running or destroyed"
+creates=()
+for _ in 1 2 3 4 5 6; do
+    "$BERTH" sandbox create --ttl 10m >/dev/null 2>&1 &
+    creates+=("$!")
+done
+sleep 0.3
+kill -KILL "$serve_pid"
+wait "$serve_pid" 2>/dev/null || true
+for pid in "${creates[@]}"; do wait "$pid" 2>/dev/null || true; done
+start_serve
+wait_for "smoke-1 online after the kill" worker_online
+all_running() {
+    "$BERTH" sandbox list -o json >"$work/list.json"
+    python3 -c 'import json,sys; sys.exit(any(s["state"] != "running" for s in json.load(sys.stdin)))' \
+        <"$work/list.json"
+}
+wait_for "no sandbox left creating after the kill" all_running
+for id in $(python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))' <"$work/list.json"); do
+    "$BERTH" sandbox destroy "$id" 2>/dev/null
+done
 
 step "SIGTERM drains the worker: a live sandbox is destroyed at the drain deadline"
 "$BERTH" sandbox create --ttl 10m >/dev/null 2>&1

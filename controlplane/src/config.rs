@@ -337,6 +337,14 @@ impl ControlPlaneConfig {
     pub fn heartbeat_grace(&self) -> Duration {
         self.heartbeat_interval * self.missed_heartbeats
     }
+
+    /// How long after its placement a sandbox may still be `creating`: the spawn
+    /// timeout, plus one heartbeat grace for the call's set-up, clock skew and the
+    /// heartbeat that reports it. Past it the spawn is resolved by the worker's
+    /// heartbeat: adopted if the worker holds the sandbox, destroyed otherwise.
+    pub fn spawn_confirm_within(&self) -> Duration {
+        self.sandboxes.spawn_timeout + self.heartbeat_grace()
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,10 @@ pub struct FleetSettings {
     pub join_max_ttl: Duration,
     /// Clock skew tolerated on token times.
     pub token_leeway: Duration,
+    /// A sandbox still being created this long after it was placed has a spawn nobody
+    /// will confirm (its control plane died mid-spawn): its worker's heartbeat resolves
+    /// it (`fleet/heartbeats.rs`).
+    pub spawn_confirm_within: Duration,
 }
 
 #[derive(Debug, Clone)]

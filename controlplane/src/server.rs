@@ -131,6 +131,7 @@ pub async fn start(
             join_default_ttl: config.tokens.join_ttl,
             join_max_ttl: config.tokens.join_max_ttl,
             token_leeway: TOKEN_LEEWAY,
+            spawn_confirm_within: config.spawn_confirm_within(),
         },
         Metrics::new(),
         workers.clone(),

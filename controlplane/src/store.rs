@@ -82,6 +82,7 @@ pub use cluster::ClusterIdentity;
 pub use join_tokens::NewJoinToken;
 pub use sandboxes::{
     CandidateRow, CreatedPlacement, ExpiredLease, HeldLease, NewSandbox, Placement, SandboxRow,
+    UnconfirmedSpawn,
 };
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
 #[cfg(feature = "test-support")]

@@ -97,13 +97,20 @@ impl Fleet {
                 .await?;
             self.metrics.lease_renewals.inc_by(renewed);
         }
-        let destroy: Vec<String> = inventory
+        let mut destroy: Vec<String> = inventory
             .iter()
             .filter(|(id, _)| !leased.contains_key(id.as_str()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &destroy {
             tracing::warn!(%worker_id, sandbox_id = %id, "worker runs a sandbox it holds no lease for; asking it to destroy it");
+        }
+        if leases
+            .iter()
+            .any(|lease| lease.state == SandboxState::Creating)
+        {
+            self.resolve_unconfirmed_spawns(worker_id, inventory, now_ms, &mut destroy)
+                .await?;
         }
         for lease in &leases {
             let (id, generation) = (&lease.sandbox_id, lease.generation);
@@ -123,6 +130,62 @@ impl Fleet {
             }
         }
         Ok(destroy)
+    }
+
+    /// Resolves the spawns on this worker that nobody confirmed within
+    /// `spawn_confirm_within` of their placement (the control plane that placed them
+    /// died mid-spawn; measured from the row's creation, so any replica, restarted or
+    /// not, resolves them): a sandbox the worker reports at the lease's generation is
+    /// adopted (marked running), any other is destroyed, its lease and slot released,
+    /// and handed back for destruction if the worker holds it at another generation.
+    /// Each step is a conditional update, so a spawn confirmed meanwhile, or resolved
+    /// by another replica, is left alone.
+    async fn resolve_unconfirmed_spawns(
+        &self,
+        worker_id: &str,
+        inventory: &[(String, i64)],
+        now_ms: i64,
+        destroy: &mut Vec<String>,
+    ) -> Result<(), FleetError> {
+        let bound_ms =
+            i64::try_from(self.settings.spawn_confirm_within.as_millis()).unwrap_or(i64::MAX);
+        let created_before = now_ms.saturating_sub(bound_ms).div_euclid(1000);
+        for spawn in self
+            .store
+            .unconfirmed_spawns(worker_id, created_before)
+            .await?
+        {
+            let id = &spawn.sandbox_id;
+            let reported = inventory
+                .iter()
+                .find(|(held, _)| held == id)
+                .map(|(_, generation)| *generation);
+            if reported == Some(spawn.generation) {
+                // the provider's own id for it is not in the inventory; it stays empty
+                if self.store.mark_sandbox_running(id, "", now_ms).await? {
+                    tracing::warn!(%worker_id, sandbox_id = %id, generation = spawn.generation, "sandbox adopted: its worker holds it but its spawn was never confirmed");
+                }
+                continue;
+            }
+            if self
+                .store
+                .abandon_spawn(
+                    id,
+                    worker_id,
+                    spawn.generation,
+                    "its spawn was never confirmed",
+                    now_ms.div_euclid(1000),
+                )
+                .await?
+            {
+                self.workers.routes().forget(id);
+                tracing::warn!(%worker_id, sandbox_id = %id, "sandbox destroyed: its spawn was never confirmed and its worker does not hold it");
+                if reported.is_some() && !destroy.contains(id) {
+                    destroy.push(id.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Marks lost every sandbox whose lease ran out (its worker stopped heartbeating);

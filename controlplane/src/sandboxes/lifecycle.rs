@@ -96,7 +96,17 @@ impl Sandboxes {
             .await?;
         tracing::info!(sandbox_id = %id, %worker_id, generation = placement.generation, "sandbox created");
         if !running {
-            // something else (a destroy, a lost worker) moved it on meanwhile
+            // something else (a destroy, a lost worker, reconciliation) moved it on
+            // meanwhile; unless that adopted it, the worker must not keep it
+            let row = self.store.get_sandbox(&id).await?;
+            if row.is_none_or(|row| row.state != SandboxState::Running) {
+                self.abandon_on_worker(
+                    &id,
+                    &worker_id,
+                    &placement.advertise_addr,
+                    placement.generation,
+                );
+            }
             return self.get(&id).await;
         }
         self.routes().remember(
@@ -170,13 +180,24 @@ impl Sandboxes {
         let cached = self.routes().live(id, i64::MIN);
         self.routes().forget(id);
         match cached {
-            Some(route) => self.destroy_claimed(id, route, true).await,
-            None => self.destroy_claimed_from_store(id).await,
+            Some(route) => {
+                self.destroy_claimed(id, route, true, SandboxState::Running)
+                    .await
+            }
+            None => {
+                self.destroy_claimed_from_store(id, SandboxState::Running)
+                    .await
+            }
         }
     }
 
-    /// A destroy of a sandbox that was not running: says why, or finishes one that
-    /// runs nowhere.
+    /// A destroy of a sandbox that was not running. Every state has a way out: one
+    /// still being created is claimed like a running one (its spawn may be in flight,
+    /// or was never confirmed) and destroyed on its worker; a failed or lost one runs
+    /// nowhere we still hold a lease, so it is finished (whatever its worker still
+    /// holds is reconciled away, see `fleet/heartbeats.rs`); a destroy whose claimer
+    /// died is taken over. Only a destroy in progress, or a sandbox destroyed already,
+    /// is refused.
     async fn destroy_unclaimed(&self, id: &str) -> Result<(), SandboxError> {
         let row = self
             .store
@@ -185,17 +206,41 @@ impl Sandboxes {
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
         match row.state {
             SandboxState::Destroyed => Err(SandboxError::Destroyed(id.to_owned())),
-            SandboxState::Creating => Err(SandboxError::Conflict(format!(
-                "sandbox {id:?} is still being created"
-            ))),
-            // nothing runs for these on any worker we still talk to
+            SandboxState::Creating => {
+                if self
+                    .store
+                    .claim_destroy_creating(id, crate::clock::now_ms())
+                    .await?
+                {
+                    self.routes().forget(id);
+                    return self
+                        .destroy_claimed_from_store(id, SandboxState::Creating)
+                        .await;
+                }
+                // it moved on meanwhile (running, lost, claimed…), never back to
+                // creating: destroy what it is now
+                Box::pin(self.destroy_now(id)).await
+            }
             SandboxState::Error | SandboxState::Lost => {
                 self.store
                     .finish_sandbox(id, SandboxState::Destroyed, &row.error, now_secs())
                     .await?;
                 Ok(())
             }
-            _ => Err(SandboxError::Conflict(format!(
+            SandboxState::Destroying => {
+                let now = crate::clock::now_ms();
+                let stalled_before = now - STALLED_DESTROY_MS;
+                if self.store.reclaim_destroy(id, stalled_before, now).await? {
+                    tracing::warn!(sandbox_id = %id, "taking over a destroy that stalled");
+                    return self
+                        .destroy_claimed_from_store(id, SandboxState::Running)
+                        .await;
+                }
+                Err(SandboxError::Conflict(format!(
+                    "sandbox {id:?} is being destroyed"
+                )))
+            }
+            SandboxState::Running => Err(SandboxError::Conflict(format!(
                 "sandbox {id:?} is being destroyed"
             ))),
         }
@@ -213,7 +258,10 @@ impl Sandboxes {
                 continue;
             }
             tracing::warn!(sandbox_id = %id, "taking over a destroy that stalled");
-            match self.destroy_claimed_from_store(&id).await {
+            match self
+                .destroy_claimed_from_store(&id, SandboxState::Running)
+                .await
+            {
                 Ok(()) => destroyed += 1,
                 Err(err) => {
                     tracing::warn!(sandbox_id = %id, error = %err, "cannot finish a stalled destroy")
@@ -224,11 +272,16 @@ impl Sandboxes {
     }
 
     /// The worker's part of a destroy this control plane has claimed, on the lease in
-    /// the store.
-    async fn destroy_claimed_from_store(&self, id: &str) -> Result<(), SandboxError> {
+    /// the store; a failed one puts the sandbox back in `restore` (the state it was
+    /// claimed from).
+    async fn destroy_claimed_from_store(
+        &self,
+        id: &str,
+        restore: SandboxState,
+    ) -> Result<(), SandboxError> {
         let row = self.store.get_sandbox(id).await?;
         match row.and_then(|row| lease_route(&row)) {
-            Some(route) => self.destroy_claimed(id, route, false).await,
+            Some(route) => self.destroy_claimed(id, route, false, restore).await,
             None => {
                 self.store
                     .finish_sandbox(id, SandboxState::Destroyed, "", now_secs())
@@ -240,12 +293,15 @@ impl Sandboxes {
 
     /// The worker's part of a destroy this control plane has claimed. A worker that no
     /// longer holds the sandbox counts as done, once the store confirms that `route`
-    /// (taken from the cache when `cached`) is the lease's.
+    /// (taken from the cache when `cached`) is the lease's. A failed call puts the
+    /// sandbox back in `restore`, so a retry (or, for one still being created, the
+    /// resolution of unconfirmed spawns) can finish it.
     async fn destroy_claimed(
         &self,
         id: &str,
         route: Route,
         cached: bool,
+        restore: SandboxState,
     ) -> Result<(), SandboxError> {
         let worker_id = route.worker_id.clone();
         note_worker(&worker_id);
@@ -275,7 +331,7 @@ impl Sandboxes {
                         if stored.worker_id != route.worker_id
                             || stored.generation != route.generation =>
                     {
-                        Box::pin(self.destroy_claimed(id, stored, false)).await
+                        Box::pin(self.destroy_claimed(id, stored, false, restore)).await
                     }
                     _ => self.finish_destroyed(id, &worker_id).await,
                 }
@@ -283,9 +339,9 @@ impl Sandboxes {
             // the worker no longer holding it is as good as destroyed
             Ok(_) | Err(None) => self.finish_destroyed(id, &worker_id).await,
             Err(Some(err)) => {
-                // leave it running so a retry can destroy it
+                // leave it as it was so a retry can destroy it
                 self.store
-                    .transition_sandbox(id, &[SandboxState::Destroying], SandboxState::Running)
+                    .transition_sandbox(id, &[SandboxState::Destroying], restore)
                     .await?;
                 Err(err)
             }
@@ -324,9 +380,11 @@ impl Sandboxes {
         self.get(id).await
     }
 
-    /// Destroys every running sandbox whose TTL has run out; returns how many. Safe
-    /// beside other replicas doing the same: each destroy first claims the sandbox
-    /// with a conditional `running → destroying`, so only one of them calls the worker.
+    /// Destroys every sandbox whose TTL has run out, whatever its state (running,
+    /// still creating, failed or lost); returns how many. Safe beside other replicas
+    /// doing the same: each destroy first claims the sandbox with a conditional
+    /// update (`running → destroying`, `creating → destroying`, or the finish of one
+    /// that runs nowhere), so only one of them calls the worker.
     pub async fn prune_expired(&self) -> Result<usize, SandboxError> {
         let mut pruned = 0;
         for id in self.store.expired_sandboxes(now_secs()).await? {

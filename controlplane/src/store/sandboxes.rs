@@ -76,6 +76,14 @@ pub struct HeldLease {
     pub started_at_ms: Option<i64>,
 }
 
+/// A sandbox still being created long after it was placed ([`Store::unconfirmed_spawns`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UnconfirmedSpawn {
+    pub sandbox_id: String,
+    /// The generation of the lease its worker holds.
+    pub generation: i64,
+}
+
 /// A lease that ran out ([`Store::expired_leases`]).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ExpiredLease {
@@ -328,6 +336,93 @@ impl Store {
         }
     }
 
+    /// Claims a sandbox that is still being created for destruction (`creating →
+    /// destroying`, noting when): its spawn may be in flight or was never confirmed (its
+    /// control plane died). False when it is no longer being created. Of replicas racing
+    /// to destroy one sandbox exactly one wins.
+    pub async fn claim_destroy_creating(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let updated = with_write_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE sandboxes SET state = 'destroying', destroying_since_ms = $1 \
+                 WHERE id = $2 AND state = 'creating'",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Sandboxes of `worker_id` still `creating` though created before `created_before`
+    /// (unix seconds), with the generation of the lease it holds: spawns nobody
+    /// confirmed (the control plane that placed them died mid-spawn), by sandbox id.
+    pub async fn unconfirmed_spawns(
+        &self,
+        worker_id: &str,
+        created_before: i64,
+    ) -> Result<Vec<UnconfirmedSpawn>, StoreError> {
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT s.id AS sandbox_id, l.generation FROM sandboxes s \
+                 JOIN leases l ON l.sandbox_id = s.id \
+                 WHERE l.worker_id = $1 AND s.state = 'creating' AND s.created_at < $2 \
+                 ORDER BY s.id",
+            )
+            .bind(worker_id)
+            .bind(created_before)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Ends a spawn that was never confirmed and that its worker does not hold: if
+    /// `worker_id` still holds the lease at `generation` and the sandbox is still
+    /// `creating`, the lease and the slot are released and the sandbox is `destroyed`
+    /// with `reason`, in one transaction; false when anything moved meanwhile (or
+    /// another replica ended it first).
+    pub async fn abandon_spawn(
+        &self,
+        sandbox_id: &str,
+        worker_id: &str,
+        generation: i64,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // leases, then sandboxes, then workers: the order `mark_lost` takes them in
+        in_write_tx!(self, |tx| {
+            let released = sqlx::query(
+                "DELETE FROM leases WHERE sandbox_id = $1 AND worker_id = $2 AND generation = $3",
+            )
+            .bind(sandbox_id)
+            .bind(worker_id)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?;
+            if released.rows_affected() == 0 {
+                return Ok(false);
+            }
+            let ended = sqlx::query(
+                "UPDATE sandboxes SET state = 'destroyed', error = $1, destroyed_at = $2 \
+                 WHERE id = $3 AND state = 'creating'",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(sandbox_id)
+            .execute(&mut *tx)
+            .await?;
+            if ended.rows_affected() == 0 {
+                // marked running (or claimed) meanwhile: rolling back keeps its lease
+                return Ok(false);
+            }
+            release_slot!(&mut *tx, worker_id).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
     /// Sandboxes claimed for destruction before `claimed_before_ms` (or before claims
     /// were timed) and still not destroyed: their claimer died without finishing.
     pub async fn stalled_destroys(
@@ -435,11 +530,15 @@ impl Store {
         })
     }
 
-    /// Ids of live sandboxes whose TTL ran out before `now`.
+    /// Ids of sandboxes whose TTL ran out before `now`, in every state but destroyed
+    /// and destroying (a claimed destroy is finished, or taken over once stalled, by
+    /// its own path): running, still creating, failed or lost alike.
     pub async fn expired_sandboxes(&self, now: i64) -> Result<Vec<String>, StoreError> {
         let ids = with_pool!(self, |pool| {
             sqlx::query_scalar(
-                "SELECT id FROM sandboxes WHERE state = 'running' AND expires_at < $1 ORDER BY id",
+                "SELECT id FROM sandboxes \
+                 WHERE state IN ('creating', 'running', 'error', 'lost') AND expires_at < $1 \
+                 ORDER BY id",
             )
             .bind(now)
             .fetch_all(pool)

@@ -366,13 +366,18 @@ pub async fn expiry_moves_only_for_live_sandboxes_and_never_shortens_the_lease(d
     );
 }
 
-pub async fn expired_sandboxes_are_running_ones_past_their_ttl(db: Db) {
+/// Every state has a way out: a TTL reaches running, creating, failed and lost
+/// sandboxes alike; destroyed ones are done and destroying ones are finished (or taken
+/// over) by their own path.
+pub async fn expired_sandboxes_are_live_or_failed_ones_past_their_ttl(db: Db) {
     let store = db.open().await;
-    sandbox_expiring(&store, "old", 100).await;
-    sandbox_expiring(&store, "young", 1_000).await;
-    sandbox_expiring(&store, "creating", 100).await;
-    sandbox_expiring(&store, "gone", 100).await;
-    for id in ["old", "young", "gone"] {
+    for id in [
+        "old", "young", "creating", "gone", "failed", "lost", "claimed",
+    ] {
+        let expires_at = if id == "young" { 1_000 } else { 100 };
+        sandbox_expiring(&store, id, expires_at).await;
+    }
+    for id in ["old", "young", "gone", "claimed"] {
         assert!(
             store
                 .transition_sandbox(id, &[SandboxState::Creating], SandboxState::Running)
@@ -384,10 +389,129 @@ pub async fn expired_sandboxes_are_running_ones_past_their_ttl(db: Db) {
         .finish_sandbox("gone", SandboxState::Destroyed, "", 5)
         .await
         .unwrap();
-    assert_eq!(store.expired_sandboxes(500).await.unwrap(), vec!["old"]);
+    store
+        .finish_sandbox("failed", SandboxState::Error, "spawn failed", 5)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .transition_sandbox("lost", &[SandboxState::Creating], SandboxState::Lost)
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_destroy("claimed", 5).await.unwrap());
+    assert_eq!(
+        store.expired_sandboxes(500).await.unwrap(),
+        vec!["creating", "failed", "lost", "old"]
+    );
     assert_eq!(
         store.expired_sandboxes(2_000).await.unwrap(),
-        vec!["old", "young"]
+        vec!["creating", "failed", "lost", "old", "young"]
+    );
+}
+
+/// Spawns nobody confirmed (their control plane died mid-spawn): found by worker and
+/// age, and each ended exactly once, by a destroy claim or by being abandoned, never
+/// once it was confirmed.
+pub async fn unconfirmed_spawns_are_found_and_ended_once(db: Db) {
+    let [a, b] = db.replicas().await;
+    worker(&a, "w1", 8).await;
+    worker(&a, "w2", 8).await;
+    // created at 1, except "late" (at 7)
+    for id in ["s", "t", "confirmed", "elsewhere"] {
+        sandbox(&a, id).await;
+    }
+    a.insert_sandbox(&new_sandbox("late")).await.unwrap();
+    for id in ["s", "t", "confirmed", "late"] {
+        place(&a, id, "w1").await;
+    }
+    place(&a, "elsewhere", "w2").await;
+    assert!(a.mark_sandbox_running("confirmed", "vm", 5).await.unwrap());
+    let found = |spawns: Vec<berth_controlplane::store::UnconfirmedSpawn>| {
+        spawns
+            .into_iter()
+            .map(|spawn| (spawn.sandbox_id, spawn.generation))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        found(a.unconfirmed_spawns("w1", 5).await.unwrap()),
+        vec![("s".to_owned(), 1), ("t".to_owned(), 1)]
+    );
+    assert_eq!(
+        found(a.unconfirmed_spawns("w1", 8).await.unwrap()),
+        vec![
+            ("late".to_owned(), 1),
+            ("s".to_owned(), 1),
+            ("t".to_owned(), 1)
+        ]
+    );
+    assert_eq!(a.unconfirmed_spawns("w1", 1).await.unwrap(), vec![]);
+    assert_eq!(found(a.unconfirmed_spawns("w2", 5).await.unwrap()).len(), 1);
+    assert_eq!(reserved(&a, "w1").await, 4);
+
+    // abandoning takes the lease as it was seen, of a sandbox still being created
+    assert!(
+        !a.abandon_spawn("s", "w1", 2, "x", 9).await.unwrap(),
+        "other generation"
+    );
+    assert!(
+        !a.abandon_spawn("s", "w2", 1, "x", 9).await.unwrap(),
+        "other worker"
+    );
+    assert!(
+        !a.abandon_spawn("confirmed", "w1", 1, "x", 9).await.unwrap(),
+        "confirmed meanwhile"
+    );
+    let confirmed = a.get_sandbox("confirmed").await.unwrap().unwrap();
+    assert_eq!(
+        (confirmed.state, confirmed.generation),
+        (SandboxState::Running, Some(1))
+    );
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store
+                .abandon_spawn("s", "w1", 1, "its spawn was never confirmed", 9)
+                .await
+                .unwrap()
+        }));
+    }
+    assert_eq!(race(tasks).await.into_iter().filter(|won| *won).count(), 1);
+    let row = a.get_sandbox("s").await.unwrap().unwrap();
+    assert_eq!(row.state, SandboxState::Destroyed);
+    assert_eq!(row.error, "its spawn was never confirmed");
+    assert_eq!((row.destroyed_at, row.generation), (Some(9), None));
+    assert_eq!(reserved(&a, "w1").await, 3);
+    assert!(
+        !a.mark_sandbox_running("s", "vm", 10).await.unwrap(),
+        "no way back"
+    );
+
+    // a destroy claims one still being created, once, and only while it is
+    assert!(!a.claim_destroy_creating("confirmed", 1_000).await.unwrap());
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>> = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(Box::pin(async move {
+            store.claim_destroy_creating("t", 1_000).await.unwrap()
+        }));
+    }
+    assert_eq!(race(tasks).await.into_iter().filter(|won| *won).count(), 1);
+    let row = a.get_sandbox("t").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.generation),
+        (SandboxState::Destroying, Some(1))
+    );
+    assert!(!a.mark_sandbox_running("t", "vm", 10).await.unwrap());
+    assert!(
+        !a.abandon_spawn("t", "w1", 1, "x", 9).await.unwrap(),
+        "claimed"
+    );
+    assert_eq!(a.stalled_destroys(1_001).await.unwrap(), vec!["t"]);
+    assert_eq!(
+        found(a.unconfirmed_spawns("w1", 8).await.unwrap()),
+        vec![("late".to_owned(), 1)]
     );
 }
 

@@ -6,7 +6,11 @@
 //! labelled with its own worker id, so workers sharing an engine never touch each
 //! other's sandboxes. `list()` reports every labelled container, running or not, and
 //! the heartbeat's reconciliation does the rest: leased ones are adopted (they are
-//! renewed and stay usable across a worker restart), the others destroyed.
+//! renewed and stay usable across a worker restart), the others destroyed. Networks
+//! are reconciled in the same pass: `list()` also removes the per-sandbox networks of
+//! this worker that no container and no spawn in flight uses (a spawn cut off
+//! half-way, a container removed from outside), so none outlives its sandbox and takes
+//! an address pool for nothing.
 //!
 //! One module per job: `config` (the `docker:` section), `engine` (connection,
 //! health, error mapping), `inventory` (names, labels, states, listing), `spawn`
@@ -24,7 +28,9 @@ mod logs;
 mod scripts;
 mod spawn;
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bollard::Docker;
 use tokio::sync::mpsc;
@@ -49,6 +55,55 @@ pub struct DockerProvider {
     worker_id: String,
     engine: Engine,
     tasks: TaskTracker,
+    /// Sandboxes with a spawn in flight, whose networks the inventory pass leaves be.
+    spawning: Spawning,
+}
+
+/// Sandbox ids with a spawn in flight (counted: two spawns of one id may overlap).
+#[derive(Debug, Default, Clone)]
+struct Spawning(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Spawning {
+    /// Notes a spawn of `sandbox_id` until the guard drops (the spawn returned, or its
+    /// caller went away mid-spawn).
+    fn begin(&self, sandbox_id: &str) -> SpawningGuard {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(sandbox_id.to_owned())
+            .or_default() += 1;
+        SpawningGuard {
+            spawning: self.clone(),
+            sandbox_id: sandbox_id.to_owned(),
+        }
+    }
+
+    fn snapshot(&self) -> HashSet<String> {
+        let ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        ids.keys().cloned().collect()
+    }
+}
+
+struct SpawningGuard {
+    spawning: Spawning,
+    sandbox_id: String,
+}
+
+impl Drop for SpawningGuard {
+    fn drop(&mut self) {
+        let mut ids = self
+            .spawning
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = ids.get_mut(&self.sandbox_id) {
+            *count -= 1;
+            if *count == 0 {
+                ids.remove(&self.sandbox_id);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for DockerProvider {
@@ -69,6 +124,7 @@ impl DockerProvider {
             config,
             worker_id: worker_id.into(),
             tasks: TaskTracker::new(),
+            spawning: Spawning::default(),
         }
     }
 
@@ -167,6 +223,7 @@ impl Provider for DockerProvider {
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {
         check_env(&spec.env)?;
         let docker = self.docker().await?;
+        let _spawning = self.spawning.begin(&spec.sandbox_id);
         let info = self.spawner(&docker).spawn(&spec).await?;
         tracing::debug!(sandbox_id = %info.sandbox_id, container = %info.vm_id, "docker sandbox created");
         Ok(info)
@@ -183,9 +240,23 @@ impl Provider for DockerProvider {
         Ok(inventory::info_of(sandbox_id, &container))
     }
 
+    /// Every container of this worker; on the way, removes the networks of this
+    /// worker that no container and no spawn in flight uses (see
+    /// [`inventory::SandboxNetworks`] for why in this order).
     async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError> {
         let docker = self.docker().await?;
-        inventory::list(&docker, &self.worker_id).await
+        let networks = inventory::SandboxNetworks::list(&docker, &self.worker_id).await;
+        let spawning = self.spawning.snapshot();
+        let held = inventory::list(&docker, &self.worker_id).await?;
+        match networks {
+            Ok(networks) => {
+                networks.remove_strays(&docker, &held, &spawning).await;
+            }
+            Err(err) => {
+                tracing::warn!(worker_id = %self.worker_id, error = %err, "cannot list sandbox networks")
+            }
+        }
+        Ok(held)
     }
 
     async fn exec_stream(

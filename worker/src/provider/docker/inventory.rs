@@ -3,7 +3,7 @@
 //! worker), listing them all, mapping engine states to sandbox states, and sweeping
 //! networks a crashed spawn left behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bollard::Docker;
 use bollard::models::{
@@ -171,45 +171,84 @@ pub async fn list(docker: &Docker, worker_id: &str) -> Result<Vec<SandboxInfo>, 
 }
 
 /// Removes this worker's sandbox networks that no container of it uses any more (a
-/// spawn that died between creating the network and the container). Returns how many.
+/// spawn that died between creating the network and the container, a container
+/// removed from outside). Returns how many. For start-up, when no spawn is in flight;
+/// the inventory pass uses [`SandboxNetworks`] instead.
 pub async fn sweep_networks(docker: &Docker, worker_id: &str) -> Result<usize, ProviderError> {
-    let options = ListNetworksOptions {
-        filters: Some(worker_filter(worker_id)),
-    };
-    let networks = docker
-        .list_networks(Some(options))
-        .await
-        .map_err(|err| engine_error("list networks", err))?;
-    let held: Vec<String> = list(docker, worker_id)
-        .await?
-        .into_iter()
-        .map(|info| info.sandbox_id)
-        .collect();
-    let mut removed = 0;
-    for network in networks {
-        let Some(sandbox_id) = network
-            .labels
-            .as_ref()
-            .filter(|labels| labels.get(LABEL_WORKER).map(String::as_str) == Some(worker_id))
-            .and_then(|labels| labels.get(LABEL_SANDBOX))
-        else {
-            continue;
+    let networks = SandboxNetworks::list(docker, worker_id).await?;
+    let held = list(docker, worker_id).await?;
+    Ok(networks.remove_strays(docker, &held, &HashSet::new()).await)
+}
+
+/// This worker's per-sandbox networks as the engine listed them, by sandbox id.
+///
+/// Sweeping them beside spawns that run concurrently takes an order: list the
+/// networks, then note the spawns in flight, then list the containers. A network in
+/// the first list whose sandbox has no container in the last and no spawn in flight
+/// in between belongs to a spawn that died or a container that is gone: a spawn that
+/// made it after the networks were listed is in flight when noted or has its container
+/// in the last list.
+pub struct SandboxNetworks {
+    worker_id: String,
+    /// `(sandbox id, network name)`.
+    networks: Vec<(String, String)>,
+}
+
+impl SandboxNetworks {
+    pub async fn list(docker: &Docker, worker_id: &str) -> Result<Self, ProviderError> {
+        let options = ListNetworksOptions {
+            filters: Some(worker_filter(worker_id)),
         };
-        if held.contains(sandbox_id) {
-            continue;
-        }
-        let Some(name) = network.name.as_deref() else {
-            continue;
-        };
-        match docker.remove_network(name).await {
-            Ok(()) => removed += 1,
-            Err(err) if status_of(&err) == Some(404) => {}
-            Err(err) => {
-                tracing::warn!(network = name, error = %err, "cannot remove a stray sandbox network")
+        let listed = docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|err| engine_error("list networks", err))?;
+        let networks = listed
+            .into_iter()
+            .filter_map(|network| {
+                let labels = network.labels.as_ref()?;
+                // the engine filtered on the labels; check again rather than trust it
+                if labels.get(LABEL_WORKER).map(String::as_str) != Some(worker_id) {
+                    return None;
+                }
+                Some((labels.get(LABEL_SANDBOX)?.clone(), network.name?))
+            })
+            .collect();
+        Ok(Self {
+            worker_id: worker_id.to_owned(),
+            networks,
+        })
+    }
+
+    /// Removes the networks of sandboxes that neither have a container in `held` nor
+    /// a spawn in `spawning`; returns how many went. Failures are logged: the next
+    /// pass tries again.
+    pub async fn remove_strays(
+        &self,
+        docker: &Docker,
+        held: &[SandboxInfo],
+        spawning: &HashSet<String>,
+    ) -> usize {
+        let mut removed = 0;
+        for (sandbox_id, name) in &self.networks {
+            if spawning.contains(sandbox_id)
+                || held.iter().any(|info| &info.sandbox_id == sandbox_id)
+            {
+                continue;
+            }
+            match docker.remove_network(name).await {
+                Ok(()) => {
+                    tracing::info!(worker_id = %self.worker_id, %sandbox_id, network = %name, "removed a sandbox network no container uses");
+                    removed += 1;
+                }
+                Err(err) if status_of(&err) == Some(404) => {}
+                Err(err) => {
+                    tracing::warn!(worker_id = %self.worker_id, network = %name, error = %err, "cannot remove a stray sandbox network")
+                }
             }
         }
+        removed
     }
-    Ok(removed)
 }
 
 #[cfg(test)]

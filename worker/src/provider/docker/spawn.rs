@@ -46,15 +46,17 @@ impl Spawn<'_> {
             spec.image.as_str()
         };
         self.ensure_image(image).await?;
-        let (network, made_network) = self.network(sandbox_id).await?;
+        let network = self.network(sandbox_id).await?;
         let made = self.create_and_start(spec, image, &network).await;
         match made {
             Ok(info) => Ok(info),
             Err(err) => {
-                // leave nothing behind but what belongs to a sandbox that already existed
+                // leave nothing behind but what belongs to a sandbox that already
+                // existed; a per-sandbox network is this sandbox's whether this spawn
+                // made it or a spawn that died half-way did
                 if !matches!(err, ProviderError::SandboxExists(_)) {
                     self.remove_container(sandbox_id).await;
-                    if made_network {
+                    if self.config.network == NetworkMode::PerSandbox {
                         self.remove_network(sandbox_id).await;
                     }
                 }
@@ -139,17 +141,18 @@ impl Spawn<'_> {
         Ok(())
     }
 
-    /// The network mode of the container, and whether this spawn created a network.
-    async fn network(&self, sandbox_id: &str) -> Result<(String, bool), ProviderError> {
+    /// The network mode of the container; a per-sandbox network is made (or one a
+    /// spawn that died half-way left is taken).
+    async fn network(&self, sandbox_id: &str) -> Result<String, ProviderError> {
         match &self.config.network {
-            NetworkMode::None => Ok(("none".to_owned(), false)),
+            NetworkMode::None => Ok("none".to_owned()),
             NetworkMode::Named(name) => {
                 match self
                     .docker
                     .inspect_network(name, None::<InspectNetworkOptions>)
                     .await
                 {
-                    Ok(_) => Ok((name.clone(), false)),
+                    Ok(_) => Ok(name.clone()),
                     Err(err) if status_of(&err) == Some(404) => Err(ProviderError::Unavailable(
                         format!("the configured docker network {name:?} does not exist"),
                     )),
@@ -167,7 +170,7 @@ impl Spawn<'_> {
                     Ok(network)
                         if owned_by(network.labels.as_ref(), self.worker_id, sandbox_id) =>
                     {
-                        return Ok((name, false));
+                        return Ok(name);
                     }
                     Ok(_) => {
                         return Err(ProviderError::SandboxExists(sandbox_id.to_owned()));
@@ -200,7 +203,7 @@ impl Spawn<'_> {
                             engine_error("create the sandbox's network", err)
                         }
                     })?;
-                Ok((name, true))
+                Ok(name)
             }
         }
     }
