@@ -93,7 +93,11 @@ pub enum StoreError {
     #[error("unsupported database url {0:?}: use a sqlite: or postgres:// url")]
     UnsupportedUrl(String),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database has no room for the write (SQLite's `SQLITE_FULL`, Postgres's
+    /// `disk_full`): nothing of it was kept, and writes work again once space is freed.
+    #[error("the database is out of disk space: {0}")]
+    DiskFull(String),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("join token is unknown, revoked, expired or already used up")]
@@ -110,6 +114,37 @@ pub enum StoreError {
     Closed,
     #[error("database: {0}")]
     GroupedWrite(String),
+}
+
+/// Every driver error becomes a `StoreError` here, so a full disk is told apart once
+/// for both backends.
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_disk_full(&err) {
+            Self::DiskFull(err.to_string())
+        } else {
+            Self::Database(err)
+        }
+    }
+}
+
+/// SQLite's `SQLITE_FULL` (result code 13, also as the primary code of an extended
+/// one) or Postgres's SQLSTATE `53100 disk_full`.
+fn is_disk_full(err: &sqlx::Error) -> bool {
+    const SQLITE_FULL: i64 = 13;
+    const PG_DISK_FULL: &str = "53100";
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return code
+            .parse::<i64>()
+            .is_ok_and(|code| code & 0xff == SQLITE_FULL);
+    }
+    code == PG_DISK_FULL
 }
 
 /// Which database the store runs on.
@@ -231,7 +266,7 @@ pub(crate) mod testing {
         match &store.pool {
             Pool::Sqlite(connections) => sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(connections.options().clone())
+                .connect_with(connections.options())
                 .await
                 .expect("open the test store's file"),
             Pool::Postgres(_) => panic!("raw_pool is for SQLite test stores"),
