@@ -115,7 +115,33 @@ impl From<crate::workers::RemoteError> for ApiError {
 
 impl From<crate::audit::AuditError> for ApiError {
     fn from(err: crate::audit::AuditError) -> Self {
-        Self::internal(&err)
+        use crate::audit::AuditError;
+        match &err {
+            AuditError::Behind { cause, .. } => {
+                tracing::error!(error = %err, "refusing a call the audit log cannot record");
+                let why = match **cause {
+                    StoreError::DiskFull(_) => (
+                        ErrorCode::InsufficientStorage,
+                        "the control plane's database is out of disk space",
+                    ),
+                    _ => (ErrorCode::Unavailable, "the store refuses writes"),
+                };
+                Self::new(
+                    why.0,
+                    format!(
+                        "the audit log cannot be written ({}); changes are refused until it can",
+                        why.1
+                    ),
+                )
+            }
+            AuditError::Read(StoreError::DiskFull(_)) => Self::disk_full(&err),
+            AuditError::Append(cause) if matches!(**cause, StoreError::DiskFull(_)) => {
+                Self::disk_full(&err)
+            }
+            AuditError::Append(_) | AuditError::Read(_) | AuditError::Stopped => {
+                Self::internal(&err)
+            }
+        }
     }
 }
 

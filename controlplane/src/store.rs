@@ -60,7 +60,7 @@ mod postgres;
 mod sandboxes;
 mod sqlite;
 mod states;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 mod test_support;
 mod workers;
 
@@ -84,7 +84,7 @@ pub use sandboxes::{
     CandidateRow, CreatedPlacement, ExpiredLease, HeldLease, NewSandbox, Placement, SandboxRow,
 };
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub use test_support::PlaceOutcome;
 pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};
 
