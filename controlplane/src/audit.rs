@@ -3,8 +3,21 @@
 //! hash) is kept apart, so editing, deleting or reordering any record — the last one
 //! included — breaks verification at that record. Secrets never go in: the detail is
 //! what was asked (a command line, a path), never a body, key or token.
+//!
+//! A record is never lost without a trace. The API answers a call before its record
+//! is committed (`submit`); when the store refuses a group (a full disk), the records
+//! of calls already answered are kept in memory and committed, in order, before any
+//! later one, retried every [`RETRY`]. While any are kept, the log is *behind*:
+//! [`AuditLog::writable`] refuses, so the API refuses every mutating call up front
+//! (507 on a full disk, else 503) instead of doing what it could not record, and
+//! [`AuditLog::verify`] reports the chain as not intact, naming how many records are
+//! missing. Once the store takes them the log catches up with no restart. Only a
+//! process that stops while behind loses them, and says so in its log and in
+//! [`AuditLog::close`]. A caller of [`AuditLog::record`], who waits, is told of a
+//! failed commit instead and its record is dropped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -54,6 +67,21 @@ pub enum AuditError {
     /// The appender task is gone (the control plane is shutting down).
     #[error("audit log: the appender has stopped")]
     Stopped,
+    /// Records of calls already answered could not be committed yet; they are kept
+    /// and retried, and until they are committed nothing new may be done.
+    #[error("audit log: {records} records of answered calls are not committed yet: {cause}")]
+    Behind {
+        records: usize,
+        cause: Arc<StoreError>,
+    },
+}
+
+/// The records of answered calls the appender keeps because the store refused them,
+/// as the API and verification see it.
+#[derive(Debug, Default)]
+struct Backlog {
+    records: usize,
+    cause: Option<Arc<StoreError>>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +94,8 @@ pub struct AuditLog {
     queue: mpsc::Sender<Queued>,
     /// The appender task, awaited by [`AuditLog::close`].
     appender: TaskTracker,
+    /// What the appender could not commit yet (see the module's page).
+    backlog: Arc<Mutex<Backlog>>,
 }
 
 /// What the appender is handed.
@@ -90,30 +120,49 @@ const DETAIL_LIMIT: usize = 2000;
 const QUEUE: usize = 4096;
 /// Records committed together at most.
 const GROUP: usize = 512;
+/// How often the appender tries again to commit the records the store refused.
+const RETRY: Duration = Duration::from_secs(1);
 
 impl AuditLog {
     /// The log of `store`; starts its appender task on the current runtime.
     pub fn new(store: Store) -> Self {
         let (queue, queued) = mpsc::channel(QUEUE);
         let appender = TaskTracker::new();
-        appender.spawn(append_groups(store.clone(), queued));
+        let backlog = Arc::new(Mutex::new(Backlog::default()));
+        appender.spawn(append_groups(store.clone(), queued, backlog.clone()));
         appender.close();
         Self {
             store,
             queue,
             appender,
+            backlog,
+        }
+    }
+
+    /// Whether a call that will be recorded may go ahead: refused with
+    /// [`AuditError::Behind`] while records of answered calls wait to be committed.
+    pub fn writable(&self) -> Result<(), AuditError> {
+        let backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        match &backlog.cause {
+            Some(cause) if backlog.records > 0 => Err(AuditError::Behind {
+                records: backlog.records,
+                cause: cause.clone(),
+            }),
+            _ => Ok(()),
         }
     }
 
     /// Commits everything queued so far and stops the appender (once every caller is
     /// gone: the servers have stopped). Records offered later are refused with
-    /// [`AuditError::Stopped`].
+    /// [`AuditError::Stopped`]; records of answered calls the store still refused are
+    /// lost, and the answer says how many ([`AuditError::Behind`]).
     pub async fn close(&self) -> Result<(), AuditError> {
         let flushed = self.flush().await;
         // the appender may be gone already (another handle closed it)
         let _ = self.queue.send(Queued::Stop).await;
         self.appender.wait().await;
-        flushed
+        flushed?;
+        self.writable()
     }
 
     /// Appends a record and returns its sequence number once it is committed.
@@ -125,7 +174,8 @@ impl AuditLog {
 
     /// Queues a record for the appender without waiting for its commit: what the API
     /// does after a call has been answered, so the caller does not wait for the log.
-    /// It waits only when the queue is full. A failed commit is logged by the appender;
+    /// It waits only when the queue is full. A record the store refuses is kept and
+    /// retried, and the log is behind until it is committed (see the module's page);
     /// [`AuditLog::list`] and [`AuditLog::verify`] first wait for every record queued
     /// before them.
     pub async fn submit(&self, entry: AuditEntry) -> Result<(), AuditError> {
@@ -171,9 +221,27 @@ impl AuditLog {
         Ok(self.store.list_audit(since_ms, limit).await?)
     }
 
-    /// Walks the whole chain and reports the first record that does not hold.
+    /// Walks the whole chain and reports the first record that does not hold; a chain
+    /// that holds is still not intact while records of answered calls wait to be
+    /// committed after it.
     pub async fn verify(&self) -> Result<Verification, AuditError> {
         self.flush().await?;
+        let verification = self.verify_committed().await?;
+        match self.writable() {
+            Err(AuditError::Behind { records, cause }) if verification.ok => {
+                let last_seq = i64::try_from(verification.records).unwrap_or(i64::MAX);
+                let reason = format!(
+                    "{records} records of calls already answered are not committed yet \
+                     (the store refused them: {cause}); they are retried"
+                );
+                Ok(broken(last_seq, last_seq + 1, reason))
+            }
+            _ => Ok(verification),
+        }
+    }
+
+    /// [`AuditLog::verify`] of what the store holds.
+    async fn verify_committed(&self) -> Result<Verification, AuditError> {
         let AuditHead {
             seq: head_seq,
             hash: head_hash,
@@ -212,16 +280,33 @@ impl AuditLog {
 
 /// The appender: takes whatever is queued (up to [`GROUP`] messages), commits its
 /// records as one group, answers those who wait, and goes on until it is told to stop
-/// or every `AuditLog` handle is dropped.
-async fn append_groups(store: Store, mut queued: mpsc::Receiver<Queued>) {
+/// or every `AuditLog` handle is dropped. Records of answered calls the store refused
+/// are kept in `retained` and go first into the next group, tried at least every
+/// [`RETRY`]; `backlog` tells the handles how many there are.
+async fn append_groups(
+    store: Store,
+    mut queued: mpsc::Receiver<Queued>,
+    backlog: Arc<Mutex<Backlog>>,
+) {
     // the head this task wrote last, so the next group need not read it back; another
     // writer (a replica) moving it makes that append fail, and the head is read again
     let mut head = None;
     let mut taken = Vec::with_capacity(GROUP);
+    let mut retained: Vec<(AuditEntry, i64)> = Vec::new();
     let mut stop = false;
-    while !stop && queued.recv_many(&mut taken, GROUP).await > 0 {
-        let mut group = Vec::with_capacity(taken.len());
-        let mut waiting = Vec::new();
+    while !stop {
+        if retained.is_empty() {
+            if queued.recv_many(&mut taken, GROUP).await == 0 {
+                break;
+            }
+        } else {
+            // recv_many is cancel safe: a timeout loses no message
+            let received = tokio::time::timeout(RETRY, queued.recv_many(&mut taken, GROUP)).await;
+            // every handle is gone: one last try below
+            stop = received == Ok(0);
+        }
+        let mut group = std::mem::take(&mut retained);
+        let mut waiting: Vec<_> = group.iter().map(|_| None).collect();
         let mut flushes = Vec::new();
         for message in taken.drain(..) {
             match message {
@@ -238,20 +323,34 @@ async fn append_groups(store: Store, mut queued: mpsc::Receiver<Queued>) {
             if let Err(err) = &appended {
                 tracing::error!(error = %err, records = group.len(), "cannot append to the audit log");
             }
-            for (offset, done) in (0..).zip(waiting) {
+            for ((offset, done), record) in (0..).zip(waiting).zip(group) {
                 let answer = match &appended {
                     Ok(first_seq) => Ok(first_seq + offset),
                     Err(err) => Err(AuditError::Append(err.clone())),
                 };
-                // a caller that went away does not stop the others
-                if let Some(done) = done {
-                    let _ = done.send(answer);
+                match done {
+                    // a caller that went away does not stop the others
+                    Some(done) => {
+                        let _ = done.send(answer);
+                    }
+                    // the call was answered already: its record must not be dropped
+                    None if answer.is_err() => retained.push(record),
+                    None => {}
                 }
             }
+            let mut backlog = backlog.lock().unwrap_or_else(|e| e.into_inner());
+            backlog.records = retained.len();
+            backlog.cause = appended.err();
         }
         for done in flushes {
             let _ = done.send(());
         }
+    }
+    if !retained.is_empty() {
+        tracing::error!(
+            records = retained.len(),
+            "the audit log stops with records of answered calls it could not commit; they are lost"
+        );
     }
 }
 
@@ -499,6 +598,87 @@ mod tests {
             .unwrap();
         // the failed group moved nothing: the next record follows record 1
         assert_eq!(log.record(AuditEntry::default()).await.unwrap(), 2);
+    }
+
+    fn answered(n: usize) -> AuditEntry {
+        AuditEntry {
+            actor: "key:k1".into(),
+            operation: "POST /api/v1/sandboxes/{id}/exec".into(),
+            detail: format!("{n} {}", "x".repeat(DETAIL_LIMIT - 8)),
+            outcome: "ok".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Submits records of answered calls until the store (capped at its size) refuses
+    /// one; how many were submitted.
+    async fn submit_until_behind(log: &AuditLog) -> usize {
+        for n in 1..=1000 {
+            log.submit(answered(n)).await.unwrap();
+            log.flush().await.unwrap();
+            if log.writable().is_err() {
+                return n;
+            }
+        }
+        panic!("the page limit is never reached");
+    }
+
+    /// A full disk used to drop the records of a failed group: verification then said
+    /// "intact" over a chain that silently lacked them.
+    #[tokio::test]
+    async fn records_refused_for_space_are_kept_and_committed_once_space_returns() {
+        let (_dir, store, log) = log_with(2).await;
+        let pages = store.sqlite_page_count().await.unwrap().unwrap();
+        store.limit_sqlite_pages(pages).await.unwrap();
+        let submitted = submit_until_behind(&log).await;
+
+        let err = log.writable().unwrap_err();
+        let AuditError::Behind { records, cause } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(*records >= 1, "{err}");
+        assert!(matches!(**cause, StoreError::DiskFull(_)), "{cause:?}");
+        let verification = log.verify().await.unwrap();
+        assert!(!verification.ok, "{verification:?}");
+        let broken = verification.first_broken.unwrap();
+        assert!(
+            broken.reason.contains("not committed yet") && broken.reason.contains("disk space"),
+            "{broken:?}"
+        );
+        assert_eq!(
+            broken.seq,
+            i64::try_from(verification.records).unwrap() + 1,
+            "the chain breaks right after what is committed"
+        );
+
+        // space comes back: the kept records are committed, in order, before new ones
+        store.limit_sqlite_pages(1 << 30).await.unwrap();
+        let next = log.record(answered(0)).await.unwrap();
+        assert_eq!(next, i64::try_from(2 + submitted + 1).unwrap());
+        log.writable().unwrap();
+        let verification = log.verify().await.unwrap();
+        assert!(verification.ok, "{verification:?}");
+        assert_eq!(verification.records, u64::try_from(next).unwrap());
+        let details: Vec<String> = store
+            .audit_page(2, 2000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.detail.split(' ').next().unwrap().to_owned())
+            .collect();
+        let mut expected: Vec<String> = (1..=submitted).map(|n| n.to_string()).collect();
+        expected.push("0".into());
+        assert_eq!(details, expected);
+    }
+
+    #[tokio::test]
+    async fn closing_while_behind_says_records_are_lost() {
+        let (_dir, store, log) = log_with(1).await;
+        let pages = store.sqlite_page_count().await.unwrap().unwrap();
+        store.limit_sqlite_pages(pages).await.unwrap();
+        submit_until_behind(&log).await;
+        let err = log.close().await.unwrap_err();
+        assert!(matches!(err, AuditError::Behind { .. }), "{err:?}");
     }
 
     #[tokio::test]

@@ -41,6 +41,17 @@ impl ApiError {
         Self::new(ErrorCode::Forbidden, message)
     }
 
+    /// The store refused a write for want of space: logged in full (an operator must
+    /// free space), answered 507 with a message that says so.
+    pub fn disk_full(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "the store is out of disk space");
+        Self::new(
+            ErrorCode::InsufficientStorage,
+            "the control plane's database is out of disk space; \
+             writes are refused until space is freed",
+        )
+    }
+
     /// Logs `detail` in full and answers with a plain message.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -69,6 +80,7 @@ impl From<StoreError> for ApiError {
             StoreError::WorkerIdTaken(_) => Self::new(ErrorCode::Conflict, err.to_string()),
             StoreError::UnknownWorker(_) => Self::not_found(err.to_string()),
             StoreError::Closed => Self::new(ErrorCode::Unavailable, err.to_string()),
+            StoreError::DiskFull(_) => Self::disk_full(&err),
             StoreError::UnsupportedUrl(_)
             | StoreError::Database(_)
             | StoreError::GroupedWrite(_)
@@ -103,7 +115,33 @@ impl From<crate::workers::RemoteError> for ApiError {
 
 impl From<crate::audit::AuditError> for ApiError {
     fn from(err: crate::audit::AuditError) -> Self {
-        Self::internal(&err)
+        use crate::audit::AuditError;
+        match &err {
+            AuditError::Behind { cause, .. } => {
+                tracing::error!(error = %err, "refusing a call the audit log cannot record");
+                let why = match **cause {
+                    StoreError::DiskFull(_) => (
+                        ErrorCode::InsufficientStorage,
+                        "the control plane's database is out of disk space",
+                    ),
+                    _ => (ErrorCode::Unavailable, "the store refuses writes"),
+                };
+                Self::new(
+                    why.0,
+                    format!(
+                        "the audit log cannot be written ({}); changes are refused until it can",
+                        why.1
+                    ),
+                )
+            }
+            AuditError::Read(StoreError::DiskFull(_)) => Self::disk_full(&err),
+            AuditError::Append(cause) if matches!(**cause, StoreError::DiskFull(_)) => {
+                Self::disk_full(&err)
+            }
+            AuditError::Append(_) | AuditError::Read(_) | AuditError::Stopped => {
+                Self::internal(&err)
+            }
+        }
     }
 }
 
@@ -125,5 +163,16 @@ mod tests {
             status.metadata().get("berth-error-code").unwrap(),
             "NOT_FOUND"
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_storage_with_a_plain_message() {
+        let err = ApiError::from(StoreError::DiskFull(
+            "error returned from database: (code: 13) database or disk is full".into(),
+        ));
+        assert_eq!(err.code, ErrorCode::InsufficientStorage);
+        assert_eq!(err.code.http_status(), 507);
+        assert!(err.message.contains("out of disk space"), "{err}");
+        assert!(!err.message.contains("code: 13"), "{err}");
     }
 }

@@ -60,7 +60,7 @@ mod postgres;
 mod sandboxes;
 mod sqlite;
 mod states;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 mod test_support;
 mod workers;
 
@@ -85,7 +85,7 @@ pub use sandboxes::{
     UnconfirmedSpawn,
 };
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub use test_support::PlaceOutcome;
 pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};
 
@@ -94,7 +94,11 @@ pub enum StoreError {
     #[error("unsupported database url {0:?}: use a sqlite: or postgres:// url")]
     UnsupportedUrl(String),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database has no room for the write (SQLite's `SQLITE_FULL`, Postgres's
+    /// `disk_full`): nothing of it was kept, and writes work again once space is freed.
+    #[error("the database is out of disk space: {0}")]
+    DiskFull(String),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("join token is unknown, revoked, expired or already used up")]
@@ -111,6 +115,37 @@ pub enum StoreError {
     Closed,
     #[error("database: {0}")]
     GroupedWrite(String),
+}
+
+/// Every driver error becomes a `StoreError` here, so a full disk is told apart once
+/// for both backends.
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_disk_full(&err) {
+            Self::DiskFull(err.to_string())
+        } else {
+            Self::Database(err)
+        }
+    }
+}
+
+/// SQLite's `SQLITE_FULL` (result code 13, also as the primary code of an extended
+/// one) or Postgres's SQLSTATE `53100 disk_full`.
+fn is_disk_full(err: &sqlx::Error) -> bool {
+    const SQLITE_FULL: i64 = 13;
+    const PG_DISK_FULL: &str = "53100";
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return code
+            .parse::<i64>()
+            .is_ok_and(|code| code & 0xff == SQLITE_FULL);
+    }
+    code == PG_DISK_FULL
 }
 
 /// Which database the store runs on.
@@ -232,7 +267,7 @@ pub(crate) mod testing {
         match &store.pool {
             Pool::Sqlite(connections) => sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(connections.options().clone())
+                .connect_with(connections.options())
                 .await
                 .expect("open the test store's file"),
             Pool::Postgres(_) => panic!("raw_pool is for SQLite test stores"),

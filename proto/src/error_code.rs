@@ -28,11 +28,13 @@ pub enum ErrorCode {
     Unavailable,
     Timeout,
     ResourceLimit,
+    /// The control plane's store has no room left (a full disk): 507.
+    InsufficientStorage,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::NotFound,
         Self::BadRequest,
         Self::Unauthorized,
@@ -41,6 +43,7 @@ impl ErrorCode {
         Self::Unavailable,
         Self::Timeout,
         Self::ResourceLimit,
+        Self::InsufficientStorage,
         Self::Internal,
     ];
 
@@ -54,6 +57,7 @@ impl ErrorCode {
             Self::Unavailable => "UNAVAILABLE",
             Self::Timeout => "TIMEOUT",
             Self::ResourceLimit => "RESOURCE_LIMIT",
+            Self::InsufficientStorage => "INSUFFICIENT_STORAGE",
             Self::Internal => "INTERNAL_ERROR",
         }
     }
@@ -74,6 +78,7 @@ impl ErrorCode {
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::ResourceLimit => StatusCode::TOO_MANY_REQUESTS,
+            Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +93,9 @@ impl ErrorCode {
             Self::Unavailable => Code::Unavailable,
             Self::Timeout => Code::DeadlineExceeded,
             Self::ResourceLimit => Code::ResourceExhausted,
+            // gRPC's own example of RESOURCE_EXHAUSTED: "the entire file system is out
+            // of space"
+            Self::InsufficientStorage => Code::ResourceExhausted,
             Self::Internal => Code::Internal,
         }
     }
@@ -154,6 +162,11 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.grpc_code(), Code::NotFound);
         assert_eq!(ErrorCode::Timeout.http_status(), 408);
         assert_eq!(ErrorCode::ResourceLimit.http_status(), 429);
+        assert_eq!(ErrorCode::InsufficientStorage.http_status(), 507);
+        assert_eq!(
+            ErrorCode::InsufficientStorage.grpc_code(),
+            Code::ResourceExhausted
+        );
         assert_eq!(ErrorCode::Unavailable.grpc_code(), Code::Unavailable);
         assert_eq!(ErrorCode::Internal.as_str(), "INTERNAL_ERROR");
     }

@@ -1,7 +1,9 @@
 //! Auditing at the edge: a middleware that, for every mutating HTTP or gRPC call,
 //! hands the handler an `AuditSlot` to note who called (the API key id) and what was
 //! asked (a command line, a path), and after the response appends one record with the
-//! outcome to the audit log. Reads are not recorded.
+//! outcome to the audit log. Reads are not recorded. While the log is behind (records
+//! of answered calls the store refused, `audit.rs`), mutating calls are refused before
+//! they run (507 on a full disk, else 503); the refusals themselves are not recorded.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +14,7 @@ use axum::middleware::Next;
 
 use super::ApiState;
 use crate::audit::AuditEntry;
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 
 /// What a handler notes for the audit record of its call.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +110,7 @@ fn outcome<B>(response: &Response<B>) -> String {
             409 => ErrorCode::Conflict,
             429 => ErrorCode::ResourceLimit,
             503 => ErrorCode::Unavailable,
+            507 => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
         };
         return code.as_str().to_owned();
@@ -136,6 +139,14 @@ pub async fn record(
     let Some(operation) = operation(request.method(), &path, template.as_deref()) else {
         return next.run(request).await;
     };
+    // nothing is done that could not be recorded
+    if let Err(err) = state.audit.writable() {
+        let refusal = ApiError::from(err);
+        if path.starts_with("/berth.v1.") {
+            return tonic::Status::from(refusal).into_http();
+        }
+        return axum::response::IntoResponse::into_response(refusal);
+    }
     let request_id = request
         .headers()
         .get("x-request-id")

@@ -23,7 +23,7 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgr
 
 /// Locks a sandbox's row until the transaction ends (`$1` its id), so a transaction
 /// that reads something about the sandbox before it writes is not raced by another.
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub(super) const LOCK_SANDBOX: &str = "SELECT id FROM sandboxes WHERE id = $1 FOR UPDATE";
 
 /// How often a write transaction is tried when Postgres aborts it for a conflict.

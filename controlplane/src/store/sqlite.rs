@@ -53,6 +53,20 @@
 //! callers could have seen, since a sandbox can only be claimed once running and only
 //! finished once claimed (or failed, or lost).
 //!
+//! ## 4. A writer outside any transaction, whatever happened (`SqliteConnections::writer`)
+//!
+//! Every user gets the writer outside a transaction. Two things can leave one behind:
+//! a batch whose caller went away (part 2), and a write refused for want of space.
+//! A statement or `COMMIT` that fails with `SQLITE_FULL` (a full disk, or
+//! `max_page_count` in tests) makes SQLite roll the whole transaction back itself;
+//! the `ROLLBACK` sqlx then sends for the dropped `Transaction` fails ("no transaction
+//! is active") and sqlx's own transaction depth stays at one, so every later
+//! `begin_with` would fail until a restart. `writer()` checks that depth (an atomic
+//! read, no hand-off), rolls back, and when sqlx still counts a transaction, replaces
+//! the writer with a new connection. The refused write itself answers
+//! [`StoreError::DiskFull`] (507 at the API); once space is freed, writes succeed
+//! again with no restart.
+//!
 //! Everything else on SQLite is the shared SQL of `store/<table>.rs`, run on a reader
 //! or on the writer by the dispatch macros (`store/dispatch.rs`); `BEGIN IMMEDIATE`
 //! takes the write lock up front, so the one writer never meets "database is locked".

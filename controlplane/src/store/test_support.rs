@@ -1,10 +1,11 @@
 //! Store operations only tests use, built with the `test-support` feature (which
 //! `berth-testkit` enables): placing an existing sandbox's lease on a chosen worker,
 //! the way a scheduler that moves sandboxes would, so the conformance suite can race
-//! placements and move leases between workers.
+//! placements and move leases between workers; and a page limit on a SQLite store, so
+//! tests can fill its "disk" and free it again.
 
 use super::sandboxes::{Placement, release_slot};
-use super::{Backend, Store, StoreError, postgres};
+use super::{Backend, Pool, Store, StoreError, postgres};
 
 /// What [`Store::place_sandbox`] did.
 #[derive(Debug, Clone)]
@@ -89,5 +90,24 @@ impl Store {
                 generation,
             }))
         })
+    }
+
+    /// SQLite only (`None` on Postgres): the database's size in pages.
+    pub async fn sqlite_page_count(&self) -> Result<Option<u64>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(connections) => connections.page_count().await.map(Some),
+            Pool::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// SQLite only (`None` on Postgres): caps the database at `pages` pages
+    /// (`PRAGMA max_page_count` on the writer, never below its size), so writes that
+    /// need more fail with `SQLITE_FULL` as on a full disk; a higher cap is space
+    /// coming back. Returns the cap in effect.
+    pub async fn limit_sqlite_pages(&self, pages: u64) -> Result<Option<u64>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(connections) => connections.limit_pages(pages).await.map(Some),
+            Pool::Postgres(_) => Ok(None),
+        }
     }
 }

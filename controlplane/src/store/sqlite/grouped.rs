@@ -43,7 +43,15 @@ pub(crate) struct GroupedChanges {
 #[derive(Debug)]
 struct Queued {
     change: SandboxChange,
-    answer: oneshot::Sender<Result<bool, String>>,
+    answer: oneshot::Sender<Result<bool, Failed>>,
+}
+
+/// Why the batch holding a change failed, as each of its callers is told.
+#[derive(Debug, Clone)]
+enum Failed {
+    /// Refused for want of space ([`StoreError::DiskFull`]).
+    DiskFull(String),
+    Other(String),
 }
 
 impl GroupedChanges {
@@ -157,9 +165,12 @@ fn answer_all(queued: Vec<Queued>, rows: Result<HashSet<(i64, String)>, StoreErr
     let mut moved = match rows {
         Ok(moved) => moved,
         Err(err) => {
-            let message = err.to_string();
+            let failed = match err {
+                StoreError::DiskFull(message) => Failed::DiskFull(message),
+                other => Failed::Other(other.to_string()),
+            };
             for queued in queued {
-                let _ = queued.answer.send(Err(message.clone()));
+                let _ = queued.answer.send(Err(failed.clone()));
             }
             return;
         }
@@ -175,11 +186,12 @@ fn answer_all(queued: Vec<Queued>, rows: Result<HashSet<(i64, String)>, StoreErr
 }
 
 fn settle(
-    outcome: Result<Result<bool, String>, oneshot::error::RecvError>,
+    outcome: Result<Result<bool, Failed>, oneshot::error::RecvError>,
 ) -> Result<bool, StoreError> {
     match outcome {
         Ok(Ok(applied)) => Ok(applied),
-        Ok(Err(message)) => Err(StoreError::GroupedWrite(message)),
+        Ok(Err(Failed::DiskFull(message))) => Err(StoreError::DiskFull(message)),
+        Ok(Err(Failed::Other(message))) => Err(StoreError::GroupedWrite(message)),
         // the caller running the batch went away mid-batch (the runtime is stopping)
         Err(_) => Err(StoreError::GroupedWrite(
             "the batch holding this change was interrupted; its outcome is unknown".into(),
