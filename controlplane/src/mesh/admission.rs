@@ -86,7 +86,7 @@ impl Admission {
             return Ok(());
         };
         let checks = self.source_checks.fetch_add(1, Ordering::Relaxed);
-        if checks % SWEEP_EVERY == 0 || self.enroll_per_source.len() > SOURCES_KEPT {
+        if checks.is_multiple_of(SWEEP_EVERY) || self.enroll_per_source.len() > SOURCES_KEPT {
             self.enroll_per_source.retain_recent();
             self.enroll_per_source.shrink_to_fit();
         }
