@@ -132,6 +132,10 @@ pub async fn start(
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // only the control plane gets past the handshake: streams it cancels for its
+        // clients (and the frames still on their way) must not spend a budget that
+        // closes the connection under every call on it
+        .http2_max_local_error_reset_streams(berth_pki::transport::MESH_LOCAL_ERROR_RESETS)
         .add_service(WorkerServiceServer::new(WorkerGrpc::new(runtime.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let worker_id = runtime.worker_id.clone();

@@ -245,7 +245,13 @@ impl WorkerClient {
                 }
             },
         );
-        let outgoing = futures::stream::iter([header]).chain(body);
+        // the worker commits only after this: a cancelled call never ends with it
+        let end = pb::WriteFileChunk {
+            part: Some(Part::End(pb::WriteFileEnd {})),
+        };
+        let outgoing = futures::stream::iter([header])
+            .chain(body)
+            .chain(futures::stream::iter([end]));
         let mut inner = self.inner.clone();
         let call = inner.write_file(tonic::Request::new(outgoing));
         // resolves only when the data stream failed; a finished stream drops the sender
