@@ -1,12 +1,16 @@
 //! The control plane's connection to a worker survives what a busy relay does to it:
 //! thousands of streams cancelled on behalf of clients that went away (execs left
 //! half read, uploads dropped mid-way) do not make either end close the connection.
+//! A worker draining itself while the control plane is down can still be stopped.
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::worker_service_client::WorkerServiceClient;
-use berth_testkit::{TestFleet, id_of};
+use std::time::Duration;
+
+use berth_testkit::{Api, TestControlPlane, TestFleet, TestWorker, eventually, id_of};
 use futures::StreamExt;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// Streams of each kind abandoned on the one connection: well past h2's default budget
@@ -159,4 +163,35 @@ async fn abandoned_streams_do_not_exhaust_the_connection() {
         listed.files
     );
     fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_self_drain_with_the_control_plane_down_stops_when_told() {
+    let cp = TestControlPlane::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = cp.worker_config(dir.path(), Some(cp.join_token(None).await));
+    let worker = TestWorker::start(config).await.expect("worker starts");
+    let api = Api::new(&cp);
+    api.wait_ready().await;
+    // a sandbox the drain would wait an hour for
+    api.create_sandbox(json!({})).await;
+    cp.stop().await;
+
+    let stop = CancellationToken::new();
+    let drain = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let destroyed = worker.drain_or_stop(Duration::from_secs(3600), &stop).await;
+            (worker, destroyed)
+        }
+    });
+    // the second SIGINT/SIGTERM
+    stop.cancel();
+    eventually("the drain to stop", Duration::from_secs(20), || async {
+        drain.is_finished().then_some(())
+    })
+    .await;
+    let (worker, destroyed) = drain.await.unwrap();
+    assert_eq!(destroyed, 0, "cut short, nothing was destroyed");
+    worker.stop().await;
 }

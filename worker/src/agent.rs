@@ -58,7 +58,14 @@ impl RunningWorker {
     /// then what is left is destroyed; a last heartbeat reports the empty inventory.
     /// Returns how many sandboxes the deadline destroyed.
     pub async fn drain(&self, deadline: Duration) -> usize {
-        drain::drain_self(&self.runtime, deadline).await
+        self.drain_or_stop(deadline, &CancellationToken::new())
+            .await
+    }
+
+    /// [`RunningWorker::drain`], cut short when `stop` is cancelled (a second signal);
+    /// then it returns 0 at once.
+    pub async fn drain_or_stop(&self, deadline: Duration, stop: &CancellationToken) -> usize {
+        drain::drain_self(&self.runtime, deadline, stop).await
     }
 
     /// Waits until every task of the worker has stopped, then (bounded) for the
