@@ -124,10 +124,22 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         "berth worker {:?} ({}) serving on {}",
         running.worker_id, running.spiffe_id, running.listen_addr
     );
-    if wait_for_signal().await? == Signal::Terminate {
+    let mut signals = Signals::watch()?;
+    if signals.next().await == Signal::Terminate {
         // SIGTERM: drain first (no new work, running sandboxes get until the
-        // deadline), then stop; SIGINT stops at once
-        running.drain(drain_deadline).await;
+        // deadline), then stop; SIGINT stops at once, and so does a second signal
+        // during the drain (with the control plane down it can take long)
+        let stop = CancellationToken::new();
+        let drain = running.drain_or_stop(drain_deadline, &stop);
+        tokio::pin!(drain);
+        tokio::select! {
+            _ = &mut drain => {}
+            second = signals.next() => {
+                tracing::warn!(signal = ?second, "second signal: stopping without finishing the drain");
+                stop.cancel();
+                drain.await;
+            }
+        }
     }
     tracing::info!("shutting down");
     shutdown.cancel();
@@ -141,12 +153,25 @@ enum Signal {
     Interrupt,
 }
 
-async fn wait_for_signal() -> anyhow::Result<Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => Ok(Signal::Terminate),
-        _ = int.recv() => Ok(Signal::Interrupt),
+/// SIGTERM and SIGINT, watched from start-up on so none is missed between two waits.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Terminate,
+            _ = self.int.recv() => Signal::Interrupt,
+        }
     }
 }

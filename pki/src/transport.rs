@@ -28,6 +28,28 @@ use crate::{SpiffeId, cert_info};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Established connections waiting for the server to pick them up.
 const ACCEPT_BACKLOG: usize = 1024;
+/// Streams a mesh channel remembers after cancelling them (h2's default is 50).
+///
+/// When the control plane drops a worker call (its client went away: an exec stream
+/// left half read, an upload dropped), h2 sends `RST_STREAM` and remembers the stream
+/// for a while, ignoring the frames the worker had already sent. A stream forgotten too
+/// early makes each late frame a "local error reset", and the connection closes itself
+/// with `GOAWAY(ENHANCE_YOUR_CALM, too_many_internal_resets)` once it made 1024 of
+/// them (hyperium/h2#856). A relay cancels far more than 50 streams a second under
+/// load, so it remembers this many (a few hundred bytes each).
+pub const REMEMBERED_RESET_STREAMS: usize = 10_000;
+/// How long a cancelled stream is remembered: the time for frames already in flight
+/// to arrive, with room for a slow link.
+pub const RESET_STREAM_MEMORY: Duration = Duration::from_secs(5);
+/// The local error resets a mesh connection may make before it closes itself: no limit.
+///
+/// h2's budget (1024) counts over the connection's whole life, not per second, so on a
+/// long-lived busy connection any finite number is eventually spent by the few late
+/// frames that still arrive for forgotten streams. It guards against a hostile peer;
+/// mesh peers are authenticated (CA, SPIFFE id) in the handshake, and each such reset
+/// costs us one small frame. Servers whose every peer is authenticated (the worker's
+/// port accepts only the control plane) pass this to tonic's `Server` too.
+pub const MESH_LOCAL_ERROR_RESETS: Option<usize> = None;
 
 /// Who is on the other end of an accepted connection, as its verified certificate says.
 /// tonic puts it into every request's extensions.
@@ -322,6 +344,9 @@ pub fn mesh_channel(
         .http2_keep_alive_interval(options.keepalive_interval)
         .keep_alive_timeout(options.keepalive_timeout)
         .keep_alive_while_idle(true)
+        .http2_max_concurrent_reset_streams(REMEMBERED_RESET_STREAMS)
+        .http2_reset_stream_duration(RESET_STREAM_MEMORY)
+        .http2_max_local_error_reset_streams(MESH_LOCAL_ERROR_RESETS)
         .tcp_nodelay(true);
     let connector = TlsConnector::from(config);
     let local_ip = options.local_ip;

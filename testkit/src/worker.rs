@@ -46,6 +46,12 @@ impl TestWorker {
         self.running.drain(deadline).await
     }
 
+    /// The worker's own drain, cut short when `stop` is cancelled (what a second
+    /// SIGINT/SIGTERM does).
+    pub async fn drain_or_stop(&self, deadline: Duration, stop: &CancellationToken) -> usize {
+        self.running.drain_or_stop(deadline, stop).await
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.running.wait().await;

@@ -58,7 +58,14 @@ impl RunningWorker {
     /// then what is left is destroyed; a last heartbeat reports the empty inventory.
     /// Returns how many sandboxes the deadline destroyed.
     pub async fn drain(&self, deadline: Duration) -> usize {
-        drain::drain_self(&self.runtime, deadline).await
+        self.drain_or_stop(deadline, &CancellationToken::new())
+            .await
+    }
+
+    /// [`RunningWorker::drain`], cut short when `stop` is cancelled (a second signal);
+    /// then it returns 0 at once.
+    pub async fn drain_or_stop(&self, deadline: Duration, stop: &CancellationToken) -> usize {
+        drain::drain_self(&self.runtime, deadline, stop).await
     }
 
     /// Waits until every task of the worker has stopped, then (bounded) for the
@@ -132,6 +139,10 @@ pub async fn start(
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // only the control plane gets past the handshake: streams it cancels for its
+        // clients (and the frames still on their way) must not spend a budget that
+        // closes the connection under every call on it
+        .http2_max_local_error_reset_streams(berth_pki::transport::MESH_LOCAL_ERROR_RESETS)
         .add_service(WorkerServiceServer::new(WorkerGrpc::new(runtime.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let worker_id = runtime.worker_id.clone();

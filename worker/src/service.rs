@@ -124,6 +124,46 @@ fn file_info(info: crate::provider::FileInfo) -> pb::FileInfo {
     }
 }
 
+/// The data chunks of an upload, for the provider. The upload is whole only when the
+/// sender's `end` message came: a stream that just stops (tonic ends the request stream
+/// cleanly when the caller cancels the call) is an interrupted upload, and the error
+/// makes the provider drop what it received instead of committing a truncated file.
+fn upload_data<S>(incoming: S) -> crate::provider::ByteStream
+where
+    S: Stream<Item = Result<pb::WriteFileChunk, Status>> + Send + 'static,
+{
+    use crate::provider::ProviderError;
+    use pb::write_file_chunk::Part;
+    futures::stream::unfold(Some(Box::pin(incoming)), |incoming| async move {
+        let mut incoming = incoming?;
+        let item = match incoming.next().await {
+            Some(Ok(pb::WriteFileChunk {
+                part: Some(Part::Data(data)),
+            })) => return Some((Ok(data), Some(incoming))),
+            Some(Ok(pb::WriteFileChunk {
+                part: Some(Part::End(_)),
+            })) => match incoming.next().await {
+                None => return None,
+                Some(_) => Err(ProviderError::InvalidArgument(
+                    "nothing may follow the end of an upload".into(),
+                )),
+            },
+            Some(Ok(_)) => Err(ProviderError::InvalidArgument(
+                "only data may follow the header".into(),
+            )),
+            Some(Err(status)) => Err(ProviderError::Unavailable(format!(
+                "upload interrupted: {}",
+                status.message()
+            ))),
+            None => Err(ProviderError::Unavailable(
+                "upload interrupted: the stream ended before its end message".into(),
+            )),
+        };
+        Some((item, None))
+    })
+    .boxed()
+}
+
 #[tonic::async_trait]
 impl WorkerService for WorkerGrpc {
     #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().spec.as_ref().map_or("", |spec| spec.sandbox_id.as_str())))]
@@ -316,20 +356,7 @@ impl WorkerService for WorkerGrpc {
         };
         tracing::Span::current().record("sandbox_id", tracing::field::display(&header.sandbox_id));
         self.admit(&header.sandbox_id, header.generation).await?;
-        let data = incoming
-            .map(|message| match message {
-                Ok(pb::WriteFileChunk {
-                    part: Some(Part::Data(data)),
-                }) => Ok(data),
-                Ok(_) => Err(crate::provider::ProviderError::InvalidArgument(
-                    "only data may follow the header".into(),
-                )),
-                Err(status) => Err(crate::provider::ProviderError::Unavailable(format!(
-                    "upload interrupted: {}",
-                    status.message()
-                ))),
-            })
-            .boxed();
+        let data = upload_data(incoming);
         let mode = if header.mode == 0 { 0o644 } else { header.mode };
         let size = self
             .runtime

@@ -1,5 +1,6 @@
 //! The HTTP/JSON API under `/api/v1`: routes, the caller extractor, request ids and the
-//! `{"code","message"}` error body.
+//! `{"code","message"}` error body, which every extractor's rejection answers too (the
+//! handlers take [`JsonBody`], [`Query`] and [`Path`] from here, not axum's).
 
 mod audit;
 mod exec;
@@ -171,5 +172,80 @@ where
             .await
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
         Ok(Self(value))
+    }
+}
+
+/// A query string whose rejection (`?lines=abc`) is our `{"code","message"}` error.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        Ok(Self(value))
+    }
+}
+
+/// Path parameters whose rejection is our `{"code","message"}` error.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        Ok(Self(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Lines {
+        #[allow(dead_code)]
+        lines: Option<u32>,
+    }
+
+    #[tokio::test]
+    async fn a_bad_query_string_answers_the_json_error_body() {
+        let request = axum::http::Request::builder()
+            .uri("/api/v1/sandboxes/sb/logs?lines=abc")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = request.into_parts();
+        let Err(rejected) = Query::<Lines>::from_request_parts(&mut parts, &()).await else {
+            panic!("lines=abc was accepted");
+        };
+        let response = rejected.into_response();
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "BAD_REQUEST");
+        assert!(
+            body["message"].as_str().unwrap().contains("lines"),
+            "{body}"
+        );
     }
 }

@@ -28,6 +28,14 @@ pub struct HeartbeatAck {
 /// A sandbox that started this long before a heartbeat must be in its inventory.
 const REPORT_MARGIN_MS: i64 = 5_000;
 
+/// Most sandboxes one heartbeat may report: far more than any worker holds (docker
+/// workers run tens to hundreds), few enough that reconciling a hostile or broken
+/// report stays cheap. A larger report is refused whole.
+pub const MAX_INVENTORY: usize = 10_000;
+
+/// Sandbox ids a log line about many sandboxes names; the rest are counted.
+const LOGGED_IDS: usize = 10;
+
 impl Fleet {
     pub async fn heartbeat(
         &self,
@@ -35,6 +43,12 @@ impl Fleet {
         report: HeartbeatReport,
     ) -> Result<HeartbeatAck, FleetError> {
         report.description.validate()?;
+        if report.inventory.len() > MAX_INVENTORY {
+            return Err(FleetError::BadRequest(format!(
+                "a heartbeat may report at most {MAX_INVENTORY} sandboxes; this one reported {}",
+                report.inventory.len()
+            )));
+        }
         let now = now_ms();
         let description = &report.description;
         let drain_requested = self
@@ -102,8 +116,15 @@ impl Fleet {
             .filter(|(id, _)| !leased.contains_key(id.as_str()))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in &destroy {
-            tracing::warn!(%worker_id, sandbox_id = %id, "worker runs a sandbox it holds no lease for; asking it to destroy it");
+        if !destroy.is_empty() {
+            // one line per heartbeat, however many: a worker's report must not flood
+            // the log
+            let named: Vec<&str> = destroy
+                .iter()
+                .take(LOGGED_IDS)
+                .map(String::as_str)
+                .collect();
+            tracing::warn!(%worker_id, count = destroy.len(), sandbox_ids = ?named, "worker runs sandboxes it holds no lease for; asking it to destroy them");
         }
         if leases
             .iter()

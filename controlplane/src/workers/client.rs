@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 
 use super::RemoteError;
+use super::error::is_transport_failure;
 use super::model::{ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, SpawnSpec, Spawned};
 
 /// Deadline of quick calls (files, status).
@@ -60,6 +61,20 @@ impl WorkerClient {
 
     fn error(&self, status: &tonic::Status) -> RemoteError {
         RemoteError::from_status(&self.worker_id, status)
+    }
+
+    /// A call without side effects (a read), made once more on a fresh connection if
+    /// the first failed in the transport (e.g. the connection was closed by a
+    /// `GOAWAY`). Calls that change something are never sent twice: the worker may
+    /// have acted on the first one.
+    async fn read_only<T, F, Fut>(&self, call: F) -> Result<T, RemoteError>
+    where
+        F: Fn(WorkerServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        retry_once(&self.worker_id, || call(self.inner.clone()))
+            .await
+            .map_err(|status| self.error(&status))
     }
 
     pub async fn spawn(
@@ -150,20 +165,19 @@ impl WorkerClient {
         tail_lines: u32,
         follow: bool,
     ) -> Result<LogLines, RemoteError> {
-        let mut request = tonic::Request::new(pb::WorkerLogsRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            tail_lines,
-            follow,
-        });
-        if !follow {
-            request.set_timeout(CALL_TIMEOUT);
-        }
         let lines = self
-            .inner
-            .clone()
-            .logs(request)
-            .await
-            .map_err(|status| self.error(&status))?
+            .read_only(|mut inner| async move {
+                let mut request = tonic::Request::new(pb::WorkerLogsRequest {
+                    sandbox_id: sandbox_id.to_owned(),
+                    tail_lines,
+                    follow,
+                });
+                if !follow {
+                    request.set_timeout(CALL_TIMEOUT);
+                }
+                inner.logs(request).await
+            })
+            .await?
             .into_inner();
         let worker_id = self.worker_id.clone();
         Ok(lines
@@ -184,13 +198,12 @@ impl WorkerClient {
         generation: u64,
         path: &str,
     ) -> Result<FileChunks, RemoteError> {
-        let request = tonic::Request::new(file_request(sandbox_id, generation, path));
         let chunks = self
-            .inner
-            .clone()
-            .read_file(request)
-            .await
-            .map_err(|status| self.error(&status))?
+            .read_only(|mut inner| async move {
+                let request = tonic::Request::new(file_request(sandbox_id, generation, path));
+                inner.read_file(request).await
+            })
+            .await?
             .into_inner();
         let worker_id = self.worker_id.clone();
         Ok(chunks
@@ -247,7 +260,13 @@ impl WorkerClient {
                 }
             },
         );
-        let outgoing = futures::stream::iter([header]).chain(body);
+        // the worker commits only after this: a cancelled call never ends with it
+        let end = pb::WriteFileChunk {
+            part: Some(Part::End(pb::WriteFileEnd {})),
+        };
+        let outgoing = futures::stream::iter([header])
+            .chain(body)
+            .chain(futures::stream::iter([end]));
         let mut inner = self.inner.clone();
         let call = inner.write_file(tonic::Request::new(outgoing));
         // resolves only when the data stream failed; a finished stream drops the sender
@@ -271,13 +290,12 @@ impl WorkerClient {
         generation: u64,
         path: &str,
     ) -> Result<Vec<FileInfo>, RemoteError> {
-        let request = timed(file_request(sandbox_id, generation, path), CALL_TIMEOUT);
         let answer = self
-            .inner
-            .clone()
-            .list_files(request)
-            .await
-            .map_err(|status| self.error(&status))?
+            .read_only(|mut inner| async move {
+                let request = timed(file_request(sandbox_id, generation, path), CALL_TIMEOUT);
+                inner.list_files(request).await
+            })
+            .await?
             .into_inner();
         Ok(answer.files.into_iter().map(file_info).collect())
     }
@@ -288,13 +306,12 @@ impl WorkerClient {
         generation: u64,
         path: &str,
     ) -> Result<FileInfo, RemoteError> {
-        let request = timed(file_request(sandbox_id, generation, path), CALL_TIMEOUT);
         let answer = self
-            .inner
-            .clone()
-            .stat_file(request)
-            .await
-            .map_err(|status| self.error(&status))?
+            .read_only(|mut inner| async move {
+                let request = timed(file_request(sandbox_id, generation, path), CALL_TIMEOUT);
+                inner.stat_file(request).await
+            })
+            .await?
             .into_inner();
         Ok(file_info(answer))
     }
@@ -363,18 +380,32 @@ impl WorkerClient {
     }
 
     pub async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, RemoteError> {
-        let request = pb::WorkerGlobRequest {
-            sandbox_id: sandbox_id.to_owned(),
-            pattern: pattern.to_owned(),
-        };
         let answer = self
-            .inner
-            .clone()
-            .glob(timed(request, CALL_TIMEOUT))
-            .await
-            .map_err(|status| self.error(&status))?
+            .read_only(|mut inner| async move {
+                let request = pb::WorkerGlobRequest {
+                    sandbox_id: sandbox_id.to_owned(),
+                    pattern: pattern.to_owned(),
+                };
+                inner.glob(timed(request, CALL_TIMEOUT)).await
+            })
+            .await?
             .into_inner();
         Ok(answer.paths)
+    }
+}
+
+/// Runs `call`, and once more if it failed in the transport.
+async fn retry_once<T, F, Fut>(worker_id: &str, call: F) -> Result<T, tonic::Status>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    match call().await {
+        Err(status) if is_transport_failure(&status) => {
+            tracing::info!(%worker_id, error = %status, "read failed in the transport; trying again once");
+            call().await
+        }
+        answered => answered,
     }
 }
 
@@ -467,5 +498,58 @@ fn exec_event(event: pb::exec_event::Event) -> ExecEvent {
             code: ErrorCode::from_name(&err.code).unwrap_or(ErrorCode::Internal),
             message: err.message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn connection_closed() -> tonic::Status {
+        let mut status = tonic::Status::resource_exhausted("h2 protocol error: http2 error");
+        status.set_source(Arc::new(std::io::Error::other("GOAWAY")));
+        status
+    }
+
+    #[tokio::test]
+    async fn a_read_that_failed_in_the_transport_is_tried_once_more() {
+        let calls = AtomicUsize::new(0);
+        let answer = retry_once("w1", || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(connection_closed()),
+                _ => Ok("answer"),
+            }
+        })
+        .await;
+        assert_eq!(answer.unwrap(), "answer");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn only_once_and_only_for_transport_failures() {
+        let calls = AtomicUsize::new(0);
+        let failed = retry_once("w1", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(connection_closed())
+        })
+        .await;
+        assert!(failed.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        let calls = AtomicUsize::new(0);
+        let answered = retry_once("w1", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(tonic::Status::not_found("no such file"))
+        })
+        .await;
+        assert_eq!(answered.unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a worker's answer is final"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! The one place a worker's gRPC status becomes a domain error: the [`ErrorCode`] it
 //! named in its metadata, or one derived from the gRPC code; transport failures mean
-//! the worker is unreachable. Internal details stay in the log, never in the answer.
+//! the worker is unreachable, whatever code the transport picked (a connection closed
+//! by `GOAWAY(ENHANCE_YOUR_CALM)` comes back as `RESOURCE_EXHAUSTED`, a stream reset
+//! with `INTERNAL_ERROR` as `INTERNAL`). Internal details stay in the log, never in the
+//! answer.
 
 use berth_proto::ErrorCode;
 use berth_proto::error_code::is_route_refusal;
@@ -49,7 +52,7 @@ impl RemoteError {
         let unreachable = matches!(
             status.code(),
             Code::Unavailable | Code::Unknown | Code::Cancelled
-        );
+        ) || is_transport_failure(status);
         let (code, message) = match ErrorCode::of_status(status) {
             Some(ErrorCode::Internal) => {
                 tracing::error!(%worker_id, error = %status.message(), "worker failed");
@@ -71,9 +74,38 @@ impl RemoteError {
     }
 }
 
+/// Whether `status` was made on our side from a transport failure (the connection was
+/// refused, reset, or closed by a `GOAWAY`) rather than answered by the worker: tonic
+/// gives those a source error (h2, hyper, its own transport error); a status decoded
+/// from the worker's trailers has none. A deadline that expired is not one.
+pub(super) fn is_transport_failure(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    let Some(source) = status.source() else {
+        return false;
+    };
+    let mut cause = Some(source);
+    while let Some(err) = cause {
+        if err.is::<tonic::TimeoutExpired>() {
+            return false;
+        }
+        cause = err.source();
+    }
+    true
+}
+
 /// The code of a status that names none (it did not come from our worker service:
 /// a transport failure, a deadline, a proxy).
 fn derived(worker_id: &str, status: &tonic::Status) -> (ErrorCode, String) {
+    if is_transport_failure(status) && !matches!(status.code(), Code::DeadlineExceeded) {
+        tracing::warn!(%worker_id, ?status, "worker call failed in the transport");
+        return (
+            ErrorCode::Unavailable,
+            format!(
+                "worker {worker_id:?} is unreachable: the connection failed ({})",
+                status.message()
+            ),
+        );
+    }
     match status.code() {
         Code::NotFound => (ErrorCode::NotFound, status.message().to_owned()),
         Code::InvalidArgument => (ErrorCode::BadRequest, status.message().to_owned()),
@@ -132,6 +164,41 @@ mod tests {
         assert!(!err.discredits_route());
         let err = RemoteError::from_status("w1", &tonic::Status::deadline_exceeded("slow"));
         assert_eq!(err.code, ErrorCode::Timeout);
+    }
+
+    /// A status tonic made from a transport failure, with `code`.
+    fn transport_failure(code: Code, message: &str) -> tonic::Status {
+        let mut status = tonic::Status::new(code, message);
+        status.set_source(std::sync::Arc::new(std::io::Error::other(
+            "GoAway(too_many_internal_resets, ENHANCE_YOUR_CALM)",
+        )));
+        status
+    }
+
+    #[test]
+    fn a_transport_failure_is_unavailable_whatever_its_code() {
+        for code in [Code::ResourceExhausted, Code::Internal, Code::Unknown] {
+            let status = transport_failure(code, "h2 protocol error: http2 error");
+            assert!(is_transport_failure(&status));
+            let err = RemoteError::from_status("w7", &status);
+            assert_eq!(err.code, ErrorCode::Unavailable, "{code:?}");
+            assert_eq!(err.code.http_status(), 503);
+            assert!(err.message.contains("\"w7\""), "{}", err.message);
+            assert!(err.unreachable);
+        }
+        // the same codes answered by a worker (no source) keep their meaning
+        let answered = RemoteError::from_status("w7", &tonic::Status::internal("boom"));
+        assert_eq!(answered.code, ErrorCode::Internal);
+        assert!(!is_transport_failure(&tonic::Status::resource_exhausted(
+            "full"
+        )));
+    }
+
+    #[test]
+    fn an_expired_deadline_is_not_a_transport_failure() {
+        let mut status = tonic::Status::cancelled("Timeout expired");
+        status.set_source(std::sync::Arc::new(tonic::TimeoutExpired(())));
+        assert!(!is_transport_failure(&status));
     }
 
     #[test]

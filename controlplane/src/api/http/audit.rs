@@ -2,10 +2,10 @@
 //! the hash chain); admin scope.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminScope, Authorized};
+use super::{AdminScope, Authorized, Query};
 use crate::api::ApiState;
 use crate::audit::Verification;
 use crate::clock::now_ms;

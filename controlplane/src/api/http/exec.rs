@@ -13,14 +13,14 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Authorized, ExecScope, JsonBody, ReadScope};
+use super::{Authorized, ExecScope, JsonBody, Path, Query, ReadScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::sandboxes::{ExecCall, ExecEvent, ExecEvents, parse_timeout, rfc3339};

@@ -2,12 +2,12 @@
 //! StacyVM's shapes.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Authorized, JsonBody, ReadScope, WriteScope};
+use super::{Authorized, JsonBody, Path, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::sandboxes::{CreateRequest, CreateSandbox, SandboxError, SandboxView};

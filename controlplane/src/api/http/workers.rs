@@ -1,9 +1,9 @@
 //! `GET /api/v1/workers` and `GET /api/v1/workers/{id}`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 
-use super::{AdminScope, Authorized, JsonBody, ReadScope};
+use super::{AdminScope, Authorized, JsonBody, Path, ReadScope};
 use crate::api::ApiState;
 use crate::error::ApiError;
 use crate::fleet::WorkerView;
