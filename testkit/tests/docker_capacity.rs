@@ -4,7 +4,8 @@
 //! with a small subnet carved from `docker.subnet_pool`, and none of those networks
 //! left once they are destroyed; subnets picked around networks that are not
 //! Berth's, a full pool answered clearly, and two workers on one engine never on
-//! the same subnet. Skipped visibly without an engine.
+//! the same subnet; and a sandbox's console log capped on disk. Skipped visibly
+//! without an engine.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -283,4 +284,62 @@ async fn workers_sharing_an_engine_never_share_a_subnet() {
         assert!(subnets.insert(subnet), "{subnet} twice");
     }
     assert_eq!(subnets.len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxs_console_log_is_capped_on_disk() {
+    let Some(config) = docker_or_skip("a_sandboxs_console_log_is_capped").await else {
+        return;
+    };
+    let config = DockerConfig {
+        log_max_size_mb: 1,
+        log_max_files: 2,
+        ..config
+    };
+    let worker_id = unique_worker_id("logcap");
+    let _cleanup = DockerCleanup::new(&config, &[&worker_id]);
+    let engine = Docker::connect_with_unix_defaults().expect("docker client");
+    let provider = DockerProvider::new(config, &worker_id);
+    let id = unique_worker_id("flood");
+    provider.spawn(spec(&id)).await.unwrap();
+
+    let container = engine
+        .inspect_container(&format!("berth-{id}"), None)
+        .await
+        .unwrap();
+    let log = container.host_config.unwrap().log_config.unwrap();
+    assert_eq!(log.typ.as_deref(), Some("json-file"));
+    let options = log.config.unwrap_or_default();
+    assert_eq!(options.get("max-size").map(String::as_str), Some("1m"));
+    assert_eq!(options.get("max-file").map(String::as_str), Some("2"));
+
+    // about 3 MB onto the console, more than twice the cap, then a marker
+    let line = "x".repeat(100);
+    let flood =
+        format!("yes {line} | head -n 30000 > /proc/1/fd/1; echo end-of-flood > /proc/1/fd/1");
+    let result = provider
+        .exec(&id, shell(&flood), DEFAULT_MAX_EXEC_OUTPUT)
+        .await
+        .unwrap();
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let log_path = std::path::PathBuf::from(container.log_path.expect("a log file"));
+    eventually("the marker reaches the log", WAIT, || async {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        text.contains("end-of-flood").then_some(())
+    })
+    .await;
+    let dir = log_path.parent().unwrap();
+    let name = log_path.file_name().unwrap().to_string_lossy().into_owned();
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with(&name) {
+            total += entry.metadata().unwrap().len();
+        }
+    }
+    // two files of at most 1 MiB and one line each
+    assert!(
+        total <= 2 * (1024 * 1024 + 1024),
+        "the console log takes {total} bytes on disk"
+    );
 }

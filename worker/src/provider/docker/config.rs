@@ -1,7 +1,8 @@
 //! The `docker:` section of a worker's config: which engine, which runtime, which
 //! image when a spawn names none and whether to pull it, how sandboxes are networked
-//! (and the address range their networks are carved from), and the limits and
-//! hardening every sandbox gets. Checked by `validate()`.
+//! (and the address range their networks are carved from), the limits and hardening
+//! every sandbox gets, and how much of its console the engine keeps. Checked by
+//! `validate()`.
 
 use std::fmt;
 use std::time::Duration;
@@ -52,6 +53,12 @@ pub struct DockerConfig {
     /// Run sandbox processes as this user (`name`, `uid`, `uid:gid`); empty: the
     /// image's user.
     pub user: String,
+    /// Size (MiB) at which the engine rotates a sandbox's console log (`json-file`
+    /// driver's `max-size`).
+    pub log_max_size_mb: u64,
+    /// Console log files kept per sandbox, the one written included (`max-file`):
+    /// a sandbox's log takes at most `log_max_size_mb × log_max_files` MiB.
+    pub log_max_files: u32,
     /// Longest an ordinary engine call may take.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -73,6 +80,8 @@ impl Default for DockerConfig {
             read_only_rootfs: false,
             tmp_size_mb: 256,
             user: String::new(),
+            log_max_size_mb: 10,
+            log_max_files: 3,
             request_timeout: Duration::from_secs(120),
         }
     }
@@ -182,6 +191,12 @@ impl DockerConfig {
             return Err(format!("docker.user {:?} is not a user", self.user));
         }
         self.validate_subnets()?;
+        if !(1..=1024).contains(&self.log_max_size_mb) {
+            return Err("docker.log_max_size_mb must be between 1 and 1024".into());
+        }
+        if !(1..=100).contains(&self.log_max_files) {
+            return Err("docker.log_max_files must be between 1 and 100".into());
+        }
         if self.request_timeout < Duration::from_secs(1) {
             return Err("docker.request_timeout must be at least 1s".into());
         }
@@ -234,17 +249,19 @@ mod tests {
         for engine_pool in ["172.16.0.0/12", "192.168.0.0/16"] {
             assert!(!config.subnet_pool.overlaps(engine_pool.parse().unwrap()));
         }
+        assert_eq!((config.log_max_size_mb, config.log_max_files), (10, 3));
     }
 
     #[test]
     fn every_key_parses() {
         let config: DockerConfig = serde_yaml_ng::from_str(
-            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\nsubnet_pool: 172.30.128.0/20\nsubnet_prefix: 29\n",
+            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\nsubnet_pool: 172.30.128.0/20\nsubnet_prefix: 29\nlog_max_size_mb: 1\nlog_max_files: 5\n",
         )
         .unwrap();
         config.validate().unwrap();
         assert_eq!(config.subnet_pool.to_string(), "172.30.128.0/20");
         assert_eq!(config.subnet_prefix, 29);
+        assert_eq!((config.log_max_size_mb, config.log_max_files), (1, 5));
         assert_eq!(config.pull_policy, PullPolicy::Never);
         assert_eq!(config.network, NetworkMode::None);
         assert_eq!(config.user, "1000:1000");
@@ -275,6 +292,8 @@ mod tests {
             "subnet_pool: 230.0.0.0/16",
             "subnet_prefix: 31",
             "subnet_pool: 10.213.0.0/24\nsubnet_prefix: 20",
+            "log_max_size_mb: 0",
+            "log_max_files: 0",
         ] {
             let parsed: Result<DockerConfig, _> = serde_yaml_ng::from_str(yaml);
             assert!(

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectNetworkOptions, RemoveContainerOptions,
 };
@@ -28,6 +30,10 @@ const MIB: i64 = 1024 * 1024;
 /// Picks of a subnet a spawn makes before it gives up, when other workers on the
 /// engine keep taking the one it picked.
 const SUBNET_ATTEMPTS: usize = 8;
+
+/// The engine's log driver for sandboxes: files it rotates at a size, read back by
+/// the logs API.
+const LOG_DRIVER: &str = "json-file";
 
 /// What a spawn needs to know beyond the spec.
 pub struct Spawn<'a> {
@@ -390,6 +396,16 @@ pub fn container_body(
             publish_all_ports: Some(false),
             privileged: Some(false),
             auto_remove: Some(false),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some(LOG_DRIVER.to_owned()),
+                config: Some(HashMap::from([
+                    (
+                        "max-size".to_owned(),
+                        format!("{}m", config.log_max_size_mb),
+                    ),
+                    ("max-file".to_owned(), config.log_max_files.to_string()),
+                ])),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -456,6 +472,17 @@ fn run_args_of(mut body: ContainerCreateBody) -> (Vec<String>, ContainerCreateBo
     }
     if let Some(ipc) = host.ipc_mode.take() {
         flag("--ipc", ipc);
+    }
+    if let Some(log) = host.log_config.take() {
+        if let Some(driver) = log.typ {
+            flag("--log-driver", driver);
+        }
+        let mut options: Vec<(String, String)> =
+            log.config.unwrap_or_default().into_iter().collect();
+        options.sort();
+        for (key, value) in options {
+            flag("--log-opt", format!("{key}={value}"));
+        }
     }
     let mut labels: Vec<(String, String)> =
         body.labels.take().unwrap_or_default().into_iter().collect();
@@ -560,6 +587,11 @@ mod tests {
         assert_eq!(host.runtime.as_deref(), Some("runsc"));
         assert_eq!(host.network_mode.as_deref(), Some("berth-sb1"));
         assert!(host.port_bindings.is_none());
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let log_options = log.config.unwrap();
+        assert_eq!(log_options["max-size"], "10m");
+        assert_eq!(log_options["max-file"], "3");
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
         assert_eq!(body.volumes, Some(vec!["/workspace".to_owned()]));
         let labels = body.labels.unwrap();
@@ -615,6 +647,7 @@ mod tests {
             "--runtime runc",
             "--network berth-sb1",
             "--ipc private",
+            "--log-driver json-file --log-opt max-file=3 --log-opt max-size=10m",
             "--label berth.managed=true --label berth.sandbox=sb1 --label berth.worker=w1",
             "-e HOME=/workspace -e A=1 -e BERTH_SANDBOX_ID=sb1",
             "-v /workspace -w /workspace",
@@ -651,6 +684,21 @@ mod tests {
         assert_eq!(ipam.len(), 1);
         assert_eq!(ipam[0].subnet.as_deref(), Some("10.213.0.48/28"));
         assert_eq!(ipam[0].gateway.as_deref(), Some("10.213.0.49"));
+    }
+
+    #[test]
+    fn the_log_cap_follows_the_config() {
+        let config = DockerConfig {
+            log_max_size_mb: 1,
+            log_max_files: 5,
+            ..Default::default()
+        };
+        let body = container_body(&config, "w1", &spec(0, 0), "img", "none");
+        let joined = run_args_of(body).0.join(" ");
+        assert!(
+            joined.contains("--log-driver json-file --log-opt max-file=5 --log-opt max-size=1m"),
+            "{joined}"
+        );
     }
 
     #[test]
