@@ -27,6 +27,7 @@ mod inventory;
 mod logs;
 mod scripts;
 mod spawn;
+mod subnets;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -36,8 +37,9 @@ use bollard::Docker;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-pub use config::{DEFAULT_HOST, DockerConfig, NetworkMode, PullPolicy};
+pub use config::{DEFAULT_HOST, DEFAULT_SUBNET_POOL, DockerConfig, NetworkMode, PullPolicy};
 pub use inventory::{LABEL_MANAGED, LABEL_SANDBOX, LABEL_WORKER};
+pub use subnets::Ipv4Net;
 
 use super::paths::{WORKSPACE, normalize_in};
 use super::{
@@ -57,6 +59,9 @@ pub struct DockerProvider {
     tasks: TaskTracker,
     /// Sandboxes with a spawn in flight, whose networks the inventory pass leaves be.
     spawning: Spawning,
+    /// Held while a spawn picks its network's subnet and creates the network, so this
+    /// worker's spawns never pick the same one.
+    subnet_lock: tokio::sync::Mutex<()>,
 }
 
 /// Sandbox ids with a spawn in flight (counted: two spawns of one id may overlap).
@@ -125,6 +130,7 @@ impl DockerProvider {
             worker_id: worker_id.into(),
             tasks: TaskTracker::new(),
             spawning: Spawning::default(),
+            subnet_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -159,6 +165,7 @@ impl DockerProvider {
             docker,
             config: &self.config,
             worker_id: &self.worker_id,
+            subnet_lock: &self.subnet_lock,
         }
     }
 

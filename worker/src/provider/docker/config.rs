@@ -1,14 +1,22 @@
 //! The `docker:` section of a worker's config: which engine, which runtime, which
-//! image when a spawn names none and whether to pull it, how sandboxes are networked,
-//! and the limits and hardening every sandbox gets. Checked by `validate()`.
+//! image when a spawn names none and whether to pull it, how sandboxes are networked
+//! (and the address range their networks are carved from), the limits and hardening
+//! every sandbox gets, and how much of its console the engine keeps. Checked by
+//! `validate()`.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::subnets::Ipv4Net;
+
 /// Where the engine listens when the config names nothing.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// 10.213.0.0/16: private, and outside the engine's default address pools
+/// (172.17.0.0/16-172.31.0.0/16 and 192.168.0.0/16).
+pub const DEFAULT_SUBNET_POOL: Ipv4Net = Ipv4Net::from_octets([10, 213, 0, 0], 16);
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +33,12 @@ pub struct DockerConfig {
     /// `per-sandbox` (a bridge network of its own for every sandbox), `none` (no
     /// network at all) or the name of an existing network.
     pub network: NetworkMode,
+    /// The IPv4 range per-sandbox networks take their subnets from (a private range
+    /// no other network of the engine or route of the host uses).
+    pub subnet_pool: Ipv4Net,
+    /// Prefix length of each per-sandbox network's subnet: 28 is a gateway and 13
+    /// addresses; the pool holds `2^(subnet_prefix - pool prefix)` sandboxes.
+    pub subnet_prefix: u8,
     /// Memory when a spawn asks for none (MiB; no swap beyond it).
     pub memory_mb: u64,
     /// CPUs when a spawn asks for none.
@@ -39,6 +53,12 @@ pub struct DockerConfig {
     /// Run sandbox processes as this user (`name`, `uid`, `uid:gid`); empty: the
     /// image's user.
     pub user: String,
+    /// Size (MiB) at which the engine rotates a sandbox's console log (`json-file`
+    /// driver's `max-size`).
+    pub log_max_size_mb: u64,
+    /// Console log files kept per sandbox, the one written included (`max-file`):
+    /// a sandbox's log takes at most `log_max_size_mb × log_max_files` MiB.
+    pub log_max_files: u32,
     /// Longest an ordinary engine call may take.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -52,12 +72,16 @@ impl Default for DockerConfig {
             default_image: "debian:bookworm-slim".to_owned(),
             pull_policy: PullPolicy::IfNotPresent,
             network: NetworkMode::PerSandbox,
+            subnet_pool: DEFAULT_SUBNET_POOL,
+            subnet_prefix: 28,
             memory_mb: 512,
             vcpus: 1,
             pids_limit: 512,
             read_only_rootfs: false,
             tmp_size_mb: 256,
             user: String::new(),
+            log_max_size_mb: 10,
+            log_max_files: 3,
             request_timeout: Duration::from_secs(120),
         }
     }
@@ -166,8 +190,42 @@ impl DockerConfig {
         {
             return Err(format!("docker.user {:?} is not a user", self.user));
         }
+        self.validate_subnets()?;
+        if !(1..=1024).contains(&self.log_max_size_mb) {
+            return Err("docker.log_max_size_mb must be between 1 and 1024".into());
+        }
+        if !(1..=100).contains(&self.log_max_files) {
+            return Err("docker.log_max_files must be between 1 and 100".into());
+        }
         if self.request_timeout < Duration::from_secs(1) {
             return Err("docker.request_timeout must be at least 1s".into());
+        }
+        Ok(())
+    }
+
+    fn validate_subnets(&self) -> Result<(), String> {
+        let pool = self.subnet_pool;
+        // no sandbox network may shadow this host, link-local (cloud metadata) or
+        // multicast addresses, or the "this network" and broadcast ranges
+        for (reserved, what) in [
+            ("0.0.0.0/8", "\"this network\""),
+            ("127.0.0.0/8", "loopback"),
+            ("169.254.0.0/16", "link-local"),
+            ("224.0.0.0/3", "multicast and reserved"),
+        ] {
+            let reserved: Ipv4Net = reserved.parse()?;
+            if pool.overlaps(reserved) {
+                return Err(format!(
+                    "docker.subnet_pool {pool} overlaps the {what} range {reserved}; use a private range like 10.213.0.0/16"
+                ));
+            }
+        }
+        if !(pool.prefix()..=30).contains(&self.subnet_prefix) {
+            return Err(format!(
+                "docker.subnet_prefix must be between the pool's /{} and /30, not /{}",
+                pool.prefix(),
+                self.subnet_prefix
+            ));
         }
         Ok(())
     }
@@ -185,15 +243,25 @@ mod tests {
         assert_eq!(config.network, NetworkMode::PerSandbox);
         assert_eq!(config.pull_policy, PullPolicy::IfNotPresent);
         assert_eq!(config.runtime, "runc");
+        assert_eq!(config.subnet_pool.to_string(), "10.213.0.0/16");
+        assert_eq!(config.subnet_pool.subnets(config.subnet_prefix), 4096);
+        // clear of the engine's default address pools
+        for engine_pool in ["172.16.0.0/12", "192.168.0.0/16"] {
+            assert!(!config.subnet_pool.overlaps(engine_pool.parse().unwrap()));
+        }
+        assert_eq!((config.log_max_size_mb, config.log_max_files), (10, 3));
     }
 
     #[test]
     fn every_key_parses() {
         let config: DockerConfig = serde_yaml_ng::from_str(
-            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\n",
+            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\nsubnet_pool: 172.30.128.0/20\nsubnet_prefix: 29\nlog_max_size_mb: 1\nlog_max_files: 5\n",
         )
         .unwrap();
         config.validate().unwrap();
+        assert_eq!(config.subnet_pool.to_string(), "172.30.128.0/20");
+        assert_eq!(config.subnet_prefix, 29);
+        assert_eq!((config.log_max_size_mb, config.log_max_files), (1, 5));
         assert_eq!(config.pull_policy, PullPolicy::Never);
         assert_eq!(config.network, NetworkMode::None);
         assert_eq!(config.user, "1000:1000");
@@ -215,6 +283,17 @@ mod tests {
             "host: \"\"",
             "user: \"a b\"",
             "colour: red",
+            "subnet_pool: 10.213.0.1/16",
+            "subnet_pool: 10.213.0.0",
+            "subnet_pool: \"fd00::/64\"",
+            "subnet_pool: 127.0.0.0/16",
+            "subnet_pool: 169.254.0.0/16",
+            "subnet_pool: 0.0.0.0/0",
+            "subnet_pool: 230.0.0.0/16",
+            "subnet_prefix: 31",
+            "subnet_pool: 10.213.0.0/24\nsubnet_prefix: 20",
+            "log_max_size_mb: 0",
+            "log_max_files: 0",
         ] {
             let parsed: Result<DockerConfig, _> = serde_yaml_ng::from_str(yaml);
             assert!(

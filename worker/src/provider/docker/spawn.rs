@@ -8,26 +8,40 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectNetworkOptions, RemoveContainerOptions,
 };
 use futures::StreamExt;
+use tokio::sync::Mutex;
 
 use super::config::{DockerConfig, NetworkMode, PullPolicy};
 use super::engine::{engine_error, message_of, status_of};
 use super::inventory::{self, labels, owned_by, resource_name};
 use super::scripts;
+use super::subnets::{self, Ipv4Net};
 use crate::provider::paths::WORKSPACE;
 use crate::provider::{ProviderError, SandboxInfo, SandboxSpec};
 
 const MIB: i64 = 1024 * 1024;
+
+/// Picks of a subnet a spawn makes before it gives up, when other workers on the
+/// engine keep taking the one it picked.
+const SUBNET_ATTEMPTS: usize = 8;
+
+/// The engine's log driver for sandboxes: files it rotates at a size, read back by
+/// the logs API.
+const LOG_DRIVER: &str = "json-file";
 
 /// What a spawn needs to know beyond the spec.
 pub struct Spawn<'a> {
     pub docker: &'a Docker,
     pub config: &'a DockerConfig,
     pub worker_id: &'a str,
+    /// Held while a sandbox network's subnet is picked and the network created.
+    pub subnet_lock: &'a Mutex<()>,
 }
 
 impl Spawn<'_> {
@@ -178,34 +192,47 @@ impl Spawn<'_> {
                     Err(err) if status_of(&err) == Some(404) => {}
                     Err(err) => return Err(engine_error("inspect the network", err)),
                 }
-                let request = NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".to_owned()),
-                    internal: Some(false),
-                    attachable: Some(false),
-                    labels: Some(labels(self.worker_id, sandbox_id)),
-                    options: Some(HashMap::from([(
-                        "com.docker.network.bridge.enable_icc".to_owned(),
-                        "false".to_owned(),
-                    )])),
-                    ..Default::default()
-                };
-                self.docker
-                    .create_network(request)
-                    .await
-                    .map_err(|err| {
-                        let message = message_of(&err);
-                        if message.contains("address pool") || message.contains("non-overlapping") {
-                            ProviderError::Unavailable(format!(
-                                "no address space left for another sandbox network ({message}); widen the engine's default-address-pools"
-                            ))
-                        } else {
-                            engine_error("create the sandbox's network", err)
-                        }
-                    })?;
+                self.create_network(&name, sandbox_id).await?;
                 Ok(name)
             }
         }
+    }
+
+    /// Makes the sandbox's own network on a free subnet of the pool (see the
+    /// `subnets` module): one spawn of this worker at a time picks and creates, and a
+    /// subnet the engine refuses as overlapping (another worker took it meanwhile) is
+    /// left out of the next pick.
+    async fn create_network(&self, name: &str, sandbox_id: &str) -> Result<(), ProviderError> {
+        let (pool, prefix) = (self.config.subnet_pool, self.config.subnet_prefix);
+        let _one_at_a_time = self.subnet_lock.lock().await;
+        let mut refused: Vec<Ipv4Net> = Vec::new();
+        for _ in 0..SUBNET_ATTEMPTS {
+            let mut taken = subnets::in_use(self.docker).await?;
+            taken.extend_from_slice(&refused);
+            let Some(subnet) = subnets::pick(pool, prefix, &taken) else {
+                return Err(ProviderError::Unavailable(format!(
+                    "no free /{prefix} subnet left in docker.subnet_pool {pool} for another sandbox network; destroy sandboxes, or widen the pool or lengthen docker.subnet_prefix"
+                )));
+            };
+            match self
+                .docker
+                .create_network(network_request(self.worker_id, sandbox_id, name, subnet))
+                .await
+            {
+                Ok(_) => {
+                    tracing::debug!(sandbox_id, network = name, %subnet, "sandbox network created");
+                    return Ok(());
+                }
+                Err(err) if subnets::is_overlap(&err) => {
+                    tracing::debug!(sandbox_id, %subnet, error = %err, "subnet taken meanwhile; picking another");
+                    refused.push(subnet);
+                }
+                Err(err) => return Err(engine_error("create the sandbox's network", err)),
+            }
+        }
+        Err(ProviderError::Unavailable(format!(
+            "no subnet of docker.subnet_pool {pool} could be had for the sandbox's network after {SUBNET_ATTEMPTS} tries: other networks kept taking them"
+        )))
     }
 
     /// Removes the sandbox's container and its network; `Ok` when they are gone
@@ -279,6 +306,37 @@ impl Spawn<'_> {
     }
 }
 
+/// A sandbox's own network: a bridge on `subnet` (gateway its first address),
+/// with traffic between its containers off.
+fn network_request(
+    worker_id: &str,
+    sandbox_id: &str,
+    name: &str,
+    subnet: Ipv4Net,
+) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: name.to_owned(),
+        driver: Some("bridge".to_owned()),
+        internal: Some(false),
+        attachable: Some(false),
+        labels: Some(labels(worker_id, sandbox_id)),
+        options: Some(HashMap::from([(
+            "com.docker.network.bridge.enable_icc".to_owned(),
+            "false".to_owned(),
+        )])),
+        ipam: Some(Ipam {
+            driver: Some("default".to_owned()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.to_string()),
+                gateway: Some(subnet.gateway().to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The container a sandbox runs in.
 pub fn container_body(
     config: &DockerConfig,
@@ -338,6 +396,16 @@ pub fn container_body(
             publish_all_ports: Some(false),
             privileged: Some(false),
             auto_remove: Some(false),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some(LOG_DRIVER.to_owned()),
+                config: Some(HashMap::from([
+                    (
+                        "max-size".to_owned(),
+                        format!("{}m", config.log_max_size_mb),
+                    ),
+                    ("max-file".to_owned(), config.log_max_files.to_string()),
+                ])),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -404,6 +472,17 @@ fn run_args_of(mut body: ContainerCreateBody) -> (Vec<String>, ContainerCreateBo
     }
     if let Some(ipc) = host.ipc_mode.take() {
         flag("--ipc", ipc);
+    }
+    if let Some(log) = host.log_config.take() {
+        if let Some(driver) = log.typ {
+            flag("--log-driver", driver);
+        }
+        let mut options: Vec<(String, String)> =
+            log.config.unwrap_or_default().into_iter().collect();
+        options.sort();
+        for (key, value) in options {
+            flag("--log-opt", format!("{key}={value}"));
+        }
     }
     let mut labels: Vec<(String, String)> =
         body.labels.take().unwrap_or_default().into_iter().collect();
@@ -508,6 +587,11 @@ mod tests {
         assert_eq!(host.runtime.as_deref(), Some("runsc"));
         assert_eq!(host.network_mode.as_deref(), Some("berth-sb1"));
         assert!(host.port_bindings.is_none());
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let log_options = log.config.unwrap();
+        assert_eq!(log_options["max-size"], "10m");
+        assert_eq!(log_options["max-file"], "3");
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
         assert_eq!(body.volumes, Some(vec!["/workspace".to_owned()]));
         let labels = body.labels.unwrap();
@@ -563,6 +647,7 @@ mod tests {
             "--runtime runc",
             "--network berth-sb1",
             "--ipc private",
+            "--log-driver json-file --log-opt max-file=3 --log-opt max-size=10m",
             "--label berth.managed=true --label berth.sandbox=sb1 --label berth.worker=w1",
             "-e HOME=/workspace -e A=1 -e BERTH_SANDBOX_ID=sb1",
             "-v /workspace -w /workspace",
@@ -580,6 +665,40 @@ mod tests {
         assert_eq!(args[image - 2..image], ["--entrypoint", "/bin/sh"]);
         assert_eq!(args[image + 1], "-c");
         assert_eq!(args.last().unwrap(), "berth-init-sb1");
+    }
+
+    #[test]
+    fn a_sandbox_network_is_an_isolated_bridge_on_its_subnet() {
+        let subnet: Ipv4Net = "10.213.0.48/28".parse().unwrap();
+        let request = network_request("w1", "sb1", "berth-sb1", subnet);
+        assert_eq!(request.name, "berth-sb1");
+        assert_eq!(request.driver.as_deref(), Some("bridge"));
+        assert_eq!(request.internal, Some(false));
+        assert_eq!(request.attachable, Some(false));
+        assert_eq!(
+            request.options.unwrap()["com.docker.network.bridge.enable_icc"],
+            "false"
+        );
+        assert_eq!(request.labels.unwrap()["berth.worker"], "w1");
+        let ipam = request.ipam.unwrap().config.unwrap();
+        assert_eq!(ipam.len(), 1);
+        assert_eq!(ipam[0].subnet.as_deref(), Some("10.213.0.48/28"));
+        assert_eq!(ipam[0].gateway.as_deref(), Some("10.213.0.49"));
+    }
+
+    #[test]
+    fn the_log_cap_follows_the_config() {
+        let config = DockerConfig {
+            log_max_size_mb: 1,
+            log_max_files: 5,
+            ..Default::default()
+        };
+        let body = container_body(&config, "w1", &spec(0, 0), "img", "none");
+        let joined = run_args_of(body).0.join(" ");
+        assert!(
+            joined.contains("--log-driver json-file --log-opt max-file=5 --log-opt max-size=1m"),
+            "{joined}"
+        );
     }
 
     #[test]
