@@ -63,10 +63,15 @@ async fn a_worker_holds_a_hundred_sandboxes_on_an_engine_with_default_pools() {
         return;
     };
     let worker_id = unique_worker_id("cap");
+    // heartbeats at an operator's pace rather than the suite's 200 ms: a hundred
+    // containers on a busy two-core machine can hold one inventory pass for seconds,
+    // and a lease that runs out meanwhile is not what this test is about
     let fleet = TestFleet::builder()
         .docker(config)
         .worker_ids(&[&worker_id])
         .max_sandboxes(SANDBOXES as u32 + 10)
+        .heartbeat_interval(Duration::from_secs(1))
+        .missed_heartbeats(10)
         .start()
         .await;
     let api = &fleet.api;
