@@ -162,6 +162,21 @@ macro_rules! release_slot {
 }
 pub(super) use release_slot;
 
+/// Deletes `$sandbox_id`'s lease if `$worker_id` still holds it at `$generation`, on
+/// `$conn` inside the caller's transaction; evaluates to the statement's future (one
+/// row affected: the lease was still that one).
+macro_rules! release_lease_at {
+    ($conn:expr, $sandbox_id:expr, $worker_id:expr, $generation:expr) => {
+        sqlx::query(
+            "DELETE FROM leases WHERE sandbox_id = $1 AND worker_id = $2 AND generation = $3",
+        )
+        .bind($sandbox_id)
+        .bind($worker_id)
+        .bind($generation)
+        .execute($conn)
+    };
+}
+
 impl Store {
     pub async fn insert_sandbox(&self, sandbox: &NewSandbox) -> Result<(), StoreError> {
         with_write_pool!(self, |pool| {
@@ -393,14 +408,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         // leases, then sandboxes, then workers: the order `mark_lost` takes them in
         in_write_tx!(self, |tx| {
-            let released = sqlx::query(
-                "DELETE FROM leases WHERE sandbox_id = $1 AND worker_id = $2 AND generation = $3",
-            )
-            .bind(sandbox_id)
-            .bind(worker_id)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
+            let released = release_lease_at!(&mut *tx, sandbox_id, worker_id, generation).await?;
             if released.rows_affected() == 0 {
                 return Ok(false);
             }
@@ -573,14 +581,7 @@ impl Store {
         reason: &str,
     ) -> Result<bool, StoreError> {
         in_write_tx!(self, |tx| {
-            let released = sqlx::query(
-                "DELETE FROM leases WHERE sandbox_id = $1 AND worker_id = $2 AND generation = $3",
-            )
-            .bind(sandbox_id)
-            .bind(worker_id)
-            .bind(generation)
-            .execute(&mut *tx)
-            .await?;
+            let released = release_lease_at!(&mut *tx, sandbox_id, worker_id, generation).await?;
             if released.rows_affected() == 0 {
                 return Ok(false);
             }
