@@ -25,6 +25,7 @@ mod exec;
 mod files;
 mod inventory;
 mod logs;
+mod run_args;
 mod scripts;
 mod spawn;
 mod subnets;
