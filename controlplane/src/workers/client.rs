@@ -457,29 +457,27 @@ fn file_info(info: pb::FileInfo) -> FileInfo {
 
 /// The worker's events as domain events, ending with exactly one terminal event.
 fn exec_events(worker_id: String, events: tonic::Streaming<pb::ExecEvent>) -> ExecEvents {
-    futures::stream::unfold(Some(events), move |events| {
-        let worker_id = worker_id.clone();
-        async move {
-            let mut events = events?;
-            loop {
-                let event = match events.next().await {
-                    Some(Ok(pb::ExecEvent { event: Some(event) })) => exec_event(event),
-                    Some(Ok(pb::ExecEvent { event: None })) => continue,
-                    Some(Err(status)) => {
-                        let err = RemoteError::from_status(&worker_id, &status);
-                        ExecEvent::Failed {
-                            code: err.code,
-                            message: err.message,
-                        }
+    // the worker id rides in the state, so an output chunk costs no copy of it
+    futures::stream::unfold(Some((events, worker_id)), |state| async move {
+        let (mut events, worker_id) = state?;
+        loop {
+            let event = match events.next().await {
+                Some(Ok(pb::ExecEvent { event: Some(event) })) => exec_event(event),
+                Some(Ok(pb::ExecEvent { event: None })) => continue,
+                Some(Err(status)) => {
+                    let err = RemoteError::from_status(&worker_id, &status);
+                    ExecEvent::Failed {
+                        code: err.code,
+                        message: err.message,
                     }
-                    None => ExecEvent::Failed {
-                        code: ErrorCode::Unavailable,
-                        message: "the worker ended the stream without an exit status".into(),
-                    },
-                };
-                let rest = (!event.is_terminal()).then_some(events);
-                return Some((event, rest));
-            }
+                }
+                None => ExecEvent::Failed {
+                    code: ErrorCode::Unavailable,
+                    message: "the worker ended the stream without an exit status".into(),
+                },
+            };
+            let rest = (!event.is_terminal()).then_some((events, worker_id));
+            return Some((event, rest));
         }
     })
     .boxed()

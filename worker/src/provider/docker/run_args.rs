@@ -145,22 +145,10 @@ fn cpus(nano_cpus: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use bollard::models::HostConfig;
 
     use super::*;
-
-    fn spec(memory_mb: u64, vcpus: u32) -> SandboxSpec {
-        SandboxSpec {
-            sandbox_id: "sb1".into(),
-            image: String::new(),
-            vcpus,
-            memory_mb,
-            env: BTreeMap::from([("A".into(), "1".into())]),
-            metadata: BTreeMap::new(),
-        }
-    }
+    use crate::provider::docker::spawn::tests::spec;
 
     #[test]
     fn the_docker_run_args_express_the_whole_container() {

@@ -413,12 +413,14 @@ pub fn container_body(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
 
-    fn spec(memory_mb: u64, vcpus: u32) -> SandboxSpec {
+    /// A sandbox spec with one env var, for the container-body tests here and in
+    /// `run_args.rs`.
+    pub(in crate::provider::docker) fn spec(memory_mb: u64, vcpus: u32) -> SandboxSpec {
         SandboxSpec {
             sandbox_id: "sb1".into(),
             image: String::new(),
