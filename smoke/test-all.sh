@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test Berth has: the workspace's unit and in-process integration tests, then the
-# end-to-end smoke with real processes, then the benchmark harness in quick mode. This
-# is the README's test command.
+# end-to-end smoke with real processes (partitions among them), then the benchmark
+# harness in quick mode. This is the README's test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Docker tests skip visibly without an engine (fail with BERTH_REQUIRE_DOCKER=1)
@@ -9,4 +9,7 @@ cargo test --workspace --quiet
 BERTH_SMOKE_PROVIDER=mock bash smoke/smoke.sh
 BERTH_SMOKE_PROVIDER=docker bash smoke/smoke.sh
 bash smoke/replicas.sh
+# a worker in a network namespace, its link cut (skips without root unless
+# BERTH_REQUIRE_NETNS=1)
+bash smoke/partitions.sh
 bash bench/quick.sh

@@ -33,6 +33,10 @@ pub enum SandboxCommand {
         /// Metadata entry KEY=VALUE (repeatable).
         #[arg(long = "meta", value_parser = key_value)]
         metadata: Vec<(String, String)>,
+        /// Cut the sandbox off from every address outside its own network (the
+        /// internet, the LAN); without it the control plane's default applies.
+        #[arg(long)]
+        no_internet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -147,12 +151,14 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             ttl,
             owner,
             metadata,
+            no_internet,
             client,
         } => {
             let body = json!({
                 "image": image, "provider": provider, "memory_mb": memory_mb, "vcpus": vcpus,
                 "ttl": ttl, "owner_id": owner,
                 "metadata": metadata.into_iter().collect::<BTreeMap<_, _>>(),
+                "internet": no_internet.then_some(false),
             });
             let sandbox: Value = ApiClient::new(&client)?
                 .post("/api/v1/sandboxes", &body)

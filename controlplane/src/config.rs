@@ -87,6 +87,10 @@ pub struct SandboxesConfig {
     pub default_image: String,
     /// Empty: any healthy provider.
     pub default_provider: String,
+    /// Whether sandboxes whose create says nothing may reach addresses outside their
+    /// own network (the internet, the LAN). The host itself is never reachable
+    /// (the docker provider's `host_firewall`).
+    pub default_internet: bool,
     #[serde(with = "humantime_serde")]
     pub default_ttl: Duration,
     #[serde(with = "humantime_serde")]
@@ -106,6 +110,28 @@ pub struct SandboxesConfig {
     /// How often sandboxes past their TTL are looked for and destroyed.
     #[serde(with = "humantime_serde")]
     pub reap_interval: Duration,
+    /// What happens to the sandboxes of a worker that goes silent.
+    pub disconnect: DisconnectConfig,
+}
+
+/// The disconnect policy: how long a silent worker's sandboxes are kept for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DisconnectConfig {
+    /// How long after its last heartbeat a worker's sandboxes stay leased to it. A
+    /// worker back within it (a network blip, a restart) finds them as they were; past
+    /// it they are `lost` and a returning worker is told to destroy them. Never less
+    /// than twice the heartbeat grace; `0s`: exactly that.
+    #[serde(with = "humantime_serde")]
+    pub lost_after: Duration,
+}
+
+impl Default for DisconnectConfig {
+    fn default() -> Self {
+        Self {
+            lost_after: Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 impl Default for SandboxesConfig {
@@ -113,6 +139,7 @@ impl Default for SandboxesConfig {
         Self {
             default_image: "alpine:latest".to_owned(),
             default_provider: String::new(),
+            default_internet: true,
             default_ttl: Duration::from_secs(30 * 60),
             max_ttl: Duration::from_secs(24 * 3600),
             default_memory_mb: 512,
@@ -123,6 +150,7 @@ impl Default for SandboxesConfig {
             max_exec_output_bytes: 16 << 20,
             spawn_timeout: Duration::from_secs(120),
             reap_interval: Duration::from_secs(10),
+            disconnect: DisconnectConfig::default(),
         }
     }
 }
@@ -330,7 +358,15 @@ impl ControlPlaneConfig {
         crate::sandboxes::SandboxSettings {
             limits: self.sandboxes.clone(),
             heartbeat_grace: self.heartbeat_grace(),
+            lease_duration: self.lease_duration(),
         }
+    }
+
+    /// How long a lease lasts from the heartbeat (or placement, or extend) that
+    /// renewed it: the disconnect policy's `lost_after`, and at least twice the
+    /// heartbeat grace (so one late heartbeat never costs a sandbox).
+    pub fn lease_duration(&self) -> Duration {
+        (self.heartbeat_grace() * 2).max(self.sandboxes.disconnect.lost_after)
     }
 
     /// How long after its last heartbeat a worker counts as unhealthy.
@@ -424,5 +460,20 @@ mod tests {
         let config: ControlPlaneConfig =
             serde_yaml_ng::from_str("database:\n  url: postgres://berth@db/berth").unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_lease_lasts_lost_after_and_never_less_than_two_graces() {
+        // the default: five minutes of silence before sandboxes are given up
+        let config = ControlPlaneConfig::default();
+        assert_eq!(config.lease_duration(), Duration::from_secs(300));
+        let config: ControlPlaneConfig = serde_yaml_ng::from_str(
+            "heartbeat_interval: 5s\nmissed_heartbeats: 3\nsandboxes:\n  disconnect:\n    lost_after: 0s\n",
+        )
+        .unwrap();
+        assert_eq!(config.lease_duration(), Duration::from_secs(30));
+        let unknown: Result<ControlPlaneConfig, _> =
+            serde_yaml_ng::from_str("sandboxes:\n  disconnect:\n    grace: 1s\n");
+        assert!(unknown.is_err(), "an unknown disconnect key was accepted");
     }
 }

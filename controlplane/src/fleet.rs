@@ -78,6 +78,9 @@ pub struct FleetSettings {
     pub heartbeat_interval: Duration,
     /// After this long without a heartbeat a worker is unhealthy.
     pub heartbeat_grace: Duration,
+    /// How long a sandbox lease lasts from the heartbeat that renewed it (the
+    /// disconnect policy; `ControlPlaneConfig::lease_duration`).
+    pub lease_duration: Duration,
     pub worker_cert_ttl: Duration,
     pub worker_token_ttl: Duration,
     pub join_default_ttl: Duration,

@@ -50,6 +50,8 @@ pub struct SandboxSettings {
     /// A worker whose last heartbeat is older than this takes no sandboxes and
     /// answers no routed calls.
     pub heartbeat_grace: Duration,
+    /// How long a lease lasts from its last renewal (`ControlPlaneConfig::lease_duration`).
+    pub lease_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -102,4 +104,8 @@ impl Sandboxes {
 
 fn grace_ms(settings: &SandboxSettings) -> i64 {
     i64::try_from(settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn lease_ms(settings: &SandboxSettings) -> i64 {
+    i64::try_from(settings.lease_duration.as_millis()).unwrap_or(i64::MAX)
 }

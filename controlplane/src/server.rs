@@ -126,6 +126,7 @@ pub async fn start(
         FleetSettings {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_grace: config.heartbeat_grace(),
+            lease_duration: config.lease_duration(),
             worker_cert_ttl: config.certificates.worker_ttl,
             worker_token_ttl: config.tokens.worker_token_ttl,
             join_default_ttl: config.tokens.join_ttl,

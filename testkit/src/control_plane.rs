@@ -104,6 +104,14 @@ impl TestControlPlane {
             // 2s of silence before a worker counts as unhealthy: fast, yet calm on a
             // loaded 2-core CI machine
             missed_heartbeats: 10,
+            // a silent worker's sandboxes are lost after 2 × grace, as tests of lost
+            // workers expect (the partition tests set their own)
+            sandboxes: berth_controlplane::config::SandboxesConfig {
+                disconnect: berth_controlplane::config::DisconnectConfig {
+                    lost_after: Duration::ZERO,
+                },
+                ..Default::default()
+            },
             ..Default::default()
         }
     }

@@ -16,6 +16,7 @@ pub fn spec(id: &str) -> SandboxSpec {
         memory_mb: 128,
         env: BTreeMap::new(),
         metadata: BTreeMap::new(),
+        internet: true,
     }
 }
 

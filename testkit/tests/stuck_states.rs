@@ -54,6 +54,7 @@ fn new_sandbox(id: &str, created_at: i64, expires_at: i64) -> NewSandbox {
         metadata: "{}".into(),
         created_at,
         expires_at,
+        internet: true,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct SandboxSpec {
     pub memory_mb: u64,
     pub env: BTreeMap<String, String>,
     pub metadata: BTreeMap<String, String>,
+    /// Whether the sandbox may reach addresses outside its own network (the
+    /// internet, the LAN); the host itself is out of reach either way.
+    pub internet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

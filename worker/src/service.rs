@@ -189,6 +189,8 @@ impl WorkerService for WorkerGrpc {
                 memory_mb: spec.memory_mb,
                 env: spec.env.into_iter().collect::<BTreeMap<_, _>>(),
                 metadata: spec.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+                // a control plane that does not send it predates egress control
+                internet: spec.internet.unwrap_or(true),
             })
             .await;
         self.count(&self.runtime.metrics.spawns, &info);

@@ -79,6 +79,7 @@ pub(super) fn like_berth_args(
         memory_mb: MEMORY_MB,
         env: BTreeMap::new(),
         metadata: BTreeMap::new(),
+        internet: true,
     };
     let worker_id = format!("{PREFIX}{pid}-cli");
     let mut args = vec!["-d".to_owned()];

@@ -103,11 +103,10 @@ impl Fleet {
             .map(|(id, _)| (id.clone(), leased[id.as_str()]))
             .collect();
         if !held.is_empty() {
-            let grace =
-                i64::try_from(self.settings.heartbeat_grace.as_millis()).unwrap_or(i64::MAX);
+            let lease = i64::try_from(self.settings.lease_duration.as_millis()).unwrap_or(i64::MAX);
             let renewed = self
                 .store
-                .renew_leases(worker_id, &held, now_ms + 2 * grace)
+                .renew_leases(worker_id, &held, now_ms.saturating_add(lease))
                 .await?;
             self.metrics.lease_renewals.inc_by(renewed);
         }

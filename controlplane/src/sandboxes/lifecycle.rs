@@ -49,6 +49,7 @@ impl Sandboxes {
             metadata: serde_json::to_string(&request.metadata).unwrap_or_default(),
             created_at: now,
             expires_at: now.saturating_add(ttl),
+            internet: request.internet,
         };
         let placed = self.place(&sandbox, &candidates).await?;
         let placement = placed.placement;
@@ -64,6 +65,7 @@ impl Sandboxes {
                 vcpus: request.vcpus,
                 memory_mb: request.memory_mb,
                 metadata: request.metadata.clone(),
+                internet: request.internet,
             };
             let generation = u64::try_from(placement.generation).unwrap_or(0);
             let spawned = client
@@ -135,6 +137,7 @@ impl Sandboxes {
             expires_at: sandbox.expires_at,
             destroyed_at: None,
             error: String::new(),
+            internet: sandbox.internet,
             generation: Some(placement.generation),
             advertise_addr: Some(placement.advertise_addr),
             last_heartbeat_ms: Some(placed.last_heartbeat_ms),
@@ -360,7 +363,7 @@ impl Sandboxes {
     pub async fn extend(&self, id: &str, ttl: &str) -> Result<SandboxView, SandboxError> {
         let ttl = model::parse_ttl(ttl, self.settings.limits.max_ttl)?;
         let expires_at = now_secs().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0));
-        let lease_until = crate::clock::now_ms() + 2 * super::grace_ms(&self.settings);
+        let lease_until = crate::clock::now_ms().saturating_add(super::lease_ms(&self.settings));
         if !self
             .store
             .set_sandbox_expiry(id, expires_at, lease_until)

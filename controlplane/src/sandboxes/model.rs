@@ -25,6 +25,9 @@ pub struct CreateRequest {
     pub owner_id: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Egress: `false` cuts the sandbox off from every address outside its own
+    /// network; absent takes `sandboxes.default_internet`.
+    pub internet: Option<bool>,
 }
 
 impl CreateRequest {
@@ -40,6 +43,7 @@ impl CreateRequest {
             self.template,
             self.owner_id,
             self.metadata,
+            self.internet,
         )
     }
 }
@@ -56,6 +60,8 @@ pub struct CreateSandbox {
     pub template: String,
     pub owner_id: String,
     pub metadata: BTreeMap<String, String>,
+    /// Whether the sandbox may reach addresses outside its own network.
+    pub internet: bool,
 }
 
 impl CreateSandbox {
@@ -71,6 +77,7 @@ impl CreateSandbox {
         template: Option<String>,
         owner_id: Option<String>,
         metadata: BTreeMap<String, String>,
+        internet: Option<bool>,
     ) -> Result<Self, SandboxError> {
         let bad = |message: String| Err(SandboxError::BadRequest(message));
         let image = image
@@ -132,6 +139,7 @@ impl CreateSandbox {
             template,
             owner_id,
             metadata,
+            internet: internet.unwrap_or(settings.limits.default_internet),
         })
     }
 }
@@ -205,6 +213,8 @@ pub struct SandboxView {
     pub preview_domain: String,
     /// The lease generation in force; 0 without a lease.
     pub generation: i64,
+    /// Whether the sandbox may reach addresses outside its own network.
+    pub internet: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub error: String,
     #[serde(skip)]
@@ -234,6 +244,7 @@ impl From<SandboxRow> for SandboxView {
             vm_id: row.vm_id,
             preview_domain: String::new(),
             error: row.error,
+            internet: row.internet,
         }
     }
 }
@@ -286,6 +297,7 @@ mod tests {
             None,
             None,
             BTreeMap::new(),
+            None,
         )
     }
 
@@ -295,6 +307,28 @@ mod tests {
         assert_eq!(request.image, "alpine:latest");
         assert_eq!(request.vcpus, 1);
         assert_eq!(request.ttl, Duration::from_secs(1800));
+        assert!(
+            request.internet,
+            "sandboxes reach the internet unless told not to"
+        );
+    }
+
+    #[test]
+    fn egress_follows_the_request_then_the_default() {
+        let mut settings = SandboxSettings::default();
+        let create = |internet: Option<bool>, settings: &SandboxSettings| {
+            CreateRequest {
+                internet,
+                ..Default::default()
+            }
+            .validate(settings)
+            .unwrap()
+            .internet
+        };
+        assert!(!create(Some(false), &settings));
+        settings.limits.default_internet = false;
+        assert!(!create(None, &settings));
+        assert!(create(Some(true), &settings));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! by a conditional update in the store, so concurrent spawns (on this replica or
 //! another) never over-fill a worker; a lost race moves on to the next candidate.
 
-use super::{SandboxError, Sandboxes, grace_ms};
+use super::{SandboxError, Sandboxes, grace_ms, lease_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;
 use crate::store::{
@@ -47,7 +47,7 @@ impl Sandboxes {
     ) -> Result<CreatedPlacement, SandboxError> {
         let now = now_ms();
         let fresh_since = now - grace_ms(&self.settings);
-        let lease_expires = now + 2 * grace_ms(&self.settings);
+        let lease_expires = now.saturating_add(lease_ms(&self.settings));
         let ids: Vec<String> = candidates.iter().map(|(c, _)| c.id.clone()).collect();
         const FULL: &str = "every eligible worker filled up meanwhile; try again";
         self.store

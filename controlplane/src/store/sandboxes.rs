@@ -5,7 +5,7 @@ use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite};
 
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
-     s.destroyed_at, s.error, l.generation, w.advertise_addr, w.last_heartbeat_ms";
+     s.destroyed_at, s.error, s.internet, l.generation, w.advertise_addr, w.last_heartbeat_ms";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SandboxRow {
@@ -25,6 +25,8 @@ pub struct SandboxRow {
     pub expires_at: i64,
     pub destroyed_at: Option<i64>,
     pub error: String,
+    /// Whether the sandbox may reach addresses outside its own network.
+    pub internet: bool,
     /// The current lease's generation; `None` without a lease.
     pub generation: Option<i64>,
     /// Where the lease holder listens.
@@ -45,6 +47,7 @@ pub struct NewSandbox {
     pub metadata: String,
     pub created_at: i64,
     pub expires_at: i64,
+    pub internet: bool,
 }
 
 /// A worker that may take a sandbox, as the scheduler sees it.
@@ -126,11 +129,11 @@ pub(super) const RESERVE_SLOT: &str = "UPDATE workers SET reserved = reserved + 
 /// statements.
 pub(super) const SANDBOX_INSERT: &str = "INSERT INTO sandboxes (id, state, provider, image, \
      memory_mb, vcpus, owner_id, template, metadata, created_at, expires_at, worker_id, \
-     error) SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ''";
+     error, internet) SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', $14";
 
 /// Binds a new sandbox's values as `$1`…`$10`, then `$11` the worker, `$12` the
-/// freshness bound and `$13` the lease expiry: the numbering of every placing
-/// statement.
+/// freshness bound, `$13` the lease expiry and `$14` the egress flag: the numbering
+/// of every placing statement.
 macro_rules! bind_placement {
     ($query:expr, $sandbox:expr, $worker_id:expr, $fresh_since_ms:expr, $lease_expires_at_ms:expr) => {
         $query
@@ -147,6 +150,7 @@ macro_rules! bind_placement {
             .bind($worker_id)
             .bind($fresh_since_ms)
             .bind($lease_expires_at_ms)
+            .bind($sandbox.internet)
     };
 }
 pub(super) use bind_placement;
@@ -182,8 +186,8 @@ impl Store {
         with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
-                     template, metadata, created_at, expires_at) \
-                 VALUES ($1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     template, metadata, created_at, expires_at, internet) \
+                 VALUES ($1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&sandbox.id)
             .bind(&sandbox.provider)
@@ -195,6 +199,7 @@ impl Store {
             .bind(&sandbox.metadata)
             .bind(sandbox.created_at)
             .bind(sandbox.expires_at)
+            .bind(sandbox.internet)
             .execute(pool)
             .await?;
         });
@@ -294,8 +299,8 @@ impl Store {
         with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
-                     template, metadata, created_at, expires_at, error, destroyed_at) \
-                 VALUES ($1, 'error', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     template, metadata, created_at, expires_at, error, destroyed_at, internet) \
+                 VALUES ($1, 'error', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&sandbox.id)
             .bind(&sandbox.provider)
@@ -309,6 +314,7 @@ impl Store {
             .bind(sandbox.expires_at)
             .bind(full_message)
             .bind(sandbox.created_at)
+            .bind(sandbox.internet)
             .execute(pool)
             .await?;
         });

@@ -92,6 +92,7 @@ impl WorkerClient {
                 memory_mb: spec.memory_mb,
                 metadata: spec.metadata.into_iter().collect(),
                 env: Default::default(),
+                internet: Some(spec.internet),
             }),
             generation,
         };

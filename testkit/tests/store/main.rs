@@ -166,6 +166,7 @@ pub(crate) async fn sandbox_expiring(store: &Store, id: &str, expires_at: i64) {
             metadata: "{}".into(),
             created_at: 1,
             expires_at,
+            internet: true,
         })
         .await
         .expect("insert sandbox");

@@ -19,6 +19,7 @@ pub async fn a_sandbox_goes_from_creating_to_destroyed(db: Db) {
                 metadata: "{}".into(),
                 created_at: 1,
                 expires_at: 2,
+                internet: true,
             })
             .await,
         Err(StoreError::Database(_))
@@ -772,6 +773,7 @@ fn new_sandbox(id: &str) -> NewSandbox {
         metadata: "{}".into(),
         created_at: 7,
         expires_at: 100,
+        internet: true,
     }
 }
 

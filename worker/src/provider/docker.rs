@@ -23,6 +23,7 @@ mod config;
 mod engine;
 mod exec;
 mod files;
+mod firewall;
 mod inventory;
 mod logs;
 mod run_args;
@@ -39,6 +40,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 pub use config::{DEFAULT_HOST, DEFAULT_SUBNET_POOL, DockerConfig, NetworkMode, PullPolicy};
+pub use firewall::CHAIN as FIREWALL_CHAIN;
 pub use inventory::{LABEL_MANAGED, LABEL_SANDBOX, LABEL_WORKER};
 pub use subnets::Ipv4Net;
 
@@ -50,6 +52,7 @@ use super::{
 use engine::Engine;
 use exec::Command;
 use files::Files;
+use firewall::HostFirewall;
 use spawn::Spawn;
 
 /// A provider backed by a Docker engine; see the module docs.
@@ -63,6 +66,8 @@ pub struct DockerProvider {
     /// Held while a spawn picks its network's subnet and creates the network, so this
     /// worker's spawns never pick the same one.
     subnet_lock: tokio::sync::Mutex<()>,
+    /// Keeps per-sandbox networks away from the host's own services.
+    firewall: HostFirewall,
 }
 
 /// Sandbox ids with a spawn in flight (counted: two spawns of one id may overlap).
@@ -125,7 +130,15 @@ impl DockerProvider {
     /// A provider for `worker_id`'s sandboxes. Connects on first use, so a worker
     /// starts (unhealthy) while its engine is down.
     pub fn new(config: DockerConfig, worker_id: impl Into<String>) -> Self {
+        // only per-sandbox networks come from the pool the rules cover; `none` has no
+        // network and a named one is the operator's to fence
+        let firewall = HostFirewall::new(
+            config.subnet_pool,
+            config.host_firewall && config.network == NetworkMode::PerSandbox,
+            config.host_firewall_check_interval,
+        );
         Self {
+            firewall,
             engine: Engine::new(&config),
             config,
             worker_id: worker_id.into(),
@@ -135,10 +148,13 @@ impl DockerProvider {
         }
     }
 
-    /// Start-up housekeeping: connects and removes sandbox networks of this worker
-    /// that no container uses (a spawn that died half-way). Failures are logged; the
-    /// provider reports itself unhealthy until the engine answers.
+    /// Start-up housekeeping: installs the host firewall, connects and removes
+    /// sandbox networks of this worker that no container uses (a spawn that died
+    /// half-way). Failures are logged; the provider reports itself unhealthy until
+    /// the engine answers and the firewall is in place.
     pub async fn prepare(&self) {
+        // logged by the firewall itself; spawns retry it
+        let _ = self.firewall.ensure().await;
         let docker = match self.engine.client().await {
             Ok(docker) => docker,
             Err(err) => {
@@ -220,7 +236,16 @@ impl Provider for DockerProvider {
     }
 
     async fn health(&self) -> ProviderHealth {
-        self.engine.health().await
+        let health = self.engine.health().await;
+        match self.firewall.failure() {
+            Some(failure) if health.healthy => ProviderHealth {
+                healthy: false,
+                message: format!(
+                    "the host firewall for sandbox networks is not in place: {failure}"
+                ),
+            },
+            _ => health,
+        }
     }
 
     async fn shutdown(&self) {
@@ -230,6 +255,11 @@ impl Provider for DockerProvider {
 
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {
         check_env(&spec.env)?;
+        self.firewall.ensure().await.map_err(|err| {
+            ProviderError::Unavailable(format!(
+                "the host firewall for sandbox networks is not in place ({err}); fix it, or set docker.host_firewall: false to run sandboxes that can reach this host"
+            ))
+        })?;
         let docker = self.docker().await?;
         let _spawning = self.spawning.begin(&spec.sandbox_id);
         let info = self.spawner(&docker).spawn(&spec).await?;
@@ -252,6 +282,9 @@ impl Provider for DockerProvider {
     /// worker that no container and no spawn in flight uses (see
     /// [`inventory::SandboxNetworks`] for why in this order).
     async fn list(&self) -> Result<Vec<SandboxInfo>, ProviderError> {
+        // the heartbeat's pass reconciles the firewall too (failures are logged and
+        // show in the provider's health)
+        let _ = self.firewall.ensure().await;
         let docker = self.docker().await?;
         let networks = inventory::SandboxNetworks::list(&docker, &self.worker_id).await;
         let spawning = self.spawning.snapshot();

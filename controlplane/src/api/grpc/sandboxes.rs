@@ -44,6 +44,7 @@ fn sandbox_message(view: SandboxView) -> pb::Sandbox {
         expires_at: view.expires_at_unix,
         metadata: view.metadata.into_iter().collect(),
         vm_id: view.vm_id,
+        internet: view.internet,
     }
 }
 
@@ -99,6 +100,7 @@ impl From<pb::CreateSandboxRequest> for CreateRequest {
             template: Some(body.template),
             owner_id: Some(body.owner_id),
             metadata: body.metadata.into_iter().collect(),
+            internet: body.internet,
         }
     }
 }

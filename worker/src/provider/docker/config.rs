@@ -62,6 +62,13 @@ pub struct DockerConfig {
     /// Longest an ordinary engine call may take.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Keep sandboxes on per-sandbox networks away from the host's own services with
+    /// iptables rules (see `firewall`); needs root (CAP_NET_ADMIN) and `iptables`.
+    /// Off: a sandbox reaches whatever listens on the host's addresses.
+    pub host_firewall: bool,
+    /// How often the host firewall's rules are checked and repaired.
+    #[serde(with = "humantime_serde")]
+    pub host_firewall_check_interval: Duration,
 }
 
 impl Default for DockerConfig {
@@ -83,6 +90,8 @@ impl Default for DockerConfig {
             log_max_size_mb: 10,
             log_max_files: 3,
             request_timeout: Duration::from_secs(120),
+            host_firewall: true,
+            host_firewall_check_interval: Duration::from_secs(30),
         }
     }
 }
@@ -200,6 +209,9 @@ impl DockerConfig {
         if self.request_timeout < Duration::from_secs(1) {
             return Err("docker.request_timeout must be at least 1s".into());
         }
+        if self.host_firewall_check_interval < Duration::from_millis(100) {
+            return Err("docker.host_firewall_check_interval must be at least 100ms".into());
+        }
         Ok(())
     }
 
@@ -250,18 +262,21 @@ mod tests {
             assert!(!config.subnet_pool.overlaps(engine_pool.parse().unwrap()));
         }
         assert_eq!((config.log_max_size_mb, config.log_max_files), (10, 3));
+        assert!(config.host_firewall);
     }
 
     #[test]
     fn every_key_parses() {
         let config: DockerConfig = serde_yaml_ng::from_str(
-            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\nsubnet_pool: 172.30.128.0/20\nsubnet_prefix: 29\nlog_max_size_mb: 1\nlog_max_files: 5\n",
+            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\nsubnet_pool: 172.30.128.0/20\nsubnet_prefix: 29\nlog_max_size_mb: 1\nlog_max_files: 5\nhost_firewall: false\nhost_firewall_check_interval: 5s\n",
         )
         .unwrap();
         config.validate().unwrap();
         assert_eq!(config.subnet_pool.to_string(), "172.30.128.0/20");
         assert_eq!(config.subnet_prefix, 29);
         assert_eq!((config.log_max_size_mb, config.log_max_files), (1, 5));
+        assert!(!config.host_firewall);
+        assert_eq!(config.host_firewall_check_interval, Duration::from_secs(5));
         assert_eq!(config.pull_policy, PullPolicy::Never);
         assert_eq!(config.network, NetworkMode::None);
         assert_eq!(config.user, "1000:1000");
@@ -294,6 +309,7 @@ mod tests {
             "subnet_pool: 10.213.0.0/24\nsubnet_prefix: 20",
             "log_max_size_mb: 0",
             "log_max_files: 0",
+            "host_firewall_check_interval: 0s",
         ] {
             let parsed: Result<DockerConfig, _> = serde_yaml_ng::from_str(yaml);
             assert!(

@@ -60,7 +60,7 @@ impl Spawn<'_> {
             spec.image.as_str()
         };
         self.ensure_image(image).await?;
-        let network = self.network(sandbox_id).await?;
+        let network = self.network(sandbox_id, spec.internet).await?;
         let made = self.create_and_start(spec, image, &network).await;
         match made {
             Ok(info) => Ok(info),
@@ -156,10 +156,14 @@ impl Spawn<'_> {
     }
 
     /// The network mode of the container; a per-sandbox network is made (or one a
-    /// spawn that died half-way left is taken).
-    async fn network(&self, sandbox_id: &str) -> Result<String, ProviderError> {
+    /// spawn that died half-way left is taken). Without `internet` the per-sandbox
+    /// network is internal: the engine routes nothing off it.
+    async fn network(&self, sandbox_id: &str, internet: bool) -> Result<String, ProviderError> {
         match &self.config.network {
             NetworkMode::None => Ok("none".to_owned()),
+            NetworkMode::Named(name) if !internet => Err(ProviderError::InvalidArgument(format!(
+                "this worker puts every sandbox on the docker network {name:?}, which it cannot cut off from the internet; create the sandbox with internet allowed, or use a worker with docker.network: per-sandbox"
+            ))),
             NetworkMode::Named(name) => {
                 match self
                     .docker
@@ -184,7 +188,11 @@ impl Spawn<'_> {
                     Ok(network)
                         if owned_by(network.labels.as_ref(), self.worker_id, sandbox_id) =>
                     {
-                        return Ok(name);
+                        if network.internal.unwrap_or(false) != internet {
+                            return Ok(name);
+                        }
+                        // made for other egress than this spawn asks for
+                        self.remove_network(sandbox_id).await;
                     }
                     Ok(_) => {
                         return Err(ProviderError::SandboxExists(sandbox_id.to_owned()));
@@ -192,7 +200,7 @@ impl Spawn<'_> {
                     Err(err) if status_of(&err) == Some(404) => {}
                     Err(err) => return Err(engine_error("inspect the network", err)),
                 }
-                self.create_network(&name, sandbox_id).await?;
+                self.create_network(&name, sandbox_id, internet).await?;
                 Ok(name)
             }
         }
@@ -202,7 +210,12 @@ impl Spawn<'_> {
     /// `subnets` module): one spawn of this worker at a time picks and creates, and a
     /// subnet the engine refuses as overlapping (another worker took it meanwhile) is
     /// left out of the next pick.
-    async fn create_network(&self, name: &str, sandbox_id: &str) -> Result<(), ProviderError> {
+    async fn create_network(
+        &self,
+        name: &str,
+        sandbox_id: &str,
+        internet: bool,
+    ) -> Result<(), ProviderError> {
         let (pool, prefix) = (self.config.subnet_pool, self.config.subnet_prefix);
         let _one_at_a_time = self.subnet_lock.lock().await;
         let mut refused: Vec<Ipv4Net> = Vec::new();
@@ -216,7 +229,13 @@ impl Spawn<'_> {
             };
             match self
                 .docker
-                .create_network(network_request(self.worker_id, sandbox_id, name, subnet))
+                .create_network(network_request(
+                    self.worker_id,
+                    sandbox_id,
+                    name,
+                    subnet,
+                    internet,
+                ))
                 .await
             {
                 Ok(_) => {
@@ -307,17 +326,19 @@ impl Spawn<'_> {
 }
 
 /// A sandbox's own network: a bridge on `subnet` (gateway its first address),
-/// with traffic between its containers off.
+/// with traffic between its containers off; internal (nothing routed off it, no
+/// masquerading) when the sandbox may not reach the internet.
 fn network_request(
     worker_id: &str,
     sandbox_id: &str,
     name: &str,
     subnet: Ipv4Net,
+    internet: bool,
 ) -> NetworkCreateRequest {
     NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some("bridge".to_owned()),
-        internal: Some(false),
+        internal: Some(!internet),
         attachable: Some(false),
         labels: Some(labels(worker_id, sandbox_id)),
         options: Some(HashMap::from([(
@@ -428,6 +449,7 @@ pub(super) mod tests {
             memory_mb,
             env: BTreeMap::from([("A".into(), "1".into())]),
             metadata: BTreeMap::new(),
+            internet: true,
         }
     }
 
@@ -491,7 +513,7 @@ pub(super) mod tests {
     #[test]
     fn a_sandbox_network_is_an_isolated_bridge_on_its_subnet() {
         let subnet: Ipv4Net = "10.213.0.48/28".parse().unwrap();
-        let request = network_request("w1", "sb1", "berth-sb1", subnet);
+        let request = network_request("w1", "sb1", "berth-sb1", subnet, true);
         assert_eq!(request.name, "berth-sb1");
         assert_eq!(request.driver.as_deref(), Some("bridge"));
         assert_eq!(request.internal, Some(false));
@@ -505,5 +527,15 @@ pub(super) mod tests {
         assert_eq!(ipam.len(), 1);
         assert_eq!(ipam[0].subnet.as_deref(), Some("10.213.0.48/28"));
         assert_eq!(ipam[0].gateway.as_deref(), Some("10.213.0.49"));
+    }
+
+    #[test]
+    fn a_sandbox_without_internet_gets_an_internal_network() {
+        let subnet: Ipv4Net = "10.213.0.48/28".parse().unwrap();
+        let request = network_request("w1", "sb1", "berth-sb1", subnet, false);
+        assert_eq!(request.internal, Some(true));
+        // still its own subnet and gateway, so the sandbox has an address
+        let ipam = request.ipam.unwrap().config.unwrap();
+        assert_eq!(ipam[0].subnet.as_deref(), Some("10.213.0.48/28"));
     }
 }

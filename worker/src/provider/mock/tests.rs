@@ -20,6 +20,7 @@ fn sandbox_spec(id: &str) -> SandboxSpec {
         memory_mb: 256,
         env: BTreeMap::from([("GREETING".into(), "hello".into())]),
         metadata: BTreeMap::new(),
+        internet: true,
     }
 }
 
