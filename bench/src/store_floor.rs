@@ -48,8 +48,9 @@ async fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
             advertise_addr: "127.0.0.1:1".into(),
             providers: "[]".into(),
             max_sandboxes: i64::MAX / 2,
-            vcpus: 2,
-            memory_mb: 1024,
+            // not counted: the floor measures the store's writes, not placement
+            vcpus: 0,
+            memory_mb: 0,
             version: "bench".into(),
             new_worker_token_jti: "floor-wt".into(),
             certificate: NewCertificate {
@@ -70,8 +71,9 @@ async fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
             advertise_addr: "127.0.0.1:1".into(),
             providers: "[]".into(),
             max_sandboxes: i64::MAX / 2,
-            vcpus: 2,
-            memory_mb: 1024,
+            // not counted: the floor measures the store's writes, not placement
+            vcpus: 0,
+            memory_mb: 0,
             version: "bench".into(),
             reported_sandboxes: 0,
             // far ahead, so the freshness check of placement always passes

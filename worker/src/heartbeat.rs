@@ -122,6 +122,11 @@ async fn report(runtime: &Runtime) -> pb::HeartbeatRequest {
     let provider = &runtime.provider;
     let health = provider.health().await;
     let mut info = runtime.info.clone();
+    if let Some(capacity) = info.capacity.as_mut()
+        && capacity.memory_mb == 0
+    {
+        capacity.memory_mb = provider.total_memory_mb();
+    }
     info.providers = vec![pb::ProviderHealth {
         name: provider.name().to_owned(),
         healthy: health.healthy,

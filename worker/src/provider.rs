@@ -181,6 +181,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
 
     async fn health(&self) -> ProviderHealth;
 
+    /// The memory (MiB) its sandboxes share, as the provider knows it once `health`
+    /// has run; 0: not counted (the mock's sandboxes take none). The worker reports it
+    /// unless `capacity.memory_mb` says otherwise, and the control plane places by it.
+    fn total_memory_mb(&self) -> u64 {
+        0
+    }
+
     /// Called once when the worker stops, after its server has: stops taking background
     /// work and returns when what is in flight (command pumps, log followers) has
     /// ended. Those end when their receivers drop, which the stopped server has done;

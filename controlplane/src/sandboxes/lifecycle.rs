@@ -33,7 +33,7 @@ impl Sandboxes {
     }
 
     async fn create_now(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
-        let candidates = self.candidates(&request.provider).await?;
+        let candidates = self.candidates(&request).await?;
         let provider = candidates[0].1.clone();
         let id = new_sandbox_id();
         let now = now_secs();

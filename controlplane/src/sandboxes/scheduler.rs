@@ -3,6 +3,7 @@
 //! by a conditional update in the store, so concurrent spawns (on this replica or
 //! another) never over-fill a worker; a lost race moves on to the next candidate.
 
+use super::model::CreateSandbox;
 use super::{SandboxError, Sandboxes, grace_ms, lease_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;
@@ -11,14 +12,20 @@ use crate::store::{
 };
 
 impl Sandboxes {
-    /// Candidates for `provider` (empty: any), least loaded first, or why there are none.
+    /// Candidates for `request` (its provider, empty: any; room for its memory and
+    /// CPUs), least loaded first, or why there are none.
     pub(super) async fn candidates(
         &self,
-        provider: &str,
+        request: &CreateSandbox,
     ) -> Result<Vec<(CandidateRow, String)>, SandboxError> {
+        let provider = request.provider.as_str();
+        let (memory_mb, vcpus) = resources(request);
         let now = now_ms();
         let fresh_since = now - grace_ms(&self.settings);
-        let rows = self.store.schedulable_workers(fresh_since).await?;
+        let rows = self
+            .store
+            .schedulable_workers(fresh_since, memory_mb, vcpus)
+            .await?;
         let mut offering = Vec::new();
         for row in rows {
             let providers: Vec<ProviderStatus> =
@@ -32,7 +39,7 @@ impl Sandboxes {
             }
         }
         if offering.is_empty() {
-            return Err(self.why_nothing_fits(provider, fresh_since).await?);
+            return Err(self.why_nothing_fits(request, fresh_since).await?);
         }
         Ok(offering)
     }
@@ -59,9 +66,11 @@ impl Sandboxes {
     /// Explains an empty candidate list the way an operator would want to read it.
     async fn why_nothing_fits(
         &self,
-        provider: &str,
+        request: &CreateSandbox,
         fresh_since_ms: i64,
     ) -> Result<SandboxError, SandboxError> {
+        let provider = request.provider.as_str();
+        let (memory_mb, vcpus) = resources(request);
         let workers = self.store.list_workers().await?;
         let online: Vec<_> = workers
             .iter()
@@ -106,16 +115,49 @@ impl Sandboxes {
                 offering.len()
             )));
         }
+        // a request no worker could ever hold is the caller's to change, not to retry
+        if let Some(largest) = largest(offering.iter().map(|w| w.memory_mb))
+            && memory_mb > largest
+        {
+            return Ok(SandboxError::BadRequest(format!(
+                "memory_mb {memory_mb} is more than any worker offering {wanted:?} has (the largest has {largest} MiB)"
+            )));
+        }
+        if let Some(largest) = largest(offering.iter().map(|w| w.vcpus))
+            && vcpus > largest
+        {
+            return Ok(SandboxError::BadRequest(format!(
+                "vcpus {vcpus} is more than any worker offering {wanted:?} has (the largest has {largest})"
+            )));
+        }
         Ok(SandboxError::NoCapacity(format!(
-            "all {ready} workers offering {wanted:?} are at capacity"
+            "all {ready} workers offering {wanted:?} are at capacity (sandbox slots, or memory for {memory_mb} MiB more)"
         )))
     }
 }
 
+/// The memory and CPUs a request reserves, as the store counts them.
+fn resources(request: &CreateSandbox) -> (i64, i64) {
+    (
+        i64::try_from(request.memory_mb).unwrap_or(i64::MAX),
+        i64::from(request.vcpus),
+    )
+}
+
+/// The largest of `amounts` (one per worker), when every worker counts it (one
+/// reporting 0 does not, so anything may fit there).
+fn largest(amounts: impl Iterator<Item = i64>) -> Option<i64> {
+    let amounts: Vec<i64> = amounts.collect();
+    if amounts.contains(&0) {
+        return None;
+    }
+    amounts.into_iter().max()
+}
+
 impl Sandboxes {
-    /// Whether a sandbox of `provider` could be placed now.
-    pub async fn admission(&self, provider: &str) -> Result<(), SandboxError> {
-        self.candidates(provider).await.map(|_| ())
+    /// Whether `request` could be placed now.
+    pub async fn admission(&self, request: &CreateSandbox) -> Result<(), SandboxError> {
+        self.candidates(request).await.map(|_| ())
     }
 
     /// Sandboxes the online workers can hold together.

@@ -146,7 +146,7 @@ pub(super) async fn finish_sandbox(
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(worker_id) = released {
-            release_slot!(&mut *tx, &worker_id).await?;
+            release_slot!(&mut *tx, &worker_id, id).await?;
         }
         sqlx::query("UPDATE sandboxes SET state = $1, error = $2, destroyed_at = $3 WHERE id = $4")
             .bind(state.as_str())

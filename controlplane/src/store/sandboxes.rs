@@ -58,6 +58,28 @@ pub struct CandidateRow {
     pub providers: String,
     pub reserved: i64,
     pub max_sandboxes: i64,
+    /// 0: memory is not counted on this worker.
+    pub memory_mb: i64,
+    pub reserved_memory_mb: i64,
+    /// 0: CPUs are not counted on this worker.
+    pub vcpus: i64,
+    pub reserved_vcpus: i64,
+}
+
+impl CandidateRow {
+    /// How full the worker is, 0 to 1: the fullest of its slots, memory and CPUs.
+    pub fn load(&self) -> f64 {
+        let fraction = |used: i64, total: i64| {
+            if total > 0 {
+                used as f64 / total as f64
+            } else {
+                0.0
+            }
+        };
+        fraction(self.reserved, self.max_sandboxes)
+            .max(fraction(self.reserved_memory_mb, self.memory_mb))
+            .max(fraction(self.reserved_vcpus, self.vcpus))
+    }
 }
 
 /// What a successful placement holds.
@@ -120,8 +142,11 @@ pub(super) struct Placed {
 /// backends' placing statements (`sqlite::place_new_sandbox`,
 /// `postgres::place_new_sandbox`): `$11` is the worker, `$12` the freshness bound (see
 /// [`bind_placement!`]).
-pub(super) const RESERVE_SLOT: &str = "UPDATE workers SET reserved = reserved + 1 \
+pub(super) const RESERVE_SLOT: &str = "UPDATE workers SET reserved = reserved + 1, \
+       reserved_memory_mb = reserved_memory_mb + $4, reserved_vcpus = reserved_vcpus + $5 \
      WHERE id = $11 AND state = 'active' AND reserved < max_sandboxes \
+       AND (memory_mb = 0 OR reserved_memory_mb + $4 <= memory_mb) \
+       AND (vcpus = 0 OR $5 <= vcpus) \
        AND reported_state = 'ready' AND NOT cordoned AND drain_state = '' \
        AND last_heartbeat_ms >= $12";
 
@@ -155,13 +180,22 @@ macro_rules! bind_placement {
 }
 pub(super) use bind_placement;
 
-/// Gives worker `$worker_id` back the capacity slot a sandbox held, on `$conn` inside
-/// the caller's transaction; evaluates to the statement's future.
+/// Gives worker `$worker_id` back the capacity slot, memory and CPUs sandbox
+/// `$sandbox_id` held, on `$conn` inside the caller's transaction; evaluates to the
+/// statement's future.
 macro_rules! release_slot {
-    ($conn:expr, $worker_id:expr) => {
-        sqlx::query("UPDATE workers SET reserved = reserved - 1 WHERE id = $1 AND reserved > 0")
-            .bind($worker_id)
-            .execute($conn)
+    ($conn:expr, $worker_id:expr, $sandbox_id:expr) => {
+        sqlx::query(
+            "UPDATE workers SET reserved = reserved - 1, \
+                 reserved_memory_mb = reserved_memory_mb \
+                     - COALESCE((SELECT memory_mb FROM sandboxes WHERE id = $2), 0), \
+                 reserved_vcpus = reserved_vcpus \
+                     - COALESCE((SELECT vcpus FROM sandboxes WHERE id = $2), 0) \
+             WHERE id = $1 AND reserved > 0",
+        )
+        .bind($worker_id)
+        .bind($sandbox_id)
+        .execute($conn)
     };
 }
 pub(super) use release_slot;
@@ -226,21 +260,35 @@ impl Store {
 
     /// Workers that heartbeated since `fresh_since_ms`, are active and ready, and have
     /// room left, least loaded first.
+    /// Workers that may take a sandbox of `memory_mb` and `vcpus` now, least loaded
+    /// (by the fullest of slots, memory and CPUs: [`CandidateRow::load`]) first.
     pub async fn schedulable_workers(
         &self,
         fresh_since_ms: i64,
+        memory_mb: i64,
+        vcpus: i64,
     ) -> Result<Vec<CandidateRow>, StoreError> {
-        let rows = with_pool!(self, |pool| {
+        let mut rows: Vec<CandidateRow> = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, advertise_addr, providers, reserved, max_sandboxes FROM workers \
+                "SELECT id, advertise_addr, providers, reserved, max_sandboxes, memory_mb, \
+                     reserved_memory_mb, vcpus, reserved_vcpus FROM workers \
                  WHERE state = 'active' AND reported_state = 'ready' AND NOT cordoned \
                    AND drain_state = '' AND last_heartbeat_ms >= $1 \
                    AND reserved < max_sandboxes \
-                 ORDER BY CAST(reserved AS DOUBLE PRECISION) / max_sandboxes, reserved, id",
+                   AND (memory_mb = 0 OR reserved_memory_mb + $2 <= memory_mb) \
+                   AND (vcpus = 0 OR $3 <= vcpus)",
             )
             .bind(fresh_since_ms)
+            .bind(memory_mb)
+            .bind(vcpus)
             .fetch_all(pool)
             .await?
+        });
+        rows.sort_by(|a, b| {
+            a.load()
+                .total_cmp(&b.load())
+                .then(a.reserved.cmp(&b.reserved))
+                .then_with(|| a.id.cmp(&b.id))
         });
         Ok(rows)
     }
@@ -431,7 +479,7 @@ impl Store {
                 // marked running (or claimed) meanwhile: rolling back keeps its lease
                 return Ok(false);
             }
-            release_slot!(&mut *tx, worker_id).await?;
+            release_slot!(&mut *tx, worker_id, sandbox_id).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -591,7 +639,7 @@ impl Store {
             if released.rows_affected() == 0 {
                 return Ok(false);
             }
-            release_slot!(&mut *tx, worker_id).await?;
+            release_slot!(&mut *tx, worker_id, sandbox_id).await?;
             sqlx::query(
                 "UPDATE sandboxes SET state = 'lost', error = $1 \
                  WHERE id = $2 AND state IN ('creating', 'running', 'destroying')",

@@ -36,11 +36,15 @@ impl Store {
         let backend = self.backend();
         in_write_tx!(self, |tx| {
             let reserved: Option<String> = sqlx::query_scalar(
-                "UPDATE workers SET reserved = reserved + 1 \
+                "UPDATE workers SET reserved = reserved + 1, \
+                     reserved_memory_mb = reserved_memory_mb \
+                         + (SELECT memory_mb FROM sandboxes WHERE id = $2), \
+                     reserved_vcpus = reserved_vcpus + (SELECT vcpus FROM sandboxes WHERE id = $2) \
                  WHERE id = $1 AND state = 'active' AND reserved < max_sandboxes \
                  RETURNING advertise_addr",
             )
             .bind(worker_id)
+            .bind(sandbox_id)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(advertise_addr) = reserved else {
@@ -64,7 +68,7 @@ impl Store {
                 return Ok(PlaceOutcome::LeaseTaken);
             }
             if let Some((previous, _)) = &current {
-                release_slot!(&mut *tx, previous).await?;
+                release_slot!(&mut *tx, previous, sandbox_id).await?;
             }
             let generation: i64 = sqlx::query_scalar(
                 "INSERT INTO leases (sandbox_id, worker_id, generation, expires_at_ms) \

@@ -230,7 +230,8 @@ impl Store {
     pub async fn revoke_worker(&self, id: &str, now: i64) -> Result<Revocation, StoreError> {
         in_write_tx!(self, |tx| {
             let found: Option<String> = sqlx::query_scalar(
-                "UPDATE workers SET state = 'revoked', reserved = 0 WHERE id = $1 RETURNING id",
+                "UPDATE workers SET state = 'revoked', reserved = 0, reserved_memory_mb = 0, \
+                     reserved_vcpus = 0 WHERE id = $1 RETURNING id",
             )
             .bind(id)
             .fetch_optional(&mut *tx)

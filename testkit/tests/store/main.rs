@@ -289,6 +289,7 @@ conformance!(
     sandboxes::destroy_claims_have_one_winner_and_stalled_ones_one_taker,
     sandboxes::a_new_sandbox_is_placed_on_the_first_eligible_candidate_in_one_step,
     sandboxes::replicas_creating_at_once_fill_a_worker_exactly,
+    sandboxes::placement_counts_memory_and_cpus_and_gives_them_back,
 );
 
 /// Replicas starting together on an empty database: sqlx's advisory lock lets one

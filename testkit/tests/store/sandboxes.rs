@@ -881,3 +881,66 @@ pub async fn replicas_creating_at_once_fill_a_worker_exactly(db: Db) {
         .count();
     assert_eq!(errors, 15);
 }
+
+pub async fn placement_counts_memory_and_cpus_and_gives_them_back(db: Db) {
+    let store = db.open().await;
+    // 4 slots, 1024 MiB, 2 CPUs
+    worker(&store, "w1", 4).await;
+    let only = names(&["w1"]);
+    let create = |id: &'static str, memory_mb: i64, vcpus: i64| {
+        let (store, only) = (store.clone(), only.clone());
+        async move {
+            let sandbox = NewSandbox {
+                memory_mb,
+                vcpus,
+                ..new_sandbox(id)
+            };
+            store
+                .create_placed_sandbox(&sandbox, &only, 1_000, 10_000, "full")
+                .await
+                .unwrap()
+        }
+    };
+    let held = |store: Store| async move {
+        let rows = store.schedulable_workers(0, 0, 0).await.unwrap();
+        let row = rows.iter().find(|row| row.id == "w1").expect("w1 listed");
+        (row.reserved, row.reserved_memory_mb, row.reserved_vcpus)
+    };
+
+    assert!(create("big", 600, 1).await.is_some());
+    // a slot is free, the memory is not
+    assert!(create("too-big", 600, 1).await.is_none());
+    assert!(
+        store
+            .schedulable_workers(0, 600, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a worker without the memory is no candidate"
+    );
+    // more CPUs than the worker has, however empty it is
+    assert!(create("too-wide", 64, 3).await.is_none());
+    assert!(create("small", 424, 2).await.is_some());
+    assert_eq!(held(store.clone()).await, (2, 1024, 3));
+    let row = store.schedulable_workers(0, 0, 0).await.unwrap().remove(0);
+    // CPUs may be shared past the worker's count (3 of 2): they weigh in the load
+    assert_eq!(row.load(), 1.5);
+
+    // every way out gives the memory back: finishing, and losing
+    store
+        .finish_sandbox("big", SandboxState::Destroyed, "", 9)
+        .await
+        .unwrap();
+    assert_eq!(held(store.clone()).await, (1, 424, 2));
+    assert!(create("again", 600, 1).await.is_some());
+    assert!(
+        store
+            .mark_lost("small", "w1", 1, "its worker stopped heartbeating")
+            .await
+            .unwrap()
+    );
+    assert_eq!(held(store.clone()).await, (1, 600, 1));
+    store.revoke_worker("w1", 10).await.unwrap();
+    let worker_row = store.get_worker("w1").await.unwrap().unwrap();
+    assert_eq!(worker_row.reserved, 0);
+}

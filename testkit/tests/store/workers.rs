@@ -45,11 +45,11 @@ pub async fn cordons_and_drains_are_persisted_and_conditional(db: Db) {
     };
     store.set_cordoned("w1", true).await.unwrap();
     assert!(store.get_worker("w1").await.unwrap().unwrap().cordoned);
-    assert!(fresh(store.schedulable_workers(0).await.unwrap()).is_empty());
+    assert!(fresh(store.schedulable_workers(0, 0, 0).await.unwrap()).is_empty());
     store.set_cordoned("w1", false).await.unwrap();
     assert!(!store.get_worker("w1").await.unwrap().unwrap().cordoned);
     assert_eq!(
-        fresh(store.schedulable_workers(0).await.unwrap()),
+        fresh(store.schedulable_workers(0, 0, 0).await.unwrap()),
         vec!["w1"]
     );
 
@@ -57,7 +57,7 @@ pub async fn cordons_and_drains_are_persisted_and_conditional(db: Db) {
     let worker = store.get_worker("w1").await.unwrap().unwrap();
     assert_eq!(worker.drain_state, DrainState::Draining);
     assert_eq!(worker.drain_deadline_ms, Some(5_000));
-    assert!(fresh(store.schedulable_workers(0).await.unwrap()).is_empty());
+    assert!(fresh(store.schedulable_workers(0, 0, 0).await.unwrap()).is_empty());
     assert!(store.mark_drained("w1").await.unwrap());
     assert!(!store.mark_drained("w1").await.unwrap(), "only once");
     assert_eq!(
@@ -105,19 +105,19 @@ pub async fn schedulable_workers_are_fresh_ready_roomy_and_least_loaded_first(db
     let ids = |rows: Vec<berth_controlplane::store::CandidateRow>| {
         rows.into_iter().map(|row| row.id).collect::<Vec<_>>()
     };
-    let rows = store.schedulable_workers(500).await.unwrap();
+    let rows = store.schedulable_workers(500, 0, 0).await.unwrap();
     let w2 = rows.iter().find(|row| row.id == "w2").unwrap();
     assert_eq!((w2.reserved, w2.max_sandboxes), (1, 4));
     assert_eq!(w2.advertise_addr, "w2:1");
     assert_eq!(ids(rows), vec!["w1", "w3", "w2"]);
     assert_eq!(
-        ids(store.schedulable_workers(0).await.unwrap()),
+        ids(store.schedulable_workers(0, 0, 0).await.unwrap()),
         vec!["stale", "w1", "w3", "w2"]
     );
     sandbox(&store, "b").await;
     place(&store, "b", "w3").await;
     assert_eq!(
-        ids(store.schedulable_workers(500).await.unwrap()),
+        ids(store.schedulable_workers(500, 0, 0).await.unwrap()),
         vec!["w1", "w2"],
         "a full worker is no candidate"
     );
@@ -125,7 +125,7 @@ pub async fn schedulable_workers_are_fresh_ready_roomy_and_least_loaded_first(db
     draining.reported_state = ReportedState::Draining;
     store.record_heartbeat(&draining).await.unwrap();
     assert_eq!(
-        ids(store.schedulable_workers(500).await.unwrap()),
+        ids(store.schedulable_workers(500, 0, 0).await.unwrap()),
         vec!["w2"]
     );
 }

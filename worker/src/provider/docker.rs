@@ -235,6 +235,10 @@ impl Provider for DockerProvider {
         "docker"
     }
 
+    fn total_memory_mb(&self) -> u64 {
+        self.engine.memory_mb()
+    }
+
     async fn health(&self) -> ProviderHealth {
         let health = self.engine.health().await;
         match self.firewall.failure() {
@@ -255,6 +259,14 @@ impl Provider for DockerProvider {
 
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {
         check_env(&spec.env)?;
+        // the engine sets any limit it is given, even one past what its host has
+        let total = self.engine.memory_mb();
+        if total > 0 && spec.memory_mb > total {
+            return Err(ProviderError::InvalidArgument(format!(
+                "memory_mb {} is more than this worker's docker host has ({total} MiB)",
+                spec.memory_mb
+            )));
+        }
         self.firewall.ensure().await.map_err(|err| {
             ProviderError::Unavailable(format!(
                 "the host firewall for sandbox networks is not in place ({err}); fix it, or set docker.host_firewall: false to run sandboxes that can reach this host"

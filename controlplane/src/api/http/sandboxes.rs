@@ -56,7 +56,7 @@ pub async fn admission(
     let max_ttl = humantime::format_duration(state.sandboxes.settings().limits.max_ttl).to_string();
     let decision = match validate_create(body, &state, &headers) {
         Err(err) => (false, false, err.to_string()),
-        Ok(request) => match state.sandboxes.admission(&request.provider).await {
+        Ok(request) => match state.sandboxes.admission(&request).await {
             Ok(()) => (true, false, String::new()),
             Err(err @ SandboxError::NoCapacity(_)) => (false, true, err.to_string()),
             Err(err) => (false, false, err.to_string()),

@@ -78,10 +78,14 @@ const BATCH: &str = "BEGIN IMMEDIATE; \
      FROM json_each($2) AS c \
      WHERE sandboxes.id = c.value ->> 0 AND sandboxes.state = 'running' \
      RETURNING 1, sandboxes.id; \
-     UPDATE workers SET reserved = reserved - min(reserved, released.n) \
-     FROM (SELECT worker_id, COUNT(*) AS n FROM leases \
-           WHERE sandbox_id IN (SELECT value ->> 0 FROM json_each($3)) \
-           GROUP BY worker_id) AS released \
+     UPDATE workers SET reserved = reserved - min(reserved, released.n), \
+       reserved_memory_mb = max(0, reserved_memory_mb - released.memory_mb), \
+       reserved_vcpus = max(0, reserved_vcpus - released.vcpus) \
+     FROM (SELECT l.worker_id, COUNT(*) AS n, SUM(s.memory_mb) AS memory_mb, \
+             SUM(s.vcpus) AS vcpus \
+           FROM leases l JOIN sandboxes s ON s.id = l.sandbox_id \
+           WHERE l.sandbox_id IN (SELECT value ->> 0 FROM json_each($3)) \
+           GROUP BY l.worker_id) AS released \
      WHERE workers.id = released.worker_id; \
      DELETE FROM leases WHERE sandbox_id IN (SELECT value ->> 0 FROM json_each($3)); \
      UPDATE sandboxes SET state = c.value ->> 1, error = c.value ->> 2, \

@@ -22,6 +22,8 @@ pub struct Engine {
     runtime: String,
     /// The negotiated client, once the engine answered.
     client: Mutex<Option<Connected>>,
+    /// The engine host's memory (MiB) as its last `info` said; 0 until then.
+    memory_mb: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -38,7 +40,13 @@ impl Engine {
             timeout: config.request_timeout,
             runtime: config.runtime.clone(),
             client: Mutex::new(None),
+            memory_mb: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The engine host's memory in MiB, learned by [`Engine::health`]; 0 before.
+    pub fn memory_mb(&self) -> u64 {
+        self.memory_mb.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The client, connecting and negotiating the API version first if needed.
@@ -100,6 +108,10 @@ impl Engine {
         }
         match tokio::time::timeout(PING_TIMEOUT, connected.docker.info()).await {
             Ok(Ok(info)) => {
+                if let Some(total) = info.mem_total.and_then(|b| u64::try_from(b).ok()) {
+                    self.memory_mb
+                        .store(total >> 20, std::sync::atomic::Ordering::Relaxed);
+                }
                 let offered = info
                     .runtimes
                     .is_some_and(|runtimes| runtimes.contains_key(&self.runtime));
