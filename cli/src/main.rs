@@ -3,6 +3,7 @@
 //! crypto provider and hands over to the command's module.
 
 mod audit;
+mod backup;
 mod client;
 mod logging;
 mod output;
@@ -60,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: workers::WorkersCommand,
     },
+    /// Copy the SQLite store to FILE, consistently, while the control plane runs.
+    Backup(backup::BackupArgs),
+    /// Replace the SQLite store with a backup; every control plane on it must be
+    /// stopped.
+    Restore(backup::RestoreArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +96,8 @@ fn main() -> std::process::ExitCode {
             Command::Audit { command } => audit::run(command).await,
             Command::Status { client } => status::run(client).await,
             Command::Workers { command } => workers::run(command).await,
+            Command::Backup(args) => backup::backup(args).await,
+            Command::Restore(args) => backup::restore(args).await,
         }
     });
     match result {

@@ -22,6 +22,8 @@
 //! - `store/states.rs`: sandbox and worker states as enums, parsed from and written
 //!   as the columns' text at this boundary.
 //! - `store/test_support.rs` (feature `test-support`): operations only tests use.
+//! - `store/backup.rs` + `store/backup/`: `berth backup` and `berth restore` of a
+//!   SQLite store (Postgres has `pg_dump`); files, not [`Store`] methods.
 //!
 //! ## Reaching the backend: two ways, each for one case
 //!
@@ -53,6 +55,7 @@ mod dispatch;
 
 mod api_keys;
 mod audit;
+pub mod backup;
 mod certificates;
 mod cluster;
 mod join_tokens;
