@@ -8,7 +8,7 @@
 //! `pg_dump`, which `berth backup` only names.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -176,6 +176,9 @@ fn names_in(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// What a refused restore of one file must answer.
+type Expected = fn(&BackupError) -> bool;
+
 async fn sqlite_exec(path: &Path, sql: &str) {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -220,7 +223,7 @@ async fn damaged_foreign_and_newer_files_are_refused_and_the_store_is_untouched(
     .await;
 
     let missing = files.path().join("missing.db");
-    let cases: [(&Path, fn(&BackupError) -> bool); 5] = [
+    let cases: [(&Path, Expected); 5] = [
         (&text, |err| matches!(err, BackupError::NotSqlite { .. })),
         (&damaged, |err| {
             matches!(

@@ -151,7 +151,8 @@ pub fn sqlite_path(database_url: &str) -> Result<PathBuf, BackupError> {
     let options =
         SqliteConnectOptions::from_str(database_url).map_err(|err| BackupError::Url(err.into()))?;
     let path = options.get_filename();
-    if path.as_os_str().is_empty() || path.to_string_lossy().starts_with(":memory:") {
+    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+    if in_memory || path.as_os_str().is_empty() {
         return Err(BackupError::NotAFile(redact_url(database_url)));
     }
     Ok(path.to_owned())
