@@ -517,3 +517,65 @@ async fn health_follows_the_engine_and_recovers() {
     let health = provider.health().await;
     assert!(health.healthy, "{}", health.message);
 }
+
+#[tokio::test]
+async fn uploads_are_spooled_in_the_spool_dir_and_capped() {
+    let Some(mut config) = docker_or_skip("uploads_are_spooled_in_the_spool_dir_and_capped").await
+    else {
+        return;
+    };
+    let spool = tempfile::tempdir().unwrap();
+    config.max_upload_mb = 1;
+    config.spool_dir = Some(spool.path().join("spool"));
+    let worker_id = unique_worker_id("upload");
+    let _cleanup = DockerCleanup::new(&config, &[&worker_id]);
+    let provider = DockerProvider::new(config.clone(), &worker_id);
+    let id = unique_worker_id("sb");
+    provider.spawn(spec(&id)).await.unwrap();
+
+    // at the cap: stored, through the spool dir (made on first use)
+    let exactly = vec![7u8; 1 << 20];
+    provider
+        .write_file(&id, "fits.bin", 0o600, bytes(exactly.clone()))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&provider, &id, "fits.bin").await.unwrap(), exactly);
+    assert!(spool.path().join("spool").is_dir());
+    // nothing left in it: spool files have no name
+    assert_eq!(
+        std::fs::read_dir(spool.path().join("spool"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // one byte past it: refused, and nothing reaches the sandbox
+    let refused = provider
+        .write_file(&id, "big.bin", 0o600, bytes(vec![7u8; (1 << 20) + 1]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ProviderError::InvalidArgument(m) if m.contains("max_upload_mb")),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        read_all(&provider, &id, "big.bin").await,
+        Err(ProviderError::FileNotFound(_))
+    ));
+
+    // a spool dir that cannot be made fails the upload, not the worker
+    let blocker = spool.path().join("file");
+    std::fs::write(&blocker, b"not a dir").unwrap();
+    let provider = DockerProvider::new(
+        berth_worker::DockerConfig {
+            spool_dir: Some(blocker.join("spool")),
+            ..config
+        },
+        &worker_id,
+    );
+    let failed = provider
+        .write_file(&id, "x.bin", 0o600, bytes(b"x".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(format!("{failed}").contains("spool"), "{failed}");
+}

@@ -226,7 +226,11 @@ async fn make_provider(
     match config.provider.as_str() {
         "mock" => Ok(Arc::new(MockProvider::new())),
         "docker" => {
-            let provider = DockerProvider::new(config.docker.clone(), worker_id);
+            let docker = crate::DockerConfig {
+                spool_dir: Some(config.data_dir.join("spool")),
+                ..config.docker.clone()
+            };
+            let provider = DockerProvider::new(docker, worker_id);
             provider.prepare().await;
             Ok(Arc::new(provider))
         }

@@ -207,6 +207,8 @@ impl DockerProvider {
             sandbox_id,
             tasks: &self.tasks,
             chown_to_user: !self.config.user.is_empty(),
+            spool_dir: self.config.spool_dir.as_deref(),
+            max_upload: self.config.max_upload_mb << 20,
         };
         call(files).await
     }
@@ -330,6 +332,8 @@ impl Provider for DockerProvider {
                 sandbox_id,
                 tasks: &self.tasks,
                 chown_to_user: false,
+                spool_dir: None,
+                max_upload: 0,
             };
             files.require_dir(&cwd).await?;
         }

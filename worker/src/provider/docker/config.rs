@@ -69,6 +69,14 @@ pub struct DockerConfig {
     /// How often the host firewall's rules are checked and repaired.
     #[serde(with = "humantime_serde")]
     pub host_firewall_check_interval: Duration,
+    /// Largest file one upload (`PUT` of a file) may bring; a larger one is refused
+    /// (400) without anything reaching the sandbox.
+    pub max_upload_mb: u64,
+    /// Where uploads are spooled before they go into the container (the tar header
+    /// needs their size): the worker sets `<data dir>/spool`; unset, the system's
+    /// temp dir.
+    #[serde(skip)]
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DockerConfig {
@@ -92,6 +100,8 @@ impl Default for DockerConfig {
             request_timeout: Duration::from_secs(120),
             host_firewall: true,
             host_firewall_check_interval: Duration::from_secs(30),
+            max_upload_mb: 1024,
+            spool_dir: None,
         }
     }
 }
@@ -209,6 +219,9 @@ impl DockerConfig {
         if self.request_timeout < Duration::from_secs(1) {
             return Err("docker.request_timeout must be at least 1s".into());
         }
+        if self.max_upload_mb == 0 {
+            return Err("docker.max_upload_mb must be at least 1".into());
+        }
         if self.host_firewall_check_interval < Duration::from_millis(100) {
             return Err("docker.host_firewall_check_interval must be at least 100ms".into());
         }
@@ -268,7 +281,7 @@ mod tests {
     #[test]
     fn every_key_parses() {
         let config: DockerConfig = serde_yaml_ng::from_str(
-            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\nsubnet_pool: 172.30.128.0/20\nsubnet_prefix: 29\nlog_max_size_mb: 1\nlog_max_files: 5\nhost_firewall: false\nhost_firewall_check_interval: 5s\n",
+            "host: /run/docker.sock\nruntime: runsc\ndefault_image: busybox:1\npull_policy: never\nnetwork: none\nmemory_mb: 64\nvcpus: 2\npids_limit: 100\nread_only_rootfs: true\ntmp_size_mb: 16\nuser: \"1000:1000\"\nrequest_timeout: 30s\nsubnet_pool: 172.30.128.0/20\nsubnet_prefix: 29\nlog_max_size_mb: 1\nlog_max_files: 5\nhost_firewall: false\nhost_firewall_check_interval: 5s\nmax_upload_mb: 8\n",
         )
         .unwrap();
         config.validate().unwrap();
@@ -276,6 +289,7 @@ mod tests {
         assert_eq!(config.subnet_prefix, 29);
         assert_eq!((config.log_max_size_mb, config.log_max_files), (1, 5));
         assert!(!config.host_firewall);
+        assert_eq!(config.max_upload_mb, 8);
         assert_eq!(config.host_firewall_check_interval, Duration::from_secs(5));
         assert_eq!(config.pull_policy, PullPolicy::Never);
         assert_eq!(config.network, NetworkMode::None);
@@ -310,6 +324,7 @@ mod tests {
             "log_max_size_mb: 0",
             "log_max_files: 0",
             "host_firewall_check_interval: 0s",
+            "max_upload_mb: 0",
         ] {
             let parsed: Result<DockerConfig, _> = serde_yaml_ng::from_str(yaml);
             assert!(

@@ -37,6 +37,10 @@ pub struct Files<'a> {
     pub tasks: &'a TaskTracker,
     /// Uploads are owned by the container's user (set when the sandbox runs as one).
     pub chown_to_user: bool,
+    /// Where uploads are spooled (`None`: the system's temp dir), and the most bytes
+    /// one may bring.
+    pub spool_dir: Option<&'a std::path::Path>,
+    pub max_upload: u64,
 }
 
 impl Files<'_> {
@@ -183,13 +187,23 @@ impl Files<'_> {
     ) -> Result<u64, ProviderError> {
         // fail before reading a large upload that could not be stored anyway
         self.checked(&["writable", path]).await?;
-        let spool = tempfile::tempfile()
-            .map_err(|err| ProviderError::Internal(format!("cannot make a spool file: {err}")))?;
+        // unnamed (O_TMPFILE): nothing is left behind whatever happens to the worker
+        let spool = match self.spool_dir {
+            Some(dir) => std::fs::create_dir_all(dir).and_then(|()| tempfile::tempfile_in(dir)),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|err| ProviderError::Internal(format!("cannot make a spool file: {err}")))?;
         let mut spool = tokio::fs::File::from_std(spool);
         let mut size = 0u64;
         while let Some(chunk) = data.next().await {
             let chunk = chunk?;
             size += chunk.len() as u64;
+            if size > self.max_upload {
+                return Err(ProviderError::InvalidArgument(format!(
+                    "{path}: the upload is larger than this worker takes (docker.max_upload_mb: {} MiB)",
+                    self.max_upload >> 20
+                )));
+            }
             spool.write_all(&chunk).await.map_err(spool_error)?;
         }
         spool.flush().await.map_err(spool_error)?;
