@@ -64,6 +64,38 @@ pub struct LimitsConfig {
     pub enrollment_source_burst: u32,
     pub heartbeats_per_second: u32,
     pub heartbeat_burst: u32,
+    /// Connections open at once on each of the API and mesh listeners (TLS handshakes
+    /// included); past it new ones are closed at once.
+    pub max_connections: usize,
+    /// A new connection must send its first byte (after TLS) within this, or it is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// A mesh connection without a client certificate (it may only enroll) is closed
+    /// after this long without sending a byte.
+    #[serde(with = "humantime_serde")]
+    pub anonymous_mesh_idle_timeout: Duration,
+}
+
+impl LimitsConfig {
+    /// The API listener's connection limits (its clients may sit silent through a
+    /// long stream, so no idle timeout).
+    pub fn api_connections(&self) -> berth_pki::transport::ConnectionLimits {
+        berth_pki::transport::ConnectionLimits {
+            max_connections: self.max_connections,
+            first_byte_timeout: self.first_byte_timeout,
+            anonymous_idle_timeout: None,
+        }
+    }
+
+    /// The mesh listener's connection limits.
+    pub fn mesh_connections(&self) -> berth_pki::transport::ConnectionLimits {
+        berth_pki::transport::ConnectionLimits {
+            max_connections: self.max_connections,
+            first_byte_timeout: self.first_byte_timeout,
+            anonymous_idle_timeout: Some(self.anonymous_mesh_idle_timeout),
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -75,6 +107,9 @@ impl Default for LimitsConfig {
             enrollment_source_burst: 20,
             heartbeats_per_second: 5_000,
             heartbeat_burst: 10_000,
+            max_connections: 4096,
+            first_byte_timeout: Duration::from_secs(10),
+            anonymous_mesh_idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -28,8 +28,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let connections = fleet.authority().connections().clone();
-    let incoming =
-        berth_pki::transport::tls_incoming_tracked(listener, tls, shutdown.clone(), connections);
+    let incoming = berth_pki::transport::tls_incoming_tracked(
+        listener,
+        tls,
+        shutdown.clone(),
+        connections,
+        limits.mesh_connections(),
+    );
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

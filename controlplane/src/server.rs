@@ -171,8 +171,9 @@ pub async fn start(
     }));
     {
         let shutdown = shutdown.clone();
+        let limits = config.limits.api_connections();
         tasks.spawn(async move {
-            if let Err(err) = api::serve(listeners.api, api_tls, router, shutdown).await {
+            if let Err(err) = api::serve(listeners.api, api_tls, router, limits, shutdown).await {
                 tracing::error!(error = %err, "api server stopped");
             }
         });

@@ -24,6 +24,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{SpiffeId, cert_info};
 
+mod limits;
+
+pub use limits::{ConnectionLimits, ConnectionSlots, Guarded};
+
 /// A handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Established connections waiting for the server to pick them up.
@@ -64,7 +68,7 @@ pub struct PeerInfo {
 /// An established server-side TLS connection and its peer.
 #[derive(Debug)]
 pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    stream: Guarded<tokio_rustls::server::TlsStream<TcpStream>>,
     peer: PeerInfo,
     /// Resolves when the connection is closed from our side (its certificate revoked).
     closed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
@@ -186,12 +190,16 @@ impl AsyncWrite for TlsConnection {
 /// slow or silent peer cannot stall the listener) and handing over only the connections
 /// whose handshake succeeded: plaintext clients, unknown CAs, wrong identities and
 /// revoked certificates never reach the server.
+///
+/// Connections are held to `limits`: past `max_connections` a new one is closed at
+/// once, and one that sends nothing in time is closed (see [`ConnectionLimits`]).
 pub fn accept_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
+    limits: ConnectionLimits,
 ) -> mpsc::Receiver<TlsConnection> {
-    accept_tls_tracked(listener, config, shutdown, Connections::default())
+    accept_tls_tracked(listener, config, shutdown, Connections::default(), limits)
 }
 
 /// [`accept_tls`], registering each connection in `connections` by its client
@@ -201,9 +209,11 @@ pub fn accept_tls_tracked(
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
     connections: Connections,
+    limits: ConnectionLimits,
 ) -> mpsc::Receiver<TlsConnection> {
     let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
     let acceptor = TlsAcceptor::from(config);
+    let slots = ConnectionSlots::new(limits.max_connections);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -218,6 +228,11 @@ pub fn accept_tls_tracked(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            };
+            // a slot from before the handshake: handshakes in progress count too
+            let Some(slot) = slots.take("tls") else {
+                drop(tcp);
+                continue;
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
@@ -238,8 +253,9 @@ pub fn accept_tls_tracked(
                     };
                 let peer = peer_info(remote_addr, &stream);
                 let token = connections.register(peer.serial_hex.as_deref());
+                let anonymous = peer.serial_hex.is_none();
                 let connection = TlsConnection {
-                    stream,
+                    stream: Guarded::new(stream, &limits, slot, anonymous),
                     peer,
                     closed: Box::pin(token.clone().cancelled_owned()),
                     _entry: token.drop_guard(),
@@ -273,8 +289,9 @@ pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
+    limits: ConnectionLimits,
 ) -> impl tokio_stream::Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static {
-    tls_incoming_tracked(listener, config, shutdown, Connections::default())
+    tls_incoming_tracked(listener, config, shutdown, Connections::default(), limits)
 }
 
 /// [`accept_tls_tracked`] as the stream tonic's `serve_with_incoming` takes.
@@ -283,6 +300,7 @@ pub fn tls_incoming_tracked(
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
     connections: Connections,
+    limits: ConnectionLimits,
 ) -> impl tokio_stream::Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::ReceiverStream::new(accept_tls_tracked(
@@ -290,6 +308,7 @@ pub fn tls_incoming_tracked(
         config,
         shutdown,
         connections,
+        limits,
     ))
     .map(Ok)
 }

@@ -135,7 +135,13 @@ pub async fn start(
     });
 
     let tasks = TaskTracker::new();
-    let incoming = berth_pki::transport::tls_incoming(listener, server_tls, shutdown.clone());
+    // only control planes with certificates call a worker: the default limits
+    let incoming = berth_pki::transport::tls_incoming(
+        listener,
+        server_tls,
+        shutdown.clone(),
+        berth_pki::transport::ConnectionLimits::default(),
+    );
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_pki::transport::{ConnectionLimits, ConnectionSlots, Guarded};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -23,18 +24,21 @@ pub enum ServeError {
 }
 
 /// Serves `router` on `listener` until `shutdown`. `tls` must be given unless the
-/// listener is on a loopback address.
+/// listener is on a loopback address. Connections are held to `limits` (a cap, and a
+/// first byte in time).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let graceful = GracefulShutdown::new();
     let builder = connection_builder();
     match tls {
         Some(tls) => {
-            let mut incoming = berth_pki::transport::accept_tls(listener, tls, shutdown.clone());
+            let mut incoming =
+                berth_pki::transport::accept_tls(listener, tls, shutdown.clone(), limits);
             loop {
                 let conn = tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -53,6 +57,7 @@ pub async fn serve(
             {
                 return Err(ServeError::PlaintextOffLoopback(addr));
             }
+            let slots = ConnectionSlots::new(limits.max_connections);
             loop {
                 let accepted = tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -60,7 +65,11 @@ pub async fn serve(
                 };
                 match accepted {
                     Ok((tcp, _)) => {
+                        let Some(slot) = slots.take("api") else {
+                            continue;
+                        };
                         let _ = tcp.set_nodelay(true);
+                        let tcp = Guarded::new(tcp, &limits, slot, true);
                         serve_connection(&builder, &graceful, tcp, router.clone());
                     }
                     Err(err) => {
