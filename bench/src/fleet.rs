@@ -121,6 +121,16 @@ impl ControlPlane {
         log_tail(&self.log_path)
     }
 
+    /// How many lines of its log mention any of `needles`.
+    pub fn log_mentions(&self, needles: &[&str]) -> anyhow::Result<usize> {
+        let log = std::fs::read_to_string(&self.log_path)
+            .with_context(|| format!("cannot read {}", self.log_path.display()))?;
+        Ok(log
+            .lines()
+            .filter(|line| needles.iter().any(|needle| line.contains(needle)))
+            .count())
+    }
+
     pub async fn stop(mut self) {
         stop_child(&mut self.child).await;
     }

@@ -22,6 +22,7 @@ mod report;
 mod run;
 mod settings;
 mod simulated;
+mod soak;
 mod spawn;
 mod store_floor;
 mod stream;
@@ -104,6 +105,7 @@ enum Choice {
     Stream,
     Docker,
     Memory,
+    Soak,
 }
 
 impl Args {
@@ -122,6 +124,7 @@ impl Args {
                 Choice::Stream => Some(SectionName::Stream),
                 Choice::Docker => Some(SectionName::Docker),
                 Choice::Memory => Some(SectionName::Memory),
+                Choice::Soak => Some(SectionName::Soak),
             })
             .collect();
         chosen.sort();

@@ -13,7 +13,7 @@ use crate::fleet::{
 use crate::machine::Machine;
 use crate::report::{Report, Section, TargetCheck, Verdict};
 use crate::settings::Settings;
-use crate::{docker, exec, heartbeats, memory, spawn, stream};
+use crate::{docker, exec, heartbeats, memory, soak, spawn, stream};
 
 /// The sections, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -24,16 +24,18 @@ pub enum SectionName {
     Stream,
     Docker,
     Memory,
+    Soak,
 }
 
 impl SectionName {
-    pub const ALL: [SectionName; 6] = [
+    pub const ALL: [SectionName; 7] = [
         SectionName::Exec,
         SectionName::Spawn,
         SectionName::Heartbeats,
         SectionName::Stream,
         SectionName::Docker,
         SectionName::Memory,
+        SectionName::Soak,
     ];
 
     fn title(self) -> &'static str {
@@ -44,6 +46,7 @@ impl SectionName {
             Self::Stream => "4. Streaming throughput of one large exec",
             Self::Docker => "5. Docker: spawn-to-running and exec vs the docker CLI",
             Self::Memory => "6. Control-plane memory at rest",
+            Self::Soak => "7. Soak: the relay under minutes of sandbox lives",
         }
     }
 
@@ -86,6 +89,13 @@ impl SectionName {
                 "Resident memory (VmRSS, and the peak VmHWM) of the `berth serve` process at \
                  rest: just started, then holding sandboxes on one worker, then with many \
                  simulated workers heartbeating as well."
+            }
+            Self::Soak => {
+                "Closed-loop clients run whole sandbox lives through the HTTP API for minutes: \
+                 create, a whole exec, an exec stream left after its first line (a worker \
+                 call the control plane cancels for its client), a 100 KB file written and \
+                 read back, destroy. Every call must succeed and the control plane's mesh \
+                 connection must never be closed (`GOAWAY`) under the cancellations."
             }
         }
     }
@@ -181,6 +191,7 @@ pub async fn run(
             SectionName::Stream => stream::run(bench, &mut section).await,
             SectionName::Docker => docker::run(bench, &mut section).await,
             SectionName::Memory => memory::run(bench, &mut section).await,
+            SectionName::Soak => soak::run(bench, &mut section).await,
         };
         if let Err(err) = result {
             eprintln!("berth-bench: {} failed: {err:#}", name.title());

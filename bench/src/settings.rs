@@ -33,6 +33,9 @@ pub struct Settings {
     /// Timed spawns, and execs, per path of the docker section (one at a time).
     pub docker_spawns: usize,
     pub docker_execs: usize,
+    /// Clients of the soak, and how long it runs.
+    pub soak_clients: usize,
+    pub soak_duration: Duration,
 }
 
 impl Settings {
@@ -60,6 +63,8 @@ impl Settings {
             docker_image: "berth-test-busybox:latest".to_owned(),
             docker_spawns: 20,
             docker_execs: 200,
+            soak_clients: 8,
+            soak_duration: Duration::from_secs(300),
         }
     }
 
@@ -84,6 +89,8 @@ impl Settings {
             memory_sandboxes: 5,
             docker_spawns: 2,
             docker_execs: 4,
+            soak_clients: 4,
+            soak_duration: Duration::from_secs(5),
             ..Self::full()
         }
     }
