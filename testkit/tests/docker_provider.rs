@@ -579,3 +579,65 @@ async fn uploads_are_spooled_in_the_spool_dir_and_capped() {
         .unwrap_err();
     assert!(format!("{failed}").contains("spool"), "{failed}");
 }
+
+#[tokio::test]
+async fn a_sandbox_whose_workspace_outgrows_the_limit_is_stopped() {
+    let Some(mut config) = docker_or_skip("a_sandbox_whose_workspace_outgrows_the_limit").await
+    else {
+        return;
+    };
+    config.workspace_max_mb = 1;
+    config.workspace_check_interval = Duration::from_millis(100);
+    let worker_id = unique_worker_id("wsw");
+    let _cleanup = DockerCleanup::new(&config, &[&worker_id]);
+    let provider = DockerProvider::new(config, &worker_id);
+    let (big, small) = (unique_worker_id("big"), unique_worker_id("small"));
+    provider.spawn(spec(&big)).await.unwrap();
+    provider.spawn(spec(&small)).await.unwrap();
+    let wrote = provider
+        .exec(
+            &big,
+            shell("dd if=/dev/zero of=/workspace/fill bs=1024 count=3072 2>/dev/null; echo kept > /workspace/note"),
+            LIMIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrote.exit_code, 0);
+    provider
+        .exec(&small, shell("echo small > /workspace/note"), LIMIT)
+        .await
+        .unwrap();
+
+    // the heartbeat's inventory pass measures and stops the one over the limit
+    eventually(
+        "the sandbox over its /workspace limit stops",
+        WAIT,
+        || async {
+            let listed = provider.list().await.ok()?;
+            listed
+                .iter()
+                .any(|s| s.sandbox_id == big && s.state == SandboxState::Stopped)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        provider.status(&small).await.unwrap().state,
+        SandboxState::Running,
+        "a sandbox under the limit is left alone"
+    );
+    // its console log says why, and its files are still there to take away
+    let mut reader = provider.logs(&big, 10, false).await.unwrap();
+    let mut lines = Vec::new();
+    while let Some(line) = reader.recv().await {
+        lines.push(line.line);
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("docker.workspace_max_mb")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        read_all(&provider, &big, "/workspace/note").await.unwrap(),
+        b"kept\n"
+    );
+}

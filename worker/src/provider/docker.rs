@@ -30,6 +30,7 @@ mod run_args;
 mod scripts;
 mod spawn;
 mod subnets;
+mod workspace_watch;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -68,6 +69,8 @@ pub struct DockerProvider {
     subnet_lock: tokio::sync::Mutex<()>,
     /// Keeps per-sandbox networks away from the host's own services.
     firewall: HostFirewall,
+    /// Stops sandboxes whose `/workspace` grew past the limit.
+    workspace_watch: workspace_watch::WorkspaceWatch,
 }
 
 /// Sandbox ids with a spawn in flight (counted: two spawns of one id may overlap).
@@ -137,8 +140,13 @@ impl DockerProvider {
             config.host_firewall && config.network == NetworkMode::PerSandbox,
             config.host_firewall_check_interval,
         );
+        let workspace_watch = workspace_watch::WorkspaceWatch::new(
+            config.workspace_max_mb,
+            config.workspace_check_interval,
+        );
         Self {
             firewall,
+            workspace_watch,
             engine: Engine::new(&config),
             config,
             worker_id: worker_id.into(),
@@ -311,6 +319,8 @@ impl Provider for DockerProvider {
                 tracing::warn!(worker_id = %self.worker_id, error = %err, "cannot list sandbox networks")
             }
         }
+        self.workspace_watch
+            .maybe_check(&docker, &self.worker_id, &held, &self.tasks);
         Ok(held)
     }
 

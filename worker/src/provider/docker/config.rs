@@ -69,6 +69,12 @@ pub struct DockerConfig {
     /// How often the host firewall's rules are checked and repaired.
     #[serde(with = "humantime_serde")]
     pub host_firewall_check_interval: Duration,
+    /// Most a sandbox's `/workspace` may hold (MiB); past it the watchdog stops the
+    /// sandbox (see `workspace_watch`). 0: no limit.
+    pub workspace_max_mb: u64,
+    /// How often the watchdog measures every running sandbox's `/workspace`.
+    #[serde(with = "humantime_serde")]
+    pub workspace_check_interval: Duration,
     /// Largest file one upload (`PUT` of a file) may bring; a larger one is refused
     /// (400) without anything reaching the sandbox.
     pub max_upload_mb: u64,
@@ -101,6 +107,8 @@ impl Default for DockerConfig {
             host_firewall: true,
             host_firewall_check_interval: Duration::from_secs(30),
             max_upload_mb: 1024,
+            workspace_max_mb: 10 * 1024,
+            workspace_check_interval: Duration::from_secs(60),
             spool_dir: None,
         }
     }
@@ -218,6 +226,9 @@ impl DockerConfig {
         }
         if self.request_timeout < Duration::from_secs(1) {
             return Err("docker.request_timeout must be at least 1s".into());
+        }
+        if self.workspace_check_interval < Duration::from_millis(100) {
+            return Err("docker.workspace_check_interval must be at least 100ms".into());
         }
         if self.max_upload_mb == 0 {
             return Err("docker.max_upload_mb must be at least 1".into());
