@@ -272,9 +272,17 @@ impl From<FileInfo> for FileInfoView {
     }
 }
 
-/// Unix seconds as RFC 3339 (UTC).
+/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// Unix seconds as RFC 3339 (UTC). Times come from workers too (a file's mtime is what
+/// `stat` in the sandbox says), so any value renders: before 1970 as the epoch, past
+/// year 9999 (which humantime refuses to format, a panic in `to_string`) as its last
+/// second.
 pub fn rfc3339(unix_secs: i64) -> String {
-    let secs = u64::try_from(unix_secs).unwrap_or(0);
+    let secs = u64::try_from(unix_secs)
+        .unwrap_or(0)
+        .min(LAST_RFC3339_SECOND);
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
@@ -299,6 +307,16 @@ mod tests {
             BTreeMap::new(),
             None,
         )
+    }
+
+    #[test]
+    fn any_time_a_worker_reports_renders() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
+        // year 10000 made `to_string` panic (a stat in the sandbox can report it)
+        assert_eq!(rfc3339(253_402_300_800), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]
