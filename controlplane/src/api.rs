@@ -6,7 +6,7 @@
 mod audit;
 mod auth;
 mod grpc;
-mod http;
+pub(crate) mod http;
 mod observe;
 mod serve;
 

@@ -12,6 +12,8 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mesh;
 pub mod metrics;
 pub mod sandboxes;

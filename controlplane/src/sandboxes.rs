@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 pub use calls::ExecCall;
-pub use model::{CreateRequest, CreateSandbox, FileInfoView, SandboxView, parse_timeout, rfc3339};
+pub use model::{
+    CreateRequest, CreateSandbox, FileInfoView, SandboxView, parse_timeout, parse_ttl, rfc3339,
+};
 
 pub use crate::workers::model::{ExecEvent, ExecOutcome, FileInfo, LogLine};
 pub use crate::workers::{ExecEvents, FileChunks, LogLines};

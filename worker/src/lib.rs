@@ -11,6 +11,8 @@ mod drain;
 mod enroll;
 mod error;
 pub mod fencing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod heartbeat;
 mod identity;
 pub mod metrics;

@@ -2,14 +2,14 @@
 //! `{"code","message"}` error body, which every extractor's rejection answers too (the
 //! handlers take [`JsonBody`], [`Query`] and [`Path`] from here, not axum's).
 
-mod audit;
-mod exec;
-mod files;
+pub(crate) mod audit;
+pub(crate) mod exec;
+pub(crate) mod files;
 mod health;
-mod sandboxes;
+pub(crate) mod sandboxes;
 mod status;
-mod tokens;
-mod workers;
+pub(crate) mod tokens;
+pub(crate) mod workers;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::{HeaderValue, request::Parts};

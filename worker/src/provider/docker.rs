@@ -18,14 +18,14 @@
 //! and `archive` (the archive API and file helpers), `logs` (the console) and
 //! `scripts` (the `sh` run inside sandboxes).
 
-mod archive;
+pub(crate) mod archive;
 mod config;
 mod engine;
 mod exec;
-mod files;
+pub(crate) mod files;
 mod firewall;
 mod inventory;
-mod logs;
+pub(crate) mod logs;
 mod run_args;
 mod scripts;
 mod spawn;

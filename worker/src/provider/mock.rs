@@ -13,7 +13,7 @@ mod console;
 mod exec;
 mod fs;
 mod generate;
-mod shell;
+pub(crate) mod shell;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

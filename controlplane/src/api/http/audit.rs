@@ -55,7 +55,7 @@ impl From<AuditRow> for AuditRecord {
     }
 }
 
-fn since_ms(since: Option<&str>) -> Result<i64, ApiError> {
+pub fn since_ms(since: Option<&str>) -> Result<i64, ApiError> {
     let Some(text) = since.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(0);
     };

@@ -170,12 +170,12 @@ fn ndjson_events(events: ExecEvents) -> impl futures::Stream<Item = Vec<u8>> + S
 /// (the usual case) becomes the `String` without a copy; only invalid bytes take the
 /// lossy path.
 #[derive(Debug, Default)]
-struct Utf8Carry {
+pub struct Utf8Carry {
     pending: Vec<u8>,
 }
 
 impl Utf8Carry {
-    fn push(&mut self, data: Vec<u8>) -> String {
+    pub fn push(&mut self, data: Vec<u8>) -> String {
         let joined = if self.pending.is_empty() {
             data
         } else {
@@ -219,7 +219,7 @@ struct OutputLine<'a> {
     data: &'a str,
 }
 
-fn output_line(stream: &'static str, data: &str) -> Vec<u8> {
+pub fn output_line(stream: &'static str, data: &str) -> Vec<u8> {
     let mut line = serde_json::to_vec(&OutputLine { stream, data }).unwrap_or_default();
     line.push(b'\n');
     line

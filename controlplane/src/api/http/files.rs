@@ -27,7 +27,7 @@ pub struct PathQuery {
     pub mode: Option<String>,
 }
 
-fn required(path: Option<String>) -> Result<String, ApiError> {
+pub fn required(path: Option<String>) -> Result<String, ApiError> {
     path.filter(|p| !p.is_empty())
         .ok_or_else(|| ApiError::bad_request("the path parameter is required"))
 }
@@ -78,17 +78,7 @@ pub async fn write_json(
     let path = required(Some(body.path))?;
     let mode = parse_mode(body.mode.as_ref())?;
     audit.detail(path.clone());
-    let data = match body.encoding.as_deref() {
-        None | Some("") | Some("utf-8") | Some("text") => body.content.into_bytes(),
-        Some("base64") => base64::engine::general_purpose::STANDARD
-            .decode(body.content.trim())
-            .map_err(|err| ApiError::bad_request(format!("content is not valid base64: {err}")))?,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "encoding {other:?}: expected text or base64"
-            )));
-        }
-    };
+    let data = decode_content(body.encoding.as_deref(), body.content)?;
     let chunks = data
         .chunks(64 * 1024)
         .map(|chunk| Ok(chunk.to_vec()))
@@ -98,6 +88,19 @@ pub async fn write_json(
         .write_file(&id, &path, mode, futures::stream::iter(chunks))
         .await?;
     Ok(Json(json!({"status": "written", "size": size})))
+}
+
+/// The bytes a JSON write carries: its `content` as text, or decoded from base64.
+pub fn decode_content(encoding: Option<&str>, content: String) -> Result<Vec<u8>, ApiError> {
+    match encoding {
+        None | Some("") | Some("utf-8") | Some("text") => Ok(content.into_bytes()),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(content.trim())
+            .map_err(|err| ApiError::bad_request(format!("content is not valid base64: {err}"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "encoding {other:?}: expected text or base64"
+        ))),
+    }
 }
 
 /// Streams the request body into the file: no size cap.

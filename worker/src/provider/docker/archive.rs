@@ -122,7 +122,7 @@ where
     Ok((head, rx))
 }
 
-fn read_first_entry(
+pub fn read_first_entry(
     reader: impl Read,
     head_tx: oneshot::Sender<Result<Head, ProviderError>>,
     tx: mpsc::Sender<Result<Vec<u8>, ProviderError>>,

@@ -283,7 +283,7 @@ fn helper_error(op: &str, output: &Output) -> ProviderError {
 }
 
 /// `SIZE HEXMODE MTIME` as `stat -c '%s %f %Y'` prints it.
-fn parse_stat(path: &str, line: &str) -> Result<FileInfo, ProviderError> {
+pub fn parse_stat(path: &str, line: &str) -> Result<FileInfo, ProviderError> {
     let bad = || ProviderError::Internal(format!("unexpected stat output for {path}: {line:?}"));
     let mut fields = line.split_whitespace();
     let size: u64 = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
@@ -303,7 +303,7 @@ fn parse_stat(path: &str, line: &str) -> Result<FileInfo, ProviderError> {
 }
 
 /// `NAME\0STAT\n` records of the helper's `list`.
-fn parse_list(dir: &str, output: &[u8]) -> Result<Vec<FileInfo>, ProviderError> {
+pub fn parse_list(dir: &str, output: &[u8]) -> Result<Vec<FileInfo>, ProviderError> {
     let mut files = Vec::new();
     let mut rest = output;
     while !rest.is_empty() {
@@ -325,7 +325,7 @@ fn parse_list(dir: &str, output: &[u8]) -> Result<Vec<FileInfo>, ProviderError> 
 }
 
 /// Where a symbolic link at `link` pointing to `target` leads, `..` resolved.
-fn resolve_link(link: &str, target: &str) -> String {
+pub fn resolve_link(link: &str, target: &str) -> String {
     let joined = if target.starts_with('/') {
         target.to_owned()
     } else {

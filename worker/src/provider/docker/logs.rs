@@ -66,7 +66,7 @@ pub fn read(
 }
 
 /// `2026-01-02T03:04:05.123456789Z text\n` as the engine sends a timestamped line.
-fn parse_line(raw: &[u8]) -> LogLine {
+pub fn parse_line(raw: &[u8]) -> LogLine {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\n', '\r']);
     if let Some((stamp, line)) = text.split_once(' ')
