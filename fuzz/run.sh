@@ -50,7 +50,7 @@ if [[ -n "$report" && "$report" != /* ]]; then
 fi
 cd "$(dirname "$0")"
 if ((smoke)); then
-    time_per_target="${FUZZ_SMOKE_SECONDS:-15}"
+    time_per_target="${FUZZ_SMOKE_SECONDS:-10}"
     execs=""
 fi
 
@@ -63,8 +63,16 @@ else
 fi
 mkdir -p "$CARGO_TARGET_DIR"
 
+# cargo-fuzz passes -Z flags to rustc: nightly, or (where no nightly can be had, as on
+# a machine without network access to the toolchain server) the stable compiler with
+# RUSTC_BOOTSTRAP=1, which accepts them and ships the same sanitizer runtimes
+toolchain=(+nightly)
 if ! rustup toolchain list | grep -q '^nightly'; then
-    rustup toolchain install nightly --profile minimal
+    if ! rustup toolchain install nightly --profile minimal; then
+        echo "== no nightly toolchain: using stable with RUSTC_BOOTSTRAP=1"
+        toolchain=()
+        export RUSTC_BOOTSTRAP=1
+    fi
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -72,16 +80,16 @@ fi
 
 echo "== building the fuzz targets (nightly, into $CARGO_TARGET_DIR)"
 if [[ -n "$sanitizer" ]]; then
-    cargo +nightly fuzz build --sanitizer "$sanitizer"
+    cargo "${toolchain[@]}" fuzz build --sanitizer "$sanitizer"
 else
     # cargo-fuzz's default: AddressSanitizer, release with debug assertions
-    cargo +nightly fuzz build
+    cargo "${toolchain[@]}" fuzz build
     sanitizer=address
 fi
 bin_dir="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
 
 if [[ -z "$targets" ]]; then
-    targets="$(cargo +nightly fuzz list | tr '\n' ' ')"
+    targets="$(cargo "${toolchain[@]}" fuzz list | tr '\n' ' ')"
 fi
 
 mkdir -p logs artifacts corpus-work
