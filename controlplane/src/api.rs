@@ -19,6 +19,7 @@ use crate::sandboxes::Sandboxes;
 use crate::store::Store;
 
 pub use audit::AuditSlot;
+pub use http::route_list;
 pub use serve::serve;
 
 /// What every API handler can reach, shared: every middleware and extractor clones

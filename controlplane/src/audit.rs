@@ -40,18 +40,19 @@ pub struct AuditEntry {
 }
 
 /// Where verification found the chain broken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BrokenRecord {
     pub seq: i64,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verification {
     pub ok: bool,
     /// Records checked before the first break (all of them when ok).
     pub records: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
     pub first_broken: Option<BrokenRecord>,
 }
 

@@ -10,16 +10,16 @@
 //! JSON object ending in the only newline of the line, and gives the text back.
 #![no_main]
 
-use berth_controlplane::fuzzing::{Utf8Carry, output_line};
+use berth_controlplane::fuzzing::{ExecStream, Utf8Carry, output_line};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-fn frame(stream: &'static str, text: &str) {
+fn frame(stream: ExecStream, label: &str, text: &str) {
     let line = output_line(stream, text);
     assert_eq!(line.last(), Some(&b'\n'));
     assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
     let value: Value = serde_json::from_slice(&line).expect("each line is JSON");
-    assert_eq!(value["stream"], stream);
+    assert_eq!(value["stream"], label);
     assert_eq!(value["data"].as_str(), Some(text));
 }
 
@@ -42,13 +42,13 @@ fuzz_target!(|data: &[u8]| {
         let text = carry.push(output[at..end].to_vec());
         at = end;
         if !text.is_empty() {
-            frame("stdout", &text);
+            frame(ExecStream::Stdout, "stdout", &text);
         }
         sent.push_str(&text);
     }
     // a final newline completes or refuses whatever is still held back
     let last = carry.push(b"\n".to_vec());
-    frame("stderr", &last);
+    frame(ExecStream::Stderr, "stderr", &last);
     sent.push_str(&last);
     let mut whole = output.to_vec();
     whole.push(b'\n');

@@ -6,18 +6,21 @@ pub(crate) mod audit;
 pub(crate) mod exec;
 pub(crate) mod files;
 mod health;
+pub mod openapi;
+mod routes;
 pub(crate) mod sandboxes;
+pub(crate) mod schemas;
 mod status;
 pub(crate) mod tokens;
 pub(crate) mod workers;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::{HeaderValue, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 
+pub use routes::route_list;
 pub use tokens::parse_optional_duration;
 
 use super::auth::{authorize, presented_key};
@@ -25,55 +28,12 @@ use super::{ApiState, AuditSlot};
 use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
 
-/// The JSON file write carries its content inline; larger files go through PUT.
-const MAX_JSON_FILE_BODY: usize = 64 << 20;
-
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health::health))
-        .route("/api/v1/live", get(health::live))
-        .route("/api/v1/ready", get(health::ready))
-        .route("/api/v1/providers", get(health::providers))
-        .route("/api/v1/workers", get(workers::list))
-        .route("/api/v1/workers/{id}", get(workers::get))
-        .route("/api/v1/workers/{id}/revoke", post(workers::revoke))
-        .route("/api/v1/workers/{id}/cordon", post(workers::cordon))
-        .route("/api/v1/workers/{id}/drain", post(workers::drain))
-        .route("/api/v1/workers/{id}/undrain", post(workers::undrain))
-        .route("/api/v1/workers/{id}/uncordon", post(workers::uncordon))
-        .route("/api/v1/tokens", post(tokens::create))
-        .route("/metrics", get(status::metrics))
-        .route("/api/v1/status", get(status::status))
-        .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/audit/verify", get(audit::verify))
-        .route(
-            "/api/v1/sandboxes",
-            post(sandboxes::create)
-                .get(sandboxes::list)
-                .delete(sandboxes::prune),
-        )
-        .route("/api/v1/sandboxes/admission", post(sandboxes::admission))
-        .route(
-            "/api/v1/sandboxes/{id}",
-            get(sandboxes::get).delete(sandboxes::destroy),
-        )
-        .route("/api/v1/sandboxes/{id}/extend", post(sandboxes::extend))
-        .route("/api/v1/sandboxes/{id}/exec", post(exec::exec))
-        .route("/api/v1/sandboxes/{id}/logs", get(exec::logs))
-        .route(
-            "/api/v1/sandboxes/{id}/files",
-            post(files::write_json)
-                .layer(DefaultBodyLimit::max(MAX_JSON_FILE_BODY))
-                .put(files::upload)
-                .layer(DefaultBodyLimit::disable())
-                .get(files::read)
-                .delete(files::delete),
-        )
-        .route("/api/v1/sandboxes/{id}/files/list", get(files::list))
-        .route("/api/v1/sandboxes/{id}/files/stat", get(files::stat))
-        .route("/api/v1/sandboxes/{id}/files/glob", get(files::glob))
-        .route("/api/v1/sandboxes/{id}/files/move", post(files::move_file))
-        .route("/api/v1/sandboxes/{id}/files/chmod", post(files::chmod))
+    routes::routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, route.handler)
+        })
         .with_state(state)
 }
 
@@ -89,10 +49,11 @@ tokio::task_local! {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({"code": self.code.as_str(), "message": self.message});
-        if let Ok(id) = REQUEST_ID_IN_FLIGHT.try_with(Clone::clone) {
-            body["request_id"] = serde_json::Value::String(id);
-        }
+        let body = schemas::ErrorBody {
+            code: self.code.as_str(),
+            message: self.message,
+            request_id: REQUEST_ID_IN_FLIGHT.try_with(Clone::clone).ok(),
+        };
         (self.code.http_status(), Json(body)).into_response()
     }
 }

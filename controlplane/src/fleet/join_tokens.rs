@@ -17,13 +17,14 @@ pub struct JoinTokenRequest {
     pub uses: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IssuedJoinToken {
     pub token: String,
     pub jti: String,
     /// Unix seconds.
     pub expires_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
     pub worker_id: Option<String>,
     pub uses: u32,
     pub ca_sha256: String,

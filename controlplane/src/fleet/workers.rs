@@ -6,7 +6,7 @@ use super::{Fleet, FleetError};
 use crate::clock::now_ms;
 use crate::store::{DrainState, ReportedState, WorkerRow, WorkerState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerStatus {
     /// Heartbeating within the grace period and ready for work.
@@ -33,22 +33,23 @@ impl WorkerStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderStatus {
     pub name: String,
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(required = false)]
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Capacity {
     pub max_sandboxes: i64,
     pub vcpus: i64,
     pub memory_mb: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CertificateView {
     pub serial: String,
     /// Unix seconds.
@@ -56,7 +57,7 @@ pub struct CertificateView {
 }
 
 /// A worker as `GET /api/v1/workers` shows it (StacyVM's fields plus Berth's own).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkerView {
     pub id: String,
     pub spiffe_id: String,
@@ -78,7 +79,7 @@ pub struct WorkerView {
     pub drain: DrainView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DrainView {
     /// none | draining | drained
     pub state: String,

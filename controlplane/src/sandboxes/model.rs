@@ -14,7 +14,7 @@ use crate::workers::model::FileInfo;
 
 /// A create request as a client sends it (StacyVM's body; unknown fields are ignored
 /// as StacyVM does). Absent and empty fields take the defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateRequest {
     pub image: Option<String>,
     pub provider: Option<String>,
@@ -195,7 +195,7 @@ pub fn parse_timeout(value: Option<&Value>) -> Result<Option<Duration>, SandboxE
 }
 
 /// A sandbox as the API shows it (StacyVM's fields, plus `generation`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SandboxView {
     pub id: String,
     pub state: String,
@@ -215,7 +215,9 @@ pub struct SandboxView {
     pub generation: i64,
     /// Whether the sandbox may reach addresses outside its own network.
     pub internet: bool,
+    /// Why the sandbox failed; absent when it did not.
     #[serde(skip_serializing_if = "String::is_empty")]
+    #[schema(required = false)]
     pub error: String,
     #[serde(skip)]
     pub created_at_unix: i64,
@@ -251,7 +253,7 @@ impl From<SandboxRow> for SandboxView {
 
 /// `{path, size, mode, is_dir, mod_time}` with the mode as an octal string and the
 /// time in RFC 3339.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FileInfoView {
     pub path: String,
     pub size: u64,

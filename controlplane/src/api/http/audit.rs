@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::schemas::ErrorBody;
 use super::{AdminScope, Authorized, Query};
 use crate::api::ApiState;
 use crate::audit::Verification;
@@ -13,16 +14,19 @@ use crate::error::ApiError;
 use crate::sandboxes::rfc3339;
 use crate::store::AuditRow;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Unix milliseconds, or a duration back from now ("1h").
     #[serde(default)]
     pub since: Option<String>,
+    /// At most this many records (1-100000, default 1000).
     #[serde(default)]
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// One record of the audit log's hash chain.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub seq: i64,
     pub time: String,
@@ -70,6 +74,11 @@ pub fn since_ms(since: Option<&str>) -> Result<i64, ApiError> {
     Ok(now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Audit records, oldest first (admin scope).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("api_key" = []), ("bearer" = [])), params(AuditQuery), responses(
+    (status = 200, description = "Records", body = Vec<AuditRecord>),
+    (status = 400, description = "A bad since or limit", body = ErrorBody),
+))]
 pub async fn list(
     _caller: Authorized<AdminScope>,
     State(state): State<ApiState>,
@@ -81,6 +90,9 @@ pub async fn list(
     Ok(Json(rows.into_iter().map(AuditRecord::from).collect()))
 }
 
+/// Walks the audit log's hash chain (admin scope).
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The verdict", body = Verification)))]
 pub async fn verify(
     _caller: Authorized<AdminScope>,
     State(state): State<ApiState>,

@@ -18,8 +18,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::schemas::{ErrorBody, ExecStream, ExecStreamLine, LogLine};
 use super::{Authorized, ExecScope, JsonBody, Path, Query, ReadScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
@@ -27,11 +28,14 @@ use crate::sandboxes::{ExecCall, ExecEvent, ExecEvents, parse_timeout, rfc3339};
 
 const NDJSON: &str = "application/x-ndjson";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ExecBody {
+    /// A shell command line, or the program with `mode: argv`.
     pub command: String,
+    /// Arguments (with `mode: argv`).
     #[serde(default)]
     pub args: Vec<String>,
+    /// `shell` (default) or `argv`.
     #[serde(default)]
     pub mode: Option<String>,
     #[serde(default)]
@@ -40,7 +44,9 @@ pub struct ExecBody {
     pub workdir: Option<String>,
     /// A Go-style duration ("30s") or a number of seconds.
     #[serde(default)]
+    #[schema(schema_with = super::schemas::string_or_number, required = false)]
     pub timeout: Option<Value>,
+    /// Answer NDJSON lines as output arrives.
     #[serde(default)]
     pub stream: bool,
 }
@@ -69,6 +75,19 @@ impl TryFrom<ExecBody> for ExecCall {
     }
 }
 
+/// Runs a command in a sandbox (exec scope): one JSON answer, or with `stream: true`
+/// NDJSON lines as output arrives, the last one `exit` or `error`.
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/exec", tag = "exec", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Sandbox id")),
+    request_body = ExecBody, responses(
+    (status = 200, description = "The command ran", content(
+        (ExecAnswer = "application/json"),
+        (ExecStreamLine = "application/x-ndjson"),
+    )),
+    (status = 400, description = "A bad body, mode or timeout", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+    (status = 408, description = "The command timed out", body = ErrorBody),
+    (status = 409, description = "The sandbox is not running", body = ErrorBody),
+))]
 pub async fn exec(
     _caller: Authorized<ExecScope>,
     State(state): State<ApiState>,
@@ -106,14 +125,19 @@ pub async fn exec(
 /// A whole exec's answer, serialized straight from the collected output (no copy into
 /// a JSON value). `truncated` appears only when output was dropped; StacyVM clients
 /// ignore fields they do not know.
-#[derive(Serialize)]
-struct ExecAnswer<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExecAnswer<'a> {
     exit_code: i32,
+    #[schema(value_type = String)]
     stdout: Cow<'a, str>,
+    #[schema(value_type = String)]
     stderr: Cow<'a, str>,
+    /// e.g. `12ms`.
     duration: String,
     duration_ms: u64,
+    /// Present (true) only when output was dropped.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
     truncated: bool,
 }
 
@@ -138,29 +162,35 @@ fn ndjson_events(events: ExecEvents) -> impl futures::Stream<Item = Vec<u8>> + S
                     if text.is_empty() {
                         continue;
                     }
-                    return Some((output_line("stdout", &text), state));
+                    return Some((output_line(ExecStream::Stdout, &text), state));
                 }
                 ExecEvent::Stderr(data) => {
                     let text = state.stderr.push(data);
                     if text.is_empty() {
                         continue;
                     }
-                    return Some((output_line("stderr", &text), state));
+                    return Some((output_line(ExecStream::Stderr, &text), state));
                 }
                 ExecEvent::Exit {
                     exit_code,
                     duration_ms,
-                } => json!({
-                    "stream": "exit",
-                    "exit_code": exit_code,
-                    "duration": format!("{duration_ms}ms"),
-                    "duration_ms": duration_ms,
-                }),
-                ExecEvent::Failed { code, message } => {
-                    json!({"stream": "error", "code": code.as_str(), "message": message})
-                }
+                } => ExecStreamLine {
+                    stream: ExecStream::Exit,
+                    exit_code: Some(exit_code),
+                    duration: Some(format!("{duration_ms}ms")),
+                    duration_ms: Some(duration_ms),
+                    ..Default::default()
+                },
+                ExecEvent::Failed { code, message } => ExecStreamLine {
+                    stream: ExecStream::Error,
+                    code: Some(code.as_str().to_owned()),
+                    message: Some(message),
+                    ..Default::default()
+                },
             };
-            return Some((format!("{line}\n").into_bytes(), state));
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            return Some((bytes, state));
         }
     })
 }
@@ -215,20 +245,23 @@ fn incomplete_tail(bytes: &[u8]) -> usize {
 /// One output line of the stream, serialized straight to bytes.
 #[derive(Serialize)]
 struct OutputLine<'a> {
-    stream: &'static str,
+    stream: ExecStream,
     data: &'a str,
 }
 
-pub fn output_line(stream: &'static str, data: &str) -> Vec<u8> {
+pub fn output_line(stream: ExecStream, data: &str) -> Vec<u8> {
     let mut line = serde_json::to_vec(&OutputLine { stream, data }).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// The last this many lines (default 100, at most 10000).
     #[serde(default)]
     pub lines: Option<u32>,
+    /// Keep streaming new lines as NDJSON.
     #[serde(default)]
     pub follow: Option<bool>,
 }
@@ -237,6 +270,15 @@ const MAX_LOG_LINES: u32 = 10_000;
 
 /// The last `lines` (default 100) console lines as an array of strings; with
 /// `follow=true`, NDJSON `{"time","line"}` lines that keep coming.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/logs", tag = "exec", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), LogsQuery), responses(
+    (status = 200, description = "Console lines; NDJSON with follow=true", content(
+        (Vec<String> = "application/json"),
+        (LogLine = "application/x-ndjson"),
+    )),
+    (status = 400, description = "A bad query", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
 pub async fn logs(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -258,8 +300,13 @@ pub async fn logs(
         .take_while(|line| std::future::ready(line.is_ok()))
         .filter_map(|line| std::future::ready(line.ok()))
         .map(|line| {
-            let text = json!({"time": rfc3339(line.time_ms / 1000), "line": line.line});
-            Ok::<_, std::convert::Infallible>(format!("{text}\n"))
+            let line = LogLine {
+                time: rfc3339(line.time_ms / 1000),
+                line: line.line,
+            };
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            Ok::<_, std::convert::Infallible>(bytes)
         });
     Ok((
         [
@@ -274,6 +321,7 @@ pub async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn characters_split_across_chunks_are_kept_whole() {
@@ -298,7 +346,7 @@ mod tests {
 
     #[test]
     fn output_lines_are_one_json_object_each() {
-        let line = output_line("stdout", "a \"quoted\"\nline");
+        let line = output_line(ExecStream::Stdout, "a \"quoted\"\nline");
         let text = String::from_utf8(line).unwrap();
         assert!(text.ends_with('\n'));
         let value: Value = serde_json::from_str(text.trim_end()).unwrap();

@@ -10,19 +10,24 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::schemas::{ErrorBody, StatusBody, Written};
 use super::{Authorized, JsonBody, Path, Query, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::sandboxes::FileInfoView;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PathQuery {
+    /// The file or directory in the sandbox.
     #[serde(default)]
     pub path: Option<String>,
+    /// Delete a directory with what it holds.
     #[serde(default)]
     pub recursive: Option<bool>,
+    /// The new file's mode, an octal string like `0644` (upload).
     #[serde(default)]
     pub mode: Option<String>,
 }
@@ -56,25 +61,34 @@ pub fn parse_mode(value: Option<&Value>) -> Result<u32, ApiError> {
     Ok(mode)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WriteBody {
     pub path: String,
     #[serde(default)]
     pub content: String,
+    /// An octal string like `"0644"` or a number of permission bits.
     #[serde(default)]
+    #[schema(schema_with = super::schemas::string_or_number, required = false)]
     pub mode: Option<Value>,
     /// `base64` for binary content (a Berth addition); default text.
     #[serde(default)]
     pub encoding: Option<String>,
 }
 
+/// Writes a file from JSON (text, or base64 with `encoding`), at most 64 MiB (write scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/files", tag = "files", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Sandbox id")),
+    request_body = WriteBody, responses(
+    (status = 200, description = "Written", body = Written),
+    (status = 400, description = "A bad body, path, mode or encoding", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
 pub async fn write_json(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
     JsonBody(body): JsonBody<WriteBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Written>, ApiError> {
     let path = required(Some(body.path))?;
     let mode = parse_mode(body.mode.as_ref())?;
     audit.detail(path.clone());
@@ -87,7 +101,10 @@ pub async fn write_json(
         .sandboxes
         .write_file(&id, &path, mode, futures::stream::iter(chunks))
         .await?;
-    Ok(Json(json!({"status": "written", "size": size})))
+    Ok(Json(Written {
+        status: "written",
+        size,
+    }))
 }
 
 /// The bytes a JSON write carries: its `content` as text, or decoded from base64.
@@ -103,7 +120,14 @@ pub fn decode_content(encoding: Option<&str>, content: String) -> Result<Vec<u8>
     }
 }
 
-/// Streams the request body into the file: no size cap.
+/// Streams the request body into the file: no size cap (write scope).
+#[utoipa::path(put, path = "/api/v1/sandboxes/{id}/files", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses(
+    (status = 200, description = "Written", body = Written),
+    (status = 400, description = "No path, or a bad mode", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
 pub async fn upload(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
@@ -111,7 +135,7 @@ pub async fn upload(
     audit: AuditSlot,
     Query(query): Query<PathQuery>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Written>, ApiError> {
     let path = required(query.path)?;
     let mode = parse_mode(query.mode.map(Value::String).as_ref())?;
     audit.detail(path.clone());
@@ -121,9 +145,20 @@ pub async fn upload(
             .map_err(|err| err.to_string())
     });
     let size = state.sandboxes.write_file(&id, &path, mode, data).await?;
-    Ok(Json(json!({"status": "written", "size": size})))
+    Ok(Json(Written {
+        status: "written",
+        size,
+    }))
 }
 
+/// Reads a file, streamed back as bytes (read scope).
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/files", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery), responses(
+    (status = 200, description = "The file's bytes", body = Vec<u8>,
+        content_type = "application/octet-stream"),
+    (status = 400, description = "No path", body = ErrorBody),
+    (status = 404, description = "No such sandbox or file", body = ErrorBody),
+))]
 pub async fn read(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -141,22 +176,36 @@ pub async fn read(
         .into_response())
 }
 
+/// Deletes a file, or a directory with `recursive=true` (write scope).
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}/files", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery), responses(
+    (status = 200, description = "`{\"status\":\"deleted\"}`", body = StatusBody),
+    (status = 400, description = "No path", body = ErrorBody),
+    (status = 404, description = "No such sandbox or file", body = ErrorBody),
+))]
 pub async fn delete(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
     Query(query): Query<PathQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let path = required(query.path)?;
     audit.detail(path.clone());
     state
         .sandboxes
         .delete_file(&id, &path, query.recursive.unwrap_or(false))
         .await?;
-    Ok(Json(json!({"status": "deleted"})))
+    Ok(Json(StatusBody::new("deleted")))
 }
 
+/// What a directory holds (read scope); `path` defaults to `/`.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/files/list", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery), responses(
+    (status = 200, description = "Entries", body = Vec<FileInfoView>),
+    (status = 400, description = "A bad query", body = ErrorBody),
+    (status = 404, description = "No such sandbox or directory", body = ErrorBody),
+))]
 pub async fn list(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -171,6 +220,13 @@ pub async fn list(
     Ok(Json(files.into_iter().map(FileInfoView::from).collect()))
 }
 
+/// One file's size, mode and time (read scope).
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/files/stat", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), PathQuery), responses(
+    (status = 200, description = "The file", body = FileInfoView),
+    (status = 400, description = "No path", body = ErrorBody),
+    (status = 404, description = "No such sandbox or file", body = ErrorBody),
+))]
 pub async fn stat(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -181,12 +237,21 @@ pub async fn stat(
     Ok(Json(state.sandboxes.stat_file(&id, &path).await?.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GlobQuery {
+    /// A glob such as `/tmp/*.txt`; required.
     #[serde(default)]
     pub pattern: Option<String>,
 }
 
+/// Paths matching a glob (read scope).
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/files/glob", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), GlobQuery), responses(
+    (status = 200, description = "Matching paths", body = Vec<String>),
+    (status = 400, description = "No pattern", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
 pub async fn glob(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -200,49 +265,66 @@ pub async fn glob(
     Ok(Json(state.sandboxes.glob(&id, &pattern).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MoveBody {
     pub old_path: String,
     pub new_path: String,
 }
 
+/// Moves (renames) a file (write scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/files/move", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), request_body = MoveBody, responses(
+    (status = 200, description = "`{\"status\":\"moved\"}`", body = StatusBody),
+    (status = 400, description = "A bad body or path", body = ErrorBody),
+    (status = 404, description = "No such sandbox or file", body = ErrorBody),
+))]
 pub async fn move_file(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
     JsonBody(body): JsonBody<MoveBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let old_path = required(Some(body.old_path))?;
     let new_path = required(Some(body.new_path))?;
     audit.detail(format!("{old_path} -> {new_path}"));
     state.sandboxes.move_file(&id, &old_path, &new_path).await?;
-    Ok(Json(json!({"status": "moved"})))
+    Ok(Json(StatusBody::new("moved")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChmodBody {
     pub path: String,
+    /// An octal string like `"0755"` or a number of permission bits.
+    #[schema(schema_with = super::schemas::string_or_number)]
     pub mode: Value,
 }
 
+/// Changes a file's mode (write scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/files/chmod", tag = "files", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), request_body = ChmodBody, responses(
+    (status = 200, description = "`{\"status\":\"chmod applied\"}`", body = StatusBody),
+    (status = 400, description = "A bad body, path or mode", body = ErrorBody),
+    (status = 404, description = "No such sandbox or file", body = ErrorBody),
+))]
 pub async fn chmod(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
     JsonBody(body): JsonBody<ChmodBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let path = required(Some(body.path))?;
     let mode = parse_mode(Some(&body.mode))?;
     audit.detail(format!("{path} {mode:04o}"));
     state.sandboxes.chmod(&id, &path, mode).await?;
-    Ok(Json(json!({"status": "chmod applied"})))
+    Ok(Json(StatusBody::new("chmod applied")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn modes_are_octal() {

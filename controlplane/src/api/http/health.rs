@@ -4,22 +4,35 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
+use super::schemas::{ErrorBody, HealthBody, ProviderSummary, ReadyBody, StatusBody};
 use crate::api::ApiState;
 use crate::error::{ApiError, ErrorCode};
 use crate::fleet::WorkerStatus;
 
-pub async fn health(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({"status": "ok", "version": &*state.version}))
+/// The control plane answers, and its version.
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses((status = 200, description = "Up", body = HealthBody)))]
+pub async fn health(State(state): State<ApiState>) -> Json<HealthBody> {
+    Json(HealthBody {
+        status: "ok",
+        version: state.version.to_string(),
+    })
 }
 
-pub async fn live() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The process is alive.
+#[utoipa::path(get, path = "/api/v1/live", tag = "health",
+    responses((status = 200, description = "Alive", body = StatusBody)))]
+pub async fn live() -> Json<StatusBody> {
+    Json(StatusBody::new("ok"))
 }
 
 /// Ready when the store answers and at least one online worker offers a healthy provider.
-pub async fn ready(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/ready", tag = "health", responses(
+    (status = 200, description = "Ready", body = ReadyBody),
+    (status = 503, description = "No online worker with a healthy provider", body = ErrorBody),
+))]
+pub async fn ready(State(state): State<ApiState>) -> Result<Json<ReadyBody>, ApiError> {
     state.store.ping().await?;
     let workers = state.fleet.list_workers().await?;
     let online = workers
@@ -32,11 +45,18 @@ pub async fn ready(State(state): State<ApiState>) -> Result<Json<Value>, ApiErro
             "no online worker with a healthy provider",
         ));
     }
-    Ok(Json(json!({"status": "ready", "workers_online": online})))
+    Ok(Json(ReadyBody {
+        status: "ready",
+        workers_online: online,
+    }))
 }
 
 /// Providers offered by online workers, with how many workers offer each healthily.
-pub async fn providers(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/providers", tag = "health",
+    responses((status = 200, description = "Providers", body = Vec<ProviderSummary>)))]
+pub async fn providers(
+    State(state): State<ApiState>,
+) -> Result<Json<Vec<ProviderSummary>>, ApiError> {
     let workers = state.fleet.list_workers().await?;
     let mut providers: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for worker in workers.iter().filter(|w| w.status == WorkerStatus::Online) {
@@ -48,11 +68,14 @@ pub async fn providers(State(state): State<ApiState>) -> Result<Json<Value>, Api
             }
         }
     }
-    let list: Vec<Value> = providers
+    let list = providers
         .into_iter()
-        .map(|(name, (workers, healthy))| {
-            json!({"name": name, "healthy": healthy > 0, "workers": workers, "healthy_workers": healthy})
+        .map(|(name, (workers, healthy))| ProviderSummary {
+            name,
+            healthy: healthy > 0,
+            workers,
+            healthy_workers: healthy,
         })
         .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Json(list))
 }

@@ -5,8 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
+use super::schemas::{Admission, ErrorBody, Pruned, StatusBody};
 use super::{Authorized, JsonBody, Path, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
@@ -28,6 +28,14 @@ fn validate_create(
     body.validate(state.sandboxes.settings())
 }
 
+/// Creates a sandbox on a worker that can hold it (write scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
+    params(("X-User-Id" = Option<String>, Header, description = "The owner when the body names none")), request_body = CreateRequest, responses(
+    (status = 201, description = "Created", body = SandboxView),
+    (status = 400, description = "A bad body", body = ErrorBody),
+    (status = 429, description = "No worker has room for it", body = ErrorBody),
+    (status = 503, description = "No worker offers the provider", body = ErrorBody),
+))]
 pub async fn create(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
@@ -45,13 +53,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(sandbox)))
 }
 
-/// Whether a create would be admitted now, without creating anything.
+/// Whether a create would be admitted now, without creating anything (read scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes/admission", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
+    params(("X-User-Id" = Option<String>, Header, description = "The owner when the body names none")), request_body = CreateRequest, responses(
+    (status = 200, description = "The decision", body = Admission),
+    (status = 400, description = "A body that is not a create request", body = ErrorBody),
+))]
 pub async fn admission(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Admission>, ApiError> {
     let active = state.sandboxes.list().await?.len();
     let max_ttl = humantime::format_duration(state.sandboxes.settings().limits.max_ttl).to_string();
     let decision = match validate_create(body, &state, &headers) {
@@ -62,16 +75,19 @@ pub async fn admission(
             Err(err) => (false, false, err.to_string()),
         },
     };
-    Ok(Json(json!({
-        "allowed": decision.0,
-        "queueable": decision.1,
-        "reason": decision.2,
-        "active_sandboxes": active,
-        "max_sandboxes": state.sandboxes.total_capacity().await?,
-        "max_ttl": max_ttl,
-    })))
+    Ok(Json(Admission {
+        allowed: decision.0,
+        queueable: decision.1,
+        reason: decision.2,
+        active_sandboxes: active,
+        max_sandboxes: state.sandboxes.total_capacity().await?,
+        max_ttl,
+    }))
 }
 
+/// Every sandbox not yet destroyed (read scope).
+#[utoipa::path(get, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Sandboxes", body = Vec<SandboxView>)))]
 pub async fn list(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -79,6 +95,11 @@ pub async fn list(
     Ok(Json(state.sandboxes.list().await?))
 }
 
+/// One sandbox (read scope).
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Sandbox id")), responses(
+    (status = 200, description = "The sandbox", body = SandboxView),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
 pub async fn get(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -87,21 +108,34 @@ pub async fn get(
     Ok(Json(state.sandboxes.get(&id).await?))
 }
 
+/// Destroys a sandbox (write scope).
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Sandbox id")), responses(
+    (status = 200, description = "`{\"status\":\"destroyed\"}`", body = StatusBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
 pub async fn destroy(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     state.sandboxes.destroy(&id).await?;
-    Ok(Json(json!({"status": "destroyed"})))
+    Ok(Json(StatusBody::new("destroyed")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ExtendBody {
+    /// A Go-style duration added to the expiry, default `30m`.
     #[serde(default)]
     pub ttl: Option<String>,
 }
 
+/// Pushes a sandbox's expiry back (write scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/extend", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Sandbox id")),
+    request_body = ExtendBody, responses(
+    (status = 200, description = "The sandbox", body = SandboxView),
+    (status = 400, description = "A bad body or ttl", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
 pub async fn extend(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
@@ -112,10 +146,13 @@ pub async fn extend(
     Ok(Json(state.sandboxes.extend(&id, &ttl).await?))
 }
 
+/// Destroys every expired sandbox now (write scope).
+#[utoipa::path(delete, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "How many were pruned", body = Pruned)))]
 pub async fn prune(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Pruned>, ApiError> {
     let pruned = state.sandboxes.prune_expired().await?;
-    Ok(Json(json!({"pruned": pruned})))
+    Ok(Json(Pruned { pruned }))
 }

@@ -3,17 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use serde_json::{Value, json};
-
+use super::schemas::{CaStatus, FleetStatus, SandboxTally, WorkerTally};
 use super::{Authorized, ReadScope};
 use crate::api::ApiState;
 use crate::error::ApiError;
 use crate::sandboxes::rfc3339;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 
+/// Prometheus metrics (OpenMetrics text); no key needed.
+#[utoipa::path(get, path = "/metrics", tag = "status", responses(
+    (status = 200, description = "Metrics", body = String,
+        content_type = "application/openmetrics-text"),
+))]
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let workers = state.fleet.list_workers().await?;
     let ca_not_after = state.fleet.authority().ca().not_after();
@@ -31,14 +35,19 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
     ))
 }
 
+/// The fleet at a glance (read scope).
+#[utoipa::path(get, path = "/api/v1/status", tag = "status", security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Status", body = FleetStatus)))]
 pub async fn status(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FleetStatus>, ApiError> {
     let workers = state.fleet.list_workers().await?;
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     for worker in &workers {
-        *by_status.entry(worker.status.as_str()).or_default() += 1;
+        *by_status
+            .entry(worker.status.as_str().to_owned())
+            .or_default() += 1;
     }
     let sandboxes = state.sandboxes.list().await?;
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
@@ -46,16 +55,22 @@ pub async fn status(
         *by_state.entry(sandbox.state.clone()).or_default() += 1;
     }
     let ca = state.fleet.authority().ca();
-    Ok(Json(json!({
-        "version": &*state.version,
-        "trust_domain": ca.trust_domain(),
-        "store": state.store.backend().as_str(),
-        "ca": {
-            "fingerprint": ca.fingerprint(),
-            "expires_at": rfc3339(ca.not_after()),
+    Ok(Json(FleetStatus {
+        version: state.version.to_string(),
+        trust_domain: ca.trust_domain().to_owned(),
+        store: state.store.backend().as_str().to_owned(),
+        ca: CaStatus {
+            fingerprint: ca.fingerprint(),
+            expires_at: rfc3339(ca.not_after()),
         },
-        "workers": {"total": workers.len(), "by_status": by_status},
-        "sandboxes": {"total": sandboxes.len(), "by_state": by_state},
-        "capacity": state.sandboxes.total_capacity().await?,
-    })))
+        workers: WorkerTally {
+            total: workers.len(),
+            by_status,
+        },
+        sandboxes: SandboxTally {
+            total: sandboxes.len(),
+            by_state,
+        },
+        capacity: state.sandboxes.total_capacity().await?,
+    }))
 }

@@ -5,12 +5,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::schemas::ErrorBody;
 use super::{AdminScope, Authorized, JsonBody};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::fleet::{IssuedJoinToken, JoinTokenRequest};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenBody {
     #[serde(default)]
@@ -22,6 +23,12 @@ pub struct CreateTokenBody {
     pub uses: Option<u32>,
 }
 
+/// A join token a worker enrolls with (admin scope).
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "workers", security(("api_key" = []), ("bearer" = [])),
+    request_body = CreateTokenBody, responses(
+    (status = 201, description = "The token (shown once)", body = IssuedJoinToken),
+    (status = 400, description = "A bad body, ttl or uses", body = ErrorBody),
+))]
 pub async fn create(
     Authorized(caller, _): Authorized<AdminScope>,
     State(state): State<ApiState>,

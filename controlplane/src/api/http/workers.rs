@@ -3,11 +3,15 @@
 use axum::Json;
 use axum::extract::State;
 
+use super::schemas::{ErrorBody, RevokedBody};
 use super::{AdminScope, Authorized, JsonBody, Path, ReadScope};
 use crate::api::ApiState;
 use crate::error::ApiError;
 use crate::fleet::WorkerView;
 
+/// Every enrolled worker (read scope).
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers", security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Workers", body = Vec<WorkerView>)))]
 pub async fn list(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -15,6 +19,11 @@ pub async fn list(
     Ok(Json(state.fleet.list_workers().await?))
 }
 
+/// One worker (read scope).
+#[utoipa::path(get, path = "/api/v1/workers/{id}", tag = "workers", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Worker id")), responses(
+    (status = 200, description = "The worker", body = WorkerView),
+    (status = 404, description = "No such worker", body = ErrorBody),
+))]
 pub async fn get(
     _caller: Authorized<ReadScope>,
     State(state): State<ApiState>,
@@ -23,22 +32,30 @@ pub async fn get(
     Ok(Json(state.fleet.get_worker(&id).await?))
 }
 
-/// `POST /api/v1/workers/{id}/revoke` (admin).
+/// `POST /api/v1/workers/{id}/revoke` (admin): its credentials are refused from now on.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/revoke", tag = "workers", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Worker id")), responses(
+    (status = 200, description = "Revoked", body = RevokedBody),
+    (status = 404, description = "No such worker", body = ErrorBody),
+))]
 pub async fn revoke(
     _caller: Authorized<AdminScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RevokedBody>, ApiError> {
     let revoked = state.fleet.revoke_worker(&id).await?;
-    Ok(Json(serde_json::json!({
-        "status": "revoked",
-        "worker_id": revoked.worker_id,
-        "lost_sandboxes": revoked.lost_sandboxes,
-        "closed_connections": revoked.closed_connections,
-    })))
+    Ok(Json(RevokedBody {
+        status: "revoked",
+        worker_id: revoked.worker_id,
+        lost_sandboxes: revoked.lost_sandboxes,
+        closed_connections: revoked.closed_connections,
+    }))
 }
 
 /// `POST /api/v1/workers/{id}/cordon` (admin): no new sandboxes, nothing stopped.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/cordon", tag = "workers", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Worker id")), responses(
+    (status = 200, description = "The worker", body = WorkerView),
+    (status = 404, description = "No such worker", body = ErrorBody),
+))]
 pub async fn cordon(
     _caller: Authorized<AdminScope>,
     State(state): State<ApiState>,
@@ -48,6 +65,10 @@ pub async fn cordon(
 }
 
 /// `POST /api/v1/workers/{id}/uncordon` (admin).
+#[utoipa::path(post, path = "/api/v1/workers/{id}/uncordon", tag = "workers", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Worker id")), responses(
+    (status = 200, description = "The worker", body = WorkerView),
+    (status = 404, description = "No such worker", body = ErrorBody),
+))]
 pub async fn uncordon(
     _caller: Authorized<AdminScope>,
     State(state): State<ApiState>,
@@ -56,7 +77,7 @@ pub async fn uncordon(
     Ok(Json(state.fleet.set_cordoned(&id, false).await?))
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainBody {
     /// e.g. "10m": what is left then is destroyed; none waits until it is gone.
@@ -68,6 +89,12 @@ pub struct DrainBody {
 }
 
 /// `POST /api/v1/workers/{id}/drain` (admin).
+#[utoipa::path(post, path = "/api/v1/workers/{id}/drain", tag = "workers", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Worker id")),
+    request_body = DrainBody, responses(
+    (status = 200, description = "The worker, draining", body = WorkerView),
+    (status = 400, description = "A bad body or deadline", body = ErrorBody),
+    (status = 404, description = "No such worker", body = ErrorBody),
+))]
 pub async fn drain(
     _caller: Authorized<AdminScope>,
     State(state): State<ApiState>,
@@ -79,6 +106,10 @@ pub async fn drain(
 }
 
 /// `POST /api/v1/workers/{id}/undrain` (admin).
+#[utoipa::path(post, path = "/api/v1/workers/{id}/undrain", tag = "workers", security(("api_key" = []), ("bearer" = [])), params(("id" = String, Path, description = "Worker id")), responses(
+    (status = 200, description = "The worker", body = WorkerView),
+    (status = 404, description = "No such worker", body = ErrorBody),
+))]
 pub async fn undrain(
     _caller: Authorized<AdminScope>,
     State(state): State<ApiState>,
