@@ -27,6 +27,7 @@ fn settings() -> &'static SandboxSettings {
     SETTINGS.get_or_init(|| SandboxSettings {
         limits: SandboxesConfig::default(),
         heartbeat_grace: Duration::from_secs(30),
+        lease_duration: Duration::from_secs(300),
     })
 }
 
