@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 cargo test --workspace --quiet
 BERTH_SMOKE_PROVIDER=mock bash smoke/smoke.sh
 BERTH_SMOKE_PROVIDER=docker bash smoke/smoke.sh
+# the README's quickstarts, run as written (default ports; temporary HOME and data dir)
+bash smoke/readme-quickstart.sh mock
+bash smoke/readme-quickstart.sh docker
 bash smoke/replicas.sh
 # a worker in a network namespace, its link cut (skips without root unless
 # BERTH_REQUIRE_NETNS=1)

@@ -5,6 +5,7 @@
 mod audit;
 mod backup;
 mod client;
+mod copy;
 mod logging;
 mod output;
 mod sandbox;

@@ -125,6 +125,10 @@ pub enum SandboxCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Copy files or directory trees between this machine and a sandbox, either way
+    /// (`berth sandbox cp ./src sbx-1:/workspace`, `berth sandbox cp sbx-1:out .`; `-`
+    /// is a tar stream on stdin or stdout).
+    Cp(crate::copy::CopyArgs),
     /// Set a sandbox's expiry to now + ttl.
     Extend {
         id: String,
@@ -342,6 +346,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             eprintln!("destroyed {id}");
             Ok(())
         }
+        SandboxCommand::Cp(args) => crate::copy::run(args).await,
         SandboxCommand::Extend { id, ttl, client } => {
             let sandbox: Value = ApiClient::new(&client)?
                 .post(
