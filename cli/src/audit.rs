@@ -4,7 +4,8 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use crate::client::{ApiClient, ClientArgs};
-use crate::output;
+use crate::outln;
+use crate::output::{self, Table, TableStyle};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -13,8 +14,12 @@ pub enum AuditCommand {
         /// Only records newer than this: a duration back from now (1h) or unix ms.
         #[arg(long)]
         since: Option<String>,
+        /// At most this many records.
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        /// Print the table without its header line.
+        #[arg(long)]
+        no_headers: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -30,6 +35,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::List {
             since,
             limit,
+            no_headers,
             client,
         } => {
             let mut path = format!("/api/v1/audit?limit={limit}");
@@ -37,12 +43,20 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                 path.push_str(&format!("&since={since}"));
             }
             let records: Vec<Value> = ApiClient::new(&client)?.get(&path).await?;
-            if client.json() {
-                return output::json(&Value::Array(records));
+            if client.structured() {
+                return output::structured(client.output, &Value::Array(records));
             }
-            let rows: Vec<Vec<String>> = records
-                .iter()
-                .map(|r| {
+            let mut table = Table::new(&[
+                "SEQ",
+                "TIME",
+                "ACTOR",
+                "OPERATION",
+                "SANDBOX",
+                "OUTCOME",
+                "DETAIL",
+            ]);
+            for record in &records {
+                table.row(
                     [
                         "seq",
                         "time",
@@ -53,35 +67,27 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                         "detail",
                     ]
                     .iter()
-                    .map(|field| output::text(&r[*field]))
-                    .collect()
-                })
-                .collect();
-            output::table(
-                &[
-                    "SEQ",
-                    "TIME",
-                    "ACTOR",
-                    "OPERATION",
-                    "SANDBOX",
-                    "OUTCOME",
-                    "DETAIL",
-                ],
-                &rows,
-            );
+                    .map(|field| output::text(&record[*field]))
+                    .collect(),
+                );
+            }
+            table.print(&TableStyle {
+                headers: !no_headers,
+                ..TableStyle::default()
+            })?;
             Ok(())
         }
         AuditCommand::Verify { client } => {
             let verification: Value = ApiClient::new(&client)?.get("/api/v1/audit/verify").await?;
-            if client.json() {
-                output::json(&verification)?;
+            if client.structured() {
+                output::structured(client.output, &verification)?;
             }
             if verification["ok"].as_bool() == Some(true) {
-                if !client.json() {
-                    println!(
+                if !client.structured() {
+                    outln!(
                         "audit log intact: {} records",
                         output::text(&verification["records"])
-                    );
+                    )?;
                 }
                 return Ok(());
             }

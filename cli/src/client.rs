@@ -1,75 +1,262 @@
-//! The client commands' connection to the public API: URL, API key (flag, variable,
-//! key file, or the admin.key of a control plane's data dir next to us), TLS trust, and
-//! turning `{"code","message"}` error bodies into readable errors.
+//! The client commands' connection to the public API: where it is and which key and CA
+//! to use (flag > environment > the current context > built-in defaults: see
+//! [`Connection::resolve`]), two HTTP clients (short control calls with a total
+//! timeout; streams and long calls with none), and turning `{"code","message"}` error
+//! bodies into [`ApiError`]s.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::contexts::{self, ContextEntry};
+use crate::output::Format;
+
+/// Where nothing else says where the control plane is.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7423";
+/// The data dir whose admin.key and ca.pem are used when nothing else names a key or CA.
+const DEFAULT_DATA_DIR: &str = "berth-data";
+/// The total time a short control call (list, get, create, …) may take.
+const CONTROL_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connecting may take this long, on every call, long or short.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive on every connection, so a stream over a dead peer ends eventually
+/// while a silent but live one (an exec printing nothing for minutes) does not.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Public API URL.
-    #[arg(long, env = "BERTH_API_URL", default_value = "http://127.0.0.1:7423")]
-    pub api_url: String,
+    /// Public API URL [default: the context's, else http://127.0.0.1:7423].
+    #[arg(long, env = "BERTH_API_URL")]
+    pub api_url: Option<String>,
     /// API key (X-API-Key).
     #[arg(long, env = "BERTH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// File holding the API key.
     #[arg(long, env = "BERTH_API_KEY_FILE", conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
-    /// A control plane's data dir; its admin.key and ca.pem are used when no key or CA is given.
-    #[arg(long, env = "BERTH_DATA_DIR", default_value = "berth-data")]
-    pub data_dir: PathBuf,
+    /// A control plane's data dir; its admin.key and ca.pem are used when no key or CA
+    /// is given [default: berth-data, after the context's].
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// CA certificate to trust for an https:// API URL (default: <data-dir>/ca.pem).
     #[arg(long, env = "BERTH_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Output format.
-    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
-    pub output: String,
+    /// Use this context of the client config instead of its current one.
+    #[arg(long, env = "BERTH_CONTEXT")]
+    pub context: Option<String>,
+    /// Output format: table, wide (more columns), json or yaml.
+    #[arg(short = 'o', long, default_value = "table", value_enum)]
+    pub output: Format,
 }
 
 impl ClientArgs {
-    pub fn json(&self) -> bool {
-        self.output == "json"
+    /// Whether the output is for scripts (json or yaml) rather than a table.
+    pub fn structured(&self) -> bool {
+        matches!(self.output, Format::Json | Format::Yaml)
+    }
+}
+
+/// Where the control plane is and how to authenticate to it, after precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub api_url: String,
+    pub key: KeySource,
+    /// The CA file for https, and whether it was asked for (a missing default is
+    /// reported differently from a missing named file only in wording).
+    pub ca_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Literal(String),
+    File(PathBuf),
+    /// A data dir's admin.key, used only when it exists.
+    DefaultFile(PathBuf),
+}
+
+impl Connection {
+    /// Flag or environment (clap merges those two, the flag winning) > the chosen
+    /// context (`--context`, else the config's current one) > built-in defaults.
+    pub fn resolve(args: &ClientArgs, context: Option<&ContextEntry>) -> Self {
+        let api_url = args
+            .api_url
+            .clone()
+            .or_else(|| context.map(|c| c.api_url.clone()))
+            .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
+        let default_dir = PathBuf::from(DEFAULT_DATA_DIR);
+        let key = if let Some(key) = &args.api_key {
+            KeySource::Literal(key.trim().to_owned())
+        } else if let Some(file) = &args.api_key_file {
+            KeySource::File(file.clone())
+        } else if let Some(dir) = &args.data_dir {
+            KeySource::DefaultFile(dir.join("admin.key"))
+        } else if let Some(key) = context.and_then(|c| c.api_key.clone()) {
+            KeySource::Literal(key.trim().to_owned())
+        } else if let Some(file) = context.and_then(|c| c.api_key_file.clone()) {
+            KeySource::File(file)
+        } else {
+            KeySource::DefaultFile(default_dir.join("admin.key"))
+        };
+        let ca_file = args
+            .ca_file
+            .clone()
+            .or_else(|| args.data_dir.as_ref().map(|dir| dir.join("ca.pem")))
+            .or_else(|| context.and_then(|c| c.ca_file.clone()))
+            .unwrap_or_else(|| default_dir.join("ca.pem"));
+        Self {
+            api_url,
+            key,
+            ca_file,
+        }
+    }
+
+    fn key(&self) -> anyhow::Result<Option<String>> {
+        let path = match &self.key {
+            KeySource::Literal(key) => return Ok(Some(key.clone())),
+            KeySource::File(path) => path,
+            KeySource::DefaultFile(path) if path.exists() => path,
+            KeySource::DefaultFile(_) => return Ok(None),
+        };
+        let key = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read API key file {}", path.display()))?;
+        Ok(Some(key.trim().to_owned()))
+    }
+}
+
+/// An error answer of the API.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    /// The sandbox a failed create made (its record stays, in state error).
+    pub sandbox_id: Option<String>,
+    hint: &'static str,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}{}",
+            self.code, self.status, self.message, self.hint
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    fn from_body(status: reqwest::StatusCode, body: &[u8], has_key: bool) -> Self {
+        let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED && !has_key {
+            " (no API key: pass --api-key, set BERTH_API_KEY, add a context, or run next to the control plane's data dir)"
+        } else {
+            ""
+        };
+        Self {
+            status: status.as_u16(),
+            code: error["code"].as_str().unwrap_or("ERROR").to_owned(),
+            message: error["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
+            sandbox_id: error["sandbox_id"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned),
+            hint,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn for_test(status: u16, code: &str, sandbox_id: Option<&str>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: "boom".to_owned(),
+            sandbox_id: sandbox_id.map(str::to_owned),
+            hint: "",
+        }
+    }
+
+    /// An exec that ran out of its time (HTTP 408, code TIMEOUT).
+    pub fn is_timeout(&self) -> bool {
+        self.status == 408 || self.code == "TIMEOUT"
     }
 }
 
 pub struct ApiClient {
-    http: reqwest::Client,
+    /// Short control calls: a total timeout per request.
+    control: reqwest::Client,
+    /// Streams and long calls (exec, logs -f, cat, put): no total timeout, only the
+    /// connect timeout and TCP keepalive; they last as long as the work does.
+    long: reqwest::Client,
     base: String,
     key: Option<String>,
 }
 
 impl ApiClient {
     pub fn new(args: &ClientArgs) -> anyhow::Result<Self> {
-        let base = args.api_url.trim_end_matches('/').to_owned();
-        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
-        if base.starts_with("https://") {
-            builder = builder.use_preconfigured_tls(tls_config(args)?);
-        } else if !base.starts_with("http://") {
+        let context = contexts::selected(args.context.as_deref())?;
+        Self::connect(&Connection::resolve(args, context.as_ref()))
+    }
+
+    pub fn connect(connection: &Connection) -> anyhow::Result<Self> {
+        let base = connection.api_url.trim_end_matches('/').to_owned();
+        let tls = if base.starts_with("https://") {
+            Some(tls_config(&connection.ca_file)?)
+        } else if base.starts_with("http://") {
+            None
+        } else {
             bail!("api url {base:?} must start with http:// or https://");
-        }
+        };
+        let builder = || {
+            let builder = reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_keepalive(TCP_KEEPALIVE);
+            match &tls {
+                Some(config) => builder.use_preconfigured_tls(config.clone()),
+                None => builder,
+            }
+        };
         Ok(Self {
-            http: builder.build()?,
+            control: builder().timeout(CONTROL_CALL_TIMEOUT).build()?,
+            long: builder().build()?,
             base,
-            key: api_key(args)?,
+            key: connection.key()?,
         })
     }
 
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.http.get(self.url(path))).await
+        self.send(self.control.get(self.url(path))).await
     }
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
-        self.send(self.http.post(self.url(path)).json(body)).await
+        self.send(self.control.post(self.url(path)).json(body))
+            .await
+    }
+
+    /// A POST that may take as long as the work it starts (a whole exec).
+    pub async fn post_long<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<T> {
+        self.send(self.long.post(self.url(path)).json(body)).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.http.delete(self.url(path))).await
+        self.send(self.control.delete(self.url(path))).await
     }
 
     /// Sends `request` (built on [`ApiClient::request`]) and returns the raw response
@@ -85,12 +272,13 @@ impl ApiClient {
         }
         let status = response.status();
         let body = response.bytes().await?;
-        Err(self.error(status, &body))
+        Err(self.error(status, &body).into())
     }
 
-    /// A request to `path` on the API, not yet sent.
+    /// A request to `path` on the API, not yet sent, on the client without a total
+    /// timeout (for streams and transfers).
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path))
+        self.long.request(method, self.url(path))
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -108,61 +296,37 @@ impl ApiClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<T> {
-        let response = self
-            .authorized(request)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the control plane at {}", self.base))?;
+        let response = self.authorized(request).send().await.map_err(|err| {
+            let what = if err.is_timeout() {
+                format!(
+                    "the control plane at {} did not answer within {}s",
+                    self.base,
+                    CONTROL_CALL_TIMEOUT.as_secs()
+                )
+            } else {
+                format!("cannot reach the control plane at {}", self.base)
+            };
+            anyhow::Error::new(err).context(what)
+        })?;
         let status = response.status();
-        let body = response.bytes().await?;
+        let body = response
+            .bytes()
+            .await
+            .context("the control plane's answer was cut off")?;
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .context("the control plane answered with unexpected JSON");
         }
-        Err(self.error(status, &body))
+        Err(self.error(status, &body).into())
     }
 
-    fn error(&self, status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
-        let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let code = error["code"].as_str().unwrap_or("ERROR");
-        let message = error["message"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-        let hint = if status == reqwest::StatusCode::UNAUTHORIZED && self.key.is_none() {
-            " (no API key: pass --api-key, set BERTH_API_KEY, or run next to the control plane's data dir)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("{code} ({}): {message}{hint}", status.as_u16())
+    fn error(&self, status: reqwest::StatusCode, body: &[u8]) -> ApiError {
+        ApiError::from_body(status, body, self.key.is_some())
     }
 }
 
-fn api_key(args: &ClientArgs) -> anyhow::Result<Option<String>> {
-    if let Some(key) = &args.api_key {
-        return Ok(Some(key.trim().to_owned()));
-    }
-    let path = match &args.api_key_file {
-        Some(path) => path.clone(),
-        None => {
-            let default = args.data_dir.join("admin.key");
-            if !default.exists() {
-                return Ok(None);
-            }
-            default
-        }
-    };
-    let key = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read API key file {}", path.display()))?;
-    Ok(Some(key.trim().to_owned()))
-}
-
-fn tls_config(args: &ClientArgs) -> anyhow::Result<rustls::ClientConfig> {
-    let path = args
-        .ca_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("ca.pem"));
-    let pem = std::fs::read(&path)
+fn tls_config(path: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    let pem = std::fs::read(path)
         .with_context(|| format!("cannot read CA certificate {} (--ca-file)", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     use rustls_pki_types::pem::PemObject;
@@ -175,4 +339,85 @@ fn tls_config(args: &ClientArgs) -> anyhow::Result<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ClientArgs {
+        ClientArgs {
+            api_url: None,
+            api_key: None,
+            api_key_file: None,
+            data_dir: None,
+            ca_file: None,
+            context: None,
+            output: Format::Table,
+        }
+    }
+
+    fn context() -> ContextEntry {
+        ContextEntry {
+            api_url: "https://cp.example:7423".into(),
+            api_key: None,
+            api_key_file: Some("/keys/prod.key".into()),
+            ca_file: Some("/keys/prod-ca.pem".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_flags_or_context() {
+        let connection = Connection::resolve(&args(), None);
+        assert_eq!(connection.api_url, DEFAULT_API_URL);
+        assert_eq!(
+            connection.key,
+            KeySource::DefaultFile("berth-data/admin.key".into())
+        );
+        assert_eq!(connection.ca_file, PathBuf::from("berth-data/ca.pem"));
+    }
+
+    #[test]
+    fn the_context_beats_the_defaults() {
+        let connection = Connection::resolve(&args(), Some(&context()));
+        assert_eq!(connection.api_url, "https://cp.example:7423");
+        assert_eq!(connection.key, KeySource::File("/keys/prod.key".into()));
+        assert_eq!(connection.ca_file, PathBuf::from("/keys/prod-ca.pem"));
+    }
+
+    #[test]
+    fn flags_and_environment_beat_the_context() {
+        let mut flags = args();
+        flags.api_url = Some("http://127.0.0.1:9".into());
+        flags.api_key = Some(" k \n".into());
+        flags.ca_file = Some("/ca.pem".into());
+        let connection = Connection::resolve(&flags, Some(&context()));
+        assert_eq!(connection.api_url, "http://127.0.0.1:9");
+        assert_eq!(connection.key, KeySource::Literal("k".into()));
+        assert_eq!(connection.ca_file, PathBuf::from("/ca.pem"));
+
+        let mut dir = args();
+        dir.data_dir = Some("/cp".into());
+        let connection = Connection::resolve(&dir, Some(&context()));
+        assert_eq!(
+            connection.key,
+            KeySource::DefaultFile("/cp/admin.key".into())
+        );
+        assert_eq!(connection.ca_file, PathBuf::from("/cp/ca.pem"));
+    }
+
+    #[test]
+    fn error_bodies_carry_the_sandbox_id_and_timeouts_are_recognised() {
+        let body = br#"{"code":"UNAVAILABLE","message":"spawn failed","sandbox_id":"sbx-1"}"#;
+        let error = ApiError::from_body(reqwest::StatusCode::SERVICE_UNAVAILABLE, body, true);
+        assert_eq!(error.sandbox_id.as_deref(), Some("sbx-1"));
+        assert_eq!(error.to_string(), "UNAVAILABLE (503): spawn failed");
+        assert!(!error.is_timeout());
+        let timeout = ApiError::from_body(
+            reqwest::StatusCode::REQUEST_TIMEOUT,
+            br#"{"code":"TIMEOUT","message":"timed out"}"#,
+            true,
+        );
+        assert!(timeout.is_timeout());
+    }
 }

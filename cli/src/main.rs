@@ -6,38 +6,75 @@ mod audit;
 mod backup;
 mod client;
 mod copy;
+mod completion;
+mod confirm;
+mod contexts;
+mod exit;
+mod ids;
 mod logging;
 mod output;
 mod sandbox;
 mod serve;
 mod status;
 mod tokens;
+mod version;
+mod watch;
 mod worker;
 mod workers;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0    success
+  1    an error (the message is on stderr)
+  2    bad usage (unknown flag, missing argument)
+  N    sandbox exec: the command's own exit status
+  124  sandbox exec: the command ran out of its --timeout
+  141  stdout was closed early (e.g. piped into head), as for a tool ended by SIGPIPE
+
+Client commands find the control plane from --api-url/--api-key/--ca-file, else
+BERTH_API_URL/BERTH_API_KEY/BERTH_CA_FILE, else the current context of the client
+config (berth context; $BERTH_CLIENT_CONFIG or ~/.config/berth/config.yaml), else
+http://127.0.0.1:7423 with the key in ./berth-data/admin.key.";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
     version,
-    about = "Self-hosted sandbox fleet: control plane, worker and client"
+    about = "Self-hosted sandbox fleet: control plane, worker and client",
+    after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Log output format.
-    #[arg(long, global = true, env = "BERTH_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
-    log_format: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logging of the long-running commands (`serve`, `worker`).
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// Log output format.
+    #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane.
-    Serve(serve::ServeArgs),
+    Serve {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
     /// Run a worker that enrolls with a control plane.
-    Worker(worker::WorkerArgs),
-    /// Sandboxes: create, exec, files, logs, destroy.
+    Worker {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        args: worker::WorkerArgs,
+    },
+    /// Sandboxes: create, list, exec, files, logs, destroy, prune.
     Sandbox {
         #[command(subcommand)]
         command: sandbox::SandboxCommand,
@@ -57,11 +94,25 @@ enum Command {
         #[command(subcommand)]
         command: tokens::TokenCommand,
     },
-    /// Inspect the fleet's workers.
+    /// Inspect and manage the fleet's workers.
     Workers {
         #[command(subcommand)]
         command: workers::WorkersCommand,
     },
+    /// Control planes the client knows (the client config's contexts).
+    Context {
+        #[command(subcommand)]
+        command: contexts::ContextCommand,
+    },
+    /// This client's version and the control plane's.
+    Version {
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Print a shell completion script (bash: source <(berth completion bash)).
+    Completion(completion::CompletionArgs),
+    /// Write man pages for berth and every subcommand.
+    Man(completion::ManArgs),
     /// Copy the SQLite store to FILE, consistently, while the control plane runs.
     Backup(backup::BackupArgs),
     /// Replace the SQLite store with a backup; every control plane on it must be
@@ -84,12 +135,12 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => {
-                logging::init(&cli.log_format);
+            Command::Serve { log, args } => {
+                logging::init(&log.log_format);
                 serve::run(args).await
             }
-            Command::Worker(args) => {
-                logging::init(&cli.log_format);
+            Command::Worker { log, args } => {
+                logging::init(&log.log_format);
                 worker::run(args).await
             }
             Command::Sandbox { command } => sandbox::run(command).await,
@@ -97,15 +148,78 @@ fn main() -> std::process::ExitCode {
             Command::Audit { command } => audit::run(command).await,
             Command::Status { client } => status::run(client).await,
             Command::Workers { command } => workers::run(command).await,
+            Command::Context { command } => contexts::run(command),
+            Command::Version { client } => version::run(client).await,
+            Command::Completion(args) => completion::completion(&args, Cli::command()),
+            Command::Man(args) => completion::man(&args, Cli::command()),
             Command::Backup(args) => backup::backup(args).await,
             Command::Restore(args) => backup::restore(args).await,
         }
     });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+    // an exec's own status (0–255 by then) or one of exit.rs's
+    let status = exit::status(result);
+    std::process::ExitCode::from(u8::try_from(status & 0xff).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument and subcommand says what it is for in `--help`.
+    #[test]
+    fn every_flag_argument_and_subcommand_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
         }
+        let mut command = Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "berth", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
+
+    /// `serve` and `worker` do not show the client's flags; the client commands do not
+    /// show `--log-format`.
+    #[test]
+    fn client_and_server_flags_stay_apart() {
+        let command = Cli::command();
+        let flags = |path: &[&str]| -> Vec<String> {
+            let mut cmd = &command;
+            for name in path {
+                cmd = cmd.find_subcommand(name).expect("subcommand");
+            }
+            cmd.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_owned))
+                .collect()
+        };
+        for server in [&["serve"][..], &["worker"]] {
+            let flags = flags(server);
+            assert!(flags.contains(&"log-format".to_owned()), "{server:?}");
+            for client in ["api-url", "output", "api-key", "context"] {
+                assert!(
+                    !flags.contains(&client.to_owned()),
+                    "{server:?} has --{client}"
+                );
+            }
+        }
+        let list = flags(&["sandbox", "list"]);
+        assert!(list.contains(&"api-url".to_owned()));
+        assert!(!list.contains(&"log-format".to_owned()));
+        Cli::command().debug_assert();
     }
 }

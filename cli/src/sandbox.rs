@@ -5,29 +5,37 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::client::{ApiClient, ClientArgs};
-use crate::output;
+use crate::client::{ApiClient, ApiError, ClientArgs};
+use crate::confirm::confirm;
+use crate::exit::{self, Exit};
+use crate::output::{self, Format, ListArgs, Table, TableStyle};
+use crate::{ids, out, outln, watch};
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
-    /// Create a sandbox.
+    /// Create a sandbox; prints its id.
     Create {
+        /// Image to start (default: the control plane's default image).
         #[arg(long)]
         image: Option<String>,
+        /// Provider to run it with (e.g. mock, docker).
         #[arg(long)]
         provider: Option<String>,
+        /// Memory limit in MiB.
         #[arg(long)]
         memory_mb: Option<u64>,
+        /// Number of virtual CPUs.
         #[arg(long)]
         vcpus: Option<u32>,
         /// Lifetime, e.g. 30m.
         #[arg(long)]
         ttl: Option<String>,
+        /// Owner id to record (admin keys only).
         #[arg(long)]
         owner: Option<String>,
         /// Metadata entry KEY=VALUE (repeatable).
@@ -42,17 +50,39 @@ pub enum SandboxCommand {
     },
     /// List sandboxes that are not destroyed.
     List {
+        /// Only sandboxes in these states (comma list or repeated: running,lost,…).
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+        /// Only sandboxes on this worker (id or unique prefix).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Only sandboxes of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only sandboxes whose metadata has KEY=VALUE (repeatable; all must match).
+        #[arg(long = "label", value_parser = key_value)]
+        labels: Vec<(String, String)>,
+        #[command(flatten)]
+        list: ListArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Show one sandbox.
     Get {
+        /// Sandbox id or a unique prefix of one.
         id: String,
+        /// Redraw every 2 s (on a terminal), or print again whenever it changes.
+        #[arg(short, long)]
+        watch: bool,
+        /// Print the table without its header line.
+        #[arg(long)]
+        no_headers: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Run a command; exits with the command's exit code.
+    /// Run a command; exits with the command's exit code (124 when it timed out).
     Exec {
+        /// Sandbox id or a unique prefix of one.
         id: String,
         /// Print output as it is produced.
         #[arg(long)]
@@ -60,12 +90,13 @@ pub enum SandboxCommand {
         /// Run the words as argv instead of through the shell.
         #[arg(long)]
         argv: bool,
-        /// e.g. 30s
+        /// How long the command may run, e.g. 30s (default: the worker's, 5m).
         #[arg(long)]
         timeout: Option<String>,
         /// Environment entry KEY=VALUE (repeatable).
         #[arg(long = "env", value_parser = key_value)]
         env: Vec<(String, String)>,
+        /// Working directory inside the sandbox.
         #[arg(long)]
         workdir: Option<String>,
         /// The command and its arguments (after `--`).
@@ -76,9 +107,12 @@ pub enum SandboxCommand {
     },
     /// Console log of a sandbox.
     Logs {
+        /// Sandbox id or a unique prefix of one.
         id: String,
+        /// Keep printing new lines as they come.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// How many of the last lines to print first.
         #[arg(long, default_value_t = 100)]
         lines: u32,
         #[command(flatten)]
@@ -86,7 +120,9 @@ pub enum SandboxCommand {
     },
     /// List a directory.
     Ls {
+        /// Sandbox id or a unique prefix of one.
         id: String,
+        /// Directory inside the sandbox.
         #[arg(default_value = "/workspace")]
         path: String,
         #[command(flatten)]
@@ -94,15 +130,20 @@ pub enum SandboxCommand {
     },
     /// Print a file's bytes.
     Cat {
+        /// Sandbox id or a unique prefix of one.
         id: String,
+        /// File inside the sandbox.
         path: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Upload a local file (streamed, any size).
     Put {
+        /// Sandbox id or a unique prefix of one.
         id: String,
+        /// Local file to upload.
         local: PathBuf,
+        /// Where to write it inside the sandbox.
         remote: String,
         /// Octal mode, e.g. 0755.
         #[arg(long, default_value = "0644")]
@@ -112,8 +153,11 @@ pub enum SandboxCommand {
     },
     /// Delete a file or directory.
     Rm {
+        /// Sandbox id or a unique prefix of one.
         id: String,
+        /// File or directory inside the sandbox.
         path: String,
+        /// Delete a directory and everything in it.
         #[arg(short = 'r', long)]
         recursive: bool,
         #[command(flatten)]
@@ -121,6 +165,7 @@ pub enum SandboxCommand {
     },
     /// Destroy a sandbox.
     Destroy {
+        /// Sandbox id or a unique prefix of one.
         id: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -131,9 +176,22 @@ pub enum SandboxCommand {
     Cp(crate::copy::CopyArgs),
     /// Set a sandbox's expiry to now + ttl.
     Extend {
+        /// Sandbox id or a unique prefix of one.
         id: String,
+        /// The new lifetime from now, e.g. 1h.
         #[arg(long, default_value = "30m")]
         ttl: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove the records of expired, lost and failed sandboxes; prints how many.
+    Prune {
+        /// Only these states (comma list or repeated: expired, lost, error) [default: all three].
+        #[arg(long, value_delimiter = ',', value_parser = ["expired", "lost", "error"])]
+        state: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -164,32 +222,72 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
                 "metadata": metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 "internet": no_internet.then_some(false),
             });
-            let sandbox: Value = ApiClient::new(&client)?
-                .post("/api/v1/sandboxes", &body)
-                .await?;
-            if client.json() {
-                return output::json(&sandbox);
+            let created = ApiClient::new(&client)?
+                .post::<Value>("/api/v1/sandboxes", &body)
+                .await;
+            let sandbox = match created {
+                Ok(sandbox) => sandbox,
+                Err(err) => return Err(create_failure(err)),
+            };
+            if client.structured() {
+                return output::structured(client.output, &sandbox);
             }
-            println!("{}", output::text(&sandbox["id"]));
+            outln!("{}", output::text(&sandbox["id"]))?;
             Ok(())
         }
-        SandboxCommand::List { client } => {
-            let list: Vec<Value> = ApiClient::new(&client)?.get("/api/v1/sandboxes").await?;
-            if client.json() {
-                return output::json(&Value::Array(list));
+        SandboxCommand::List {
+            state,
+            worker,
+            owner,
+            labels,
+            list,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let worker = match worker {
+                Some(worker) => Some(ids::worker(&api, &worker).await?),
+                None => None,
+            };
+            let filter = Filter {
+                states: state,
+                worker,
+                owner,
+                labels,
+            };
+            let render = || async {
+                let all: Vec<Value> = api.get("/api/v1/sandboxes").await?;
+                let shown: Vec<Value> = all.into_iter().filter(|s| filter.matches(s)).collect();
+                render_list(&shown, &client, &list)
+            };
+            if list.watch {
+                return watch::run(render).await;
             }
-            let rows: Vec<Vec<String>> = list.iter().map(row).collect();
-            output::table(&HEADERS, &rows);
+            out!("{}", render().await?)?;
             Ok(())
         }
-        SandboxCommand::Get { id, client } => {
-            let sandbox: Value = ApiClient::new(&client)?
-                .get(&format!("/api/v1/sandboxes/{id}"))
-                .await?;
-            if client.json() {
-                return output::json(&sandbox);
+        SandboxCommand::Get {
+            id,
+            watch,
+            no_headers,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let list = ListArgs {
+                no_headers,
+                ..ListArgs::default()
+            };
+            let render = || async {
+                let sandbox: Value = api.get(&format!("/api/v1/sandboxes/{id}")).await?;
+                if client.structured() {
+                    return structured_text(client.output, &sandbox);
+                }
+                render_list(&[sandbox], &client, &list)
+            };
+            if watch {
+                return watch::run(render).await;
             }
-            output::table(&HEADERS, &[row(&sandbox)]);
+            out!("{}", render().await?)?;
             Ok(())
         }
         SandboxCommand::Exec {
@@ -209,21 +307,31 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
                 "timeout": timeout, "stream": stream,
             });
             let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
             let path = format!("/api/v1/sandboxes/{id}/exec");
             let code = if stream {
                 exec_streamed(&api, &path, &body).await?
             } else {
-                let result: Value = api.post(&path, &body).await?;
-                if client.json() {
-                    output::json(&result)?;
+                let result: Value = match api.post_long(&path, &body).await {
+                    Ok(result) => result,
+                    Err(err) => return Err(exec_failure(err)),
+                };
+                if client.structured() {
+                    output::structured(client.output, &result)?;
                 } else {
-                    print!("{}", result["stdout"].as_str().unwrap_or(""));
+                    out!("{}", result["stdout"].as_str().unwrap_or(""))?;
                     eprint!("{}", result["stderr"].as_str().unwrap_or(""));
                 }
                 result["exit_code"].as_i64().unwrap_or(1)
             };
-            std::io::stdout().flush()?;
-            std::process::exit(i32::try_from(code).unwrap_or(1));
+            if code == 0 {
+                return Ok(());
+            }
+            Err(Exit {
+                code: i32::try_from(code).unwrap_or(1),
+                message: None,
+            }
+            .into())
         }
         SandboxCommand::Logs {
             id,
@@ -232,61 +340,59 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             client,
         } => {
             let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
             let path = format!("/api/v1/sandboxes/{id}/logs?lines={lines}&follow={follow}");
             if !follow {
                 let lines: Vec<String> = api.get(&path).await?;
                 for line in lines {
-                    println!("{line}");
+                    outln!("{line}")?;
                 }
                 return Ok(());
             }
             let response = api.raw(api.request(reqwest::Method::GET, &path)).await?;
             for_each_line(response, |line| {
                 let value: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-                println!(
+                outln!(
                     "{} {}",
                     output::text(&value["time"]),
                     output::text(&value["line"])
-                );
-                None::<()>
+                )?;
+                Ok(None::<()>)
             })
             .await?;
             Ok(())
         }
         SandboxCommand::Ls { id, path, client } => {
-            let files: Vec<Value> = ApiClient::new(&client)?
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let files: Vec<Value> = api
                 .get(&format!(
                     "/api/v1/sandboxes/{id}/files/list?path={}",
                     encode(&path)
                 ))
                 .await?;
-            if client.json() {
-                return output::json(&Value::Array(files));
+            if client.structured() {
+                return output::structured(client.output, &Value::Array(files));
             }
-            let rows: Vec<Vec<String>> = files
-                .iter()
-                .map(|f| {
-                    vec![
-                        output::text(&f["mode"]),
-                        output::text(&f["size"]),
-                        output::text(&f["mod_time"]),
-                        format!(
-                            "{}{}",
-                            output::text(&f["path"]),
-                            if f["is_dir"].as_bool() == Some(true) {
-                                "/"
-                            } else {
-                                ""
-                            }
-                        ),
-                    ]
-                })
-                .collect();
-            output::table(&["MODE", "SIZE", "MODIFIED", "PATH"], &rows);
-            Ok(())
+            let mut table = Table::new(&["MODE", "SIZE", "MODIFIED", "PATH"]);
+            for f in &files {
+                let slash = if f["is_dir"].as_bool() == Some(true) {
+                    "/"
+                } else {
+                    ""
+                };
+                table.row(vec![
+                    output::text(&f["mode"]),
+                    output::text(&f["size"]),
+                    output::text(&f["mod_time"]),
+                    format!("{}{slash}", output::text(&f["path"])),
+                ]);
+            }
+            table.print(&TableStyle::default())
         }
         SandboxCommand::Cat { id, path, client } => {
             let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
             let request = api.request(
                 reqwest::Method::GET,
                 &format!("/api/v1/sandboxes/{id}/files?path={}", encode(&path)),
@@ -307,6 +413,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             client,
         } => {
             let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
             let file = tokio::fs::File::open(&local)
                 .await
                 .with_context(|| format!("cannot open {}", local.display()))?;
@@ -331,7 +438,9 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             recursive,
             client,
         } => {
-            let _: Value = ApiClient::new(&client)?
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let _: Value = api
                 .delete(&format!(
                     "/api/v1/sandboxes/{id}/files?path={}&recursive={recursive}",
                     encode(&path)
@@ -340,41 +449,175 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SandboxCommand::Destroy { id, client } => {
-            let _: Value = ApiClient::new(&client)?
-                .delete(&format!("/api/v1/sandboxes/{id}"))
-                .await?;
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let _: Value = api.delete(&format!("/api/v1/sandboxes/{id}")).await?;
             eprintln!("destroyed {id}");
             Ok(())
         }
         SandboxCommand::Cp(args) => crate::copy::run(args).await,
         SandboxCommand::Extend { id, ttl, client } => {
-            let sandbox: Value = ApiClient::new(&client)?
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let sandbox: Value = api
                 .post(
                     &format!("/api/v1/sandboxes/{id}/extend"),
                     &json!({"ttl": ttl}),
                 )
                 .await?;
-            if client.json() {
-                return output::json(&sandbox);
+            if client.structured() {
+                return output::structured(client.output, &sandbox);
             }
-            println!("{} expires at {}", id, output::text(&sandbox["expires_at"]));
+            outln!("{} expires at {}", id, output::text(&sandbox["expires_at"]))?;
+            Ok(())
+        }
+        SandboxCommand::Prune { state, yes, client } => {
+            let which = if state.is_empty() {
+                "expired, lost and error".to_owned()
+            } else {
+                state.join(", ")
+            };
+            confirm(&format!("remove every {which} sandbox record"), yes)?;
+            let path = if state.is_empty() {
+                "/api/v1/sandboxes".to_owned()
+            } else {
+                format!("/api/v1/sandboxes?state={}", encode(&state.join(",")))
+            };
+            let answer: Value = ApiClient::new(&client)?.delete(&path).await?;
+            if client.structured() {
+                return output::structured(client.output, &answer);
+            }
+            outln!("pruned {} sandboxes", output::text(&answer["pruned"]))?;
             Ok(())
         }
     }
 }
 
-/// Streams an exec's NDJSON, printing output as it comes; returns the exit code.
+/// A failed create: when the control plane made a record before failing, the error
+/// names it (`sandbox sbx-… failed: …`), so the operator can look at or destroy it.
+fn create_failure(err: anyhow::Error) -> anyhow::Error {
+    let Some(api) = err.downcast_ref::<ApiError>() else {
+        return err;
+    };
+    match &api.sandbox_id {
+        Some(id) => Exit {
+            code: 1,
+            message: Some(format!("sandbox {id} failed: {}", api.message)),
+        }
+        .into(),
+        None => err,
+    }
+}
+
+/// A failed whole exec: a timeout ends with 124.
+fn exec_failure(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast_ref::<ApiError>() {
+        Some(api) if api.is_timeout() => Exit {
+            code: exit::TIMEOUT,
+            message: Some(api.to_string()),
+        }
+        .into(),
+        _ => err,
+    }
+}
+
+/// What `sandbox list` keeps.
+struct Filter {
+    states: Vec<String>,
+    worker: Option<String>,
+    owner: Option<String>,
+    labels: Vec<(String, String)>,
+}
+
+impl Filter {
+    fn matches(&self, sandbox: &Value) -> bool {
+        let field = |name: &str| sandbox[name].as_str().unwrap_or("");
+        (self.states.is_empty() || self.states.iter().any(|s| s == field("state")))
+            && self
+                .worker
+                .as_deref()
+                .is_none_or(|w| w == field("worker_id"))
+            && self.owner.as_deref().is_none_or(|o| o == field("owner_id"))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| sandbox["metadata"][k].as_str() == Some(v.as_str()))
+    }
+}
+
+/// Sandboxes as the output flags ask, as text.
+fn render_list(
+    sandboxes: &[Value],
+    client: &ClientArgs,
+    list: &ListArgs,
+) -> anyhow::Result<String> {
+    if list.quiet {
+        let ids: Vec<String> = sandboxes
+            .iter()
+            .map(|s| output::text(&s["id"]) + "\n")
+            .collect();
+        return Ok(ids.concat());
+    }
+    if client.structured() {
+        return structured_text(client.output, &Value::Array(sandboxes.to_vec()));
+    }
+    let wide = client.output == Format::Wide;
+    let now = output::now_secs();
+    let mut headers = vec![
+        "ID", "STATE", "PROVIDER", "IMAGE", "WORKER", "AGE", "EXPIRES",
+    ];
+    if wide {
+        headers.extend(["OWNER", "MEMORY", "VCPUS", "GENERATION", "INTERNET"]);
+    }
+    let mut table = Table::new(&headers);
+    for sandbox in sandboxes {
+        let mut row = vec![
+            output::text(&sandbox["id"]),
+            output::text(&sandbox["state"]),
+            output::text(&sandbox["provider"]),
+            output::text(&sandbox["image"]),
+            output::text(&sandbox["worker_id"]),
+            output::age(&sandbox["created_at"], now),
+            output::relative(&sandbox["expires_at"], now),
+        ];
+        if wide {
+            row.extend([
+                output::text(&sandbox["owner_id"]),
+                format!("{}Mi", output::text(&sandbox["memory_mb"])),
+                output::text(&sandbox["vcpus"]),
+                output::text(&sandbox["generation"]),
+                output::text(&sandbox["internet"]),
+            ]);
+        }
+        table.row(row);
+    }
+    Ok(table.render(&TableStyle::for_list(list)))
+}
+
+fn structured_text(format: Format, value: &Value) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Yaml => serde_yaml_ng::to_string(value)?,
+        _ => serde_json::to_string_pretty(value)? + "\n",
+    })
+}
+
+/// Streams an exec's NDJSON, printing output as it comes; returns the exit code. An
+/// `error` line ends the command with 1, or 124 when its code is TIMEOUT.
 async fn exec_streamed(api: &ApiClient, path: &str, body: &Value) -> anyhow::Result<i64> {
-    let response = api
+    let response = match api
         .raw(api.request(reqwest::Method::POST, path).json(body))
-        .await?;
+        .await
+    {
+        Ok(response) => response,
+        Err(err) => return Err(exec_failure(err)),
+    };
     let mut failure = None;
     let code = for_each_line(response, |line| {
         let event: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-        match event["stream"].as_str() {
+        Ok(match event["stream"].as_str() {
             Some("stdout") => {
-                print!("{}", event["data"].as_str().unwrap_or(""));
-                let _ = std::io::stdout().flush();
+                out!("{}", event["data"].as_str().unwrap_or(""))?;
+                std::io::stdout().flush()?;
                 None
             }
             Some("stderr") => {
@@ -383,19 +626,20 @@ async fn exec_streamed(api: &ApiClient, path: &str, body: &Value) -> anyhow::Res
             }
             Some("exit") => Some(event["exit_code"].as_i64().unwrap_or(1)),
             Some("error") => {
-                failure = Some(format!(
-                    "{}: {}",
-                    output::text(&event["code"]),
-                    output::text(&event["message"])
-                ));
+                let code = output::text(&event["code"]);
+                let status = if code == "TIMEOUT" { exit::TIMEOUT } else { 1 };
+                failure = Some(Exit {
+                    code: status,
+                    message: Some(format!("{code}: {}", output::text(&event["message"]))),
+                });
                 Some(1)
             }
             _ => None,
-        }
+        })
     })
     .await?;
     if let Some(failure) = failure {
-        bail!("{failure}");
+        return Err(failure.into());
     }
     code.context("the stream ended without an exit status")
 }
@@ -403,7 +647,7 @@ async fn exec_streamed(api: &ApiClient, path: &str, body: &Value) -> anyhow::Res
 /// Calls `handle` with each line of a streamed body until it returns `Some`.
 async fn for_each_line<T>(
     response: reqwest::Response,
-    mut handle: impl FnMut(&str) -> Option<T>,
+    mut handle: impl FnMut(&str) -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<Option<T>> {
     let mut body = response.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
@@ -412,7 +656,7 @@ async fn for_each_line<T>(
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line);
-            if let Some(done) = handle(line.trim_end()) {
+            if let Some(done) = handle(line.trim_end())? {
                 return Ok(Some(done));
             }
         }
@@ -433,19 +677,6 @@ fn encode(value: &str) -> String {
     out
 }
 
-const HEADERS: [&str; 6] = ["ID", "STATE", "PROVIDER", "IMAGE", "WORKER", "EXPIRES"];
-
-fn row(sandbox: &Value) -> Vec<String> {
-    vec![
-        output::text(&sandbox["id"]),
-        output::text(&sandbox["state"]),
-        output::text(&sandbox["provider"]),
-        output::text(&sandbox["image"]),
-        output::text(&sandbox["worker_id"]),
-        output::text(&sandbox["expires_at"]),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,5 +686,38 @@ mod tests {
         assert_eq!(encode("/workspace/a b&c"), "/workspace/a%20b%26c");
         assert_eq!(key_value("A=b=c").unwrap(), ("A".into(), "b=c".into()));
         assert!(key_value("nothing").is_err());
+    }
+
+    #[test]
+    fn list_filters_match_state_worker_owner_and_labels() {
+        let sandbox = json!({"id": "sbx-1", "state": "running", "worker_id": "w1",
+            "owner_id": "alice", "metadata": {"team": "a", "env": "dev"}});
+        let filter = |states: &[&str], labels: &[(&str, &str)]| Filter {
+            states: states.iter().map(|s| (*s).to_owned()).collect(),
+            worker: Some("w1".into()),
+            owner: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        assert!(filter(&[], &[]).matches(&sandbox));
+        assert!(filter(&["lost", "running"], &[("team", "a")]).matches(&sandbox));
+        assert!(!filter(&["lost"], &[]).matches(&sandbox));
+        assert!(!filter(&[], &[("team", "a"), ("env", "prod")]).matches(&sandbox));
+    }
+
+    #[test]
+    fn create_failures_name_the_sandbox() {
+        let err = anyhow::Error::new(ApiError::for_test(503, "UNAVAILABLE", Some("sbx-9")));
+        assert_eq!(
+            create_failure(err).to_string(),
+            "sandbox sbx-9 failed: boom"
+        );
+        let err = anyhow::Error::new(ApiError::for_test(408, "TIMEOUT", None));
+        let Some(exit) = exec_failure(err).downcast_ref::<Exit>().map(|e| e.code) else {
+            panic!("a timeout is an Exit");
+        };
+        assert_eq!(exit, exit::TIMEOUT);
     }
 }

@@ -3,12 +3,12 @@
 use serde_json::Value;
 
 use crate::client::{ApiClient, ClientArgs};
-use crate::output;
+use crate::{outln, output};
 
 pub async fn run(client: ClientArgs) -> anyhow::Result<()> {
     let status: Value = ApiClient::new(&client)?.get("/api/v1/status").await?;
-    if client.json() {
-        return output::json(&status);
+    if client.structured() {
+        return output::structured(client.output, &status);
     }
     let counts = |value: &Value| -> String {
         let parts: Vec<String> = value
@@ -21,27 +21,27 @@ pub async fn run(client: ClientArgs) -> anyhow::Result<()> {
             parts.join(", ")
         }
     };
-    println!(
+    outln!(
         "control plane  berth {} · trust domain {}",
         output::text(&status["version"]),
         output::text(&status["trust_domain"])
-    );
-    println!("store          {}", output::text(&status["store"]));
-    println!(
+    )?;
+    outln!("store          {}", output::text(&status["store"]))?;
+    outln!(
         "CA             expires {} · sha256 {}",
         output::text(&status["ca"]["expires_at"]),
         output::text(&status["ca"]["fingerprint"])
-    );
-    println!(
+    )?;
+    outln!(
         "workers        {} ({})",
         output::text(&status["workers"]["total"]),
         counts(&status["workers"]["by_status"])
-    );
-    println!(
+    )?;
+    outln!(
         "sandboxes      {} ({}) · capacity {}",
         output::text(&status["sandboxes"]["total"]),
         counts(&status["sandboxes"]["by_state"]),
         output::text(&status["capacity"])
-    );
+    )?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::client::{ApiClient, ClientArgs};
-use crate::output;
+use crate::{outln, output};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -35,11 +35,11 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             let api = ApiClient::new(&client)?;
             let body = json!({"worker_id": worker_id, "ttl": ttl, "uses": uses});
             let token: Value = api.post("/api/v1/tokens", &body).await?;
-            if client.json() {
-                return output::json(&token);
+            if client.structured() {
+                return output::structured(client.output, &token);
             }
             // The token alone on stdout, so `$(berth token create)` works; details on stderr.
-            println!("{}", output::text(&token["token"]));
+            outln!("{}", output::text(&token["token"]))?;
             eprintln!(
                 "jti {} · uses {} · expires at {} · worker {}",
                 output::text(&token["jti"]),
