@@ -27,9 +27,19 @@ pub fn resolve(kind: &str, given: &str, known: &[String]) -> anyhow::Result<Stri
     }
 }
 
-/// The sandbox `given` names (an id or a unique prefix of one).
+/// The sandbox `given` names (an id or a unique prefix of one). A whole id is used as
+/// it is, without listing (a list of thousands for every exec would be a waste).
 pub async fn sandbox(api: &ApiClient, given: &str) -> anyhow::Result<String> {
+    if is_whole_sandbox_id(given) {
+        return Ok(given.to_owned());
+    }
     resolve_listed(api, "sandbox", "/api/v1/sandboxes", given).await
+}
+
+/// The shape of the ids the control plane gives sandboxes: `sbx-` and 16 hex digits.
+fn is_whole_sandbox_id(id: &str) -> bool {
+    id.strip_prefix("sbx-")
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The worker `given` names (an id or a unique prefix of one).

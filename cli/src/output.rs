@@ -193,7 +193,9 @@ pub fn now_secs() -> i64 {
 }
 
 /// A time the API answered, as unix seconds: an RFC 3339 string (what the API answers
-/// now) or unix milliseconds (what older control planes answered for worker times).
+/// now) or a number, which older control planes answered for worker times, some in
+/// milliseconds (`last_heartbeat`) and some in seconds (`enrolled_at`): numbers below
+/// 10^11 are taken as seconds (10^11 s is the year 5138; 10^11 ms is 1973).
 pub fn unix_secs(value: &Value) -> Option<i64> {
     match value {
         Value::String(text) => {
@@ -201,7 +203,13 @@ pub fn unix_secs(value: &Value) -> Option<i64> {
             let secs = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
             i64::try_from(secs).ok()
         }
-        Value::Number(number) => number.as_i64().map(|ms| ms.div_euclid(1000)),
+        Value::Number(number) => number.as_i64().map(|n| {
+            if n.abs() < 100_000_000_000 {
+                n
+            } else {
+                n.div_euclid(1000)
+            }
+        }),
         _ => None,
     }
 }
@@ -252,6 +260,7 @@ mod tests {
     fn times_are_read_in_both_forms_and_shown_relative() {
         let now = unix_secs(&json!("2026-12-04T17:40:00Z")).unwrap();
         assert_eq!(unix_secs(&json!(now * 1000 + 999)), Some(now));
+        assert_eq!(unix_secs(&json!(now)), Some(now));
         assert_eq!(relative(&json!("2026-12-04T17:34:00Z"), now), "6m ago");
         assert_eq!(relative(&json!("2026-12-05T16:40:00Z"), now), "in 23h");
         assert_eq!(relative(&json!((now - 10) * 1000), now), "10s ago");

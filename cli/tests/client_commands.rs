@@ -458,3 +458,64 @@ fn help_hides_client_flags_from_server_commands() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// `workers list --watch` into a pipe prints the table, then again only when it changed.
+#[tokio::test]
+async fn watch_prints_again_when_the_table_changes() {
+    let fleet = TestFleet::start().await;
+    let dir = workdir();
+    let worker = fleet.worker(0).worker_id.clone();
+    let mut command = berth(&fleet, dir.path());
+    command
+        .args(["workers", "list", "--watch", "--no-headers"])
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().expect("berth starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("read").expect("a row");
+    assert!(
+        first.starts_with(&worker) && first.contains("online"),
+        "{first}"
+    );
+    let (status, _) = fleet
+        .api
+        .post(&format!("/workers/{worker}/cordon"), Value::Null)
+        .await;
+    assert_eq!(status, 200);
+    let next = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the changed table within 20 s")
+        .expect("read")
+        .expect("a row");
+    assert!(next.contains("cordoned"), "{next}");
+    child.kill().await.expect("stopped");
+    fleet.stop().await;
+}
+
+/// `workers drain --watch` ends once the drain is complete, with one clear line per
+/// change, and the worker's STATUS is one word.
+#[tokio::test]
+async fn drain_watch_follows_the_drain_to_its_end() {
+    let fleet = TestFleet::start().await;
+    let dir = workdir();
+    let worker = fleet.worker(0).worker_id.clone();
+    let mut command = berth(&fleet, dir.path());
+    command.args(["workers", "drain", "--watch", &worker]);
+    let out = tokio::time::timeout(Duration::from_secs(60), run(command))
+        .await
+        .expect("the drain completes");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.last(),
+        Some(&format!("{worker}: drained, no sandboxes left").as_str()),
+        "{}",
+        out.stdout
+    );
+    let mut unique = lines.clone();
+    unique.dedup();
+    assert_eq!(unique, lines, "a line repeated: {}", out.stdout);
+    let row = berth_ok(&fleet, dir.path(), &["workers", "list", "--no-headers"]).await;
+    let status = row.split_whitespace().nth(1).expect("a status");
+    assert_eq!(status, "drained", "{row}");
+    fleet.stop().await;
+}
