@@ -21,7 +21,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::{ApiClient, ClientArgs};
+use crate::client::{ApiClient, ApiError, ClientArgs};
+use crate::sandbox::encode;
 
 /// Directories created per `mkdir -p` exec.
 const MKDIR_BATCH: usize = 64;
@@ -120,6 +121,10 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     let source = Endpoint::parse(&args.source)?;
     let destination = Endpoint::parse(&args.destination)?;
     let api = ApiClient::new(&args.client)?;
+    let (source, destination) = (
+        resolve_id(&api, source).await?,
+        resolve_id(&api, destination).await?,
+    );
     let copier = Copier { api: &api };
     let copied = match (source, destination) {
         (Endpoint::Sandbox { id, path }, Endpoint::Local(local)) => {
@@ -141,6 +146,17 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     };
     eprintln!("copied {} files, {} bytes", copied.files, copied.bytes);
     Ok(())
+}
+
+/// A sandbox side's id prefix as the whole id.
+async fn resolve_id(api: &ApiClient, endpoint: Endpoint) -> anyhow::Result<Endpoint> {
+    Ok(match endpoint {
+        Endpoint::Sandbox { id, path } => Endpoint::Sandbox {
+            id: crate::ids::sandbox(api, &id).await?,
+            path,
+        },
+        other => other,
+    })
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +191,9 @@ impl Copier<'_> {
     async fn remote_kind(&self, id: &str, path: &str) -> anyhow::Result<Option<bool>> {
         match self.stat(id, path).await {
             Ok(file) => Ok(Some(file.is_dir)),
-            Err(err) if format!("{err:#}").contains("(404)") => Ok(None),
+            Err(err) if err.downcast_ref::<ApiError>().is_some_and(|e| e.status == 404) => {
+                Ok(None)
+            }
             Err(err) => Err(err),
         }
     }
@@ -548,19 +566,6 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", path.display()))
-}
-
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    let mut out = String::new();
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
