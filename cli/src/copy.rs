@@ -137,7 +137,9 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
             copier.upload(&local, &id, &path).await?
         }
         (Endpoint::Stdio, Endpoint::Sandbox { id, path }) => {
-            copier.upload_tar(std::io::stdin().lock(), &id, &path).await?
+            copier
+                .upload_tar(std::io::stdin().lock(), &id, &path)
+                .await?
         }
         _ => bail!(
             "one side must be a sandbox path (ID:PATH) and the other a local path or - \
@@ -191,7 +193,11 @@ impl Copier<'_> {
     async fn remote_kind(&self, id: &str, path: &str) -> anyhow::Result<Option<bool>> {
         match self.stat(id, path).await {
             Ok(file) => Ok(Some(file.is_dir)),
-            Err(err) if err.downcast_ref::<ApiError>().is_some_and(|e| e.status == 404) => {
+            Err(err)
+                if err
+                    .downcast_ref::<ApiError>()
+                    .is_some_and(|e| e.status == 404) =>
+            {
                 Ok(None)
             }
             Err(err) => Err(err),
@@ -298,7 +304,10 @@ impl Copier<'_> {
         }
         // directory modes last: a read-only directory would refuse its own files
         for entry in entries.iter().filter(|e| e.is_dir).rev() {
-            set_mode(&target.join(relative_to(&top.path, &entry.path)?), entry.mode())?;
+            set_mode(
+                &target.join(relative_to(&top.path, &entry.path)?),
+                entry.mode(),
+            )?;
         }
         set_mode(&target, top.mode())?;
         Ok(copied)
@@ -395,7 +404,7 @@ impl Copier<'_> {
             let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
             match entry.header().entry_type() {
                 tar::EntryType::Directory => {
-                    self.mkdirs(id, &[remote.clone()]).await?;
+                    self.mkdirs(id, std::slice::from_ref(&remote)).await?;
                     made.insert(remote);
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {

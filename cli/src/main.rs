@@ -5,10 +5,10 @@
 mod audit;
 mod backup;
 mod client;
-mod copy;
 mod completion;
 mod confirm;
 mod contexts;
+mod copy;
 mod exit;
 mod ids;
 mod logging;

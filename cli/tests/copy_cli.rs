@@ -16,7 +16,12 @@ async fn cp(fleet: &TestFleet, args: &[&str], stdin: Vec<u8>) -> Output {
     command
         .args(["sandbox", "cp"])
         .args(args)
-        .args(["--api-url", &fleet.cp.api_url(), "--api-key", &fleet.api.key])
+        .args([
+            "--api-url",
+            &fleet.cp.api_url(),
+            "--api-key",
+            &fleet.api.key,
+        ])
         .env_remove("BERTH_API_URL")
         .env_remove("BERTH_API_KEY")
         .env_remove("BERTH_DATA_DIR")
