@@ -106,7 +106,12 @@ worker_field() { # worker_field API FIELD
 }
 online_at() { [[ $(worker_field "$1" status) == online ]]; }
 # the worker heartbeated to some replica after $1 (unix ms)
-heartbeat_after() { (( $(worker_field "$b_api" last_heartbeat) > $1 )); }
+# (last_heartbeat is RFC 3339 to the second: a heartbeat in a later second than $1)
+heartbeat_after() {
+    local at
+    at=$(worker_field "$b_api" last_heartbeat)
+    (( $(python3 -c 'import datetime,sys; print(int(datetime.datetime.fromisoformat(sys.argv[1].replace("Z","+00:00")).timestamp()))' "$at") > $1 / 1000 ))
+}
 wait_for "the worker online at a" online_at "$a_api"
 wait_for "the worker online at b" online_at "$b_api"
 

@@ -1,7 +1,8 @@
 //! The public API port (7423): HTTP/JSON under `/api/v1` (StacyVM-compatible) and the
 //! `berth.v1.Sandboxes` / `berth.v1.Admin` gRPC services, on one listener. Plain HTTP
 //! only on a loopback address; any other bind serves TLS with the control plane's
-//! serving certificate.
+//! serving certificate. The gRPC health service and server reflection are served
+//! there too, without a key.
 
 mod audit;
 mod auth;
@@ -19,6 +20,9 @@ use crate::sandboxes::Sandboxes;
 use crate::store::Store;
 
 pub use audit::AuditSlot;
+pub use grpc::health::{
+    keep_updated as keep_grpc_health_updated, reporter as grpc_health_reporter,
+};
 pub use http::route_list;
 pub use serve::serve;
 
@@ -51,6 +55,8 @@ pub struct ApiParts {
     /// Key rows recently read from the store (revoking a key must invalidate it here).
     pub api_keys: ApiKeyCache,
     pub version: Arc<str>,
+    /// What `grpc.health.v1.Health` answers ([`keep_grpc_health_updated`] sets it).
+    pub health: tonic_health::server::HealthReporter,
 }
 
 /// The whole public API as one axum router: HTTP routes plus the gRPC services.

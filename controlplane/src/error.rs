@@ -15,6 +15,9 @@ pub use berth_proto::ErrorCode;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// The sandbox a failed create recorded (in state `error`), so the caller can
+    /// look at it or destroy it.
+    pub sandbox_id: Option<String>,
 }
 
 impl ApiError {
@@ -22,6 +25,7 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            sandbox_id: None,
         }
     }
 
@@ -67,7 +71,15 @@ impl std::fmt::Display for ApiError {
 
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        berth_proto::error_code::coded_status(err.code, err.message)
+        let mut status = berth_proto::error_code::coded_status(err.code, err.message);
+        if let Some(id) = err.sandbox_id
+            && let Ok(value) = id.parse()
+        {
+            status
+                .metadata_mut()
+                .insert(berth_proto::error_code::SANDBOX_ID_KEY, value);
+        }
+        status
     }
 }
 
@@ -77,7 +89,9 @@ impl From<StoreError> for ApiError {
             StoreError::JoinTokenUsedUp
             | StoreError::WorkerRevoked(_)
             | StoreError::StaleWorkerToken(_) => Self::unauthorized(err.to_string()),
-            StoreError::WorkerIdTaken(_) => Self::new(ErrorCode::Conflict, err.to_string()),
+            StoreError::WorkerIdTaken(_) | StoreError::WorkerHoldsSandboxes { .. } => {
+                Self::new(ErrorCode::Conflict, err.to_string())
+            }
             StoreError::UnknownWorker(_) => Self::not_found(err.to_string()),
             StoreError::Closed => Self::new(ErrorCode::Unavailable, err.to_string()),
             StoreError::DiskFull(_) => Self::disk_full(&err),
@@ -101,6 +115,10 @@ impl From<crate::sandboxes::SandboxError> for ApiError {
             SandboxError::Unavailable(_) => Self::new(ErrorCode::Unavailable, message),
             SandboxError::Remote(err) => err.into(),
             SandboxError::Store(err) => err.into(),
+            SandboxError::CreateFailed { sandbox_id, cause } => Self {
+                sandbox_id: Some(sandbox_id),
+                ..Self::from(*cause)
+            },
         }
     }
 }
@@ -163,6 +181,21 @@ mod tests {
             status.metadata().get("berth-error-code").unwrap(),
             "NOT_FOUND"
         );
+    }
+
+    #[test]
+    fn a_failed_create_names_its_sandbox() {
+        use crate::sandboxes::SandboxError;
+        let err = ApiError::from(SandboxError::CreateFailed {
+            sandbox_id: "sbx-1".into(),
+            cause: Box::new(SandboxError::BadRequest("no such image".into())),
+        });
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert_eq!(err.message, "no such image");
+        assert_eq!(err.sandbox_id.as_deref(), Some("sbx-1"));
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.metadata().get("berth-sandbox-id").unwrap(), "sbx-1");
     }
 
     #[test]

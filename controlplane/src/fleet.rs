@@ -5,6 +5,7 @@
 mod enrollment;
 mod heartbeats;
 mod join_tokens;
+mod providers;
 mod workers;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub use enrollment::{
 };
 pub use heartbeats::{HeartbeatAck, HeartbeatReport};
 pub use join_tokens::{IssuedJoinToken, JoinTokenRequest};
+pub use providers::{PROVIDER_TEST_TIMEOUT, ProviderSummary};
 pub use workers::{DrainView, ProviderStatus, WorkerStatus, WorkerView};
 
 use crate::authority::Authority;
@@ -70,6 +72,13 @@ pub struct WorkerRevoked {
     pub worker_id: String,
     pub lost_sandboxes: Vec<String>,
     pub closed_connections: usize,
+}
+
+/// What `remove_worker` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerRemoved {
+    pub worker_id: String,
+    pub lost_sandboxes: Vec<String>,
 }
 
 /// Intervals and lifetimes the fleet works with.
@@ -140,6 +149,34 @@ impl Fleet {
             worker_id: worker_id.to_owned(),
             lost_sandboxes: revocation.lost_sandboxes,
             closed_connections,
+        })
+    }
+
+    /// Forgets a retired worker: its credentials are refused as a revocation's are,
+    /// then its record is removed. Refused while it holds sandboxes unless `force`,
+    /// which marks them lost.
+    pub async fn remove_worker(
+        &self,
+        worker_id: &str,
+        force: bool,
+    ) -> Result<WorkerRemoved, FleetError> {
+        let removal = self
+            .store
+            .remove_worker(worker_id, force, crate::clock::now_secs())
+            .await?;
+        let closed_connections = self.authority.revoke(&removal.serials);
+        self.workers.forget(worker_id);
+        tracing::warn!(
+            %worker_id,
+            certificates = removal.serials.len(),
+            closed_connections,
+            lost_sandboxes = removal.lost_sandboxes.len(),
+            force,
+            "worker removed"
+        );
+        Ok(WorkerRemoved {
+            worker_id: worker_id.to_owned(),
+            lost_sandboxes: removal.lost_sandboxes,
         })
     }
 

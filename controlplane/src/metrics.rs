@@ -299,7 +299,7 @@ impl Metrics {
                 .get_or_create(&WorkerLabels {
                     worker: worker.id.clone(),
                 })
-                .set(days(worker.certificate.expires_at));
+                .set(days(worker.certificate.expires_at_unix));
             let providers: &[ProviderStatus] = &worker.capabilities;
             for provider in providers {
                 self.provider_healthy

@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 
 pub use calls::ExecCall;
 pub use model::{
-    CreateRequest, CreateSandbox, FileInfoView, SandboxView, parse_timeout, parse_ttl, rfc3339,
+    CreateRequest, CreateSandbox, FileInfoView, PruneSelection, SandboxView, parse_timeout,
+    parse_ttl, rfc3339,
 };
 
 pub use crate::workers::model::{ExecEvent, ExecOutcome, FileInfo, LogLine};
@@ -43,6 +44,12 @@ pub enum SandboxError {
     Remote(#[from] RemoteError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A create that recorded its sandbox (now in state `error`) and then failed.
+    #[error("{cause}")]
+    CreateFailed {
+        sandbox_id: String,
+        cause: Box<SandboxError>,
+    },
 }
 
 /// Limits and defaults for sandboxes, and how fresh a worker's heartbeat must be.

@@ -161,6 +161,13 @@ pub async fn start(
         tasks.clone(),
     );
     let audit = AuditLog::new(store.clone());
+    let health = api::grpc_health_reporter().await;
+    tasks.spawn(api::keep_grpc_health_updated(
+        fleet.clone(),
+        health.clone(),
+        config.heartbeat_interval,
+        shutdown.clone(),
+    ));
     let router = api::router(ApiState::new(ApiParts {
         fleet: fleet.clone(),
         sandboxes: sandboxes.clone(),
@@ -168,6 +175,7 @@ pub async fn start(
         store: store.clone(),
         api_keys: ApiKeyCache::default(),
         version: Arc::from(VERSION),
+        health,
     }));
     {
         let shutdown = shutdown.clone();

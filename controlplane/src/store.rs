@@ -90,7 +90,9 @@ pub use sandboxes::{
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
 #[cfg(any(test, feature = "test-support"))]
 pub use test_support::PlaceOutcome;
-pub use workers::{Enrollment, EnrollmentCredential, HeartbeatUpdate, Revocation, WorkerRow};
+pub use workers::{
+    Enrollment, EnrollmentCredential, HeartbeatUpdate, Removal, Revocation, WorkerRow,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,6 +116,11 @@ pub enum StoreError {
     UnknownWorker(String),
     #[error("worker token is not the newest one issued to worker {0:?}")]
     StaleWorkerToken(String),
+    #[error(
+        "worker {worker_id} holds {count} sandboxes; pass force=true (berth workers rm --force) \
+         to mark them lost and remove it"
+    )]
+    WorkerHoldsSandboxes { worker_id: String, count: usize },
     #[error("the store is closed")]
     Closed,
     #[error("database: {0}")]

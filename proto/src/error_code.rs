@@ -16,6 +16,9 @@ pub const ERROR_CODE_KEY: &str = "berth-error-code";
 /// not hold the sandbox, or the caller's lease generation is stale. A control plane
 /// routing from a cached route then asks its store where the sandbox is.
 pub const ROUTE_REFUSED_KEY: &str = "berth-route-refused";
+/// Set on the refusal of a create that recorded a sandbox before failing failing (it is left
+/// in state `error`): the sandbox's id.
+pub const SANDBOX_ID_KEY: &str = "berth-sandbox-id";
 
 /// Machine-readable error codes; the HTTP body's `code` (StacyVM-compatible names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,13 +31,15 @@ pub enum ErrorCode {
     Unavailable,
     Timeout,
     ResourceLimit,
+    /// The path exists but not with this method (HTTP 405, with `Allow`).
+    MethodNotAllowed,
     /// The control plane's store has no room left (a full disk): 507.
     InsufficientStorage,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::NotFound,
         Self::BadRequest,
         Self::Unauthorized,
@@ -43,6 +48,7 @@ impl ErrorCode {
         Self::Unavailable,
         Self::Timeout,
         Self::ResourceLimit,
+        Self::MethodNotAllowed,
         Self::InsufficientStorage,
         Self::Internal,
     ];
@@ -57,6 +63,7 @@ impl ErrorCode {
             Self::Unavailable => "UNAVAILABLE",
             Self::Timeout => "TIMEOUT",
             Self::ResourceLimit => "RESOURCE_LIMIT",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::InsufficientStorage => "INSUFFICIENT_STORAGE",
             Self::Internal => "INTERNAL_ERROR",
         }
@@ -78,6 +85,7 @@ impl ErrorCode {
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::ResourceLimit => StatusCode::TOO_MANY_REQUESTS,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +101,7 @@ impl ErrorCode {
             Self::Unavailable => Code::Unavailable,
             Self::Timeout => Code::DeadlineExceeded,
             Self::ResourceLimit => Code::ResourceExhausted,
+            Self::MethodNotAllowed => Code::Unimplemented,
             // gRPC's own example of RESOURCE_EXHAUSTED: "the entire file system is out
             // of space"
             Self::InsufficientStorage => Code::ResourceExhausted,
@@ -162,6 +171,8 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.grpc_code(), Code::NotFound);
         assert_eq!(ErrorCode::Timeout.http_status(), 408);
         assert_eq!(ErrorCode::ResourceLimit.http_status(), 429);
+        assert_eq!(ErrorCode::MethodNotAllowed.http_status(), 405);
+        assert_eq!(ErrorCode::MethodNotAllowed.grpc_code(), Code::Unimplemented);
         assert_eq!(ErrorCode::InsufficientStorage.http_status(), 507);
         assert_eq!(
             ErrorCode::InsufficientStorage.grpc_code(),

@@ -69,10 +69,14 @@ fn assert_disk_full_answer(call: &Call) {
     assert!(message.contains("out of disk space"), "{message}");
 }
 
-async fn last_heartbeat(api: &Api, worker_id: &str) -> i64 {
+/// The worker's last heartbeat, RFC 3339 (which compares as a string), or "".
+async fn last_heartbeat(api: &Api, worker_id: &str) -> String {
     let (status, worker) = api.get(&format!("/workers/{worker_id}")).await;
     assert_eq!(status, 200, "{worker}");
-    worker["last_heartbeat"].as_i64().unwrap_or(0)
+    worker["last_heartbeat"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]

@@ -487,7 +487,8 @@ async fn images_follow_the_pull_policy() {
     missing.image = "berth-no-such-image:never".into();
     let err = provider.spawn(missing).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::InvalidArgument(m) if m.contains("pull policy is never")),
+        matches!(&err, ProviderError::ImageUnavailable { image, reason, .. }
+            if image == "berth-no-such-image:never" && reason.contains("pull policy is never")),
         "{err:?}"
     );
     assert!(

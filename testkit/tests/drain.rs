@@ -103,7 +103,7 @@ async fn a_drain_without_a_deadline_waits_for_the_sandboxes_and_survives_a_resta
     let api = &fleet.api;
     let (_, view) = api.get("/workers/d1").await;
     assert_eq!(view["drain"]["state"], "draining");
-    assert!(view["drain"]["deadline_ms"].as_i64().is_some());
+    assert!(view["drain"]["deadline"].as_str().is_some(), "{view}");
     let (status, body) = api.post("/workers/nobody/drain", json!({})).await;
     assert_eq!((status, body["code"].clone()), (404, json!("NOT_FOUND")));
     let (status, _) = api

@@ -134,7 +134,7 @@ async fn heartbeats_without_a_certificate_do_not_spend_the_workers_budget() {
     };
     let last_heartbeat = || async {
         let view = cp.fleet.get_worker(&worker.worker_id).await.ok()?;
-        view.last_heartbeat
+        view.last_heartbeat_ms
     };
     let before = eventually("a first heartbeat", WAIT, last_heartbeat).await;
 

@@ -54,7 +54,7 @@ async fn a_worker_certificate_cannot_heartbeat_as_another_worker() {
     let a = started_worker(&cp, &dir.path().join("a"), "a").await;
     let b = started_worker(&cp, &dir.path().join("b"), "b").await;
     b.stop().await;
-    let b_before = cp.fleet.get_worker("b").await.unwrap().last_heartbeat;
+    let b_before = cp.fleet.get_worker("b").await.unwrap().last_heartbeat_ms;
 
     let identity = stored(&a);
     let mut as_a = cp.mesh_client_as(&identity.cert_pem, &identity.key_pem);
@@ -65,7 +65,7 @@ async fn a_worker_certificate_cannot_heartbeat_as_another_worker() {
         "{refused:?}"
     );
     assert_eq!(
-        cp.fleet.get_worker("b").await.unwrap().last_heartbeat,
+        cp.fleet.get_worker("b").await.unwrap().last_heartbeat_ms,
         b_before
     );
     // renewing someone else's certificate is refused the same way

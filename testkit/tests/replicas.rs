@@ -190,7 +190,8 @@ async fn stopping_one_replica_leaves_the_fleet_working_through_the_other() {
     // every worker lists a first, so their heartbeats and renewals must move on to b
     let a_url = a.mesh_url();
     a.stop().await;
-    let stopped_at = now_ms();
+    // RFC 3339 times (seconds) compare as strings: a heartbeat in a later second
+    let stopped_at = berth_controlplane::sandboxes::rfc3339(now_ms() / 1000);
     eventually("heartbeats reach the remaining replica", WAIT, || async {
         let (_, workers) = b.get("/workers").await;
         workers
@@ -198,7 +199,9 @@ async fn stopping_one_replica_leaves_the_fleet_working_through_the_other() {
             .iter()
             .all(|w| {
                 w["status"] == "online"
-                    && w["last_heartbeat"].as_i64().is_some_and(|t| t > stopped_at)
+                    && w["last_heartbeat"]
+                        .as_str()
+                        .is_some_and(|t| t > stopped_at.as_str())
             })
             .then_some(())
     })

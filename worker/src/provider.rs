@@ -156,6 +156,19 @@ pub enum ProviderError {
     InvalidPath { path: String, reason: String },
     #[error("{0}")]
     InvalidArgument(String),
+    /// The image is not on the worker's engine and cannot be pulled: the caller's to
+    /// fix (build or load it there, or ask for another), not a reason to retry.
+    #[error(
+        "image {image:?} is not on worker {worker_id}'s docker engine and cannot be pulled \
+         ({reason}): build or load it there (docker build / docker load; \
+         smoke/docker-test-image.sh builds berth-test-busybox:latest), or choose another \
+         with --image or berth serve --default-image"
+    )]
+    ImageUnavailable {
+        image: String,
+        worker_id: String,
+        reason: String,
+    },
     #[error("command timed out after {0:?}")]
     Timeout(Duration),
     #[error("provider unavailable: {0}")]

@@ -85,7 +85,11 @@ fn operation(method: &Method, path: &str, template: Option<&str>) -> Option<Stri
         return None;
     }
     let template = template?;
-    if template == "/api/v1/sandboxes/admission" {
+    // questions asked with POST, which change nothing
+    if matches!(
+        template,
+        "/api/v1/sandboxes/admission" | "/api/v1/providers/test"
+    ) {
         return None;
     }
     Some(format!("{method} {template}"))
@@ -107,6 +111,7 @@ fn outcome<B>(response: &Response<B>) -> String {
             403 => ErrorCode::Forbidden,
             404 => ErrorCode::NotFound,
             408 => ErrorCode::Timeout,
+            405 => ErrorCode::MethodNotAllowed,
             409 => ErrorCode::Conflict,
             429 => ErrorCode::ResourceLimit,
             503 => ErrorCode::Unavailable,

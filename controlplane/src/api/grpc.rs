@@ -1,6 +1,9 @@
-//! The public gRPC services (`berth.v1.Admin`, `berth.v1.Sandboxes`) on the API port.
+//! The public gRPC services (`berth.v1.Admin`, `berth.v1.Sandboxes`) on the API port,
+//! with the standard health service and server reflection beside them.
 
 mod admin;
+pub mod health;
+mod reflection;
 mod sandboxes;
 
 use berth_proto::v1::admin_server::AdminServer;
@@ -13,9 +16,14 @@ use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
 
 pub fn routes(state: ApiState) -> Routes {
-    Routes::new(AdminServer::new(admin::AdminService::new(state.clone()))).add_service(
-        SandboxesServer::new(sandboxes::SandboxesService::new(state)),
-    )
+    let health = health::service(&state.health);
+    Routes::new(AdminServer::new(admin::AdminService::new(state.clone())))
+        .add_service(SandboxesServer::new(sandboxes::SandboxesService::new(
+            state,
+        )))
+        .add_service(health)
+        .add_service(reflection::v1())
+        .add_service(reflection::v1alpha())
 }
 
 /// Checks the API key in a gRPC request's metadata.

@@ -7,6 +7,7 @@ pub(crate) mod exec;
 pub(crate) mod files;
 mod health;
 pub mod openapi;
+mod providers;
 mod routes;
 pub(crate) mod sandboxes;
 pub(crate) mod schemas;
@@ -15,9 +16,10 @@ pub(crate) mod tokens;
 pub(crate) mod workers;
 
 use axum::extract::{FromRequestParts, Request};
-use axum::http::{HeaderValue, request::Parts};
+use axum::http::{HeaderValue, Method, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use axum::{Json, Router};
 
 pub use routes::route_list;
@@ -29,17 +31,44 @@ use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
 
 pub fn router(state: ApiState) -> Router {
-    routes::routes()
+    // the methods of one path in one method router, so that a method the path does
+    // not take gets our error body (axum keeps the `Allow` header)
+    let mut paths: Vec<(&'static str, MethodRouter<ApiState>)> = Vec::new();
+    for route in routes::routes() {
+        match paths.iter_mut().find(|(path, _)| *path == route.path) {
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(route.handler),
+            None => paths.push((route.path, route.handler)),
+        }
+    }
+    paths
         .into_iter()
-        .fold(Router::new(), |router, route| {
-            router.route(route.path, route.handler)
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods.fallback(method_not_allowed))
         })
         .with_state(state)
 }
 
-/// Anything no route matched (HTTP or gRPC).
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
+/// Anything no route matched. A gRPC call (to a service this port does not serve)
+/// is answered the gRPC way: `UNIMPLEMENTED` in the `grpc-status` header.
+pub async fn not_found(request: Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let path = request.uri().path();
+        return tonic::Status::unimplemented(format!("no gRPC service answers {path}")).into_http();
+    }
+    ApiError::not_found("no such route").into_response()
+}
+
+/// A method the path does not take (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        crate::error::ErrorCode::MethodNotAllowed,
+        format!("this path does not take {method}"),
+    )
 }
 
 tokio::task_local! {
@@ -53,6 +82,7 @@ impl IntoResponse for ApiError {
             code: self.code.as_str(),
             message: self.message,
             request_id: REQUEST_ID_IN_FLIGHT.try_with(Clone::clone).ok(),
+            sandbox_id: self.sandbox_id,
         };
         (self.code.http_status(), Json(body)).into_response()
     }

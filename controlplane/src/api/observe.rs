@@ -15,6 +15,13 @@ use tracing::Instrument;
 use super::ApiState;
 use crate::metrics::{RequestLabels, RouteLabels};
 
+/// The standard gRPC services served beside Berth's own, counted by service.
+const STANDARD_GRPC: [&str; 3] = [
+    "/grpc.health.v1.Health",
+    "/grpc.reflection.v1.ServerReflection",
+    "/grpc.reflection.v1alpha.ServerReflection",
+];
+
 fn route(request: &Request) -> (&'static str, String) {
     let path = request.uri().path();
     if let Some(method) = path
@@ -25,6 +32,12 @@ fn route(request: &Request) -> (&'static str, String) {
             return ("grpc", path.to_owned());
         }
         return ("grpc", "unmatched".to_owned());
+    }
+    if let Some(service) = STANDARD_GRPC.iter().find(|service| {
+        path.strip_prefix(**service)
+            .is_some_and(|m| m.starts_with('/'))
+    }) {
+        return ("grpc", (*service).to_owned());
     }
     let template = request
         .extensions()

@@ -21,7 +21,9 @@ pub struct JoinTokenRequest {
 pub struct IssuedJoinToken {
     pub token: String,
     pub jti: String,
-    /// Unix seconds.
+    /// Unix seconds; RFC 3339 in JSON.
+    #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String)]
     pub expires_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false, nullable = false)]
@@ -31,6 +33,10 @@ pub struct IssuedJoinToken {
 }
 
 const MAX_USES: u32 = 10_000;
+
+fn as_rfc3339<S: serde::Serializer>(unix_secs: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::sandboxes::rfc3339(*unix_secs))
+}
 
 impl Fleet {
     /// Creates a join token; `actor` (an API key id) is recorded as its creator.

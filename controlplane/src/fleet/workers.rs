@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fleet, FleetError};
 use crate::clock::now_ms;
+use crate::sandboxes::rfc3339;
 use crate::store::{DrainState, ReportedState, WorkerRow, WorkerState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -49,11 +50,22 @@ pub struct Capacity {
     pub memory_mb: i64,
 }
 
+/// What the sandboxes placed on a worker reserve now (its `capacity` is the most).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Allocated {
+    pub sandboxes: i64,
+    pub memory_mb: i64,
+    pub vcpus: i64,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CertificateView {
     pub serial: String,
-    /// Unix seconds.
-    pub expires_at: i64,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Unix seconds (for the gRPC view and metrics).
+    #[serde(skip)]
+    pub expires_at_unix: i64,
 }
 
 /// A worker as `GET /api/v1/workers` shows it (StacyVM's fields plus Berth's own).
@@ -68,23 +80,31 @@ pub struct WorkerView {
     /// Health of each provider.
     pub capabilities: Vec<ProviderStatus>,
     pub capacity: Capacity,
-    /// Unix milliseconds; absent when it never heartbeated.
-    pub last_heartbeat: Option<i64>,
+    pub allocated: Allocated,
+    /// RFC 3339; null when it never heartbeated.
+    pub last_heartbeat: Option<String>,
     pub advertise_addr: String,
     pub version: String,
-    pub enrolled_at: i64,
+    /// RFC 3339.
+    pub enrolled_at: String,
     pub certificate: CertificateView,
     /// Takes no new sandboxes; keeps running what it has.
     pub cordoned: bool,
     pub drain: DrainView,
+    /// Unix milliseconds of `last_heartbeat` (for the gRPC view).
+    #[serde(skip)]
+    pub last_heartbeat_ms: Option<i64>,
+    /// Unix seconds of `enrolled_at` (for the gRPC view).
+    #[serde(skip)]
+    pub enrolled_at_unix: i64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DrainView {
     /// none | draining | drained
     pub state: String,
-    /// Unix milliseconds after which what is left is destroyed.
-    pub deadline_ms: Option<i64>,
+    /// RFC 3339: what is left then is destroyed; null: it waits until all is gone.
+    pub deadline: Option<String>,
     /// Sandboxes the worker's provider still holds, as last reported.
     pub remaining: i64,
 }
@@ -103,28 +123,41 @@ impl WorkerView {
                 vcpus: row.vcpus,
                 memory_mb: row.memory_mb,
             },
-            last_heartbeat: row.last_heartbeat_ms,
+            allocated: Allocated {
+                sandboxes: row.reserved,
+                memory_mb: row.reserved_memory_mb,
+                vcpus: row.reserved_vcpus,
+            },
+            last_heartbeat: row.last_heartbeat_ms.map(rfc3339_ms),
             certificate: CertificateView {
                 serial: row.cert_serial,
-                expires_at: row.cert_expires_at,
+                expires_at: rfc3339(row.cert_expires_at),
+                expires_at_unix: row.cert_expires_at,
             },
+            last_heartbeat_ms: row.last_heartbeat_ms,
+            enrolled_at_unix: row.enrolled_at,
             id: row.id,
             spiffe_id: row.spiffe_id,
             hostname: row.hostname,
             advertise_addr: row.advertise_addr,
             version: row.version,
-            enrolled_at: row.enrolled_at,
+            enrolled_at: rfc3339(row.enrolled_at),
             cordoned: row.cordoned,
             drain: DrainView {
                 state: match row.drain_state {
                     DrainState::None => "none".to_owned(),
                     drain => drain.to_string(),
                 },
-                deadline_ms: row.drain_deadline_ms,
+                deadline: row.drain_deadline_ms.map(rfc3339_ms),
                 remaining: row.reported_sandboxes,
             },
         }
     }
+}
+
+/// Unix milliseconds as RFC 3339 (seconds precision).
+fn rfc3339_ms(unix_ms: i64) -> String {
+    rfc3339(unix_ms.div_euclid(1000))
 }
 
 fn derive_status(row: &WorkerRow, grace_ms: i64, now_ms: i64) -> WorkerStatus {
@@ -157,6 +190,18 @@ impl Fleet {
             .into_iter()
             .map(|row| WorkerView::from_row(row, grace, now))
             .collect())
+    }
+
+    /// How many online workers offer a healthy provider: the control plane is ready
+    /// (`/api/v1/ready`, gRPC health) when there is one.
+    pub async fn ready_workers(&self) -> Result<usize, FleetError> {
+        let workers = self.list_workers().await?;
+        Ok(workers
+            .iter()
+            .filter(|w| {
+                w.status == WorkerStatus::Online && w.capabilities.iter().any(|p| p.healthy)
+            })
+            .count())
     }
 
     /// Drains a worker: no new sandboxes; what it runs is destroyed at `deadline` (at
@@ -231,6 +276,8 @@ mod tests {
             drain_deadline_ms: None,
             reported_sandboxes: 0,
             reserved: 0,
+            reserved_memory_mb: 0,
+            reserved_vcpus: 0,
         }
     }
 
@@ -264,6 +311,39 @@ mod tests {
                 Some(99_000)
             )),
             WorkerStatus::Revoked
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339_and_reservations_are_shown() {
+        let mut heard = row(
+            WorkerState::Active,
+            ReportedState::Ready,
+            Some(1_767_225_600_999),
+        );
+        heard.enrolled_at = 1_767_225_600;
+        heard.cert_expires_at = 1_767_312_000;
+        heard.drain_deadline_ms = Some(1_767_225_660_000);
+        (
+            heard.reserved,
+            heard.reserved_memory_mb,
+            heard.reserved_vcpus,
+        ) = (2, 1024, 3);
+        let view = serde_json::to_value(WorkerView::from_row(heard, 1, 1)).unwrap();
+        assert_eq!(view["last_heartbeat"], "2026-01-01T00:00:00Z");
+        assert_eq!(view["enrolled_at"], "2026-01-01T00:00:00Z");
+        assert_eq!(view["certificate"]["expires_at"], "2026-01-02T00:00:00Z");
+        assert_eq!(view["drain"]["deadline"], "2026-01-01T00:01:00Z");
+        assert!(view["drain"].get("deadline_ms").is_none());
+        assert_eq!(
+            view["allocated"],
+            serde_json::json!({"sandboxes": 2, "memory_mb": 1024, "vcpus": 3})
+        );
+        let never =
+            WorkerView::from_row(row(WorkerState::Active, ReportedState::Ready, None), 1, 1);
+        assert_eq!(
+            serde_json::to_value(never).unwrap()["last_heartbeat"],
+            serde_json::Value::Null
         );
     }
 

@@ -8,7 +8,7 @@ use berth_proto::ErrorCode;
 use tracing::Instrument;
 
 use super::calls::note_worker;
-use super::{CreateSandbox, SandboxError, SandboxView, Sandboxes, model};
+use super::{CreateSandbox, PruneSelection, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
 use crate::store::{DrainState, SandboxState};
 use crate::workers::Route;
@@ -89,7 +89,10 @@ impl Sandboxes {
                     &placement.advertise_addr,
                     placement.generation,
                 );
-                return Err(err);
+                return Err(SandboxError::CreateFailed {
+                    sandbox_id: id,
+                    cause: Box::new(err),
+                });
             }
         };
         let running = self
@@ -389,15 +392,31 @@ impl Sandboxes {
     /// update (`running → destroying`, `creating → destroying`, or the finish of one
     /// that runs nowhere), so only one of them calls the worker.
     pub async fn prune_expired(&self) -> Result<usize, SandboxError> {
+        self.prune(PruneSelection::EXPIRED).await
+    }
+
+    /// Destroys the sandboxes `selection` names (expired ones, and those in state
+    /// `lost` or `error`, whatever their expiry); returns how many.
+    pub async fn prune(&self, selection: PruneSelection) -> Result<usize, SandboxError> {
+        let mut ids = std::collections::BTreeSet::new();
+        if selection.expired {
+            ids.extend(self.store.expired_sandboxes(now_secs()).await?);
+        }
+        if selection.lost {
+            ids.extend(self.store.sandboxes_in_state(SandboxState::Lost).await?);
+        }
+        if selection.error {
+            ids.extend(self.store.sandboxes_in_state(SandboxState::Error).await?);
+        }
         let mut pruned = 0;
-        for id in self.store.expired_sandboxes(now_secs()).await? {
+        for id in ids {
             match self.destroy_now(&id).await {
                 Ok(()) => pruned += 1,
                 Err(SandboxError::Conflict(_) | SandboxError::Destroyed(_)) => {
-                    tracing::debug!(sandbox_id = %id, "expired sandbox taken by another destroy");
+                    tracing::debug!(sandbox_id = %id, "pruned sandbox taken by another destroy");
                 }
                 Err(err) => {
-                    tracing::warn!(sandbox_id = %id, error = %err, "cannot prune expired sandbox")
+                    tracing::warn!(sandbox_id = %id, error = %err, "cannot prune sandbox")
                 }
             }
         }

@@ -48,6 +48,55 @@ impl CreateRequest {
     }
 }
 
+/// Which sandboxes a prune destroys (`DELETE /api/v1/sandboxes?state=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneSelection {
+    /// Those whose TTL ran out, in any state.
+    pub expired: bool,
+    /// Those whose worker went away (`lost`).
+    pub lost: bool,
+    /// Those whose create or destroy failed (`error`).
+    pub error: bool,
+}
+
+impl PruneSelection {
+    pub const EXPIRED: Self = Self {
+        expired: true,
+        lost: false,
+        error: false,
+    };
+    pub const ALL: Self = Self {
+        expired: true,
+        lost: true,
+        error: true,
+    };
+
+    /// A comma list of `expired`, `lost` and `error`; none (or empty): all three.
+    pub fn parse(states: Option<&str>) -> Result<Self, SandboxError> {
+        let Some(states) = states.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(Self::ALL);
+        };
+        let mut selection = Self {
+            expired: false,
+            lost: false,
+            error: false,
+        };
+        for state in states.split(',').map(str::trim) {
+            match state {
+                "expired" => selection.expired = true,
+                "lost" => selection.lost = true,
+                "error" => selection.error = true,
+                other => {
+                    return Err(SandboxError::BadRequest(format!(
+                        "cannot prune state {other:?}; the states are expired, lost and error"
+                    )));
+                }
+            }
+        }
+        Ok(selection)
+    }
+}
+
 /// A create request after validation, defaults filled in.
 #[derive(Debug, Clone)]
 pub struct CreateSandbox {
@@ -290,6 +339,29 @@ pub fn rfc3339(unix_secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prune_states_are_a_comma_list_defaulting_to_all() {
+        assert_eq!(PruneSelection::parse(None).unwrap(), PruneSelection::ALL);
+        assert_eq!(
+            PruneSelection::parse(Some("")).unwrap(),
+            PruneSelection::ALL
+        );
+        assert_eq!(
+            PruneSelection::parse(Some("lost, error")).unwrap(),
+            PruneSelection {
+                expired: false,
+                lost: true,
+                error: true
+            }
+        );
+        assert_eq!(
+            PruneSelection::parse(Some("expired")).unwrap(),
+            PruneSelection::EXPIRED
+        );
+        let err = PruneSelection::parse(Some("expired,running")).unwrap_err();
+        assert!(err.to_string().contains("\"running\""), "{err}");
+    }
+
     use super::*;
 
     fn validate(

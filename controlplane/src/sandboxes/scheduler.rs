@@ -3,12 +3,14 @@
 //! by a conditional update in the store, so concurrent spawns (on this replica or
 //! another) never over-fill a worker; a lost race moves on to the next candidate.
 
+use std::collections::BTreeSet;
+
 use super::model::CreateSandbox;
 use super::{SandboxError, Sandboxes, grace_ms, lease_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;
 use crate::store::{
-    CandidateRow, CreatedPlacement, DrainState, NewSandbox, ReportedState, WorkerState,
+    CandidateRow, CreatedPlacement, DrainState, NewSandbox, ReportedState, WorkerRow, WorkerState,
 };
 
 impl Sandboxes {
@@ -60,7 +62,10 @@ impl Sandboxes {
         self.store
             .create_placed_sandbox(sandbox, &ids, fresh_since, lease_expires, FULL)
             .await?
-            .ok_or_else(|| SandboxError::NoCapacity(FULL.into()))
+            .ok_or_else(|| SandboxError::CreateFailed {
+                sandbox_id: sandbox.id.clone(),
+                cause: Box::new(SandboxError::NoCapacity(FULL.into())),
+            })
     }
 
     /// Explains an empty candidate list the way an operator would want to read it.
@@ -72,6 +77,16 @@ impl Sandboxes {
         let provider = request.provider.as_str();
         let (memory_mb, vcpus) = resources(request);
         let workers = self.store.list_workers().await?;
+        if !provider.is_empty() {
+            let known = known_providers(&workers);
+            if !known.contains(provider) {
+                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                return Ok(SandboxError::BadRequest(format!(
+                    "unknown provider {provider:?}; known providers: {}",
+                    known.join(", ")
+                )));
+            }
+        }
         let online: Vec<_> = workers
             .iter()
             .filter(|w| {
@@ -134,6 +149,21 @@ impl Sandboxes {
             "all {ready} workers offering {wanted:?} are at capacity (sandbox slots, or memory for {memory_mb} MiB more)"
         )))
     }
+}
+
+/// Providers Berth ships; a name no enrolled worker reports and not one of these is a
+/// typo, not a provider that happens to be down.
+const SHIPPED_PROVIDERS: [&str; 2] = ["docker", "mock"];
+
+/// The shipped providers and every provider an enrolled worker reports, sorted.
+fn known_providers(workers: &[WorkerRow]) -> BTreeSet<String> {
+    let mut known: BTreeSet<String> = SHIPPED_PROVIDERS.iter().map(|p| (*p).to_owned()).collect();
+    for worker in workers {
+        let providers: Vec<ProviderStatus> =
+            serde_json::from_str(&worker.providers).unwrap_or_default();
+        known.extend(providers.into_iter().map(|p| p.name));
+    }
+    known
 }
 
 /// The memory and CPUs a request reserves, as the store counts them.

@@ -59,7 +59,8 @@ impl Store {
         let serials = with_pool!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT c.serial FROM worker_certificates c JOIN workers w ON w.id = c.worker_id \
-                 WHERE c.revoked_at IS NOT NULL OR w.state = 'revoked'",
+                 WHERE c.revoked_at IS NOT NULL OR w.state = 'revoked' \
+                 UNION SELECT serial FROM revoked_certificates",
             )
             .fetch_all(pool)
             .await?

@@ -609,6 +609,17 @@ impl Store {
         Ok(ids)
     }
 
+    /// Sandboxes in `state` (whatever their expiry), by id.
+    pub async fn sandboxes_in_state(&self, state: SandboxState) -> Result<Vec<String>, StoreError> {
+        let ids = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT id FROM sandboxes WHERE state = $1 ORDER BY id")
+                .bind(state.as_str())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(ids)
+    }
+
     /// Leases `worker_id` holds, by sandbox id.
     pub async fn leases_of(&self, worker_id: &str) -> Result<Vec<HeldLease>, StoreError> {
         let rows = with_pool!(self, |pool| {

@@ -7,7 +7,7 @@ use super::{DrainState, NewCertificate, ReportedState, Store, StoreError, Worker
 const WORKER_COLUMNS: &str = "id, spiffe_id, hostname, advertise_addr, providers, max_sandboxes, \
      vcpus, memory_mb, version, state, reported_state, worker_token_jti, enrolled_at, \
      last_heartbeat_ms, cert_serial, cert_expires_at, cordoned, drain_state, drain_deadline_ms, \
-     reported_sandboxes, reserved";
+     reported_sandboxes, reserved, reserved_memory_mb, reserved_vcpus";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkerRow {
@@ -39,6 +39,10 @@ pub struct WorkerRow {
     pub reported_sandboxes: i64,
     /// Slots held by sandboxes placed on it (at most `max_sandboxes`).
     pub reserved: i64,
+    /// Memory the sandboxes placed on it reserve.
+    pub reserved_memory_mb: i64,
+    /// CPUs the sandboxes placed on it reserve.
+    pub reserved_vcpus: i64,
 }
 
 /// What lets a worker enroll.
@@ -73,6 +77,15 @@ pub struct Enrollment {
 pub struct Revocation {
     /// Every certificate serial the worker was ever issued.
     pub serials: Vec<String>,
+    pub lost_sandboxes: Vec<String>,
+}
+
+/// What removing a worker's record touched.
+#[derive(Debug, Clone, Default)]
+pub struct Removal {
+    /// Every certificate serial the worker was ever issued, refused from now on.
+    pub serials: Vec<String>,
+    /// Sandboxes it held, now lost (only when forced).
     pub lost_sandboxes: Vec<String>,
 }
 
@@ -153,7 +166,7 @@ impl Store {
                     consume_join_token!(&mut *tx, jti, enrollment.now)?;
                 }
                 EnrollmentCredential::WorkerToken { .. } => {
-                    // workers are never deleted: a known id stays known
+                    // a removed worker's token names no worker any more
                     if state.is_none() {
                         return Err(StoreError::UnknownWorker(worker_id.clone()));
                     }
@@ -266,6 +279,83 @@ impl Store {
                 .await?;
             tx.commit().await?;
             Ok(Revocation {
+                serials,
+                lost_sandboxes: lost,
+            })
+        })
+    }
+
+    /// Forgets a worker: its record goes, its certificates stay refused (moved to
+    /// `revoked_certificates`), its worker token no longer names a known worker. While
+    /// it holds sandboxes this is refused unless `force`, which marks them lost and
+    /// drops their leases, as a revocation does. One transaction.
+    pub async fn remove_worker(
+        &self,
+        id: &str,
+        force: bool,
+        now: i64,
+    ) -> Result<Removal, StoreError> {
+        in_write_tx!(self, |tx| {
+            let found: Option<String> = sqlx::query_scalar("SELECT id FROM workers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                return Err(StoreError::UnknownWorker(id.to_owned()));
+            }
+            let held: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM sandboxes \
+                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'destroying') \
+                 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !held.is_empty() && !force {
+                return Err(StoreError::WorkerHoldsSandboxes {
+                    worker_id: id.to_owned(),
+                    count: held.len(),
+                });
+            }
+            let lost: Vec<String> = sqlx::query_scalar(
+                "UPDATE sandboxes SET state = 'lost', error = 'its worker was removed' \
+                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'destroying') \
+                 RETURNING id",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM leases WHERE worker_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO revoked_certificates (serial, worker_id, revoked_at) \
+                 SELECT serial, worker_id, $1 FROM worker_certificates WHERE worker_id = $2 \
+                 ON CONFLICT (serial) DO NOTHING",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let serials: Vec<String> = sqlx::query_scalar(
+                "SELECT serial FROM revoked_certificates WHERE worker_id = $1 ORDER BY serial",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM worker_certificates WHERE worker_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM workers WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let mut lost = lost;
+            lost.sort();
+            Ok(Removal {
                 serials,
                 lost_sandboxes: lost,
             })

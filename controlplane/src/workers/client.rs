@@ -14,7 +14,9 @@ use tonic::transport::Channel;
 
 use super::RemoteError;
 use super::error::is_transport_failure;
-use super::model::{ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, SpawnSpec, Spawned};
+use super::model::{
+    ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, ProviderHealth, SpawnSpec, Spawned,
+};
 
 /// Deadline of quick calls (files, status).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -378,6 +380,30 @@ impl WorkerClient {
             .await
             .map_err(|status| self.error(&status))?;
         Ok(())
+    }
+
+    /// The health of the worker's providers, asked now (not what its last
+    /// heartbeat said), within `timeout`.
+    pub async fn provider_health(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<ProviderHealth>, RemoteError> {
+        let answer = self
+            .inner
+            .clone()
+            .status(timed(pb::StatusRequest::default(), timeout))
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(answer
+            .providers
+            .into_iter()
+            .map(|p| ProviderHealth {
+                name: p.name,
+                healthy: p.healthy,
+                message: p.message,
+            })
+            .collect())
     }
 
     pub async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, RemoteError> {

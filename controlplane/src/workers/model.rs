@@ -27,6 +27,15 @@ pub struct Spawned {
     pub vm_id: String,
 }
 
+/// How one of a worker's providers says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderHealth {
+    pub name: String,
+    pub healthy: bool,
+    /// Why not, when it is not.
+    pub message: String,
+}
+
 /// A command for a worker to run in a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecRequest {

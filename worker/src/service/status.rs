@@ -22,7 +22,8 @@ pub fn provider_codes(err: &ProviderError) -> (Code, ErrorCode) {
         | ProviderError::NotADirectory(_)
         | ProviderError::DirectoryNotEmpty(_)
         | ProviderError::InvalidPath { .. }
-        | ProviderError::InvalidArgument(_) => (Code::InvalidArgument, ErrorCode::BadRequest),
+        | ProviderError::InvalidArgument(_)
+        | ProviderError::ImageUnavailable { .. } => (Code::InvalidArgument, ErrorCode::BadRequest),
         ProviderError::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
         ProviderError::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
         ProviderError::Internal(_) => (Code::Internal, ErrorCode::Internal),
@@ -68,6 +69,19 @@ mod tests {
         assert_eq!(ErrorCode::of_status(&status), Some(ErrorCode::NotFound));
         let status = from_provider(ProviderError::Timeout(std::time::Duration::from_secs(1)));
         assert_eq!(status.code(), Code::DeadlineExceeded);
+        let status = from_provider(ProviderError::ImageUnavailable {
+            image: "alpine:latest".into(),
+            worker_id: "w1".into(),
+            reason: "no registry".into(),
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(ErrorCode::of_status(&status), Some(ErrorCode::BadRequest));
+        assert!(
+            status
+                .message()
+                .starts_with("image \"alpine:latest\" is not on worker w1's docker engine"),
+            "{status:?}"
+        );
         let status = from_fence(FenceError::Stale {
             sandbox_id: "a".into(),
             presented: 1,

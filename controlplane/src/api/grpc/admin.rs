@@ -38,15 +38,15 @@ fn worker_message(view: WorkerView) -> pb::Worker {
             vcpus: u32::try_from(view.capacity.vcpus).unwrap_or(0),
             memory_mb: u64::try_from(view.capacity.memory_mb).unwrap_or(0),
         }),
-        last_heartbeat_ms: view.last_heartbeat.unwrap_or(0),
+        last_heartbeat_ms: view.last_heartbeat_ms.unwrap_or(0),
         certificate_serial: view.certificate.serial,
-        certificate_expires_at: view.certificate.expires_at,
+        certificate_expires_at: view.certificate.expires_at_unix,
         id: view.id,
         spiffe_id: view.spiffe_id,
         hostname: view.hostname,
         advertise_addr: view.advertise_addr,
         version: view.version,
-        enrolled_at: view.enrolled_at,
+        enrolled_at: view.enrolled_at_unix,
     }
 }
 

@@ -52,6 +52,29 @@ fn api<T>(result: Result<T, impl Into<ApiError>>) -> Result<T, Status> {
     result.map_err(|err| Status::from(err.into()))
 }
 
+/// The largest message gRPC clients accept unless told otherwise (grpc-go, grpcio,
+/// tonic, grpc-java all default to 4 MiB).
+pub const DEFAULT_CLIENT_MAX_MESSAGE: usize = 4 << 20;
+
+/// A whole exec's answer larger than default clients accept would only fail there
+/// as an opaque `RESOURCE_EXHAUSTED` of their own; it is refused here instead, with
+/// `RESOURCE_EXHAUSTED` (`RESOURCE_LIMIT`) and a message that says what to do.
+fn fits_default_clients(answer: &pb::ExecResponse) -> Result<(), ApiError> {
+    let size = prost::Message::encoded_len(answer);
+    if size <= DEFAULT_CLIENT_MAX_MESSAGE {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        crate::error::ErrorCode::ResourceLimit,
+        format!(
+            "the command's output ({size} bytes) is more than the {} MiB a gRPC client \
+             accepts by default in one message; use the ExecStream call, which sends \
+             output in chunks as it is produced",
+            DEFAULT_CLIENT_MAX_MESSAGE >> 20
+        ),
+    ))
+}
+
 fn exec_event_message(event: ExecEvent) -> pb::ExecEvent {
     use pb::exec_event::Event;
     let event = match event {
@@ -177,13 +200,15 @@ impl SandboxesApi for SandboxesService {
         let (sandbox_id, call) = exec_call(request.into_inner())?;
         note_exec(audit.as_ref(), &sandbox_id, &call);
         let outcome = api(self.state.sandboxes.exec(&sandbox_id, call).await)?;
-        Ok(Response::new(pb::ExecResponse {
+        let answer = pb::ExecResponse {
             exit_code: outcome.exit_code,
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             duration_ms: outcome.duration_ms,
             truncated: outcome.truncated,
-        }))
+        };
+        api(fits_default_clients(&answer))?;
+        Ok(Response::new(answer))
     }
 
     async fn exec_stream(
@@ -404,4 +429,28 @@ fn exec_call(body: pb::ExecRequest) -> Result<(String, ExecCall), Status> {
         timeout,
     };
     Ok((body.sandbox_id, call))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(stdout: usize) -> pb::ExecResponse {
+        pb::ExecResponse {
+            exit_code: 0,
+            stdout: vec![b'x'; stdout],
+            stderr: Vec::new(),
+            duration_ms: 1,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn an_answer_past_the_default_client_limit_points_at_exec_stream() {
+        assert!(fits_default_clients(&answer(1 << 20)).is_ok());
+        let refused = fits_default_clients(&answer(DEFAULT_CLIENT_MAX_MESSAGE)).unwrap_err();
+        let status = tonic::Status::from(refused);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("ExecStream"), "{status:?}");
+    }
 }

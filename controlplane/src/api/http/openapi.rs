@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, exec, files, health, sandboxes, status, tokens, workers};
+use super::{audit, exec, files, health, providers, sandboxes, status, tokens, workers};
 use crate::error::ErrorCode;
 
 #[derive(OpenApi)]
@@ -27,9 +27,12 @@ use crate::error::ErrorCode;
         health::health,
         health::live,
         health::ready,
-        health::providers,
+        providers::list,
+        providers::test,
+        providers::get,
         workers::list,
         workers::get,
+        workers::remove,
         workers::revoke,
         workers::cordon,
         workers::drain,

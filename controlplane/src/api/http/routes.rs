@@ -7,7 +7,7 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{audit, exec, files, health, openapi, sandboxes, status, tokens, workers};
+use super::{audit, exec, files, health, openapi, providers, sandboxes, status, tokens, workers};
 use crate::api::ApiState;
 
 /// The JSON file write carries its content inline; larger files go through PUT.
@@ -48,9 +48,12 @@ pub fn routes() -> Vec<Route> {
         at(M::GET, "/api/v1/health", health::health),
         at(M::GET, "/api/v1/live", health::live),
         at(M::GET, "/api/v1/ready", health::ready),
-        at(M::GET, "/api/v1/providers", health::providers),
+        at(M::GET, "/api/v1/providers", providers::list),
+        at(M::POST, "/api/v1/providers/test", providers::test),
+        at(M::GET, "/api/v1/providers/{name}", providers::get),
         at(M::GET, "/api/v1/workers", workers::list),
         at(M::GET, "/api/v1/workers/{id}", workers::get),
+        at(M::DELETE, "/api/v1/workers/{id}", workers::remove),
         at(M::POST, "/api/v1/workers/{id}/revoke", workers::revoke),
         at(M::POST, "/api/v1/workers/{id}/cordon", workers::cordon),
         at(M::POST, "/api/v1/workers/{id}/drain", workers::drain),

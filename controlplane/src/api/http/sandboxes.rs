@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::schemas::{Admission, ErrorBody, Pruned, StatusBody};
-use super::{Authorized, JsonBody, Path, ReadScope, WriteScope};
+use super::{Authorized, JsonBody, Path, Query, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
-use crate::sandboxes::{CreateRequest, CreateSandbox, SandboxError, SandboxView};
+use crate::sandboxes::{CreateRequest, CreateSandbox, PruneSelection, SandboxError, SandboxView};
 
 /// The create body with the owner taken from `X-User-Id` when the body names none,
 /// checked against the sandbox settings.
@@ -146,13 +146,26 @@ pub async fn extend(
     Ok(Json(state.sandboxes.extend(&id, &ttl).await?))
 }
 
-/// Destroys every expired sandbox now (write scope).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PruneQuery {
+    /// A comma list of `expired` (TTL ran out), `lost` and `error`; default all three.
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// Destroys expired sandboxes, and those lost or failed, now (write scope).
 #[utoipa::path(delete, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "How many were pruned", body = Pruned)))]
+    params(PruneQuery), responses(
+    (status = 200, description = "How many were pruned", body = Pruned),
+    (status = 400, description = "A state other than expired, lost or error", body = ErrorBody),
+))]
 pub async fn prune(
     _caller: Authorized<WriteScope>,
     State(state): State<ApiState>,
+    Query(query): Query<PruneQuery>,
 ) -> Result<Json<Pruned>, ApiError> {
-    let pruned = state.sandboxes.prune_expired().await?;
+    let selection = PruneSelection::parse(query.state.as_deref())?;
+    let pruned = state.sandboxes.prune(selection).await?;
     Ok(Json(Pruned { pruned }))
 }

@@ -17,6 +17,10 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(required = false, nullable = false)]
     pub request_id: Option<String>,
+    /// A failed create's sandbox, recorded in state `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    pub sandbox_id: Option<String>,
 }
 
 /// `{"status": …}`: what was done (`destroyed`, `deleted`, `moved`, …) or `ok`.
@@ -49,14 +53,13 @@ pub struct ReadyBody {
     pub workers_online: usize,
 }
 
-/// A provider offered by online workers.
+/// What `DELETE /api/v1/workers/{id}` did.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ProviderSummary {
-    pub name: String,
-    /// Whether at least one worker offers it healthily.
-    pub healthy: bool,
-    pub workers: usize,
-    pub healthy_workers: usize,
+pub struct RemovedWorker {
+    /// The id of the worker whose record is gone.
+    pub removed: String,
+    /// Sandboxes it held, now lost (only with `force`).
+    pub lost_sandboxes: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,7 +125,7 @@ pub struct Admission {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Pruned {
-    /// How many expired sandboxes were destroyed.
+    /// How many sandboxes were destroyed.
     pub pruned: usize,
 }
 

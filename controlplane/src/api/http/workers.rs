@@ -1,10 +1,11 @@
-//! `GET /api/v1/workers` and `GET /api/v1/workers/{id}`.
+//! `/api/v1/workers`: list, get, remove, and the lifecycle calls (revoke, cordon,
+//! drain and their undoing).
 
 use axum::Json;
 use axum::extract::State;
 
-use super::schemas::{ErrorBody, RevokedBody};
-use super::{AdminScope, Authorized, JsonBody, Path, ReadScope};
+use super::schemas::{ErrorBody, RemovedWorker, RevokedBody};
+use super::{AdminScope, Authorized, JsonBody, Path, Query, ReadScope};
 use crate::api::ApiState;
 use crate::error::ApiError;
 use crate::fleet::WorkerView;
@@ -30,6 +31,36 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<WorkerView>, ApiError> {
     Ok(Json(state.fleet.get_worker(&id).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Remove it even while it holds sandboxes, which become lost.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `DELETE /api/v1/workers/{id}` (admin): forgets a retired worker. Its credentials are
+/// refused (as `revoke` does) and its record removed; while it holds sandboxes only
+/// with `force=true`, which marks them lost.
+#[utoipa::path(delete, path = "/api/v1/workers/{id}", tag = "workers", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Worker id"), RemoveQuery), responses(
+    (status = 200, description = "Removed", body = RemovedWorker),
+    (status = 404, description = "No such worker", body = ErrorBody),
+    (status = 409, description = "It holds sandboxes and force was not given", body = ErrorBody),
+))]
+pub async fn remove(
+    _caller: Authorized<AdminScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<RemoveQuery>,
+) -> Result<Json<RemovedWorker>, ApiError> {
+    let removed = state.fleet.remove_worker(&id, query.force).await?;
+    Ok(Json(RemovedWorker {
+        removed: removed.worker_id,
+        lost_sandboxes: removed.lost_sandboxes,
+    }))
 }
 
 /// `POST /api/v1/workers/{id}/revoke` (admin): its credentials are refused from now on.

@@ -119,12 +119,18 @@ impl Spawn<'_> {
                 Err(err) => return Err(engine_error("inspect the image", err)),
             }
             if self.config.pull_policy == PullPolicy::Never {
-                return Err(ProviderError::InvalidArgument(format!(
-                    "image {image:?} is not on the docker engine and the pull policy is never"
-                )));
+                return Err(self.image_unavailable(image, "the pull policy is never".into()));
             }
         }
         self.pull(image).await
+    }
+
+    fn image_unavailable(&self, image: &str, reason: String) -> ProviderError {
+        ProviderError::ImageUnavailable {
+            image: image.to_owned(),
+            worker_id: self.worker_id.to_owned(),
+            reason,
+        }
     }
 
     async fn pull(&self, image: &str) -> Result<(), ProviderError> {
@@ -134,21 +140,11 @@ impl Spawn<'_> {
         };
         let mut progress = self.docker.create_image(Some(options), None, None).boxed();
         while let Some(step) = progress.next().await {
+            // the engine answered the inspect, so this is the image's pull failing
+            // (unknown to the registry, no registry reachable, access denied): the
+            // image has to come from elsewhere, trying again or elsewhere won't help
             if let Err(err) = step {
-                let message = message_of(&err);
-                let lower = message.to_lowercase();
-                let unknown = status_of(&err) == Some(404)
-                    || lower.contains("not found")
-                    || lower.contains("manifest unknown")
-                    || lower.contains("access denied")
-                    || lower.contains("invalid reference");
-                return Err(if unknown {
-                    ProviderError::InvalidArgument(format!(
-                        "cannot pull image {image:?}: {message}"
-                    ))
-                } else {
-                    ProviderError::Unavailable(format!("cannot pull image {image:?}: {message}"))
-                });
+                return Err(self.image_unavailable(image, message_of(&err)));
             }
         }
         tracing::info!(image, "image pulled");
