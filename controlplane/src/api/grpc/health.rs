@@ -2,7 +2,8 @@
 //! the server ("") and each of Berth's services are `SERVING` exactly when
 //! `/api/v1/ready` answers 200 (an online worker offers a healthy provider),
 //! `NOT_SERVING` otherwise. [`keep_updated`] judges that again every heartbeat
-//! interval and tells watchers only when it changes.
+//! interval (at most a second apart, so it follows `/ready` closely) and tells
+//! watchers only when it changes.
 
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ use crate::fleet::Fleet;
 
 /// The names a health check may ask about: the server as a whole and each service.
 pub const SERVICES: [&str; 3] = ["", "berth.v1.Sandboxes", "berth.v1.Admin"];
+
+/// The longest the health service lags the fleet (one store read each time).
+pub const MAX_PERIOD: Duration = Duration::from_secs(1);
 
 /// A reporter with every one of [`SERVICES`] `NOT_SERVING` until judged.
 pub async fn reporter() -> HealthReporter {
@@ -34,14 +38,15 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Judges the fleet now and every `interval` until `shutdown`, then reports
-/// `NOT_SERVING` (the server is going away).
+/// Judges the fleet now and every `interval` (at most [`MAX_PERIOD`]) until
+/// `shutdown`, then reports `NOT_SERVING` (the server is going away).
 pub async fn keep_updated(
     fleet: Fleet,
     reporter: HealthReporter,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let period = interval.min(MAX_PERIOD);
     let mut serving = None;
     loop {
         let now = match fleet.ready_workers().await {
@@ -63,7 +68,7 @@ pub async fn keep_updated(
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(period) => {}
         }
     }
     set_all(&reporter, ServingStatus::NotServing).await;
