@@ -133,3 +133,50 @@ async fn an_unreachable_engine_makes_the_worker_unschedulable_until_it_returns()
     assert_eq!(sandbox["state"], "running");
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn a_missing_image_is_a_bad_request_that_names_it_and_leaves_nothing() {
+    let Some(docker) = docker_or_skip("a_missing_image_is_a_bad_request").await else {
+        return;
+    };
+    let id = unique_worker_id("img");
+    let fleet = fleet(&docker, &id).await;
+    let (status, body) = fleet
+        .api
+        .post("/sandboxes", json!({"image": "berth-no-such-image:1"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "BAD_REQUEST");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "image \"berth-no-such-image:1\" is not on worker {id}'s docker engine and cannot be pulled"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("docker build / docker load"), "{message}");
+    assert!(message.contains("--default-image"), "{message}");
+    // the create made a record: the error names it, and it is left in state error
+    let sandbox_id = body["sandbox_id"]
+        .as_str()
+        .expect("the sandbox id")
+        .to_owned();
+    let (status, sandbox) = fleet.api.get(&format!("/sandboxes/{sandbox_id}")).await;
+    assert_eq!(status, 200, "{sandbox}");
+    assert_eq!(sandbox["state"], "error");
+
+    // nothing runs and no network is left behind
+    let provider = DockerProvider::new(docker.clone(), &id);
+    assert!(provider.list().await.unwrap().is_empty());
+    let engine = bollard::Docker::connect_with_unix_defaults().expect("engine");
+    assert!(
+        engine
+            .inspect_network(&format!("berth-{sandbox_id}"), None)
+            .await
+            .is_err(),
+        "a network was left behind"
+    );
+    let (status, body) = fleet.api.delete("/sandboxes?state=error").await;
+    assert_eq!((status, body), (200, json!({"pruned": 1})));
+    fleet.stop().await;
+}
