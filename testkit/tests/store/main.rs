@@ -272,6 +272,7 @@ conformance!(
     workers::schedulable_workers_are_fresh_ready_roomy_and_least_loaded_first,
     workers::revoking_a_worker_loses_its_sandboxes_and_refuses_its_certificates,
     workers::a_renewal_becomes_the_current_certificate,
+    workers::removing_a_worker_needs_force_while_it_holds_sandboxes_and_keeps_refusing_it,
     sandboxes::a_sandbox_goes_from_creating_to_destroyed,
     sandboxes::sandboxes_are_listed_oldest_first_with_errors_kept,
     sandboxes::placement_reserves_capacity_and_never_overfills,

@@ -237,3 +237,68 @@ pub async fn a_renewal_becomes_the_current_certificate(db: Db) {
         "{duplicate:?}"
     );
 }
+
+pub async fn removing_a_worker_needs_force_while_it_holds_sandboxes_and_keeps_refusing_it(db: Db) {
+    let store = db.open().await;
+    worker(&store, "w1", 4).await;
+    worker(&store, "w2", 4).await;
+    for id in ["a", "b", "c"] {
+        sandbox(&store, id).await;
+    }
+    place(&store, "a", "w1").await;
+    place(&store, "b", "w1").await;
+    place(&store, "c", "w2").await;
+    store
+        .record_renewal(&NewCertificate {
+            serial: "renewed".into(),
+            worker_id: "w1".into(),
+            issued_at: 150,
+            expires_at: 400,
+            reason: "renew",
+        })
+        .await
+        .unwrap();
+
+    let refused = store.remove_worker("w1", false, 300).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::WorkerHoldsSandboxes { worker_id, count: 2 } if worker_id == "w1"),
+        "{refused:?}"
+    );
+    assert!(
+        store.get_worker("w1").await.unwrap().is_some(),
+        "refused: kept"
+    );
+    assert!(matches!(
+        store.remove_worker("ghost", true, 300).await,
+        Err(StoreError::UnknownWorker(_))
+    ));
+
+    let removal = store.remove_worker("w1", true, 300).await.unwrap();
+    assert_eq!(removal.lost_sandboxes, vec!["a", "b"]);
+    assert_eq!(removal.serials, vec!["renewed", "s-w1"]);
+    assert!(store.get_worker("w1").await.unwrap().is_none());
+    assert!(store.leases_of("w1").await.unwrap().is_empty());
+    assert_eq!(
+        store.get_sandbox("a").await.unwrap().unwrap().state,
+        SandboxState::Lost
+    );
+    // its certificates stay refused with its record gone
+    let mut refused = store.revoked_serials().await.unwrap();
+    refused.sort();
+    assert_eq!(refused, vec!["renewed", "s-w1"]);
+    // the other worker is untouched; removed twice is not found
+    assert_eq!(reserved(&store, "w2").await, 1);
+    assert!(matches!(
+        store.remove_worker("w1", true, 301).await,
+        Err(StoreError::UnknownWorker(_))
+    ));
+
+    // once its sandboxes are gone a worker goes without force
+    store
+        .finish_sandbox("c", SandboxState::Destroyed, "", 400)
+        .await
+        .unwrap();
+    let removal = store.remove_worker("w2", false, 500).await.unwrap();
+    assert!(removal.lost_sandboxes.is_empty());
+    assert!(store.list_workers().await.unwrap().is_empty());
+}
