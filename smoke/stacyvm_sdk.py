@@ -8,12 +8,16 @@ import sys
 
 from stacyvm import Client
 from stacyvm.exceptions import SandboxNotFound
+from stacyvm.providers import ProviderManager
 
 
 def main(api_url: str, api_key: str) -> None:
     client = Client(base_url=api_url, api_key=api_key, user_id="sdk-smoke")
     assert client.health()["status"] == "ok"
     assert any(p["name"] == "mock" for p in client.providers())
+    # the live test: every online worker asked now (not attached to Client in the SDK)
+    tested = ProviderManager(client._http).test()
+    assert tested == {"mock": True}, tested
 
     sandbox = client.spawn(image="alpine:latest", provider="mock", ttl="10m", metadata={"suite": "sdk"})
     assert sandbox.state == "running", sandbox.state

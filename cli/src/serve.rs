@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// SPIFFE trust domain of the fleet (default berth.local).
     #[arg(long, env = "BERTH_TRUST_DOMAIN")]
     trust_domain: Option<String>,
+    /// Image of a sandbox whose create names none (default alpine:latest), also the
+    /// local docker worker's default.
+    #[arg(long, env = "BERTH_DEFAULT_IMAGE")]
+    default_image: Option<String>,
 }
 
 impl ServeArgs {
@@ -78,6 +82,9 @@ impl ServeArgs {
         }
         if let Some(value) = self.trust_domain {
             config.trust_domain = value;
+        }
+        if let Some(value) = self.default_image {
+            serve.set_default_image(&value);
         }
         serve.validate()?;
         Ok(serve)
@@ -120,8 +127,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             running.admin_key_path.display()
         );
     }
+    // the API serves TLS off loopback (berth_controlplane::server::start)
+    let api_scheme = if running.api_addr.ip().is_loopback() {
+        "http"
+    } else {
+        "https"
+    };
     println!(
-        "berth control plane: api http://{} mesh https://{}{}",
+        "berth control plane: api {api_scheme}://{} mesh https://{}{}",
         running.api_addr,
         running.mesh_addr,
         local

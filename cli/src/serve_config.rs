@@ -55,6 +55,14 @@ impl ServeConfig {
         self.control_plane.validate()?;
         self.local_worker.validate()
     }
+
+    /// `--default-image` / `BERTH_DEFAULT_IMAGE`: the image of a create that names
+    /// none, for the control plane (`sandboxes.default_image`) and for the local
+    /// docker worker (`local_worker.docker.default_image`) alike.
+    pub fn set_default_image(&mut self, image: &str) {
+        self.control_plane.sandboxes.default_image = image.to_owned();
+        self.local_worker.docker.default_image = image.to_owned();
+    }
 }
 
 #[cfg(test)]
