@@ -519,3 +519,56 @@ async fn drain_watch_follows_the_drain_to_its_end() {
     assert_eq!(status, "drained", "{row}");
     fleet.stop().await;
 }
+
+/// `workers rm` and `sandbox prune --state` against the real API: removal is refused
+/// while the worker holds a sandbox, a retired worker goes at once, `--force` marks
+/// what it held lost, and pruning `lost` clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_rm_and_prune_by_state() {
+    let mut fleet = TestFleet::builder().workers(2).start().await;
+    let dir = workdir();
+    let id = sandbox(&fleet).await;
+    let (_, view) = fleet.api.get(&format!("/sandboxes/{id}")).await;
+    let holder = view["worker_id"].as_str().expect("placed").to_owned();
+    let other_index = if fleet.worker(0).worker_id == holder {
+        1
+    } else {
+        0
+    };
+    let other = fleet.worker(other_index).worker_id.clone();
+
+    let mut command = berth(&fleet, dir.path());
+    command.args(["workers", "rm", &holder]);
+    let refused = run(command).await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+
+    fleet.stop_worker(other_index).await;
+    let out = berth_ok(&fleet, dir.path(), &["workers", "rm", &other]).await;
+    assert!(
+        out.contains(&format!("removed {other}: 0 sandboxes lost")),
+        "{out}"
+    );
+    let listed = berth_ok(&fleet, dir.path(), &["workers", "list", "-q"]).await;
+    assert_eq!(listed.trim(), holder, "{listed}");
+
+    let out = berth_ok(
+        &fleet,
+        dir.path(),
+        &["workers", "rm", &holder, "--force", "--yes"],
+    )
+    .await;
+    assert!(out.contains("1 sandboxes lost"), "{out}");
+    let (_, view) = fleet.api.get(&format!("/sandboxes/{id}")).await;
+    assert_eq!(view["state"], "lost", "{view}");
+    let out = berth_ok(
+        &fleet,
+        dir.path(),
+        &["sandbox", "prune", "--state", "lost", "--yes"],
+    )
+    .await;
+    assert!(out.contains("pruned 1 sandboxes"), "{out}");
+    let listed = berth_ok(&fleet, dir.path(), &["sandbox", "list", "-q"]).await;
+    assert!(!listed.contains(&id), "{listed}");
+    fleet.stop().await;
+}
