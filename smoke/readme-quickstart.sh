@@ -104,8 +104,22 @@ if ((status != 0)); then
     echo "the quickstart's commands failed (exit $status)" >&2
     exit 1
 fi
+# every worker the quickstart started joins: each process it put in the background is
+# a `berth worker` or a `berth serve` with its local worker
+want=$(wc -l <"$work/pids")
+key=$(cat "$work/data/admin.key")
+for _ in $(seq 1 120); do
+    online=$(curl -sf -H "X-API-Key: $key" http://127.0.0.1:7423/api/v1/workers |
+        python3 -c 'import json,sys; print(sum(w["status"] == "online" for w in json.load(sys.stdin)))' || echo 0)
+    ((online >= want)) && break
+    sleep 0.5
+done
+if ((online < want)); then
+    echo "only $online of the quickstart's $want workers came online" >&2
+    exit 1
+fi
 grep -q '^hello$' "$work/quickstart.out" || {
     echo "the quickstart's exec did not print hello" >&2
     exit 1
 }
-echo "readme quickstart ($name): ok"
+echo "readme quickstart ($name): ok ($online workers online)"
