@@ -337,6 +337,14 @@ pub fn rfc3339(unix_secs: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// Unix milliseconds as RFC 3339 with milliseconds (UTC), clamped like [`rfc3339`].
+pub fn rfc3339_millis(unix_ms: i64) -> String {
+    let ms = u64::try_from(unix_ms)
+        .unwrap_or(0)
+        .min(LAST_RFC3339_SECOND * 1000 + 999);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -391,6 +399,12 @@ mod tests {
         // year 10000 made `to_string` panic (a stat in the sandbox can report it)
         assert_eq!(rfc3339(253_402_300_800), "9999-12-31T23:59:59Z");
         assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339_millis(1_767_225_600_123),
+            "2026-01-01T00:00:00.123Z"
+        );
+        assert_eq!(rfc3339_millis(-1), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

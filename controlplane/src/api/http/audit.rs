@@ -11,7 +11,7 @@ use crate::api::ApiState;
 use crate::audit::Verification;
 use crate::clock::now_ms;
 use crate::error::ApiError;
-use crate::sandboxes::rfc3339;
+use crate::sandboxes::rfc3339_millis;
 use crate::store::AuditRow;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -29,8 +29,8 @@ pub struct AuditQuery {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub seq: i64,
+    /// RFC 3339 with milliseconds.
     pub time: String,
-    pub at_ms: i64,
     pub actor: String,
     pub operation: String,
     pub worker_id: String,
@@ -44,9 +44,8 @@ pub struct AuditRecord {
 impl From<AuditRow> for AuditRecord {
     fn from(row: AuditRow) -> Self {
         Self {
-            time: rfc3339(row.at_ms / 1000),
+            time: rfc3339_millis(row.at_ms),
             seq: row.seq,
-            at_ms: row.at_ms,
             actor: row.actor,
             operation: row.operation,
             worker_id: row.worker_id,
