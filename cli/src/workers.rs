@@ -336,6 +336,13 @@ fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Re
 /// `used/max` when the worker answer has `allocated`, else `max`.
 fn used_of(worker: &Value, allocated: &str, capacity: &str, unit: &str) -> String {
     let max = output::text(&worker["capacity"][capacity]);
+    // 0: the worker does not count it (the mock's memory)
+    if max == "0" {
+        return match worker["allocated"][allocated].as_i64() {
+            Some(used) => format!("{used}{unit}/-"),
+            None => "-".to_owned(),
+        };
+    }
     match worker["allocated"][allocated].as_i64() {
         Some(used) => format!("{used}/{max}{unit}"),
         None => format!("{max}{unit}"),
@@ -425,6 +432,11 @@ mod tests {
         w["allocated"] = json!({"sandboxes": 3, "memory_mb": 1024, "vcpus": 2});
         assert_eq!(used_of(&w, "sandboxes", "max_sandboxes", ""), "3/10");
         assert_eq!(used_of(&w, "memory_mb", "memory_mb", "Mi"), "1024/4096Mi");
+        let uncounted = json!({"capacity": {"memory_mb": 0}, "allocated": {"memory_mb": 512}});
+        assert_eq!(
+            used_of(&uncounted, "memory_mb", "memory_mb", "Mi"),
+            "512Mi/-"
+        );
         assert!(offers(&w, "mock") && !offers(&w, "docker"));
     }
 
