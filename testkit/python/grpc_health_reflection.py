@@ -63,6 +63,9 @@ def main():
         "grpc.reflection.v1.ServerReflection",
     ]:
         assert wanted in services, (wanted, services)
+    # the worker mesh's services live on the mesh port, not here
+    for unserved in ["berth.v1.ControlPlane", "berth.v1.WorkerService"]:
+        assert unserved not in services, (unserved, services)
     alpha = list_services(channel, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
     assert "berth.v1.Sandboxes" in alpha, alpha
     files = describe(channel, "berth.v1.Sandboxes")
