@@ -47,7 +47,9 @@ pub async fn keep_updated(
     shutdown: CancellationToken,
 ) {
     let period = interval.min(MAX_PERIOD);
-    let mut serving = None;
+    // [`reporter`] starts every service NOT_SERVING; a watcher hears only changes
+    // (setting the same status again would send it a duplicate)
+    let mut serving = false;
     loop {
         let now = match fleet.ready_workers().await {
             Ok(ready) => ready > 0,
@@ -56,7 +58,7 @@ pub async fn keep_updated(
                 false
             }
         };
-        if serving != Some(now) {
+        if serving != now {
             let status = if now {
                 ServingStatus::Serving
             } else {
@@ -64,7 +66,7 @@ pub async fn keep_updated(
             };
             set_all(&reporter, status).await;
             tracing::info!(%status, "grpc health");
-            serving = Some(now);
+            serving = now;
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
