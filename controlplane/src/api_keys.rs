@@ -1,6 +1,8 @@
 //! API keys for the public API: `berth_<id>_<secret>`, shown once, stored as the
 //! SHA-256 of the secret (the secret is 256 random bits, so a fast hash is enough), and
-//! scoped: read, write, exec, admin (admin allows everything).
+//! scoped: read, write, exec, admin (admin allows everything), optionally expiring.
+//! Operators create, list and revoke them through `manage` (the HTTP and gRPC edges
+//! call it); `cache` keeps recently read rows and when each key's use was last written.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,8 +15,11 @@ use crate::clock::now_secs;
 use crate::store::{ApiKeyRow, Store, StoreError};
 
 mod cache;
+mod last_used;
+pub mod manage;
 
 pub use cache::ApiKeyCache;
+pub use manage::{CreatedKey, KeyError, KeyView, NewKey};
 
 const PREFIX: &str = "berth_";
 
@@ -76,19 +81,35 @@ pub enum AuthError {
     Missing,
     #[error("invalid API key")]
     Invalid,
+    #[error("API key {key_id} expired at {}", crate::sandboxes::rfc3339(*.at))]
+    Expired { key_id: String, at: i64 },
+    #[error("API key {key_id} was revoked at {}", crate::sandboxes::rfc3339(*.at))]
+    Revoked { key_id: String, at: i64 },
     #[error("this API key lacks the {0} scope")]
     Forbidden(Scope),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Creates a key with `scopes` and returns it in full; only its hash is kept.
+impl AuthError {
+    /// The key a refusal is about, when the key exists and its secret matched (an
+    /// expired or revoked key): the audit record of the refused call names it.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Self::Expired { key_id, .. } | Self::Revoked { key_id, .. } => Some(key_id),
+            _ => None,
+        }
+    }
+}
+
+/// Creates a key with `scopes` that never expires and returns it in full; only its
+/// hash is kept.
 pub async fn create_api_key(
     store: &Store,
     name: &str,
     scopes: &[Scope],
 ) -> Result<String, StoreError> {
-    let (key, row) = new_api_key(name, scopes);
+    let (key, row) = new_api_key(name, scopes, None);
     store.insert_api_key(&row).await?;
     Ok(key)
 }
@@ -97,12 +118,12 @@ pub async fn create_api_key(
 /// control plane (a replica starting at the same time) made it; returns it in full
 /// when this call made it.
 pub async fn create_first_admin_key(store: &Store) -> Result<Option<String>, StoreError> {
-    let (key, row) = new_api_key("admin", &[Scope::Admin]);
+    let (key, row) = new_api_key("admin", &[Scope::Admin], None);
     Ok(store.insert_first_admin_key(&row).await?.then_some(key))
 }
 
 /// A fresh key in full and the row that stores its hash.
-fn new_api_key(name: &str, scopes: &[Scope]) -> (String, ApiKeyRow) {
+fn new_api_key(name: &str, scopes: &[Scope], expires_at: Option<i64>) -> (String, ApiKeyRow) {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id);
@@ -120,6 +141,8 @@ fn new_api_key(name: &str, scopes: &[Scope]) -> (String, ApiKeyRow) {
         secret_hash: hash_secret(&secret),
         scopes,
         created_at: now_secs(),
+        expires_at,
+        last_used_at: None,
         revoked_at: None,
     };
     (format!("{PREFIX}{id}_{secret}"), row)
@@ -129,7 +152,7 @@ fn new_api_key(name: &str, scopes: &[Scope]) -> (String, ApiKeyRow) {
 pub async fn authenticate(store: &Store, presented: &str) -> Result<Caller, AuthError> {
     let (id, secret) = split_presented(presented).ok_or(AuthError::Invalid)?;
     let row = store.find_api_key(id).await?.ok_or(AuthError::Invalid)?;
-    verify(&row, secret)
+    verify(&row, secret, now_secs())
 }
 
 /// A presented key as (key id, secret); `None` when it is not shaped like one of ours.
@@ -140,24 +163,38 @@ fn split_presented(presented: &str) -> Option<(&str, &str)> {
         .and_then(|rest| rest.split_once('_'))
 }
 
-/// Checks `secret` against the stored key `row` (in constant time).
-fn verify(row: &ApiKeyRow, secret: &str) -> Result<Caller, AuthError> {
+/// Checks `secret` against the stored key `row` (in constant time), then that the key
+/// is neither revoked nor expired at `now`. Only a caller holding the secret learns
+/// which: a wrong secret is [`AuthError::Invalid`] whatever the key's state.
+fn verify(row: &ApiKeyRow, secret: &str, now: i64) -> Result<Caller, AuthError> {
     let matches: bool = hash_secret(secret)
         .as_bytes()
         .ct_eq(row.secret_hash.as_bytes())
         .into();
-    if !matches || row.revoked_at.is_some() {
+    if !matches {
         return Err(AuthError::Invalid);
     }
-    let scopes = row
-        .scopes
-        .split(',')
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    if let Some(at) = row.revoked_at {
+        return Err(AuthError::Revoked {
+            key_id: row.id.clone(),
+            at,
+        });
+    }
+    if let Some(at) = row.expires_at.filter(|at| *at <= now) {
+        return Err(AuthError::Expired {
+            key_id: row.id.clone(),
+            at,
+        });
+    }
     Ok(Caller {
         key_id: row.id.clone(),
-        scopes,
+        scopes: scopes_of(&row.scopes),
     })
+}
+
+/// The scopes of a stored `scopes` column (unknown names are ignored).
+fn scopes_of(column: &str) -> Vec<Scope> {
+    column.split(',').filter_map(|s| s.parse().ok()).collect()
 }
 
 fn hash_secret(secret: &str) -> String {
@@ -207,6 +244,47 @@ mod tests {
                 ),
                 "{presented:?}"
             );
+        }
+    }
+
+    fn stored(secret: &str, expires_at: Option<i64>, revoked_at: Option<i64>) -> ApiKeyRow {
+        ApiKeyRow {
+            id: "k1".into(),
+            name: "ci".into(),
+            secret_hash: hash_secret(secret),
+            scopes: "read,exec".into(),
+            created_at: 0,
+            expires_at,
+            last_used_at: None,
+            revoked_at,
+        }
+    }
+
+    #[test]
+    fn expired_and_revoked_keys_are_refused_by_name() {
+        let err = verify(&stored("s", Some(100), None), "s", 100).unwrap_err();
+        assert!(matches!(err, AuthError::Expired { ref key_id, at: 100 } if key_id == "k1"));
+        assert_eq!(
+            err.to_string(),
+            "API key k1 expired at 1970-01-01T00:01:40Z"
+        );
+        assert_eq!(err.key_id(), Some("k1"));
+        assert!(verify(&stored("s", Some(101), None), "s", 100).is_ok());
+        let err = verify(&stored("s", None, Some(5)), "s", 100).unwrap_err();
+        assert!(err.to_string().contains("k1 was revoked"), "{err}");
+        assert_eq!(err.key_id(), Some("k1"));
+    }
+
+    #[test]
+    fn a_wrong_secret_does_not_learn_the_state_of_the_key() {
+        for row in [
+            stored("s", Some(1), None),
+            stored("s", None, Some(1)),
+            stored("s", None, None),
+        ] {
+            let err = verify(&row, "wrong", 100).unwrap_err();
+            assert!(matches!(err, AuthError::Invalid));
+            assert_eq!(err.key_id(), None);
         }
     }
 

@@ -89,16 +89,31 @@ impl From<StoreError> for ApiError {
             StoreError::JoinTokenUsedUp
             | StoreError::WorkerRevoked(_)
             | StoreError::StaleWorkerToken(_) => Self::unauthorized(err.to_string()),
-            StoreError::WorkerIdTaken(_) | StoreError::WorkerHoldsSandboxes { .. } => {
-                Self::new(ErrorCode::Conflict, err.to_string())
+            StoreError::WorkerIdTaken(_)
+            | StoreError::WorkerHoldsSandboxes { .. }
+            | StoreError::LastAdminKey(_) => Self::new(ErrorCode::Conflict, err.to_string()),
+            StoreError::UnknownWorker(_) | StoreError::UnknownApiKey(_) => {
+                Self::not_found(err.to_string())
             }
-            StoreError::UnknownWorker(_) => Self::not_found(err.to_string()),
             StoreError::Closed => Self::new(ErrorCode::Unavailable, err.to_string()),
             StoreError::DiskFull(_) => Self::disk_full(&err),
             StoreError::UnsupportedUrl(_)
             | StoreError::Database(_)
             | StoreError::GroupedWrite(_)
             | StoreError::Migrate(_) => Self::internal(&err),
+        }
+    }
+}
+
+impl From<crate::api_keys::KeyError> for ApiError {
+    fn from(err: crate::api_keys::KeyError) -> Self {
+        use crate::api_keys::KeyError;
+        match err {
+            KeyError::Store(err) => err.into(),
+            KeyError::UnknownScope(_)
+            | KeyError::NoScopes
+            | KeyError::BadExpiry { .. }
+            | KeyError::BadName => Self::bad_request(err.to_string()),
         }
     }
 }

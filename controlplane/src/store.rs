@@ -47,8 +47,8 @@
 //! ```
 //!
 //! Nothing else looks at the backend, and no trait abstracts the connections. (The
-//! one shared body with a Postgres-only statement in it is test-only
-//! `place_sandbox`, which checks [`Store::backend`] for its row lock.)
+//! shared bodies with a Postgres-only statement in them, test-only `place_sandbox`
+//! and `revoke_api_key`, check [`Store::backend`] for their row locks.)
 
 #[macro_use]
 mod dispatch;
@@ -77,7 +77,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 
 use sqlite::SqliteConnections;
 
-pub use api_keys::ApiKeyRow;
+pub use api_keys::{ApiKeyInfo, ApiKeyRow, KeyRevocation};
 pub use audit::AuditHead;
 pub use audit::AuditRow;
 pub use certificates::NewCertificate;
@@ -121,6 +121,13 @@ pub enum StoreError {
          to mark them lost and remove it"
     )]
     WorkerHoldsSandboxes { worker_id: String, count: usize },
+    #[error("no API key has id {0:?}")]
+    UnknownApiKey(String),
+    #[error(
+        "API key {0} is the last usable admin key; revoking it would lock every operator \
+         out (create another admin key first)"
+    )]
+    LastAdminKey(String),
     #[error("the store is closed")]
     Closed,
     #[error("database: {0}")]

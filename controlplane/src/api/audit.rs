@@ -1,7 +1,10 @@
 //! Auditing at the edge: a middleware that, for every mutating HTTP or gRPC call,
 //! hands the handler an `AuditSlot` to note who called (the API key id) and what was
 //! asked (a command line, a path), and after the response appends one record with the
-//! outcome to the audit log. Reads are not recorded. While the log is behind (records
+//! outcome to the audit log. Reads are not recorded, except a read refused because
+//! its key expired or was revoked (401 naming the key: whoever still holds such a key
+//! is worth knowing about); a key nobody knows is not recorded, so junk cannot fill
+//! the log. While the log is behind (records
 //! of answered calls the store refused, `audit.rs`), mutating calls are refused before
 //! they run (507 on a full disk, else 503); the refusals themselves are not recorded.
 
@@ -13,6 +16,7 @@ use axum::http::{Method, Response};
 use axum::middleware::Next;
 
 use super::ApiState;
+use super::auth::presented_key;
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ErrorCode};
 
@@ -131,6 +135,13 @@ fn outcome<B>(response: &Response<B>) -> String {
     }
 }
 
+/// A call refused as unauthenticated whose key the refusal named (`auth.rs` notes it
+/// in the slot only for a key that exists: expired or revoked).
+fn refused_naming_a_key(outcome: &str, slot: &AuditSlot) -> bool {
+    let unauthenticated = outcome == ErrorCode::Unauthorized.as_str() || outcome == "grpc:16";
+    unauthenticated && slot.with(|n| n.actor.is_some())
+}
+
 pub async fn record(
     State(state): State<ApiState>,
     mut request: Request,
@@ -141,11 +152,16 @@ pub async fn record(
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
-    let Some(operation) = operation(request.method(), &path, template.as_deref()) else {
+    let mutating = operation(request.method(), &path, template.as_deref());
+    let presents_key =
+        presented_key(|name| request.headers().get(name).and_then(|v| v.to_str().ok())).is_some();
+    if mutating.is_none() && !presents_key {
         return next.run(request).await;
-    };
+    }
     // nothing is done that could not be recorded
-    if let Err(err) = state.audit.writable() {
+    if mutating.is_some()
+        && let Err(err) = state.audit.writable()
+    {
         let refusal = ApiError::from(err);
         if path.starts_with("/berth.v1.") {
             return tonic::Status::from(refusal).into_http();
@@ -160,8 +176,20 @@ pub async fn record(
         .to_owned();
     let slot = AuditSlot::default();
     request.extensions_mut().insert(slot.clone());
+    let method = request.method().clone();
     let response = next.run(request).await;
     let outcome = outcome(&response);
+    let operation = match mutating {
+        Some(operation) => operation,
+        None if refused_naming_a_key(&outcome, &slot) => {
+            if path.starts_with("/berth.v1.") {
+                format!("grpc {path}")
+            } else {
+                format!("{method} {}", template.as_deref().unwrap_or(&path))
+            }
+        }
+        None => return response,
+    };
     let (actor, sandbox_id, detail) = slot.with(|n| {
         (
             n.actor.take().unwrap_or_else(|| "anonymous".to_owned()),

@@ -2,6 +2,7 @@
 //! `X-Admin-API-Key` or `Authorization: Bearer`, checked against the store (through a
 //! short-lived cache of key rows) and the scope the call needs.
 
+use super::AuditSlot;
 use crate::api_keys::{ApiKeyCache, AuthError, Caller, Scope};
 use crate::error::ApiError;
 use crate::store::Store;
@@ -21,14 +22,30 @@ pub fn presented_key<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<&'a
         .filter(|key| !key.is_empty())
 }
 
+/// Checks the presented key and that it has `scope`, and notes the key in the call's
+/// audit slot (if the call is audited): the caller's key, or the key of a refusal
+/// that names one (expired, revoked), with the reason as the record's detail.
 pub async fn authorize(
     keys: &ApiKeyCache,
     store: &Store,
     presented: Option<&str>,
     scope: Scope,
+    audit: Option<&AuditSlot>,
 ) -> Result<Caller, ApiError> {
     let key = presented.ok_or(AuthError::Missing)?;
-    let caller = keys.authenticate(store, key).await?;
+    let caller = match keys.authenticate(store, key).await {
+        Ok(caller) => caller,
+        Err(err) => {
+            if let (Some(slot), Some(key_id)) = (audit, err.key_id()) {
+                slot.actor(key_id);
+                slot.detail(err.to_string());
+            }
+            return Err(err.into());
+        }
+    };
+    if let Some(slot) = audit {
+        slot.actor(&caller.key_id);
+    }
     if !caller.allows(scope) {
         return Err(AuthError::Forbidden(scope).into());
     }
@@ -38,7 +55,10 @@ pub async fn authorize(
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::Missing | AuthError::Invalid => ApiError::unauthorized(err.to_string()),
+            AuthError::Missing
+            | AuthError::Invalid
+            | AuthError::Expired { .. }
+            | AuthError::Revoked { .. } => ApiError::unauthorized(err.to_string()),
             AuthError::Forbidden(_) => ApiError::forbidden(err.to_string()),
             AuthError::Store(err) => err.into(),
         }

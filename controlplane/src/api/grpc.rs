@@ -34,9 +34,6 @@ async fn caller<T>(
 ) -> Result<Caller, ApiError> {
     let metadata = request.metadata();
     let key = presented_key(|name| metadata.get(name).and_then(|v| v.to_str().ok()));
-    let caller = authorize(&state.api_keys, &state.store, key, scope).await?;
-    if let Some(slot) = request.extensions().get::<AuditSlot>() {
-        slot.actor(&caller.key_id);
-    }
-    Ok(caller)
+    let slot = request.extensions().get::<AuditSlot>();
+    authorize(&state.api_keys, &state.store, key, scope, slot).await
 }

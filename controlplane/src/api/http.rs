@@ -140,10 +140,8 @@ impl<S: RequiredScope> FromRequestParts<ApiState> for Authorized<S> {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let key = presented_key(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()));
-        let caller = authorize(&state.api_keys, &state.store, key, S::SCOPE).await?;
-        if let Some(slot) = parts.extensions.get::<AuditSlot>() {
-            slot.actor(&caller.key_id);
-        }
+        let slot = parts.extensions.get::<AuditSlot>();
+        let caller = authorize(&state.api_keys, &state.store, key, S::SCOPE, slot).await?;
         Ok(Self(caller, std::marker::PhantomData))
     }
 }

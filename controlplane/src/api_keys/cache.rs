@@ -4,12 +4,16 @@
 //! (an unknown id always asks the store, so a new key works at once); an entry lives
 //! `ttl`, so a change made elsewhere (another replica, the database itself) is seen
 //! within it, and [`ApiKeyCache::invalidate`] drops one at once for a change made here.
+//! Expiry is checked on every request against the clock, cached row or not. A key
+//! that authenticates has its use recorded (`last_used.rs`: at most once a minute).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::last_used::LastUsed;
 use super::{AuthError, Caller, split_presented, verify};
+use crate::clock::now_secs;
 use crate::store::{ApiKeyRow, Store};
 
 /// How long a key row is trusted without asking the store again.
@@ -21,6 +25,7 @@ const MAX_ENTRIES: usize = 10_000;
 pub struct ApiKeyCache {
     ttl: Duration,
     entries: Arc<Mutex<HashMap<String, (Instant, ApiKeyRow)>>>,
+    last_used: LastUsed,
 }
 
 impl Default for ApiKeyCache {
@@ -34,6 +39,7 @@ impl ApiKeyCache {
         Self {
             ttl,
             entries: Arc::default(),
+            last_used: LastUsed::default(),
         }
     }
 
@@ -48,7 +54,9 @@ impl ApiKeyCache {
                 row
             }
         };
-        verify(&row, secret)
+        let caller = verify(&row, secret, now_secs())?;
+        self.last_used.record(store, &caller.key_id).await;
+        Ok(caller)
     }
 
     /// Forgets key `key_id` (call it when the key is revoked or changed).
@@ -128,7 +136,7 @@ mod tests {
         cache.invalidate(key_id(&key));
         assert!(matches!(
             cache.authenticate(&store, &key).await,
-            Err(AuthError::Invalid)
+            Err(AuthError::Revoked { .. })
         ));
     }
 
@@ -141,7 +149,29 @@ mod tests {
         revoke_in_the_database(&store, key_id(&key)).await;
         assert!(matches!(
             cache.authenticate(&store, &key).await,
-            Err(AuthError::Invalid)
+            Err(AuthError::Revoked { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_use_is_recorded() {
+        let (_dir, store) = temp_store().await;
+        let cache = ApiKeyCache::new(Duration::from_secs(3600));
+        let key = create_api_key(&store, "ci", &[Scope::Read]).await.unwrap();
+        let id = key_id(&key);
+        assert_eq!(
+            store.find_api_key(id).await.unwrap().unwrap().last_used_at,
+            None
+        );
+        cache.authenticate(&store, &key).await.unwrap();
+        assert!(
+            store
+                .find_api_key(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+                .is_some()
+        );
     }
 }

@@ -26,6 +26,11 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgr
 #[cfg(any(test, feature = "test-support"))]
 pub(super) const LOCK_SANDBOX: &str = "SELECT id FROM sandboxes WHERE id = $1 FOR UPDATE";
 
+/// Locks the rows of every unrevoked admin key until the transaction ends, so two
+/// revocations cannot each see the other's key as the admin key that remains.
+pub(super) const LOCK_ADMIN_KEYS: &str = "SELECT id FROM api_keys \
+     WHERE revoked_at IS NULL AND ',' || scopes || ',' LIKE '%,admin,%' FOR UPDATE";
+
 /// How often a write transaction is tried when Postgres aborts it for a conflict.
 pub(super) const TX_ATTEMPTS: u32 = 5;
 

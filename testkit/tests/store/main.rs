@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use berth_controlplane::store::{
-    ApiKeyRow, AuditHead, AuditRow, Backend, ClusterIdentity, DrainState, Enrollment,
+    ApiKeyInfo, ApiKeyRow, AuditHead, AuditRow, Backend, ClusterIdentity, DrainState, Enrollment,
     EnrollmentCredential, ExpiredLease, HeartbeatUpdate, HeldLease, NewCertificate, NewJoinToken,
     NewSandbox, PlaceOutcome, Placement, ReportedState, SandboxState, Store, StoreError,
     WorkerState,
@@ -54,6 +54,7 @@ impl Db {
     }
 }
 
+mod api_keys;
 mod cluster;
 mod enrollment;
 mod sandboxes;
@@ -207,7 +208,16 @@ pub(crate) fn api_key(id: &str) -> ApiKeyRow {
         secret_hash: format!("hash-{id}"),
         scopes: "read,exec".into(),
         created_at: 42,
+        expires_at: None,
+        last_used_at: None,
         revoked_at: None,
+    }
+}
+
+pub(crate) fn admin_key(id: &str) -> ApiKeyRow {
+    ApiKeyRow {
+        scopes: "admin".into(),
+        ..api_key(id)
     }
 }
 
@@ -252,6 +262,11 @@ macro_rules! conformance {
 conformance!(
     cluster::the_store_answers_and_names_its_backend,
     cluster::api_keys_are_found_by_id_and_counted,
+    api_keys::keys_are_listed_without_their_hash_with_expiry_and_last_use,
+    api_keys::revoking_is_idempotent_and_unknown_keys_are_named,
+    api_keys::the_last_usable_admin_key_cannot_be_revoked,
+    api_keys::replicas_revoking_the_last_two_admin_keys_leave_one,
+    api_keys::a_use_is_written_at_most_once_per_interval,
     cluster::the_first_writer_sets_the_cluster_identity,
     cluster::the_first_admin_key_is_made_once,
     cluster::an_existing_key_means_no_first_admin_key,
