@@ -266,6 +266,16 @@ async fn real_answers_match_their_schemas() {
     conforms(&doc, "get", "/api/v1/workers", status, &body);
     let (status, body) = api.get("/status").await;
     conforms(&doc, "get", "/api/v1/status", status, &body);
+    let (status, body) = api
+        .post("/keys", json!({"scopes": ["read"], "expires": "1h"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    conforms(&doc, "post", "/api/v1/keys", status, &body);
+    let key_id = body["id"].as_str().unwrap().to_owned();
+    let (status, body) = api.get("/keys").await;
+    conforms(&doc, "get", "/api/v1/keys", status, &body);
+    let (status, body) = api.delete(&format!("/keys/{key_id}")).await;
+    conforms(&doc, "delete", "/api/v1/keys/{id}", status, &body);
     let (status, body) = api.get("/health").await;
     conforms(&doc, "get", "/api/v1/health", status, &body);
     let (status, body) = api.post("/sandboxes/admission", json!({})).await;

@@ -76,6 +76,8 @@ const MUTATING_GRPC: &[&str] = &[
     "/berth.v1.Sandboxes/MoveFile",
     "/berth.v1.Sandboxes/Chmod",
     "/berth.v1.Admin/CreateJoinToken",
+    "/berth.v1.Admin/CreateApiKey",
+    "/berth.v1.Admin/RevokeApiKey",
 ];
 
 /// The record's operation name, or `None` for a call that changes nothing.

@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub(crate) mod exec;
 pub(crate) mod files;
 mod health;
+pub(crate) mod keys;
 pub mod openapi;
 mod providers;
 mod routes;

@@ -1,13 +1,14 @@
-//! `berth.v1.Admin`: workers and join tokens for generated clients.
+//! `berth.v1.Admin`: workers, join tokens and API keys for generated clients.
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
 use super::caller;
-use crate::api::ApiState;
 use crate::api::http::parse_optional_duration;
-use crate::api_keys::Scope;
+use crate::api::{ApiState, AuditSlot};
+use crate::api_keys::{KeyView, NewKey, Scope, manage};
+use crate::error::ApiError;
 use crate::fleet::{JoinTokenRequest, WorkerView};
 
 #[derive(Debug, Clone)]
@@ -50,8 +51,70 @@ fn worker_message(view: WorkerView) -> pb::Worker {
     }
 }
 
+fn key_message(view: KeyView) -> pb::ApiKey {
+    pb::ApiKey {
+        scopes: view.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+        id: view.id,
+        name: view.name,
+        created_at: view.created_at,
+        expires_at: view.expires_at.unwrap_or(0),
+        last_used_at: view.last_used_at.unwrap_or(0),
+        revoked_at: view.revoked_at.unwrap_or(0),
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreatedApiKey>, Status> {
+        caller(&self.state, &request, Scope::Admin).await?;
+        let audit = request.extensions().get::<AuditSlot>().cloned();
+        let body = request.into_inner();
+        let new_key = NewKey::parse(Some(&body.name), &body.scopes, Some(&body.expires))
+            .map_err(ApiError::from)?;
+        let created = manage::create(&self.state.store, new_key)
+            .await
+            .map_err(ApiError::from)?;
+        if let Some(audit) = audit {
+            // the key is a secret: the record names its id
+            audit.detail(format!("key={}", created.view.id));
+        }
+        Ok(Response::new(pb::CreatedApiKey {
+            api_key: Some(key_message(created.view)),
+            key: created.key,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        caller(&self.state, &request, Scope::Admin).await?;
+        let keys = manage::list(&self.state.store)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(key_message).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        caller(&self.state, &request, Scope::Admin).await?;
+        let id = &request.get_ref().id;
+        if let Some(audit) = request.extensions().get::<AuditSlot>() {
+            audit.detail(format!("key={id}"));
+        }
+        let view = manage::revoke(&self.state.store, &self.state.api_keys, id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(key_message(view)))
+    }
+
     async fn list_workers(
         &self,
         request: Request<pb::ListWorkersRequest>,

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, exec, files, health, providers, sandboxes, status, tokens, workers};
+use super::{audit, exec, files, health, keys, providers, sandboxes, status, tokens, workers};
 use crate::error::ErrorCode;
 
 #[derive(OpenApi)]
@@ -39,6 +39,10 @@ use crate::error::ErrorCode;
         workers::undrain,
         workers::uncordon,
         tokens::create,
+        keys::create,
+        keys::list,
+        keys::get,
+        keys::revoke,
         status::metrics,
         status::status,
         audit::list,
@@ -138,7 +142,7 @@ fn add_error_responses(operation: &mut Operation) {
         .is_some_and(|schemes| !schemes.is_empty());
     let mut errors = vec![("500", "An internal error"), ("default", "Any other error")];
     if keyed {
-        errors.push(("401", "No API key, or an unknown one"));
+        errors.push(("401", "No API key, or an unknown, expired or revoked one"));
         errors.push(("403", "The key lacks the scope this call needs"));
     }
     for (status, description) in errors {

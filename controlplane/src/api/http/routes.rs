@@ -7,7 +7,9 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{audit, exec, files, health, openapi, providers, sandboxes, status, tokens, workers};
+use super::{
+    audit, exec, files, health, keys, openapi, providers, sandboxes, status, tokens, workers,
+};
 use crate::api::ApiState;
 
 /// The JSON file write carries its content inline; larger files go through PUT.
@@ -60,6 +62,10 @@ pub fn routes() -> Vec<Route> {
         at(M::POST, "/api/v1/workers/{id}/undrain", workers::undrain),
         at(M::POST, "/api/v1/workers/{id}/uncordon", workers::uncordon),
         at(M::POST, "/api/v1/tokens", tokens::create),
+        at(M::POST, "/api/v1/keys", keys::create),
+        at(M::GET, "/api/v1/keys", keys::list),
+        at(M::GET, "/api/v1/keys/{id}", keys::get),
+        at(M::DELETE, "/api/v1/keys/{id}", keys::revoke),
         at(M::GET, "/metrics", status::metrics),
         at(M::GET, "/api/v1/status", status::status),
         at(M::GET, "/api/v1/audit", audit::list),
