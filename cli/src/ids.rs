@@ -1,4 +1,4 @@
-//! Id prefixes: every command taking a sandbox or worker id accepts a unique prefix of
+//! Id prefixes: every command taking a sandbox, worker or key id accepts a unique prefix of
 //! one (`berth sandbox exec sbx-3f2 …`), resolved against the current list.
 
 use anyhow::bail;
@@ -45,6 +45,11 @@ fn is_whole_sandbox_id(id: &str) -> bool {
 /// The worker `given` names (an id or a unique prefix of one).
 pub async fn worker(api: &ApiClient, given: &str) -> anyhow::Result<String> {
     resolve_listed(api, "worker", "/api/v1/workers", given).await
+}
+
+/// The API key `given` names (an id or a unique prefix of one).
+pub async fn api_key(api: &ApiClient, given: &str) -> anyhow::Result<String> {
+    resolve_listed(api, "API key", "/api/v1/keys", given).await
 }
 
 async fn resolve_listed(

@@ -11,6 +11,7 @@ mod contexts;
 mod copy;
 mod exit;
 mod ids;
+mod keys;
 mod logging;
 mod output;
 mod sandbox;
@@ -94,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: tokens::TokenCommand,
     },
+    /// API keys: create (shown once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Inspect and manage the fleet's workers.
     Workers {
         #[command(subcommand)]
@@ -147,6 +153,7 @@ fn main() -> std::process::ExitCode {
             Command::Token { command } => tokens::run(command).await,
             Command::Audit { command } => audit::run(command).await,
             Command::Status { client } => status::run(client).await,
+            Command::Keys { command } => keys::run(command).await,
             Command::Workers { command } => workers::run(command).await,
             Command::Context { command } => contexts::run(command),
             Command::Version { client } => version::run(client).await,
