@@ -7,12 +7,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::admin_client::AdminClient;
 use berth_proto::v1::sandboxes_client::SandboxesClient;
-use berth_testkit::{Api, TestControlPlane, TestFleet, eventually, id_of};
+use berth_testkit::{Api, TestControlPlane, TestFleet, api_channel, eventually, id_of, keyed};
 
 /// Longer than the key cache's 5 s, with room for a slow machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -36,22 +35,6 @@ async fn mint(api: &Api, scopes: &[&str]) -> (String, String) {
     )
 }
 
-async fn channel(api_url: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(api_url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-api-key", key.parse().unwrap());
-    request
-}
-
 #[tokio::test]
 async fn minted_keys_do_only_what_their_scopes_allow_over_http_and_grpc() {
     let fleet = TestFleet::start().await;
@@ -70,7 +53,7 @@ async fn minted_keys_do_only_what_their_scopes_allow_over_http_and_grpc() {
     assert_eq!(body["code"], "FORBIDDEN");
     assert!(body["message"].as_str().unwrap().contains("exec"), "{body}");
 
-    let mut sandboxes = SandboxesClient::new(channel(&fleet.cp.api_url()).await);
+    let mut sandboxes = SandboxesClient::new(api_channel(&fleet.cp.api_url()).await);
     let listed = sandboxes
         .list(keyed(pb::ListSandboxesRequest::default(), &read))
         .await
@@ -106,7 +89,7 @@ async fn minted_keys_do_only_what_their_scopes_allow_over_http_and_grpc() {
     assert_eq!(status, 403, "only admin makes keys: {body}");
     let (status, _) = member.get("/keys").await;
     assert_eq!(status, 403);
-    let mut admin_grpc = AdminClient::new(channel(&fleet.cp.api_url()).await);
+    let mut admin_grpc = AdminClient::new(api_channel(&fleet.cp.api_url()).await);
     let refused = admin_grpc
         .create_api_key(keyed(
             pb::CreateApiKeyRequest {
@@ -316,7 +299,7 @@ async fn bad_requests_name_what_is_wrong() {
             "{body} → {answer}"
         );
     }
-    let mut grpc = AdminClient::new(channel(&cp.api_url()).await);
+    let mut grpc = AdminClient::new(api_channel(&cp.api_url()).await);
     let refused = grpc
         .create_api_key(keyed(
             pb::CreateApiKeyRequest {
@@ -335,7 +318,7 @@ async fn bad_requests_name_what_is_wrong() {
 #[tokio::test]
 async fn keys_are_managed_over_grpc() {
     let cp = TestControlPlane::start().await;
-    let mut grpc = AdminClient::new(channel(&cp.api_url()).await);
+    let mut grpc = AdminClient::new(api_channel(&cp.api_url()).await);
     let created = grpc
         .create_api_key(keyed(
             pb::CreateApiKeyRequest {

@@ -15,25 +15,9 @@ use tonic_health::pb::health_client::HealthClient;
 use berth_controlplane::api_keys::{Scope, create_api_key};
 use berth_proto::v1 as pb;
 use berth_proto::v1::sandboxes_client::SandboxesClient;
-use berth_testkit::{TestControlPlane, TestFleet, eventually, id_of};
+use berth_testkit::{TestControlPlane, TestFleet, api_channel, eventually, id_of, keyed};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-async fn channel(api_url: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(api_url.to_owned())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-api-key", key.parse().unwrap());
-    request
-}
 
 #[tokio::test]
 async fn an_unknown_provider_is_a_bad_request_naming_the_known_ones() {
@@ -56,7 +40,7 @@ async fn an_unknown_provider_is_a_bad_request_naming_the_known_ones() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "UNAVAILABLE");
 
-    let mut sandboxes = SandboxesClient::new(channel(&fleet.cp.api_url()).await);
+    let mut sandboxes = SandboxesClient::new(api_channel(&fleet.cp.api_url()).await);
     let create = pb::CreateSandboxRequest {
         provider: "dokcer".into(),
         ..Default::default()
@@ -76,7 +60,7 @@ async fn an_unknown_provider_is_a_bad_request_naming_the_known_ones() {
 #[tokio::test]
 async fn unknown_grpc_services_are_unimplemented_and_405_is_json() {
     let cp = TestControlPlane::start().await;
-    let mut grpc = tonic::client::Grpc::new(channel(&cp.api_url()).await);
+    let mut grpc = tonic::client::Grpc::new(api_channel(&cp.api_url()).await);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     let refused = grpc
@@ -122,7 +106,7 @@ async fn a_whole_grpc_exec_too_large_for_default_clients_points_at_exec_stream()
     let fleet = TestFleet::start().await;
     let sandbox = fleet.api.create_sandbox(json!({})).await;
     let id = id_of(&sandbox);
-    let mut sandboxes = SandboxesClient::new(channel(&fleet.cp.api_url()).await);
+    let mut sandboxes = SandboxesClient::new(api_channel(&fleet.cp.api_url()).await);
     let exec = |command: &str| pb::ExecRequest {
         sandbox_id: id.clone(),
         command: command.to_owned(),
@@ -386,7 +370,7 @@ async fn grpc_health_follows_the_fleet_without_a_key() {
         .workers(0)
         .start()
         .await;
-    let mut health = HealthClient::new(channel(&fleet.cp.api_url()).await);
+    let mut health = HealthClient::new(api_channel(&fleet.cp.api_url()).await);
     for service in ["", "berth.v1.Sandboxes", "berth.v1.Admin"] {
         assert_eq!(
             health_of(&mut health, service).await,
