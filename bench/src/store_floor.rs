@@ -97,6 +97,7 @@ async fn pair(store: &Store, audit: &AuditLog, id: String) -> anyhow::Result<()>
         created_at: 0,
         expires_at: 600,
         internet: true,
+        team_id: "default".into(),
     };
     let placed = store
         .create_placed_sandbox(&sandbox, &[WORKER.to_owned()], 0, i64::MAX / 2, "full")

@@ -18,6 +18,7 @@ use crate::audit::AuditLog;
 use crate::fleet::Fleet;
 use crate::sandboxes::Sandboxes;
 use crate::store::Store;
+use crate::teams::Teams;
 
 pub use audit::AuditSlot;
 pub use grpc::health::{
@@ -50,6 +51,7 @@ impl std::ops::Deref for ApiState {
 pub struct ApiParts {
     pub fleet: Fleet,
     pub sandboxes: Sandboxes,
+    pub teams: Teams,
     pub audit: AuditLog,
     pub store: Store,
     /// Key rows recently read from the store (revoking a key must invalidate it here).

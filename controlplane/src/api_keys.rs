@@ -62,16 +62,68 @@ impl FromStr for Scope {
     }
 }
 
-/// An authenticated caller of the public API.
+/// An authenticated caller of the public API: its key, what the key may do, and the
+/// team (and user) it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub key_id: String,
     pub scopes: Vec<Scope>,
+    /// `None`: a cluster key, not bound to a team.
+    pub team: Option<String>,
+    /// The user of its team the key acts as, if bound to one.
+    pub user: Option<String>,
+}
+
+/// What a key is, by its team and the admin scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The admin scope and no team: everything.
+    ClusterAdmin,
+    /// No team, without the admin scope: its scopes over every team's sandboxes.
+    Cluster,
+    /// The admin scope within a team: that team's keys, users and sandboxes.
+    TeamAdmin,
+    /// A team's key without the admin scope.
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterAdmin => "cluster-admin",
+            Self::Cluster => "cluster",
+            Self::TeamAdmin => "team-admin",
+            Self::Member => "member",
+        }
+    }
+
+    pub fn of(scopes: &[Scope], team: Option<&str>) -> Self {
+        match (scopes.contains(&Scope::Admin), team.is_some()) {
+            (true, false) => Self::ClusterAdmin,
+            (false, false) => Self::Cluster,
+            (true, true) => Self::TeamAdmin,
+            (false, true) => Self::Member,
+        }
+    }
 }
 
 impl Caller {
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&Scope::Admin) || self.scopes.contains(&scope)
+    }
+
+    pub fn role(&self) -> Role {
+        Role::of(&self.scopes, self.team.as_deref())
+    }
+
+    /// Whether the caller may administer team `team`: a cluster admin may any, a team
+    /// admin its own.
+    pub fn administers(&self, team: &str) -> bool {
+        match self.role() {
+            Role::ClusterAdmin => true,
+            Role::TeamAdmin => self.team.as_deref() == Some(team),
+            Role::Cluster | Role::Member => false,
+        }
     }
 }
 
@@ -109,7 +161,7 @@ pub async fn create_api_key(
     name: &str,
     scopes: &[Scope],
 ) -> Result<String, StoreError> {
-    let (key, row) = new_api_key(name, scopes, None);
+    let (key, row) = new_api_key(name, scopes, None, KeyOwner::default());
     store.insert_api_key(&row).await?;
     Ok(key)
 }
@@ -118,12 +170,24 @@ pub async fn create_api_key(
 /// control plane (a replica starting at the same time) made it; returns it in full
 /// when this call made it.
 pub async fn create_first_admin_key(store: &Store) -> Result<Option<String>, StoreError> {
-    let (key, row) = new_api_key("admin", &[Scope::Admin], None);
+    let (key, row) = new_api_key("admin", &[Scope::Admin], None, KeyOwner::default());
     Ok(store.insert_first_admin_key(&row).await?.then_some(key))
 }
 
+/// The team and user a key is bound to (neither: a cluster key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub team: Option<String>,
+    pub user: Option<String>,
+}
+
 /// A fresh key in full and the row that stores its hash.
-fn new_api_key(name: &str, scopes: &[Scope], expires_at: Option<i64>) -> (String, ApiKeyRow) {
+fn new_api_key(
+    name: &str,
+    scopes: &[Scope],
+    expires_at: Option<i64>,
+    owner: KeyOwner,
+) -> (String, ApiKeyRow) {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id);
@@ -144,6 +208,8 @@ fn new_api_key(name: &str, scopes: &[Scope], expires_at: Option<i64>) -> (String
         expires_at,
         last_used_at: None,
         revoked_at: None,
+        team_id: owner.team,
+        user_id: owner.user,
     };
     (format!("{PREFIX}{id}_{secret}"), row)
 }
@@ -189,6 +255,8 @@ fn verify(row: &ApiKeyRow, secret: &str, now: i64) -> Result<Caller, AuthError> 
     Ok(Caller {
         key_id: row.id.clone(),
         scopes: scopes_of(&row.scopes),
+        team: row.team_id.clone(),
+        user: row.user_id.clone(),
     })
 }
 
@@ -224,6 +292,8 @@ mod tests {
         let caller = Caller {
             key_id: "k".into(),
             scopes: vec![Scope::Admin],
+            team: None,
+            user: None,
         };
         for scope in [Scope::Read, Scope::Write, Scope::Exec, Scope::Admin] {
             assert!(caller.allows(scope));
@@ -257,6 +327,8 @@ mod tests {
             expires_at,
             last_used_at: None,
             revoked_at,
+            team_id: None,
+            user_id: None,
         }
     }
 
@@ -286,6 +358,28 @@ mod tests {
             assert!(matches!(err, AuthError::Invalid));
             assert_eq!(err.key_id(), None);
         }
+    }
+
+    #[test]
+    fn roles_follow_the_team_and_the_admin_scope() {
+        let caller = |scopes: Vec<Scope>, team: Option<&str>| Caller {
+            key_id: "k".into(),
+            scopes,
+            team: team.map(str::to_owned),
+            user: None,
+        };
+        let cluster_admin = caller(vec![Scope::Admin], None);
+        assert_eq!(cluster_admin.role(), Role::ClusterAdmin);
+        assert!(cluster_admin.administers("a"));
+        let team_admin = caller(vec![Scope::Admin], Some("a"));
+        assert_eq!(team_admin.role(), Role::TeamAdmin);
+        assert!(team_admin.administers("a"));
+        assert!(!team_admin.administers("b"));
+        let member = caller(vec![Scope::Read, Scope::Exec], Some("a"));
+        assert_eq!(member.role(), Role::Member);
+        assert!(!member.administers("a"));
+        assert_eq!(caller(vec![Scope::Read], None).role(), Role::Cluster);
+        assert_eq!(Role::TeamAdmin.as_str(), "team-admin");
     }
 
     #[tokio::test]

@@ -37,6 +37,9 @@ pub struct AuditEntry {
     pub detail: String,
     pub outcome: String,
     pub request_id: String,
+    /// The team and user the caller acted for (empty: none, a system record).
+    pub team_id: String,
+    pub user_id: String,
 }
 
 /// Where verification found the chain broken.
@@ -105,7 +108,7 @@ enum Queued {
     /// A record, with the time it was made and, when the caller waits for it, where to
     /// say how its commit went.
     Record {
-        entry: AuditEntry,
+        entry: Box<AuditEntry>,
         at_ms: i64,
         done: Option<oneshot::Sender<Result<i64, AuditError>>>,
     },
@@ -197,7 +200,7 @@ impl AuditLog {
             entry.detail.push('…');
         }
         let record = Queued::Record {
-            entry,
+            entry: Box::new(entry),
             at_ms: now_ms(),
             done,
         };
@@ -313,7 +316,7 @@ async fn append_groups(
             match message {
                 Queued::Record { entry, at_ms, done } => {
                     waiting.push(done);
-                    group.push((entry, at_ms));
+                    group.push((*entry, at_ms));
                 }
                 Queued::Flush(done) => flushes.push(done),
                 Queued::Stop => stop = true,
@@ -400,6 +403,8 @@ fn chained(entry: &AuditEntry, at_ms: i64, seq: i64, prev_hash: &str) -> AuditRo
         detail: entry.detail.clone(),
         outcome: entry.outcome.clone(),
         request_id: entry.request_id.clone(),
+        team_id: entry.team_id.clone(),
+        user_id: entry.user_id.clone(),
         prev_hash: prev_hash.to_owned(),
         hash: String::new(),
     };
@@ -433,9 +438,10 @@ fn check(row: &AuditRow, expected_seq: i64, prev_hash: &str) -> Option<String> {
 }
 
 /// SHA-256 over the record's fields (as a JSON array, so no separator is ambiguous)
-/// and the previous hash.
+/// and the previous hash. Team and user join the array only when one is set, so
+/// records written before teams existed keep their hashes.
 pub fn record_hash(row: &AuditRow) -> String {
-    let canonical = serde_json::json!([
+    let mut canonical = serde_json::json!([
         row.seq,
         row.at_ms,
         row.actor,
@@ -447,6 +453,12 @@ pub fn record_hash(row: &AuditRow) -> String {
         row.request_id,
         row.prev_hash,
     ]);
+    if (!row.team_id.is_empty() || !row.user_id.is_empty())
+        && let Some(fields) = canonical.as_array_mut()
+    {
+        fields.push(row.team_id.clone().into());
+        fields.push(row.user_id.clone().into());
+    }
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 

@@ -92,9 +92,10 @@ impl From<StoreError> for ApiError {
             StoreError::WorkerIdTaken(_)
             | StoreError::WorkerHoldsSandboxes { .. }
             | StoreError::LastAdminKey(_) => Self::new(ErrorCode::Conflict, err.to_string()),
-            StoreError::UnknownWorker(_) | StoreError::UnknownApiKey(_) => {
-                Self::not_found(err.to_string())
-            }
+            StoreError::UnknownWorker(_)
+            | StoreError::UnknownApiKey(_)
+            | StoreError::UnknownTeam(_) => Self::not_found(err.to_string()),
+            StoreError::OverQuota(_) => Self::new(ErrorCode::ResourceLimit, err.to_string()),
             StoreError::Closed => Self::new(ErrorCode::Unavailable, err.to_string()),
             StoreError::DiskFull(_) => Self::disk_full(&err),
             StoreError::UnsupportedUrl(_)
@@ -113,7 +114,12 @@ impl From<crate::api_keys::KeyError> for ApiError {
             KeyError::UnknownScope(_)
             | KeyError::NoScopes
             | KeyError::BadExpiry { .. }
+            | KeyError::UserWithoutTeam
             | KeyError::BadName => Self::bad_request(err.to_string()),
+            KeyError::UnknownTeam(_) | KeyError::UnknownUser { .. } => {
+                Self::not_found(err.to_string())
+            }
+            KeyError::NotYourTeam { .. } => Self::forbidden(err.to_string()),
         }
     }
 }
@@ -126,7 +132,11 @@ impl From<crate::sandboxes::SandboxError> for ApiError {
             SandboxError::NotFound(_) | SandboxError::Destroyed(_) => Self::not_found(message),
             SandboxError::BadRequest(_) => Self::bad_request(message),
             SandboxError::Conflict(_) => Self::new(ErrorCode::Conflict, message),
-            SandboxError::NoCapacity(_) => Self::new(ErrorCode::ResourceLimit, message),
+            SandboxError::NoCapacity(_) | SandboxError::OverQuota(_) => {
+                Self::new(ErrorCode::ResourceLimit, message)
+            }
+            SandboxError::UnknownTeam(_) => Self::not_found(message),
+            SandboxError::Forbidden(_) => Self::forbidden(message),
             SandboxError::Unavailable(_) => Self::new(ErrorCode::Unavailable, message),
             SandboxError::Remote(err) => err.into(),
             SandboxError::Store(err) => err.into(),
@@ -135,6 +145,33 @@ impl From<crate::sandboxes::SandboxError> for ApiError {
                 ..Self::from(*cause)
             },
         }
+    }
+}
+
+impl From<crate::teams::TeamError> for ApiError {
+    fn from(err: crate::teams::TeamError) -> Self {
+        use crate::teams::TeamError;
+        let message = err.to_string();
+        match err {
+            TeamError::UnknownTeam(_) | TeamError::UnknownUser { .. } => Self::not_found(message),
+            TeamError::TeamExists(_)
+            | TeamError::UserExists { .. }
+            | TeamError::TeamOwnsSandboxes { .. }
+            | TeamError::UserOwnsSandboxes { .. } => Self::new(ErrorCode::Conflict, message),
+            TeamError::BadTeamName(_)
+            | TeamError::BadUserName(_)
+            | TeamError::BadQuota(_)
+            | TeamError::DefaultTeam => Self::bad_request(message),
+            TeamError::NotClusterAdmin(_) => Self::forbidden(message),
+            TeamError::Sandbox(err) => err.into(),
+            TeamError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<crate::teams::AccessError> for ApiError {
+    fn from(err: crate::teams::AccessError) -> Self {
+        Self::forbidden(err.to_string())
     }
 }
 

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod sandboxes;
 pub mod server;
 pub mod store;
+pub mod teams;
 pub mod workers;
 
 pub use config::ControlPlaneConfig;

@@ -5,6 +5,7 @@
 mod calls;
 mod lifecycle;
 mod model;
+mod quota;
 mod scheduler;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub use model::{
     CreateRequest, CreateSandbox, FileInfoView, PruneSelection, SandboxView, parse_timeout,
     parse_ttl, rfc3339, rfc3339_millis,
 };
+pub use quota::TeamStanding;
 
 pub use crate::workers::model::{ExecEvent, ExecOutcome, FileInfo, LogLine};
 pub use crate::workers::{ExecEvents, FileChunks, LogLines};
@@ -37,6 +39,14 @@ pub enum SandboxError {
     Conflict(String),
     #[error("{0}")]
     NoCapacity(String),
+    /// The caller's team is at one of its quotas (the message names it).
+    #[error("{0}")]
+    OverQuota(String),
+    #[error("team {0:?} not found")]
+    UnknownTeam(String),
+    /// The call reaches beyond what its key may act for.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
     /// The worker refused the call, or could not be reached.

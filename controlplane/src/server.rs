@@ -22,6 +22,7 @@ use crate::fleet::{Fleet, FleetSettings};
 use crate::metrics::Metrics;
 use crate::sandboxes::Sandboxes;
 use crate::store::{Store, redact_url};
+use crate::teams::Teams;
 use crate::workers::Workers;
 use crate::{VERSION, cluster, mesh};
 
@@ -171,6 +172,7 @@ pub async fn start(
     let router = api::router(ApiState::new(ApiParts {
         fleet: fleet.clone(),
         sandboxes: sandboxes.clone(),
+        teams: Teams::new(store.clone(), sandboxes.clone()),
         audit: audit.clone(),
         store: store.clone(),
         api_keys: ApiKeyCache::default(),

@@ -13,7 +13,8 @@
 //! ## Layout
 //!
 //! - `store/<table>.rs` (`api_keys`, `audit`, `certificates`, `cluster`, `join_tokens`,
-//!   `sandboxes`, `workers`): the [`Store`] methods of that table, in shared SQL.
+//!   `sandboxes`, `teams` (and `users`), `workers`): the [`Store`] methods of that
+//!   table, in shared SQL.
 //! - `store/sqlite.rs` + `store/sqlite/`: what only SQLite has: one writer connection
 //!   and read-only readers instead of a pool, transaction batches, and the grouped
 //!   sandbox state changes. Its page explains the whole mechanism.
@@ -63,6 +64,7 @@ mod postgres;
 mod sandboxes;
 mod sqlite;
 mod states;
+mod teams;
 #[cfg(any(test, feature = "test-support"))]
 mod test_support;
 mod workers;
@@ -88,6 +90,7 @@ pub use sandboxes::{
     UnconfirmedSpawn,
 };
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
+pub use teams::{TeamDeletion, TeamRow, TeamUsage, UserDeletion, UserRow};
 #[cfg(any(test, feature = "test-support"))]
 pub use test_support::PlaceOutcome;
 pub use workers::{
@@ -123,6 +126,11 @@ pub enum StoreError {
     WorkerHoldsSandboxes { worker_id: String, count: usize },
     #[error("no API key has id {0:?}")]
     UnknownApiKey(String),
+    #[error("no team is named {0:?}")]
+    UnknownTeam(String),
+    /// The team's quotas leave no room for the sandbox; nothing was recorded.
+    #[error("team {0:?} is at one of its quotas")]
+    OverQuota(String),
     #[error(
         "API key {0} is the last usable admin key; revoking it would lock every operator \
          out (create another admin key first)"

@@ -325,6 +325,7 @@ async fn keys_are_managed_over_grpc() {
                 name: "grpc".into(),
                 scopes: vec!["read".into(), "exec".into()],
                 expires: "720h".into(),
+                ..Default::default()
             },
             &cp.admin_key,
         ))

@@ -330,7 +330,8 @@ async fn a_create_or_destroy_whose_caller_goes_away_still_finishes() {
     let (status, out) = fleet.api.exec(&id, json!({"command": "echo usable"})).await;
     assert_eq!((status, out["stdout"].as_str()), (200, Some("usable\n")));
 
-    let mut destroy = Box::pin(sandboxes.destroy(&id));
+    let everything = berth_controlplane::teams::Access::everything();
+    let mut destroy = Box::pin(sandboxes.destroy(&everything, &id));
     assert!(futures::poll!(&mut destroy).is_pending());
     drop(destroy);
     eventually("the abandoned destroy finishes", WAIT, || async {

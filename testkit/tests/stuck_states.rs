@@ -55,6 +55,7 @@ fn new_sandbox(id: &str, created_at: i64, expires_at: i64) -> NewSandbox {
         created_at,
         expires_at,
         internet: true,
+        team_id: "default".into(),
     }
 }
 

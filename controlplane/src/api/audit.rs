@@ -27,6 +27,8 @@ pub struct AuditSlot(Arc<Mutex<Noted>>);
 #[derive(Debug, Default)]
 struct Noted {
     actor: Option<String>,
+    team_id: String,
+    user_id: String,
     sandbox_id: Option<String>,
     detail: Option<String>,
 }
@@ -39,6 +41,14 @@ impl AuditSlot {
 
     pub fn actor(&self, key_id: &str) {
         self.with(|n| n.actor = Some(format!("key:{key_id}")));
+    }
+
+    /// The team and user the caller acts for (empty: none).
+    pub fn acting(&self, team_id: &str, user_id: &str) {
+        self.with(|n| {
+            n.team_id = team_id.to_owned();
+            n.user_id = user_id.to_owned();
+        });
     }
 
     pub fn sandbox(&self, sandbox_id: &str) {
@@ -156,7 +166,8 @@ pub async fn record(
         .map(|m| m.as_str().to_owned());
     let mutating = operation(request.method(), &path, template.as_deref());
     let presents_key =
-        presented_key(|name| request.headers().get(name).and_then(|v| v.to_str().ok())).is_some();
+        presented_key(&|name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()))
+            .is_some();
     if mutating.is_none() && !presents_key {
         return next.run(request).await;
     }
@@ -192,11 +203,13 @@ pub async fn record(
         }
         None => return response,
     };
-    let (actor, sandbox_id, detail) = slot.with(|n| {
+    let (actor, sandbox_id, detail, team_id, user_id) = slot.with(|n| {
         (
             n.actor.take().unwrap_or_else(|| "anonymous".to_owned()),
             n.sandbox_id.take().or_else(|| sandbox_in_path(&path)),
             n.detail.take().unwrap_or_default(),
+            std::mem::take(&mut n.team_id),
+            std::mem::take(&mut n.user_id),
         )
     });
     let worker_id = match &sandbox_id {
@@ -211,6 +224,8 @@ pub async fn record(
         detail,
         outcome,
         request_id,
+        team_id,
+        user_id,
     };
     // the appender commits it with whatever else is queued; the caller does not wait
     if let Err(err) = state.audit.submit(entry).await {

@@ -3,12 +3,24 @@
 //! short-lived cache of key rows) and the scope the call needs.
 
 use super::AuditSlot;
-use crate::api_keys::{ApiKeyCache, AuthError, Caller, Scope};
+use crate::api_keys::{ApiKeyCache, AuthError, Caller, Role, Scope};
 use crate::error::ApiError;
 use crate::store::Store;
+use crate::teams::Access;
+
+/// StacyVM's headers naming the team and the user a call acts for.
+const TENANT_HEADER: &str = "x-tenant-id";
+const USER_HEADER: &str = "x-user-id";
+
+/// An authenticated call: who made it and what it may touch.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub caller: Caller,
+    pub access: Access,
+}
 
 /// The key a request presents, from whichever header carries it.
-pub fn presented_key<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
+pub fn presented_key<'a>(header: &impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
     header("x-api-key")
         .or_else(|| header("x-admin-api-key"))
         .or_else(|| {
@@ -22,17 +34,33 @@ pub fn presented_key<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<&'a
         .filter(|key| !key.is_empty())
 }
 
-/// Checks the presented key and that it has `scope`, and notes the key in the call's
-/// audit slot (if the call is audited): the caller's key, or the key of a refusal
-/// that names one (expired, revoked), with the reason as the record's detail.
-pub async fn authorize(
+impl Granted {
+    /// The same grant, if the caller is a cluster admin (the admin scope and no
+    /// team): the fleet's own operations (workers, join tokens, the audit log) are not
+    /// a team admin's.
+    pub fn cluster_admin(self) -> Result<Self, ApiError> {
+        if self.caller.role() == Role::ClusterAdmin {
+            return Ok(self);
+        }
+        Err(ApiError::forbidden(
+            "this call needs a cluster admin key (the admin scope, bound to no team)",
+        ))
+    }
+}
+
+/// Checks the key a request presents (read through `header`) and that it has
+/// `scope`, then what the call may touch given the team and user it names
+/// (`X-Tenant-ID`, `X-User-ID`), and notes the key, team and user in the call's audit
+/// slot (if the call is audited): the caller's key, or the key of a refusal that
+/// names one (expired, revoked), with the reason as the record's detail.
+pub async fn authorize<'a>(
     keys: &ApiKeyCache,
     store: &Store,
-    presented: Option<&str>,
+    header: impl Fn(&str) -> Option<&'a str>,
     scope: Scope,
     audit: Option<&AuditSlot>,
-) -> Result<Caller, ApiError> {
-    let key = presented.ok_or(AuthError::Missing)?;
+) -> Result<Granted, ApiError> {
+    let key = presented_key(&header).ok_or(AuthError::Missing)?;
     let caller = match keys.authenticate(store, key).await {
         Ok(caller) => caller,
         Err(err) => {
@@ -49,7 +77,14 @@ pub async fn authorize(
     if !caller.allows(scope) {
         return Err(AuthError::Forbidden(scope).into());
     }
-    Ok(caller)
+    let access = Access::for_call(&caller, header(TENANT_HEADER), header(USER_HEADER))?;
+    if let Some(slot) = audit {
+        slot.acting(
+            access.team_filter().unwrap_or_default(),
+            access.user().unwrap_or_default(),
+        );
+    }
+    Ok(Granted { caller, access })
 }
 
 impl From<AuthError> for ApiError {
@@ -75,20 +110,20 @@ mod tests {
 
     #[test]
     fn keys_come_from_any_supported_header() {
-        assert_eq!(presented_key(headers(&[("x-api-key", "k1")])), Some("k1"));
+        assert_eq!(presented_key(&headers(&[("x-api-key", "k1")])), Some("k1"));
         assert_eq!(
-            presented_key(headers(&[("authorization", "Bearer k2")])),
+            presented_key(&headers(&[("authorization", "Bearer k2")])),
             Some("k2")
         );
         assert_eq!(
-            presented_key(headers(&[("x-admin-api-key", "k3")])),
+            presented_key(&headers(&[("x-admin-api-key", "k3")])),
             Some("k3")
         );
         assert_eq!(
-            presented_key(headers(&[("authorization", "Basic xyz")])),
+            presented_key(&headers(&[("authorization", "Basic xyz")])),
             None
         );
-        assert_eq!(presented_key(headers(&[("x-api-key", "  ")])), None);
-        assert_eq!(presented_key(headers(&[])), None);
+        assert_eq!(presented_key(&headers(&[("x-api-key", "  ")])), None);
+        assert_eq!(presented_key(&headers(&[])), None);
     }
 }

@@ -10,9 +10,9 @@ use berth_proto::v1::admin_server::AdminServer;
 use berth_proto::v1::sandboxes_server::SandboxesServer;
 use tonic::service::Routes;
 
-use super::auth::{authorize, presented_key};
+use super::auth::{Granted, authorize};
 use super::{ApiState, AuditSlot};
-use crate::api_keys::{Caller, Scope};
+use crate::api_keys::Scope;
 use crate::error::ApiError;
 
 pub fn routes(state: ApiState) -> Routes {
@@ -26,14 +26,15 @@ pub fn routes(state: ApiState) -> Routes {
         .add_service(reflection::v1alpha())
 }
 
-/// Checks the API key in a gRPC request's metadata.
+/// Checks the API key in a gRPC request's metadata, and what the call may touch
+/// (`x-tenant-id`, `x-user-id` metadata, as the HTTP headers).
 async fn caller<T>(
     state: &ApiState,
     request: &tonic::Request<T>,
     scope: Scope,
-) -> Result<Caller, ApiError> {
+) -> Result<Granted, ApiError> {
     let metadata = request.metadata();
-    let key = presented_key(|name| metadata.get(name).and_then(|v| v.to_str().ok()));
+    let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
     let slot = request.extensions().get::<AuditSlot>();
-    authorize(&state.api_keys, &state.store, key, scope, slot).await
+    authorize(&state.api_keys, &state.store, header, scope, slot).await
 }

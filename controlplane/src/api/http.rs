@@ -9,10 +9,12 @@ mod health;
 pub(crate) mod keys;
 pub mod openapi;
 mod providers;
+mod quotas;
 mod routes;
 pub(crate) mod sandboxes;
 pub(crate) mod schemas;
 mod status;
+mod teams;
 pub(crate) mod tokens;
 pub(crate) mod workers;
 
@@ -26,10 +28,11 @@ use axum::{Json, Router};
 pub use routes::route_list;
 pub use tokens::parse_optional_duration;
 
-use super::auth::{authorize, presented_key};
+use super::auth::authorize;
 use super::{ApiState, AuditSlot};
 use crate::api_keys::{Caller, Scope};
 use crate::error::ApiError;
+use crate::teams::Access;
 
 pub fn router(state: ApiState) -> Router {
     // the methods of one path in one method router, so that a method the path does
@@ -109,11 +112,17 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// An authenticated caller with at least scope `S`.
-pub struct Authorized<S: RequiredScope>(pub Caller, std::marker::PhantomData<S>);
+/// An authenticated caller with at least scope `S`, and what its call may touch.
+pub struct Authorized<S: RequiredScope> {
+    pub caller: Caller,
+    pub access: Access,
+    scope: std::marker::PhantomData<S>,
+}
 
 pub trait RequiredScope: Send + Sync + 'static {
     const SCOPE: Scope;
+    /// Only a cluster admin key (the admin scope, no team) may call.
+    const CLUSTER_ADMIN: bool = false;
 }
 
 pub struct ReadScope;
@@ -131,8 +140,16 @@ impl RequiredScope for ExecScope {
     const SCOPE: Scope = Scope::Exec;
 }
 
+/// The fleet's own operations: workers, join tokens, the audit log, teams.
 pub struct AdminScope;
 impl RequiredScope for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
+    const CLUSTER_ADMIN: bool = true;
+}
+
+/// A team's administration (its keys and users): a cluster admin, or the team's admin.
+pub struct TeamAdminScope;
+impl RequiredScope for TeamAdminScope {
     const SCOPE: Scope = Scope::Admin;
 }
 
@@ -140,10 +157,17 @@ impl<S: RequiredScope> FromRequestParts<ApiState> for Authorized<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let key = presented_key(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()));
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let slot = parts.extensions.get::<AuditSlot>();
-        let caller = authorize(&state.api_keys, &state.store, key, S::SCOPE, slot).await?;
-        Ok(Self(caller, std::marker::PhantomData))
+        let mut granted = authorize(&state.api_keys, &state.store, header, S::SCOPE, slot).await?;
+        if S::CLUSTER_ADMIN {
+            granted = granted.cluster_admin()?;
+        }
+        Ok(Self {
+            caller: granted.caller,
+            access: granted.access,
+            scope: std::marker::PhantomData,
+        })
     }
 }
 

@@ -2,10 +2,14 @@
 //! key is answered once and never again), list them, look at one, revoke one.
 //! Revoking drops the key from this control plane's cache at once; other replicas
 //! see it when their cached row lapses (`cache.rs`).
+//!
+//! A cluster admin manages every key; a team admin only its own team's, and cannot
+//! mint a key without a team (a cluster key) or for another team. Another team's key
+//! answers as an unknown one, so a team admin learns nothing of other teams.
 
 use std::time::Duration;
 
-use super::{ApiKeyCache, Scope, new_api_key, scopes_of};
+use super::{ApiKeyCache, Caller, KeyOwner, Role, Scope, new_api_key, scopes_of};
 use crate::clock::now_secs;
 use crate::store::{ApiKeyInfo, KeyRevocation, Store, StoreError};
 
@@ -24,6 +28,14 @@ pub enum KeyError {
     BadExpiry { text: String, why: String },
     #[error("a key's name is at most {MAX_NAME_LEN} characters, without control characters")]
     BadName,
+    #[error("team {0:?} not found")]
+    UnknownTeam(String),
+    #[error("team {team:?} has no user {user:?} (add it with `berth users add`)")]
+    UnknownUser { team: String, user: String },
+    #[error("a key bound to a user needs the user's team")]
+    UserWithoutTeam,
+    #[error("this key administers team {own:?}; it cannot mint keys {asked}")]
+    NotYourTeam { own: String, asked: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -35,6 +47,9 @@ pub struct NewKey {
     pub name: String,
     pub scopes: Vec<Scope>,
     pub expires_in: Option<Duration>,
+    /// `None`: the creator's team (a cluster admin's: none, a cluster key).
+    pub team: Option<String>,
+    pub user: Option<String>,
 }
 
 impl NewKey {
@@ -52,7 +67,21 @@ impl NewKey {
             name: name.to_owned(),
             scopes: parse_scopes(scopes)?,
             expires_in: parse_expiry(expires)?,
+            team: None,
+            user: None,
         })
+    }
+
+    /// The same key, bound to `team` and `user` (each optional).
+    pub fn for_owner(mut self, team: Option<&str>, user: Option<&str>) -> Self {
+        let given = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        self.team = given(team);
+        self.user = given(user);
+        self
     }
 }
 
@@ -66,12 +95,19 @@ pub struct KeyView {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub role: Role,
 }
 
 impl From<ApiKeyInfo> for KeyView {
     fn from(info: ApiKeyInfo) -> Self {
+        let scopes = scopes_of(&info.scopes);
         Self {
-            scopes: scopes_of(&info.scopes),
+            role: Role::of(&scopes, info.team_id.as_deref()),
+            scopes,
+            team: info.team_id,
+            user: info.user_id,
             id: info.id,
             name: info.name,
             created_at: info.created_at,
@@ -124,13 +160,52 @@ pub fn parse_expiry(text: Option<&str>) -> Result<Option<Duration>, KeyError> {
     Ok(Some(duration))
 }
 
-/// Makes a key; the answer holds the key in full, which nothing keeps.
-pub async fn create(store: &Store, request: NewKey) -> Result<CreatedKey, KeyError> {
+/// The team and user a key `request`ed by `creator` is bound to, checked: the team
+/// and user exist, and a team admin stays within its team.
+async fn owner_of(store: &Store, creator: &Caller, request: &NewKey) -> Result<KeyOwner, KeyError> {
+    let team = match (creator.role(), &request.team) {
+        (Role::TeamAdmin, None) => creator.team.clone(),
+        (Role::TeamAdmin, Some(asked)) if creator.team.as_ref() != Some(asked) => {
+            return Err(KeyError::NotYourTeam {
+                own: creator.team.clone().unwrap_or_default(),
+                asked: format!("for team {asked:?}"),
+            });
+        }
+        (_, team) => team.clone(),
+    };
+    if let Some(team) = &team
+        && store.get_team(team).await?.is_none()
+    {
+        return Err(KeyError::UnknownTeam(team.clone()));
+    }
+    match (&team, &request.user) {
+        (None, Some(_)) => Err(KeyError::UserWithoutTeam),
+        (Some(team), Some(user)) if store.get_user(team, user).await?.is_none() => {
+            Err(KeyError::UnknownUser {
+                team: team.clone(),
+                user: user.clone(),
+            })
+        }
+        _ => Ok(KeyOwner {
+            team,
+            user: request.user.clone(),
+        }),
+    }
+}
+
+/// Makes a key for `creator` (a cluster admin, or a team admin within its team); the
+/// answer holds the key in full, which nothing keeps.
+pub async fn create(
+    store: &Store,
+    creator: &Caller,
+    request: NewKey,
+) -> Result<CreatedKey, KeyError> {
+    let owner = owner_of(store, creator, &request).await?;
     let expires_at = request.expires_in.map(|after| {
         let secs = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
         now_secs().saturating_add(secs)
     });
-    let (key, mut row) = new_api_key(&request.name, &request.scopes, expires_at);
+    let (key, mut row) = new_api_key(&request.name, &request.scopes, expires_at, owner);
     if row.name.is_empty() {
         row.name = row.id.clone();
     }
@@ -141,23 +216,48 @@ pub async fn create(store: &Store, request: NewKey) -> Result<CreatedKey, KeyErr
     })
 }
 
-/// Every key, revoked and expired ones included, oldest first.
-pub async fn list(store: &Store) -> Result<Vec<KeyView>, KeyError> {
-    let keys = store.list_api_keys().await?;
-    Ok(keys.into_iter().map(KeyView::from).collect())
+/// Whether `viewer` may see (and revoke) key `info`: a cluster admin every key, a
+/// team admin its team's.
+fn visible_to(viewer: &Caller, info: &ApiKeyInfo) -> bool {
+    match viewer.role() {
+        Role::ClusterAdmin => true,
+        Role::TeamAdmin => info.team_id.is_some() && info.team_id == viewer.team,
+        Role::Cluster | Role::Member => false,
+    }
 }
 
-pub async fn get(store: &Store, id: &str) -> Result<KeyView, KeyError> {
-    let info = store
+/// Every key `viewer` may see, revoked and expired ones included, oldest first.
+pub async fn list(store: &Store, viewer: &Caller) -> Result<Vec<KeyView>, KeyError> {
+    let keys = store.list_api_keys().await?;
+    Ok(keys
+        .into_iter()
+        .filter(|info| visible_to(viewer, info))
+        .map(KeyView::from)
+        .collect())
+}
+
+/// Key `id`, if `viewer` may see it (another team's key is an unknown one).
+async fn visible(store: &Store, viewer: &Caller, id: &str) -> Result<ApiKeyInfo, KeyError> {
+    store
         .api_key_info(id)
         .await?
-        .ok_or_else(|| StoreError::UnknownApiKey(id.to_owned()))?;
-    Ok(info.into())
+        .filter(|info| visible_to(viewer, info))
+        .ok_or_else(|| KeyError::Store(StoreError::UnknownApiKey(id.to_owned())))
+}
+
+pub async fn get(store: &Store, viewer: &Caller, id: &str) -> Result<KeyView, KeyError> {
+    Ok(visible(store, viewer, id).await?.into())
 }
 
 /// Revokes key `id` (a revoked key answers the same, unchanged) and drops it from
 /// this control plane's cache, so it is refused here from the next request.
-pub async fn revoke(store: &Store, cache: &ApiKeyCache, id: &str) -> Result<KeyView, KeyError> {
+pub async fn revoke(
+    store: &Store,
+    cache: &ApiKeyCache,
+    viewer: &Caller,
+    id: &str,
+) -> Result<KeyView, KeyError> {
+    visible(store, viewer, id).await?;
     let revocation = store.revoke_api_key(id, now_secs()).await;
     cache.invalidate(id);
     match revocation? {
@@ -174,6 +274,15 @@ mod tests {
     use super::*;
     use crate::api_keys::{AuthError, Scope};
     use crate::store::testing::temp_store;
+
+    fn cluster_admin() -> Caller {
+        Caller {
+            key_id: "root".into(),
+            scopes: vec![Scope::Admin],
+            team: None,
+            user: None,
+        }
+    }
 
     #[test]
     fn scopes_are_checked_and_named() {
@@ -231,12 +340,18 @@ mod tests {
     async fn a_created_key_is_listed_without_secrets_and_revoked_once() {
         let (_dir, store) = temp_store().await;
         let cache = ApiKeyCache::default();
-        let admin = create(&store, NewKey::parse(None, &["admin"], None).unwrap())
-            .await
-            .unwrap();
+        let root = cluster_admin();
+        let admin = create(
+            &store,
+            &root,
+            NewKey::parse(None, &["admin"], None).unwrap(),
+        )
+        .await
+        .unwrap();
         assert_eq!(admin.view.name, admin.view.id, "named after its id");
         let created = create(
             &store,
+            &root,
             NewKey::parse(Some("ci"), &["read"], Some("1h")).unwrap(),
         )
         .await
@@ -246,22 +361,26 @@ mod tests {
         assert!(expires_at >= created.view.created_at + 3_600);
         cache.authenticate(&store, &created.key).await.unwrap();
 
-        let listed = list(&store).await.unwrap();
+        let listed = list(&store, &root).await.unwrap();
         assert_eq!(listed.len(), 2);
-        let first = revoke(&store, &cache, &created.view.id).await.unwrap();
+        let first = revoke(&store, &cache, &root, &created.view.id)
+            .await
+            .unwrap();
         assert!(first.revoked_at.is_some());
-        let again = revoke(&store, &cache, &created.view.id).await.unwrap();
+        let again = revoke(&store, &cache, &root, &created.view.id)
+            .await
+            .unwrap();
         assert_eq!(again, first, "revoking twice changes nothing");
         assert!(matches!(
             cache.authenticate(&store, &created.key).await,
             Err(AuthError::Revoked { .. })
         ));
         assert!(matches!(
-            revoke(&store, &cache, "nosuch").await,
+            revoke(&store, &cache, &root, "nosuch").await,
             Err(KeyError::Store(StoreError::UnknownApiKey(_)))
         ));
         assert!(matches!(
-            get(&store, "nosuch").await,
+            get(&store, &root, "nosuch").await,
             Err(KeyError::Store(StoreError::UnknownApiKey(_)))
         ));
     }
@@ -270,18 +389,104 @@ mod tests {
     async fn the_last_admin_key_cannot_be_revoked() {
         let (_dir, store) = temp_store().await;
         let cache = ApiKeyCache::default();
-        let one = create(&store, NewKey::parse(None, &["admin"], None).unwrap())
-            .await
-            .unwrap();
+        let root = cluster_admin();
+        let one = create(
+            &store,
+            &root,
+            NewKey::parse(None, &["admin"], None).unwrap(),
+        )
+        .await
+        .unwrap();
         let two = create(
             &store,
+            &root,
             NewKey::parse(None, &["read", "admin"], None).unwrap(),
         )
         .await
         .unwrap();
-        revoke(&store, &cache, &one.view.id).await.unwrap();
-        let err = revoke(&store, &cache, &two.view.id).await.unwrap_err();
+        revoke(&store, &cache, &root, &one.view.id).await.unwrap();
+        let err = revoke(&store, &cache, &root, &two.view.id)
+            .await
+            .unwrap_err();
         assert!(matches!(err, KeyError::Store(StoreError::LastAdminKey(_))));
         assert!(err.to_string().contains("lock every operator out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_team_admin_mints_only_its_own_teams_keys() {
+        let (_dir, store) = temp_store().await;
+        let root = cluster_admin();
+        for team in ["a", "b"] {
+            store
+                .insert_team(&crate::store::TeamRow {
+                    id: team.into(),
+                    created_at: 0,
+                    max_sandboxes: None,
+                    max_vcpus: None,
+                    max_memory_mb: None,
+                    max_ttl_secs: None,
+                    pools: "[]".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let key = |scopes: &[&str], team: Option<&str>, user: Option<&str>| {
+            NewKey::parse(None, scopes, None)
+                .unwrap()
+                .for_owner(team, user)
+        };
+        let a_admin = create(&store, &root, key(&["admin"], Some("a"), None))
+            .await
+            .unwrap();
+        assert_eq!(a_admin.view.role, Role::TeamAdmin);
+        let a_admin = Caller {
+            key_id: a_admin.view.id,
+            scopes: vec![Scope::Admin],
+            team: Some("a".into()),
+            user: None,
+        };
+        // no team named: its own
+        let member = create(&store, &a_admin, key(&["read"], None, None))
+            .await
+            .unwrap();
+        assert_eq!(member.view.team.as_deref(), Some("a"));
+        assert_eq!(member.view.role, Role::Member);
+        let err = create(&store, &a_admin, key(&["admin"], Some("b"), None))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeyError::NotYourTeam { .. }), "{err}");
+        let err = create(&store, &root, key(&["read"], Some("zz"), None))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeyError::UnknownTeam(_)), "{err}");
+        let err = create(&store, &root, key(&["read"], Some("a"), Some("nobody")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeyError::UnknownUser { .. }), "{err}");
+        let err = create(&store, &root, key(&["read"], None, Some("alice")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeyError::UserWithoutTeam), "{err}");
+
+        let b_key = create(&store, &root, key(&["read"], Some("b"), None))
+            .await
+            .unwrap();
+        let seen: Vec<String> = list(&store, &a_admin)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
+        assert!(seen.contains(&member.view.id));
+        assert!(!seen.contains(&b_key.view.id));
+        let cache = ApiKeyCache::default();
+        let err = revoke(&store, &cache, &a_admin, &b_key.view.id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KeyError::Store(StoreError::UnknownApiKey(_))));
+        // team admin keys never count as the last admin key
+        revoke(&store, &cache, &root, &a_admin.key_id)
+            .await
+            .unwrap();
     }
 }

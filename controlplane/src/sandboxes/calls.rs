@@ -11,6 +11,7 @@ use futures::Stream;
 use super::{SandboxError, Sandboxes, grace_ms};
 use crate::clock::now_ms;
 use crate::store::SandboxState;
+use crate::teams::Access;
 use crate::workers::model::{ExecOutcome, ExecRequest, FileInfo};
 use crate::workers::{
     ExecEvents, FileChunks, LogLines, RemoteError, Route, WorkerClient, WriteFileError,
@@ -52,9 +53,12 @@ struct Target {
 impl Sandboxes {
     /// Where calls for `sandbox_id` go: the cached route when it is fresh, else the
     /// lease in the store (which is then cached).
-    async fn target(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
+    async fn target(&self, access: &Access, sandbox_id: &str) -> Result<Target, SandboxError> {
         let fresh_since = now_ms() - grace_ms(&self.settings);
         if let Some(route) = self.routes().live(sandbox_id, fresh_since) {
+            if !access.sees(&route.team_id) {
+                return Err(SandboxError::NotFound(sandbox_id.to_owned()));
+            }
             note_worker(&route.worker_id);
             let client = self.workers.client(&route.worker_id, &route.address)?;
             return Ok(Target {
@@ -63,14 +67,19 @@ impl Sandboxes {
                 cached: true,
             });
         }
-        self.target_from_store(sandbox_id).await
+        self.target_from_store(access, sandbox_id).await
     }
 
-    async fn target_from_store(&self, sandbox_id: &str) -> Result<Target, SandboxError> {
+    async fn target_from_store(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+    ) -> Result<Target, SandboxError> {
         let row = self
             .store
             .get_sandbox(sandbox_id)
             .await?
+            .filter(|row| access.sees(&row.team_id))
             .ok_or_else(|| SandboxError::NotFound(sandbox_id.to_owned()))?;
         match row.state {
             SandboxState::Running => {}
@@ -115,6 +124,7 @@ impl Sandboxes {
                 address,
                 generation,
                 last_heartbeat_ms,
+                team_id: row.team_id,
             },
         );
         Ok(Target {
@@ -129,18 +139,23 @@ impl Sandboxes {
     /// the route is forgotten and the call made once more on the lease in the store,
     /// so a stale cache costs one refused call, never a wrong answer. A call that
     /// cannot be repeated (it consumes a stream) goes through [`Self::target`] itself.
-    async fn on_lease_holder<T, F, Fut>(&self, sandbox_id: &str, call: F) -> Result<T, SandboxError>
+    async fn on_lease_holder<T, F, Fut>(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        call: F,
+    ) -> Result<T, SandboxError>
     where
         F: Fn(Target) -> Fut,
         Fut: Future<Output = Result<T, RemoteError>>,
     {
-        let target = self.target(sandbox_id).await?;
+        let target = self.target(access, sandbox_id).await?;
         let cached = target.cached;
         match call(target).await {
             Ok(answer) => Ok(answer),
             Err(err) if cached && err.route_refused => {
                 self.routes().forget(sandbox_id);
-                let target = self.target_from_store(sandbox_id).await?;
+                let target = self.target_from_store(access, sandbox_id).await?;
                 call(target)
                     .await
                     .map_err(|err| self.refused(sandbox_id, err))
@@ -178,11 +193,12 @@ impl Sandboxes {
 
     pub async fn exec(
         &self,
+        access: &Access,
         sandbox_id: &str,
         call: ExecCall,
     ) -> Result<ExecOutcome, SandboxError> {
         check_command(&call)?;
-        self.on_lease_holder(sandbox_id, |target| {
+        self.on_lease_holder(access, sandbox_id, |target| {
             let request = self.exec_request(sandbox_id, target.generation, call.clone());
             async move { target.client.exec(request).await }
         })
@@ -193,11 +209,12 @@ impl Sandboxes {
     /// Dropping the stream cancels the call, and the worker stops the command.
     pub async fn exec_stream(
         &self,
+        access: &Access,
         sandbox_id: &str,
         call: ExecCall,
     ) -> Result<ExecEvents, SandboxError> {
         check_command(&call)?;
-        self.on_lease_holder(sandbox_id, |target| {
+        self.on_lease_holder(access, sandbox_id, |target| {
             let request = self.exec_request(sandbox_id, target.generation, call.clone());
             async move { target.client.exec_stream(request).await }
         })
@@ -208,11 +225,12 @@ impl Sandboxes {
     /// deadline: the stream lives until the sandbox ends or the caller leaves).
     pub async fn logs(
         &self,
+        access: &Access,
         sandbox_id: &str,
         lines: u32,
         follow: bool,
     ) -> Result<LogLines, SandboxError> {
-        self.on_lease_holder(sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target.client.logs(sandbox_id, lines, follow).await
         })
         .await
@@ -221,10 +239,11 @@ impl Sandboxes {
     /// The file's bytes in chunks; errors after the first chunk arrive in the stream.
     pub async fn read_file(
         &self,
+        access: &Access,
         sandbox_id: &str,
         path: &str,
     ) -> Result<FileChunks, SandboxError> {
-        self.on_lease_holder(sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target
                 .client
                 .read_file(sandbox_id, target.generation, path)
@@ -239,6 +258,7 @@ impl Sandboxes {
     /// refusal and the next call asks the store.
     pub async fn write_file<S>(
         &self,
+        access: &Access,
         sandbox_id: &str,
         path: &str,
         mode: u32,
@@ -247,7 +267,7 @@ impl Sandboxes {
     where
         S: Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
     {
-        let target = self.target(sandbox_id).await?;
+        let target = self.target(access, sandbox_id).await?;
         let written = target
             .client
             .write_file(sandbox_id, target.generation, path, mode, data)
@@ -263,10 +283,11 @@ impl Sandboxes {
 
     pub async fn list_files(
         &self,
+        access: &Access,
         sandbox_id: &str,
         path: &str,
     ) -> Result<Vec<FileInfo>, SandboxError> {
-        self.on_lease_holder(sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target
                 .client
                 .list_files(sandbox_id, target.generation, path)
@@ -275,8 +296,13 @@ impl Sandboxes {
         .await
     }
 
-    pub async fn stat_file(&self, sandbox_id: &str, path: &str) -> Result<FileInfo, SandboxError> {
-        self.on_lease_holder(sandbox_id, |target| async move {
+    pub async fn stat_file(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        path: &str,
+    ) -> Result<FileInfo, SandboxError> {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target
                 .client
                 .stat_file(sandbox_id, target.generation, path)
@@ -287,11 +313,12 @@ impl Sandboxes {
 
     pub async fn delete_file(
         &self,
+        access: &Access,
         sandbox_id: &str,
         path: &str,
         recursive: bool,
     ) -> Result<(), SandboxError> {
-        self.on_lease_holder(sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target
                 .client
                 .delete_file(sandbox_id, target.generation, path, recursive)
@@ -302,11 +329,12 @@ impl Sandboxes {
 
     pub async fn move_file(
         &self,
+        access: &Access,
         sandbox_id: &str,
         old_path: &str,
         new_path: &str,
     ) -> Result<(), SandboxError> {
-        self.on_lease_holder(sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target
                 .client
                 .move_file(sandbox_id, target.generation, old_path, new_path)
@@ -315,13 +343,19 @@ impl Sandboxes {
         .await
     }
 
-    pub async fn chmod(&self, sandbox_id: &str, path: &str, mode: u32) -> Result<(), SandboxError> {
+    pub async fn chmod(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        path: &str,
+        mode: u32,
+    ) -> Result<(), SandboxError> {
         if mode > 0o7777 {
             return Err(SandboxError::BadRequest(
                 "mode must be at most 0o7777".into(),
             ));
         }
-        self.on_lease_holder(sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target
                 .client
                 .chmod(sandbox_id, target.generation, path, mode)
@@ -330,11 +364,16 @@ impl Sandboxes {
         .await
     }
 
-    pub async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, SandboxError> {
+    pub async fn glob(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        pattern: &str,
+    ) -> Result<Vec<String>, SandboxError> {
         if pattern.is_empty() {
             return Err(SandboxError::BadRequest("pattern is empty".into()));
         }
-        self.on_lease_holder(sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
             target.client.glob(sandbox_id, pattern).await
         })
         .await

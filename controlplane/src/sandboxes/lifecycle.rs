@@ -10,7 +10,8 @@ use tracing::Instrument;
 use super::calls::note_worker;
 use super::{CreateSandbox, PruneSelection, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
-use crate::store::{DrainState, SandboxState};
+use crate::store::{DrainState, SandboxState, StoreError};
+use crate::teams::{Access, team_settings};
 use crate::workers::Route;
 use crate::workers::model::SpawnSpec;
 
@@ -33,6 +34,8 @@ impl Sandboxes {
     }
 
     async fn create_now(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
+        let team = self.settings_of_team(&request.team).await?;
+        Self::check_ttl(&request.team, &team.quota, request.ttl)?;
         let candidates = self.candidates(&request).await?;
         let provider = candidates[0].1.clone();
         let id = new_sandbox_id();
@@ -50,8 +53,19 @@ impl Sandboxes {
             created_at: now,
             expires_at: now.saturating_add(ttl),
             internet: request.internet,
+            team_id: request.team.clone(),
         };
-        let placed = self.place(&sandbox, &candidates).await?;
+        let placed = match self.place(&sandbox, &candidates).await {
+            Err(SandboxError::Store(StoreError::OverQuota(team))) => {
+                return Err(self
+                    .over_quota(&team, sandbox.memory_mb, sandbox.vcpus)
+                    .await?);
+            }
+            Err(SandboxError::Store(StoreError::UnknownTeam(team))) => {
+                return Err(SandboxError::UnknownTeam(team));
+            }
+            placed => placed?,
+        };
         let placement = placed.placement;
         let worker_id = placement.worker_id.clone();
         tracing::Span::current().record("sandbox_id", &id);
@@ -112,7 +126,7 @@ impl Sandboxes {
                     placement.generation,
                 );
             }
-            return self.get(&id).await;
+            return self.get(&Access::everything(), &id).await;
         }
         self.routes().remember(
             &id,
@@ -121,6 +135,7 @@ impl Sandboxes {
                 address: placement.advertise_addr.clone(),
                 generation: u64::try_from(placement.generation).unwrap_or(0),
                 last_heartbeat_ms: placed.last_heartbeat_ms,
+                team_id: sandbox.team_id.clone(),
             },
         );
         // what the store now holds, without reading it back
@@ -141,17 +156,21 @@ impl Sandboxes {
             destroyed_at: None,
             error: String::new(),
             internet: sandbox.internet,
+            team_id: sandbox.team_id,
             generation: Some(placement.generation),
             advertise_addr: Some(placement.advertise_addr),
             last_heartbeat_ms: Some(placed.last_heartbeat_ms),
         }))
     }
 
-    pub async fn get(&self, id: &str) -> Result<SandboxView, SandboxError> {
+    /// Sandbox `id`, if `access` sees it (another team's is not found, like one that
+    /// does not exist).
+    pub async fn get(&self, access: &Access, id: &str) -> Result<SandboxView, SandboxError> {
         let row = self
             .store
             .get_sandbox(id)
             .await?
+            .filter(|row| access.sees(&row.team_id))
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
         if row.state == SandboxState::Destroyed {
             return Err(SandboxError::Destroyed(id.to_owned()));
@@ -159,16 +178,60 @@ impl Sandboxes {
         Ok(row.into())
     }
 
-    /// Every sandbox that is not destroyed.
-    pub async fn list(&self) -> Result<Vec<SandboxView>, SandboxError> {
+    /// Every sandbox that is not destroyed, of the teams `access` sees.
+    pub async fn list(&self, access: &Access) -> Result<Vec<SandboxView>, SandboxError> {
         let rows = self.store.list_sandboxes().await?;
-        Ok(rows.into_iter().map(SandboxView::from).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|row| access.sees(&row.team_id))
+            .map(SandboxView::from)
+            .collect())
+    }
+
+    /// Fails with not found unless `access` sees sandbox `id` (a destroyed one counts:
+    /// the call then answers what it answers for any destroyed sandbox).
+    async fn check_sees(&self, access: &Access, id: &str) -> Result<(), SandboxError> {
+        if access.team_filter().is_none() {
+            return Ok(());
+        }
+        if let Some(team) = self.routes().team_of(id) {
+            return if access.sees(&team) {
+                Ok(())
+            } else {
+                Err(SandboxError::NotFound(id.to_owned()))
+            };
+        }
+        match self.store.get_sandbox(id).await? {
+            Some(row) if access.sees(&row.team_id) => Ok(()),
+            _ => Err(SandboxError::NotFound(id.to_owned())),
+        }
+    }
+
+    /// Destroys every sandbox of the team `access` is limited to that is not destroyed
+    /// (only those of `owner`, when given); returns how many it destroyed.
+    pub async fn destroy_all_of(
+        &self,
+        access: &Access,
+        owner: Option<&str>,
+    ) -> Result<usize, SandboxError> {
+        let mut destroyed = 0;
+        for sandbox in self.list(access).await? {
+            if owner.is_some_and(|owner| owner != sandbox.owner_id) {
+                continue;
+            }
+            match self.destroy(access, &sandbox.id).await {
+                Ok(()) | Err(SandboxError::Destroyed(_)) => destroyed += 1,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(destroyed)
     }
 
     /// Destroys a sandbox on its worker, then releases its lease and capacity. Of two
     /// concurrent destroys exactly one acts; the other is told it is being destroyed.
     /// Like [`Self::create`], it runs to the end even when the caller goes away.
-    pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
+    pub async fn destroy(&self, access: &Access, id: &str) -> Result<(), SandboxError> {
+        self.check_sees(access, id).await?;
         let (sandboxes, id) = (self.clone(), id.to_owned());
         finish_detached(
             self.tasks
@@ -362,9 +425,23 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// New expiry = now + `ttl`.
-    pub async fn extend(&self, id: &str, ttl: &str) -> Result<SandboxView, SandboxError> {
+    /// New expiry = now + `ttl` (within the team's `max_ttl`).
+    pub async fn extend(
+        &self,
+        access: &Access,
+        id: &str,
+        ttl: &str,
+    ) -> Result<SandboxView, SandboxError> {
         let ttl = model::parse_ttl(ttl, self.settings.limits.max_ttl)?;
+        let row = self
+            .store
+            .get_sandbox(id)
+            .await?
+            .filter(|row| access.sees(&row.team_id))
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        if let Some(team) = team_settings(&self.store, &row.team_id).await? {
+            Self::check_ttl(&row.team_id, &team.quota, ttl)?;
+        }
         let expires_at = now_secs().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(0));
         let lease_until = crate::clock::now_ms().saturating_add(super::lease_ms(&self.settings));
         if !self
@@ -383,7 +460,7 @@ impl Sandboxes {
                 ))),
             };
         }
-        self.get(id).await
+        self.get(access, id).await
     }
 
     /// Destroys every sandbox whose TTL has run out, whatever its state (running,
@@ -392,12 +469,18 @@ impl Sandboxes {
     /// update (`running → destroying`, `creating → destroying`, or the finish of one
     /// that runs nowhere), so only one of them calls the worker.
     pub async fn prune_expired(&self) -> Result<usize, SandboxError> {
-        self.prune(PruneSelection::EXPIRED).await
+        self.prune(&Access::everything(), PruneSelection::EXPIRED)
+            .await
     }
 
     /// Destroys the sandboxes `selection` names (expired ones, and those in state
-    /// `lost` or `error`, whatever their expiry); returns how many.
-    pub async fn prune(&self, selection: PruneSelection) -> Result<usize, SandboxError> {
+    /// `lost` or `error`, whatever their expiry), of the teams `access` sees; returns
+    /// how many.
+    pub async fn prune(
+        &self,
+        access: &Access,
+        selection: PruneSelection,
+    ) -> Result<usize, SandboxError> {
         let mut ids = std::collections::BTreeSet::new();
         if selection.expired {
             ids.extend(self.store.expired_sandboxes(now_secs()).await?);
@@ -407,6 +490,11 @@ impl Sandboxes {
         }
         if selection.error {
             ids.extend(self.store.sandboxes_in_state(SandboxState::Error).await?);
+        }
+        if access.team_filter().is_some() {
+            let seen: std::collections::BTreeSet<String> =
+                self.list(access).await?.into_iter().map(|s| s.id).collect();
+            ids.retain(|id| seen.contains(id));
         }
         let mut pruned = 0;
         for id in ids {
@@ -466,6 +554,7 @@ fn lease_route(row: &crate::store::SandboxRow) -> Option<Route> {
         address: row.advertise_addr.clone()?,
         generation: u64::try_from(row.generation?).unwrap_or(0),
         last_heartbeat_ms: row.last_heartbeat_ms.unwrap_or(0),
+        team_id: row.team_id.clone(),
     })
 }
 

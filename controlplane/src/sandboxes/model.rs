@@ -31,6 +31,33 @@ pub struct CreateRequest {
 }
 
 impl CreateRequest {
+    /// Checks the request against `settings` for a call with `access`: the sandbox
+    /// goes to the caller's team, and belongs to the user the key is bound to (a body
+    /// naming another owner is refused), else the body's `owner_id`, else the user the
+    /// call names (`X-User-ID`).
+    pub fn validate_for(
+        mut self,
+        settings: &SandboxSettings,
+        access: &crate::teams::Access,
+    ) -> Result<CreateSandbox, SandboxError> {
+        if let Some(bound) = access.bound_user() {
+            match self.owner_id.as_deref() {
+                Some(owner) if !owner.is_empty() && owner != bound => {
+                    return Err(SandboxError::Forbidden(format!(
+                        "this API key acts as user {bound:?}; it cannot create sandboxes for {owner:?}"
+                    )));
+                }
+                _ => self.owner_id = Some(bound.to_owned()),
+            }
+        }
+        if self.owner_id.as_deref().is_none_or(str::is_empty) {
+            self.owner_id = access.user().map(str::to_owned);
+        }
+        let mut request = self.validate(settings)?;
+        request.team = access.creating_team().to_owned();
+        Ok(request)
+    }
+
     /// Checks the request against `settings` and fills in the defaults.
     pub fn validate(self, settings: &SandboxSettings) -> Result<CreateSandbox, SandboxError> {
         CreateSandbox::validate(
@@ -111,6 +138,9 @@ pub struct CreateSandbox {
     pub metadata: BTreeMap<String, String>,
     /// Whether the sandbox may reach addresses outside its own network.
     pub internet: bool,
+    /// The team it will belong to: the edge sets it from the caller's access
+    /// ([`crate::teams::Access::creating_team`]).
+    pub team: String,
 }
 
 impl CreateSandbox {
@@ -189,6 +219,7 @@ impl CreateSandbox {
             owner_id,
             metadata,
             internet: internet.unwrap_or(settings.limits.default_internet),
+            team: crate::teams::DEFAULT_TEAM.to_owned(),
         })
     }
 }
@@ -253,6 +284,7 @@ pub struct SandboxView {
     pub memory_mb: i64,
     pub vcpus: i64,
     pub owner_id: String,
+    /// The team that owns it.
     pub tenant_id: String,
     pub vm_id: String,
     pub worker_id: String,
@@ -291,7 +323,7 @@ impl From<SandboxRow> for SandboxView {
             memory_mb: row.memory_mb,
             vcpus: row.vcpus,
             owner_id: row.owner_id,
-            tenant_id: String::new(),
+            tenant_id: row.team_id,
             vm_id: row.vm_id,
             preview_domain: String::new(),
             error: row.error,

@@ -185,8 +185,10 @@ fn largest(amounts: impl Iterator<Item = i64>) -> Option<i64> {
 }
 
 impl Sandboxes {
-    /// Whether `request` could be placed now.
+    /// Whether `request` could be placed now: its team has room under its quotas and
+    /// a worker has room for it.
     pub async fn admission(&self, request: &CreateSandbox) -> Result<(), SandboxError> {
+        self.admit_quota(request).await?;
         self.candidates(request).await.map(|_| ())
     }
 

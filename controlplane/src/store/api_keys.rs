@@ -14,6 +14,10 @@ pub struct ApiKeyRow {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// `None`: a cluster key (not bound to a team).
+    pub team_id: Option<String>,
+    /// The user of its team the key acts as, if bound to one.
+    pub user_id: Option<String>,
 }
 
 /// A key as listed: everything but the hash.
@@ -26,6 +30,8 @@ pub struct ApiKeyInfo {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
 }
 
 impl From<ApiKeyRow> for ApiKeyInfo {
@@ -38,6 +44,8 @@ impl From<ApiKeyRow> for ApiKeyInfo {
             expires_at: row.expires_at,
             last_used_at: row.last_used_at,
             revoked_at: row.revoked_at,
+            team_id: row.team_id,
+            user_id: row.user_id,
         }
     }
 }
@@ -51,15 +59,16 @@ pub enum KeyRevocation {
     AlreadyRevoked(ApiKeyInfo),
 }
 
-const INFO_COLUMNS: &str = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at";
+const INFO_COLUMNS: &str =
+    "id, name, scopes, created_at, expires_at, last_used_at, revoked_at, team_id, user_id";
 
 /// Stores `$key` (an [`ApiKeyRow`]) through `$conn`, a pool or a connection of either
 /// backend; evaluates to the statement's future.
 macro_rules! insert_api_key {
     ($conn:expr, $key:expr) => {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, secret_hash, scopes, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, name, secret_hash, scopes, created_at, expires_at, \
+                 team_id, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&$key.id)
         .bind(&$key.name)
@@ -67,18 +76,21 @@ macro_rules! insert_api_key {
         .bind(&$key.scopes)
         .bind($key.created_at)
         .bind($key.expires_at)
+        .bind(&$key.team_id)
+        .bind(&$key.user_id)
         .execute($conn)
     };
 }
 pub(super) use insert_api_key;
 
-/// Revokes `$1` at `$2`, unless it is revoked already or it is an admin key and no
-/// other admin key is usable (unrevoked and unexpired at `$2`): the last one would
-/// lock every operator out.
+/// Revokes `$1` at `$2`, unless it is revoked already or it is a cluster admin key
+/// (the admin scope, no team) and no other one is usable (unrevoked and unexpired at
+/// `$2`): the last one would lock every operator out.
 const REVOKE: &str = "UPDATE api_keys SET revoked_at = $2 \
      WHERE id = $1 AND revoked_at IS NULL \
-     AND (',' || scopes || ',' NOT LIKE '%,admin,%' OR EXISTS ( \
+     AND (',' || scopes || ',' NOT LIKE '%,admin,%' OR team_id IS NOT NULL OR EXISTS ( \
          SELECT 1 FROM api_keys other WHERE other.id <> $1 AND other.revoked_at IS NULL \
+         AND other.team_id IS NULL \
          AND (other.expires_at IS NULL OR other.expires_at > $2) \
          AND ',' || other.scopes || ',' LIKE '%,admin,%'))";
 
@@ -94,7 +106,7 @@ impl Store {
         let row = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT id, name, secret_hash, scopes, created_at, expires_at, last_used_at, \
-                 revoked_at FROM api_keys WHERE id = $1",
+                 revoked_at, team_id, user_id FROM api_keys WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(pool)

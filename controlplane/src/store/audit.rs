@@ -13,6 +13,10 @@ pub struct AuditRow {
     pub detail: String,
     pub outcome: String,
     pub request_id: String,
+    /// The team and user the call was made for; empty for system records and
+    /// records written before teams existed.
+    pub team_id: String,
+    pub user_id: String,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -29,7 +33,7 @@ pub struct AuditHead {
 const INSERT_CHUNK: usize = 500;
 
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, operation, worker_id, sandbox_id, detail, \
-     outcome, request_id, prev_hash, hash";
+     outcome, request_id, team_id, user_id, prev_hash, hash";
 
 impl Store {
     /// The chain's head.
@@ -66,7 +70,7 @@ impl Store {
             if moved.rows_affected() == 0 {
                 return Ok(false);
             }
-            // 11 parameters a row: a chunk stays far below either backend's limit
+            // 13 parameters a row: a chunk stays far below either backend's limit
             for chunk in rows.chunks(INSERT_CHUNK) {
                 let mut statement = sqlx::QueryBuilder::new(&insert);
                 statement.push_values(chunk, |mut values, row| {
@@ -80,6 +84,8 @@ impl Store {
                         .push_bind(&row.detail)
                         .push_bind(&row.outcome)
                         .push_bind(&row.request_id)
+                        .push_bind(&row.team_id)
+                        .push_bind(&row.user_id)
                         .push_bind(&row.prev_hash)
                         .push_bind(&row.hash);
                 });

@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use super::sandboxes::{
     NewSandbox, Placed, RESERVE_SLOT, SANDBOX_INSERT, bind_placement, release_slot,
 };
+use super::teams::within_quota;
 use super::{SandboxState, StoreError};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -26,10 +27,11 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgr
 #[cfg(any(test, feature = "test-support"))]
 pub(super) const LOCK_SANDBOX: &str = "SELECT id FROM sandboxes WHERE id = $1 FOR UPDATE";
 
-/// Locks the rows of every unrevoked admin key until the transaction ends, so two
-/// revocations cannot each see the other's key as the admin key that remains.
+/// Locks the rows of every unrevoked cluster admin key until the transaction ends, so
+/// two revocations cannot each see the other's key as the admin key that remains.
 pub(super) const LOCK_ADMIN_KEYS: &str = "SELECT id FROM api_keys \
-     WHERE revoked_at IS NULL AND ',' || scopes || ',' LIKE '%,admin,%' FOR UPDATE";
+     WHERE revoked_at IS NULL AND team_id IS NULL AND ',' || scopes || ',' LIKE '%,admin,%' \
+     FOR UPDATE";
 
 /// How often a write transaction is tried when Postgres aborts it for a conflict.
 pub(super) const TX_ATTEMPTS: u32 = 5;
@@ -68,6 +70,12 @@ pub(super) async fn conflict_backoff(attempt: u32) {
 /// `Store::create_placed_sandbox` for what placing means): the row and the lease are
 /// inserted from what the reserving `UPDATE` returned, so they exist only if it took a
 /// slot (foreign keys are checked at the end of the statement, when both are there).
+///
+/// The statement runs in a transaction that first locks the team's row `FOR SHARE`
+/// (a team deleted meanwhile cannot gain a sandbox), and for a team with quotas also
+/// takes the team's advisory lock, so its placements run one at a time: the quota
+/// condition of the statement, read after the lock, sees every placement committed
+/// before it, and concurrent creates through several replicas never exceed a quota.
 pub(super) async fn place_new_sandbox(
     pool: &PgPool,
     sandbox: &NewSandbox,
@@ -77,25 +85,52 @@ pub(super) async fn place_new_sandbox(
 ) -> Result<Option<Placed>, StoreError> {
     static STATEMENT: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH reserved AS ({RESERVE_SLOT} \
+            "WITH reserved AS ({RESERVE_SLOT} AND {within_quota} \
                  RETURNING advertise_addr, last_heartbeat_ms), \
              inserted AS ({SANDBOX_INSERT} FROM reserved RETURNING id), \
              leased AS (INSERT INTO leases (sandbox_id, worker_id, generation, \
                  expires_at_ms) SELECT id, $11, 1, $13 FROM inserted) \
-             SELECT advertise_addr, last_heartbeat_ms FROM reserved"
+             SELECT advertise_addr, last_heartbeat_ms FROM reserved",
+            within_quota = within_quota("$15", "$4", "$5"),
         )
     });
-    let placed = bind_placement!(
-        sqlx::query_as(&STATEMENT),
-        sandbox,
-        worker_id,
-        fresh_since_ms,
-        lease_expires_at_ms
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(placed)
+    postgres_write_tx!(pool, |tx| {
+        let limited: Option<bool> = sqlx::query_scalar(LOCK_TEAM)
+            .bind(&sandbox.team_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(limited) = limited else {
+            return Err(StoreError::UnknownTeam(sandbox.team_id.clone()));
+        };
+        if limited {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(TEAM_LOCK_SPACE)
+                .bind(&sandbox.team_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let placed: Option<Placed> = bind_placement!(
+            sqlx::query_as(&STATEMENT),
+            sandbox,
+            worker_id,
+            fresh_since_ms,
+            lease_expires_at_ms
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if placed.is_some() {
+            tx.commit().await?;
+        }
+        Ok(placed)
+    })
 }
+
+/// Locks team `$1`'s row against deletion and says whether it has any quota.
+const LOCK_TEAM: &str = "SELECT (max_sandboxes IS NOT NULL OR max_vcpus IS NOT NULL \
+     OR max_memory_mb IS NOT NULL) FROM teams WHERE id = $1 FOR SHARE";
+
+/// The first key of the advisory locks that serialize one team's placements.
+const TEAM_LOCK_SPACE: i32 = 0x6265_7274; // "bert"
 
 /// `creating → running` with the provider's id for it; whether it applied.
 pub(super) async fn mark_running(

@@ -1,11 +1,12 @@
 //! `sandboxes` and `leases`: the sandbox records, scheduling (capacity reservation plus
 //! lease acquisition in one transaction), lease renewal and release.
 
-use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite};
+use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite, teams};
 
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
-     s.destroyed_at, s.error, s.internet, l.generation, w.advertise_addr, w.last_heartbeat_ms";
+     s.destroyed_at, s.error, s.internet, s.team_id, l.generation, w.advertise_addr, \
+     w.last_heartbeat_ms";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SandboxRow {
@@ -27,6 +28,8 @@ pub struct SandboxRow {
     pub error: String,
     /// Whether the sandbox may reach addresses outside its own network.
     pub internet: bool,
+    /// The team that owns it (`owner_id` is the user).
+    pub team_id: String,
     /// The current lease's generation; `None` without a lease.
     pub generation: Option<i64>,
     /// Where the lease holder listens.
@@ -48,6 +51,8 @@ pub struct NewSandbox {
     pub created_at: i64,
     pub expires_at: i64,
     pub internet: bool,
+    /// The team that owns it; its quotas are checked when it is placed.
+    pub team_id: String,
 }
 
 /// A worker that may take a sandbox, as the scheduler sees it.
@@ -154,11 +159,12 @@ pub(super) const RESERVE_SLOT: &str = "UPDATE workers SET reserved = reserved + 
 /// statements.
 pub(super) const SANDBOX_INSERT: &str = "INSERT INTO sandboxes (id, state, provider, image, \
      memory_mb, vcpus, owner_id, template, metadata, created_at, expires_at, worker_id, \
-     error, internet) SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', $14";
+     error, internet, team_id) \
+     SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', $14, $15";
 
 /// Binds a new sandbox's values as `$1`…`$10`, then `$11` the worker, `$12` the
-/// freshness bound, `$13` the lease expiry and `$14` the egress flag: the numbering
-/// of every placing statement.
+/// freshness bound, `$13` the lease expiry, `$14` the egress flag and `$15` the team:
+/// the numbering of every placing statement.
 macro_rules! bind_placement {
     ($query:expr, $sandbox:expr, $worker_id:expr, $fresh_since_ms:expr, $lease_expires_at_ms:expr) => {
         $query
@@ -176,6 +182,7 @@ macro_rules! bind_placement {
             .bind($fresh_since_ms)
             .bind($lease_expires_at_ms)
             .bind($sandbox.internet)
+            .bind(&$sandbox.team_id)
     };
 }
 pub(super) use bind_placement;
@@ -220,8 +227,8 @@ impl Store {
         with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
-                     template, metadata, created_at, expires_at, internet) \
-                 VALUES ($1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     template, metadata, created_at, expires_at, internet, team_id) \
+                 VALUES ($1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&sandbox.id)
             .bind(&sandbox.provider)
@@ -234,6 +241,7 @@ impl Store {
             .bind(sandbox.created_at)
             .bind(sandbox.expires_at)
             .bind(sandbox.internet)
+            .bind(&sandbox.team_id)
             .execute(pool)
             .await?;
         });
@@ -299,7 +307,10 @@ impl Store {
     /// reserved, the sandbox inserted as `creating` on it and its first lease taken,
     /// atomically (a candidate that cannot take it leaves nothing behind). The checks
     /// sit in the reserving `UPDATE`, so a drain or cordon that lands after the caller
-    /// listed its candidates still keeps the sandbox off that worker. When none has
+    /// listed its candidates still keeps the sandbox off that worker. The same
+    /// statement checks the sandbox's team has room under its quotas; when it has not,
+    /// nothing is recorded and the answer is [`StoreError::OverQuota`] (or
+    /// [`StoreError::UnknownTeam`] for a team deleted meanwhile). When no worker has
     /// room the sandbox is recorded as `error` with `full_message` and `None` is
     /// returned.
     pub async fn create_placed_sandbox(
@@ -333,22 +344,25 @@ impl Store {
                     .await?
                 }
             };
-            if let Some(placed) = placed {
-                return Ok(Some(CreatedPlacement {
-                    placement: Placement {
-                        worker_id: worker_id.clone(),
-                        advertise_addr: placed.advertise_addr,
-                        generation: 1,
-                    },
-                    last_heartbeat_ms: placed.last_heartbeat_ms,
-                }));
-            }
+            let Some(placed) = placed else {
+                self.check_quota_room(sandbox).await?;
+                continue;
+            };
+            return Ok(Some(CreatedPlacement {
+                placement: Placement {
+                    worker_id: worker_id.clone(),
+                    advertise_addr: placed.advertise_addr,
+                    generation: 1,
+                },
+                last_heartbeat_ms: placed.last_heartbeat_ms,
+            }));
         }
         with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
-                     template, metadata, created_at, expires_at, error, destroyed_at, internet) \
-                 VALUES ($1, 'error', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     template, metadata, created_at, expires_at, error, destroyed_at, internet, \
+                     team_id) \
+                 VALUES ($1, 'error', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&sandbox.id)
             .bind(&sandbox.provider)
@@ -363,10 +377,29 @@ impl Store {
             .bind(full_message)
             .bind(sandbox.created_at)
             .bind(sandbox.internet)
+            .bind(&sandbox.team_id)
             .execute(pool)
             .await?;
         });
         Ok(None)
+    }
+
+    /// Whether `sandbox`'s team (still) exists and has room for it under its quotas:
+    /// a placement that placed nothing asks, to tell a full quota from a full worker.
+    async fn check_quota_room(&self, sandbox: &NewSandbox) -> Result<(), StoreError> {
+        let (exists, room): (bool, bool) = with_pool!(self, |pool| {
+            sqlx::query_as(&teams::QUOTA_ROOM)
+                .bind(&sandbox.team_id)
+                .bind(sandbox.memory_mb)
+                .bind(sandbox.vcpus)
+                .fetch_one(pool)
+                .await?
+        });
+        match (exists, room) {
+            (false, _) => Err(StoreError::UnknownTeam(sandbox.team_id.clone())),
+            (true, false) => Err(StoreError::OverQuota(sandbox.team_id.clone())),
+            (true, true) => Ok(()),
+        }
     }
 
     /// Moves a sandbox from one of `from` states to `to`; false when it was in none.

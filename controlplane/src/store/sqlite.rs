@@ -81,6 +81,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::sandboxes::{NewSandbox, Placed, RESERVE_SLOT, SANDBOX_INSERT, bind_placement};
+use super::teams::within_quota;
 use super::{SandboxState, StoreError};
 
 pub(super) use connections::SqliteConnections;
@@ -116,13 +117,14 @@ pub(super) async fn place_new_sandbox(
     static BATCH: LazyLock<String> = LazyLock::new(|| {
         format!(
             "BEGIN IMMEDIATE; \
-             {RESERVE_SLOT}; \
+             {RESERVE_SLOT} AND {within_quota}; \
              {SANDBOX_INSERT} WHERE changes() = 1; \
              INSERT INTO leases (sandbox_id, worker_id, generation, expires_at_ms) \
              SELECT $1, $11, 1, $13 WHERE changes() = 1; \
              SELECT advertise_addr, last_heartbeat_ms FROM workers \
              WHERE id = $11 AND changes() = 1; \
-             COMMIT"
+             COMMIT",
+            within_quota = within_quota("$15", "$4", "$5"),
         )
     });
     let rows = connections

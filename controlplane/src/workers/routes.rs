@@ -27,6 +27,9 @@ pub struct Route {
     pub generation: u64,
     /// The worker's last heartbeat (unix ms) when the route was read.
     pub last_heartbeat_ms: i64,
+    /// The team that owns the sandbox (it never changes), so a routed call checks
+    /// who may make it without reading the store.
+    pub team_id: String,
 }
 
 #[derive(Debug)]
@@ -74,6 +77,13 @@ impl Routes {
         let entries = self.lock();
         let entry = entries.get(sandbox_id)?;
         (entry.noted_at.elapsed() < self.ttl).then(|| entry.worker_id.clone())
+    }
+
+    /// The team that owns `sandbox_id`, if its route is remembered (a sandbox's team
+    /// never changes, so any remembered route answers, however old).
+    pub fn team_of(&self, sandbox_id: &str) -> Option<String> {
+        let entries = self.lock();
+        Some(entries.get(sandbox_id)?.route.as_ref()?.team_id.clone())
     }
 
     pub fn remember(&self, sandbox_id: &str, route: Route) {
@@ -133,6 +143,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             generation: 3,
             last_heartbeat_ms: heartbeat_ms,
+            team_id: "default".into(),
         }
     }
 

@@ -23,6 +23,8 @@ pub async fn keys_are_listed_without_their_hash_with_expiry_and_last_use(db: Db)
                 expires_at: None,
                 last_used_at: None,
                 revoked_at: None,
+                team_id: None,
+                user_id: None,
             },
             ApiKeyInfo {
                 id: "k2".into(),
@@ -32,6 +34,8 @@ pub async fn keys_are_listed_without_their_hash_with_expiry_and_last_use(db: Db)
                 expires_at: Some(500),
                 last_used_at: None,
                 revoked_at: None,
+                team_id: None,
+                user_id: None,
             },
         ]
     );

@@ -115,6 +115,8 @@ fn audit_row(seq: i64, prev_hash: &str, hash: &str) -> AuditRow {
         detail: format!("call {seq}"),
         outcome: "ok".into(),
         request_id: format!("req-{seq}"),
+        team_id: "a".into(),
+        user_id: "alice".into(),
         prev_hash: prev_hash.into(),
         hash: hash.into(),
     }

@@ -168,6 +168,7 @@ pub(crate) async fn sandbox_expiring(store: &Store, id: &str, expires_at: i64) {
             created_at: 1,
             expires_at,
             internet: true,
+            team_id: "default".into(),
         })
         .await
         .expect("insert sandbox");
@@ -211,6 +212,8 @@ pub(crate) fn api_key(id: &str) -> ApiKeyRow {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        team_id: None,
+        user_id: None,
     }
 }
 

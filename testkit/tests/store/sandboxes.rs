@@ -20,6 +20,7 @@ pub async fn a_sandbox_goes_from_creating_to_destroyed(db: Db) {
                 created_at: 1,
                 expires_at: 2,
                 internet: true,
+                team_id: "default".into(),
             })
             .await,
         Err(StoreError::Database(_))
@@ -774,6 +775,7 @@ fn new_sandbox(id: &str) -> NewSandbox {
         created_at: 7,
         expires_at: 100,
         internet: true,
+        team_id: "default".into(),
     }
 }
 

@@ -60,6 +60,9 @@ fn key_message(view: KeyView) -> pb::ApiKey {
         expires_at: view.expires_at.unwrap_or(0),
         last_used_at: view.last_used_at.unwrap_or(0),
         revoked_at: view.revoked_at.unwrap_or(0),
+        team: view.team.unwrap_or_default(),
+        user: view.user.unwrap_or_default(),
+        role: view.role.as_str().to_owned(),
     }
 }
 
@@ -69,12 +72,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreatedApiKey>, Status> {
-        caller(&self.state, &request, Scope::Admin).await?;
+        let granted = caller(&self.state, &request, Scope::Admin).await?;
         let audit = request.extensions().get::<AuditSlot>().cloned();
         let body = request.into_inner();
         let new_key = NewKey::parse(Some(&body.name), &body.scopes, Some(&body.expires))
-            .map_err(ApiError::from)?;
-        let created = manage::create(&self.state.store, new_key)
+            .map_err(ApiError::from)?
+            .for_owner(Some(&body.team), Some(&body.user));
+        let created = manage::create(&self.state.store, &granted.caller, new_key)
             .await
             .map_err(ApiError::from)?;
         if let Some(audit) = audit {
@@ -91,8 +95,8 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        caller(&self.state, &request, Scope::Admin).await?;
-        let keys = manage::list(&self.state.store)
+        let granted = caller(&self.state, &request, Scope::Admin).await?;
+        let keys = manage::list(&self.state.store, &granted.caller)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListApiKeysResponse {
@@ -104,12 +108,12 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        caller(&self.state, &request, Scope::Admin).await?;
+        let granted = caller(&self.state, &request, Scope::Admin).await?;
         let id = &request.get_ref().id;
         if let Some(audit) = request.extensions().get::<AuditSlot>() {
             audit.detail(format!("key={id}"));
         }
-        let view = manage::revoke(&self.state.store, &self.state.api_keys, id)
+        let view = manage::revoke(&self.state.store, &self.state.api_keys, &granted.caller, id)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(key_message(view)))
@@ -149,7 +153,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
-        let caller = caller(&self.state, &request, Scope::Admin).await?;
+        let caller = caller(&self.state, &request, Scope::Admin)
+            .await?
+            .cluster_admin()?
+            .caller;
         let body = request.into_inner();
         let token_request = JoinTokenRequest {
             worker_id: Some(body.worker_id).filter(|id| !id.is_empty()),

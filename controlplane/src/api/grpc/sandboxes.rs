@@ -134,10 +134,10 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        caller(&self.state, &request, Scope::Write).await?;
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
         let audit = request.extensions().get::<AuditSlot>().cloned();
         let body = CreateRequest::from(request.into_inner());
-        let create = api(body.validate(self.state.sandboxes.settings()))?;
+        let create = api(body.validate_for(self.state.sandboxes.settings(), &access))?;
         let view = api(self.state.sandboxes.create(create).await)?;
         if let Some(slot) = &audit {
             slot.sandbox(&view.id);
@@ -149,17 +149,21 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
-        caller(&self.state, &request, Scope::Read).await?;
-        let views = api(self.state.sandboxes.list().await)?;
+        let access = caller(&self.state, &request, Scope::Read).await?.access;
+        let views = api(self.state.sandboxes.list(&access).await)?;
         Ok(Response::new(pb::ListSandboxesResponse {
             sandboxes: views.into_iter().map(sandbox_message).collect(),
         }))
     }
 
     async fn get(&self, request: Request<pb::SandboxRef>) -> Result<Response<pb::Sandbox>, Status> {
-        caller(&self.state, &request, Scope::Read).await?;
+        let access = caller(&self.state, &request, Scope::Read).await?.access;
         note_sandbox(&request.get_ref().id);
-        let view = api(self.state.sandboxes.get(&request.get_ref().id).await)?;
+        let view = api(self
+            .state
+            .sandboxes
+            .get(&access, &request.get_ref().id)
+            .await)?;
         Ok(Response::new(sandbox_message(view)))
     }
 
@@ -167,9 +171,13 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::SandboxRef>,
     ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
-        caller(&self.state, &request, Scope::Write).await?;
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
         note_sandbox(&request.get_ref().id);
-        api(self.state.sandboxes.destroy(&request.get_ref().id).await)?;
+        api(self
+            .state
+            .sandboxes
+            .destroy(&access, &request.get_ref().id)
+            .await)?;
         Ok(Response::new(pb::DestroySandboxResponse {
             status: "destroyed".into(),
         }))
@@ -179,7 +187,7 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::ExtendSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        caller(&self.state, &request, Scope::Write).await?;
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.id);
         let ttl = if body.ttl.is_empty() {
@@ -187,7 +195,7 @@ impl SandboxesApi for SandboxesService {
         } else {
             body.ttl
         };
-        let view = api(self.state.sandboxes.extend(&body.id, &ttl).await)?;
+        let view = api(self.state.sandboxes.extend(&access, &body.id, &ttl).await)?;
         Ok(Response::new(sandbox_message(view)))
     }
 
@@ -195,11 +203,11 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::ExecRequest>,
     ) -> Result<Response<pb::ExecResponse>, Status> {
-        caller(&self.state, &request, Scope::Exec).await?;
+        let access = caller(&self.state, &request, Scope::Exec).await?.access;
         let audit = request.extensions().get::<AuditSlot>().cloned();
         let (sandbox_id, call) = exec_call(request.into_inner())?;
         note_exec(audit.as_ref(), &sandbox_id, &call);
-        let outcome = api(self.state.sandboxes.exec(&sandbox_id, call).await)?;
+        let outcome = api(self.state.sandboxes.exec(&access, &sandbox_id, call).await)?;
         let answer = pb::ExecResponse {
             exit_code: outcome.exit_code,
             stdout: outcome.stdout,
@@ -215,11 +223,15 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::ExecRequest>,
     ) -> Result<Response<ResponseStream<pb::ExecEvent>>, Status> {
-        caller(&self.state, &request, Scope::Exec).await?;
+        let access = caller(&self.state, &request, Scope::Exec).await?.access;
         let audit = request.extensions().get::<AuditSlot>().cloned();
         let (sandbox_id, call) = exec_call(request.into_inner())?;
         note_exec(audit.as_ref(), &sandbox_id, &call);
-        let events = api(self.state.sandboxes.exec_stream(&sandbox_id, call).await)?;
+        let events = api(self
+            .state
+            .sandboxes
+            .exec_stream(&access, &sandbox_id, call)
+            .await)?;
         Ok(Response::new(Box::pin(
             events.map(|event| Ok(exec_event_message(event))),
         )))
@@ -229,7 +241,7 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::LogsRequest>,
     ) -> Result<Response<ResponseStream<pb::LogLine>>, Status> {
-        caller(&self.state, &request, Scope::Read).await?;
+        let access = caller(&self.state, &request, Scope::Read).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         let lines = if body.lines == 0 {
@@ -240,7 +252,7 @@ impl SandboxesApi for SandboxesService {
         let stream = api(self
             .state
             .sandboxes
-            .logs(&body.sandbox_id, lines, body.follow)
+            .logs(&access, &body.sandbox_id, lines, body.follow)
             .await)?;
         Ok(Response::new(Box::pin(stream.map(|line| {
             line.map(log_line_message)
@@ -252,13 +264,13 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::FileRef>,
     ) -> Result<Response<ResponseStream<pb::FileChunk>>, Status> {
-        caller(&self.state, &request, Scope::Read).await?;
+        let access = caller(&self.state, &request, Scope::Read).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         let chunks = api(self
             .state
             .sandboxes
-            .read_file(&body.sandbox_id, &body.path)
+            .read_file(&access, &body.sandbox_id, &body.path)
             .await)?;
         let stream = chunks.map(|chunk| {
             chunk
@@ -273,7 +285,7 @@ impl SandboxesApi for SandboxesService {
         request: Request<Streaming<pb::WriteFileRequest>>,
     ) -> Result<Response<pb::WriteFileResult>, Status> {
         use pb::write_file_request::Part;
-        caller(&self.state, &request, Scope::Write).await?;
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
@@ -295,7 +307,7 @@ impl SandboxesApi for SandboxesService {
         let size = api(self
             .state
             .sandboxes
-            .write_file(&target.sandbox_id, &target.path, mode, data)
+            .write_file(&access, &target.sandbox_id, &target.path, mode, data)
             .await)?;
         Ok(Response::new(pb::WriteFileResult { size }))
     }
@@ -304,7 +316,7 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::FileRef>,
     ) -> Result<Response<pb::FileList>, Status> {
-        caller(&self.state, &request, Scope::Read).await?;
+        let access = caller(&self.state, &request, Scope::Read).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         let path = if body.path.is_empty() {
@@ -315,7 +327,7 @@ impl SandboxesApi for SandboxesService {
         let files = api(self
             .state
             .sandboxes
-            .list_files(&body.sandbox_id, &path)
+            .list_files(&access, &body.sandbox_id, &path)
             .await)?;
         Ok(Response::new(pb::FileList {
             files: files.into_iter().map(file_info_message).collect(),
@@ -326,13 +338,13 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::FileRef>,
     ) -> Result<Response<pb::FileInfo>, Status> {
-        caller(&self.state, &request, Scope::Read).await?;
+        let access = caller(&self.state, &request, Scope::Read).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         let info = api(self
             .state
             .sandboxes
-            .stat_file(&body.sandbox_id, &body.path)
+            .stat_file(&access, &body.sandbox_id, &body.path)
             .await)?;
         Ok(Response::new(file_info_message(info)))
     }
@@ -341,13 +353,13 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::DeleteFileRequest>,
     ) -> Result<Response<pb::FileOpResult>, Status> {
-        caller(&self.state, &request, Scope::Write).await?;
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         api(self
             .state
             .sandboxes
-            .delete_file(&body.sandbox_id, &body.path, body.recursive)
+            .delete_file(&access, &body.sandbox_id, &body.path, body.recursive)
             .await)?;
         Ok(Response::new(pb::FileOpResult {
             status: "deleted".into(),
@@ -358,13 +370,13 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::MoveFileRequest>,
     ) -> Result<Response<pb::FileOpResult>, Status> {
-        caller(&self.state, &request, Scope::Write).await?;
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         api(self
             .state
             .sandboxes
-            .move_file(&body.sandbox_id, &body.old_path, &body.new_path)
+            .move_file(&access, &body.sandbox_id, &body.old_path, &body.new_path)
             .await)?;
         Ok(Response::new(pb::FileOpResult {
             status: "moved".into(),
@@ -375,13 +387,13 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::ChmodRequest>,
     ) -> Result<Response<pb::FileOpResult>, Status> {
-        caller(&self.state, &request, Scope::Write).await?;
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         api(self
             .state
             .sandboxes
-            .chmod(&body.sandbox_id, &body.path, body.mode)
+            .chmod(&access, &body.sandbox_id, &body.path, body.mode)
             .await)?;
         Ok(Response::new(pb::FileOpResult {
             status: "chmod applied".into(),
@@ -392,13 +404,13 @@ impl SandboxesApi for SandboxesService {
         &self,
         request: Request<pb::GlobRequest>,
     ) -> Result<Response<pb::GlobResponse>, Status> {
-        caller(&self.state, &request, Scope::Read).await?;
+        let access = caller(&self.state, &request, Scope::Read).await?.access;
         let body = request.into_inner();
         note_sandbox(&body.sandbox_id);
         let paths = api(self
             .state
             .sandboxes
-            .glob(&body.sandbox_id, &body.pattern)
+            .glob(&access, &body.sandbox_id, &body.pattern)
             .await)?;
         Ok(Response::new(pb::GlobResponse { paths }))
     }

@@ -89,7 +89,7 @@ impl TryFrom<ExecBody> for ExecCall {
     (status = 409, description = "The sandbox is not running", body = ErrorBody),
 ))]
 pub async fn exec(
-    _caller: Authorized<ExecScope>,
+    Authorized { access, .. }: Authorized<ExecScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
@@ -99,7 +99,7 @@ pub async fn exec(
     let call = ExecCall::try_from(body)?;
     audit.detail(call.describe());
     if !stream {
-        let outcome = state.sandboxes.exec(&id, call).await?;
+        let outcome = state.sandboxes.exec(&access, &id, call).await?;
         return Ok(Json(ExecAnswer {
             exit_code: outcome.exit_code,
             stdout: String::from_utf8_lossy(&outcome.stdout),
@@ -110,7 +110,7 @@ pub async fn exec(
         })
         .into_response());
     }
-    let events = state.sandboxes.exec_stream(&id, call).await?;
+    let events = state.sandboxes.exec_stream(&access, &id, call).await?;
     let lines = ndjson_events(events);
     Ok((
         [
@@ -280,14 +280,14 @@ const MAX_LOG_LINES: u32 = 10_000;
     (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn logs(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let lines = query.lines.unwrap_or(100).min(MAX_LOG_LINES);
     let follow = query.follow.unwrap_or(false);
-    let mut stream = state.sandboxes.logs(&id, lines, follow).await?;
+    let mut stream = state.sandboxes.logs(&access, &id, lines, follow).await?;
     if !follow {
         let mut collected = Vec::new();
         while let Some(line) = stream.next().await {

@@ -83,7 +83,7 @@ pub struct WriteBody {
     (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn write_json(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
@@ -99,7 +99,7 @@ pub async fn write_json(
         .collect::<Vec<_>>();
     let size = state
         .sandboxes
-        .write_file(&id, &path, mode, futures::stream::iter(chunks))
+        .write_file(&access, &id, &path, mode, futures::stream::iter(chunks))
         .await?;
     Ok(Json(Written {
         status: "written",
@@ -129,7 +129,7 @@ pub fn decode_content(encoding: Option<&str>, content: String) -> Result<Vec<u8>
     (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn upload(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
@@ -144,7 +144,10 @@ pub async fn upload(
             .map(|bytes| bytes.to_vec())
             .map_err(|err| err.to_string())
     });
-    let size = state.sandboxes.write_file(&id, &path, mode, data).await?;
+    let size = state
+        .sandboxes
+        .write_file(&access, &id, &path, mode, data)
+        .await?;
     Ok(Json(Written {
         status: "written",
         size,
@@ -160,13 +163,13 @@ pub async fn upload(
     (status = 404, description = "No such sandbox or file", body = ErrorBody),
 ))]
 pub async fn read(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
 ) -> Result<Response, ApiError> {
     let path = required(query.path)?;
-    let chunks = state.sandboxes.read_file(&id, &path).await?;
+    let chunks = state.sandboxes.read_file(&access, &id, &path).await?;
     // an error after the first byte can only abort the body, which the client sees
     let body = chunks.map(|chunk| chunk.map_err(|err| std::io::Error::other(err.to_string())));
     Ok((
@@ -184,7 +187,7 @@ pub async fn read(
     (status = 404, description = "No such sandbox or file", body = ErrorBody),
 ))]
 pub async fn delete(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
@@ -194,7 +197,7 @@ pub async fn delete(
     audit.detail(path.clone());
     state
         .sandboxes
-        .delete_file(&id, &path, query.recursive.unwrap_or(false))
+        .delete_file(&access, &id, &path, query.recursive.unwrap_or(false))
         .await?;
     Ok(Json(StatusBody::new("deleted")))
 }
@@ -207,7 +210,7 @@ pub async fn delete(
     (status = 404, description = "No such sandbox or directory", body = ErrorBody),
 ))]
 pub async fn list(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
@@ -216,7 +219,7 @@ pub async fn list(
         .path
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/".to_owned());
-    let files = state.sandboxes.list_files(&id, &path).await?;
+    let files = state.sandboxes.list_files(&access, &id, &path).await?;
     Ok(Json(files.into_iter().map(FileInfoView::from).collect()))
 }
 
@@ -228,13 +231,15 @@ pub async fn list(
     (status = 404, description = "No such sandbox or file", body = ErrorBody),
 ))]
 pub async fn stat(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<PathQuery>,
 ) -> Result<Json<FileInfoView>, ApiError> {
     let path = required(query.path)?;
-    Ok(Json(state.sandboxes.stat_file(&id, &path).await?.into()))
+    Ok(Json(
+        state.sandboxes.stat_file(&access, &id, &path).await?.into(),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -253,7 +258,7 @@ pub struct GlobQuery {
     (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn glob(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(query): Query<GlobQuery>,
@@ -262,7 +267,7 @@ pub async fn glob(
         .pattern
         .filter(|p| !p.is_empty())
         .ok_or_else(|| ApiError::bad_request("the pattern parameter is required"))?;
-    Ok(Json(state.sandboxes.glob(&id, &pattern).await?))
+    Ok(Json(state.sandboxes.glob(&access, &id, &pattern).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -279,7 +284,7 @@ pub struct MoveBody {
     (status = 404, description = "No such sandbox or file", body = ErrorBody),
 ))]
 pub async fn move_file(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
@@ -288,7 +293,10 @@ pub async fn move_file(
     let old_path = required(Some(body.old_path))?;
     let new_path = required(Some(body.new_path))?;
     audit.detail(format!("{old_path} -> {new_path}"));
-    state.sandboxes.move_file(&id, &old_path, &new_path).await?;
+    state
+        .sandboxes
+        .move_file(&access, &id, &old_path, &new_path)
+        .await?;
     Ok(Json(StatusBody::new("moved")))
 }
 
@@ -308,7 +316,7 @@ pub struct ChmodBody {
     (status = 404, description = "No such sandbox or file", body = ErrorBody),
 ))]
 pub async fn chmod(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     audit: AuditSlot,
@@ -317,7 +325,7 @@ pub async fn chmod(
     let path = required(Some(body.path))?;
     let mode = parse_mode(Some(&body.mode))?;
     audit.detail(format!("{path} {mode:04o}"));
-    state.sandboxes.chmod(&id, &path, mode).await?;
+    state.sandboxes.chmod(&access, &id, &path, mode).await?;
     Ok(Json(StatusBody::new("chmod applied")))
 }
 

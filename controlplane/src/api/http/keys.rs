@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::schemas::ErrorBody;
-use super::{AdminScope, Authorized, JsonBody, Path};
+use super::{Authorized, JsonBody, Path, TeamAdminScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::{KeyView, NewKey, manage};
 use crate::error::ApiError;
@@ -25,6 +25,13 @@ pub struct CreateKeyBody {
     /// How long it is valid, e.g. "30d", "720h"; never expires when absent.
     #[serde(default)]
     pub expires: Option<String>,
+    /// The team it is bound to; absent: the creator's (a cluster admin's: none, a
+    /// cluster key that sees every team).
+    #[serde(default)]
+    pub team: Option<String>,
+    /// The user of that team it acts as.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// A key as listed (times RFC 3339; never its secret or hash).
@@ -37,11 +44,19 @@ pub struct ApiKeyView {
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// `null`: a cluster key.
+    pub team: Option<String>,
+    pub user: Option<String>,
+    /// cluster-admin, cluster, team-admin or member.
+    pub role: String,
 }
 
 impl From<KeyView> for ApiKeyView {
     fn from(view: KeyView) -> Self {
         Self {
+            team: view.team,
+            user: view.user,
+            role: view.role.as_str().to_owned(),
             id: view.id,
             name: view.name,
             scopes: view.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
@@ -61,6 +76,9 @@ pub struct CreatedKeyView {
     pub scopes: Vec<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub role: String,
     /// The key in full (`berth_<id>_<secret>`).
     pub key: String,
 }
@@ -70,22 +88,27 @@ pub struct CreatedKeyView {
     request_body = CreateKeyBody, responses(
     (status = 201, description = "The key (shown once)", body = CreatedKeyView),
     (status = 400, description = "An unknown scope, no scopes, a bad expiry or name", body = ErrorBody),
+    (status = 403, description = "A team admin minting for another team", body = ErrorBody),
+    (status = 404, description = "An unknown team or user", body = ErrorBody),
 ))]
 pub async fn create(
-    _caller: Authorized<AdminScope>,
+    Authorized { caller, .. }: Authorized<TeamAdminScope>,
     State(state): State<ApiState>,
     audit: AuditSlot,
     JsonBody(body): JsonBody<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<CreatedKeyView>), ApiError> {
-    let request = NewKey::parse(body.name.as_deref(), &body.scopes, body.expires.as_deref())?;
-    let created = manage::create(&state.store, request).await?;
+    let request = NewKey::parse(body.name.as_deref(), &body.scopes, body.expires.as_deref())?
+        .for_owner(body.team.as_deref(), body.user.as_deref());
+    let created = manage::create(&state.store, &caller, request).await?;
     let view = ApiKeyView::from(created.view);
     // the key is a secret: the record names its id and what it may do
     audit.detail(format!(
-        "key={} scopes={} expires_at={}",
+        "key={} scopes={} expires_at={} team={} user={}",
         view.id,
         view.scopes.join(","),
-        view.expires_at.as_deref().unwrap_or("never")
+        view.expires_at.as_deref().unwrap_or("never"),
+        view.team.as_deref().unwrap_or("-"),
+        view.user.as_deref().unwrap_or("-"),
     ));
     Ok((
         StatusCode::CREATED,
@@ -95,6 +118,9 @@ pub async fn create(
             scopes: view.scopes,
             created_at: view.created_at,
             expires_at: view.expires_at,
+            team: view.team,
+            user: view.user,
+            role: view.role,
             key: created.key,
         }),
     ))
@@ -104,10 +130,10 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "Keys", body = Vec<ApiKeyView>)))]
 pub async fn list(
-    _caller: Authorized<AdminScope>,
+    Authorized { caller, .. }: Authorized<TeamAdminScope>,
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
-    let keys = manage::list(&state.store).await?;
+    let keys = manage::list(&state.store, &caller).await?;
     Ok(Json(keys.into_iter().map(ApiKeyView::from).collect()))
 }
 
@@ -118,11 +144,11 @@ pub async fn list(
     (status = 404, description = "No such key", body = ErrorBody),
 ))]
 pub async fn get(
-    _caller: Authorized<AdminScope>,
+    Authorized { caller, .. }: Authorized<TeamAdminScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    Ok(Json(manage::get(&state.store, &id).await?.into()))
+    Ok(Json(manage::get(&state.store, &caller, &id).await?.into()))
 }
 
 /// Revokes an API key (admin scope): refused at once on this control plane, within
@@ -135,12 +161,12 @@ pub async fn get(
     (status = 409, description = "It is the last usable admin key", body = ErrorBody),
 ))]
 pub async fn revoke(
-    _caller: Authorized<AdminScope>,
+    Authorized { caller, .. }: Authorized<TeamAdminScope>,
     State(state): State<ApiState>,
     audit: AuditSlot,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     audit.detail(format!("key={id}"));
-    let view = manage::revoke(&state.store, &state.api_keys, &id).await?;
+    let view = manage::revoke(&state.store, &state.api_keys, &caller, &id).await?;
     Ok(Json(view.into()))
 }

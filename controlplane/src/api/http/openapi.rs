@@ -11,7 +11,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, exec, files, health, keys, providers, sandboxes, status, tokens, workers};
+use super::{
+    audit, exec, files, health, keys, providers, quotas, sandboxes, status, teams, tokens, workers,
+};
 use crate::error::ErrorCode;
 
 #[derive(OpenApi)]
@@ -43,6 +45,16 @@ use crate::error::ErrorCode;
         keys::list,
         keys::get,
         keys::revoke,
+        teams::create,
+        teams::list,
+        teams::get,
+        teams::update,
+        teams::delete,
+        teams::add_user,
+        teams::users,
+        teams::remove_user,
+        quotas::summary,
+        quotas::pool_status,
         status::metrics,
         status::status,
         audit::list,

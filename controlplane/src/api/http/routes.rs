@@ -8,7 +8,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{
-    audit, exec, files, health, keys, openapi, providers, sandboxes, status, tokens, workers,
+    audit, exec, files, health, keys, openapi, providers, quotas, sandboxes, status, teams, tokens,
+    workers,
 };
 use crate::api::ApiState;
 
@@ -66,6 +67,20 @@ pub fn routes() -> Vec<Route> {
         at(M::GET, "/api/v1/keys", keys::list),
         at(M::GET, "/api/v1/keys/{id}", keys::get),
         at(M::DELETE, "/api/v1/keys/{id}", keys::revoke),
+        at(M::POST, "/api/v1/teams", teams::create),
+        at(M::GET, "/api/v1/teams", teams::list),
+        at(M::GET, "/api/v1/teams/{name}", teams::get),
+        at(M::PATCH, "/api/v1/teams/{name}", teams::update),
+        at(M::DELETE, "/api/v1/teams/{name}", teams::delete),
+        at(M::POST, "/api/v1/teams/{name}/users", teams::add_user),
+        at(M::GET, "/api/v1/teams/{name}/users", teams::users),
+        at(
+            M::DELETE,
+            "/api/v1/teams/{name}/users/{user}",
+            teams::remove_user,
+        ),
+        at(M::GET, "/api/v1/quotas/summary", quotas::summary),
+        at(M::GET, "/api/v1/pool/status", quotas::pool_status),
         at(M::GET, "/metrics", status::metrics),
         at(M::GET, "/api/v1/status", status::status),
         at(M::GET, "/api/v1/audit", audit::list),

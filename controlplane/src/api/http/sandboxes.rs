@@ -3,47 +3,34 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::schemas::{Admission, ErrorBody, Pruned, StatusBody};
 use super::{Authorized, JsonBody, Path, Query, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
-use crate::sandboxes::{CreateRequest, CreateSandbox, PruneSelection, SandboxError, SandboxView};
-
-/// The create body with the owner taken from `X-User-Id` when the body names none,
-/// checked against the sandbox settings.
-fn validate_create(
-    mut body: CreateRequest,
-    state: &ApiState,
-    headers: &HeaderMap,
-) -> Result<CreateSandbox, SandboxError> {
-    if body.owner_id.is_none() {
-        body.owner_id = headers
-            .get("x-user-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-    }
-    body.validate(state.sandboxes.settings())
-}
+use crate::sandboxes::{CreateRequest, PruneSelection, SandboxError, SandboxView};
+use crate::teams::Access;
 
 /// Creates a sandbox on a worker that can hold it (write scope).
 #[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
-    params(("X-User-Id" = Option<String>, Header, description = "The owner when the body names none")), request_body = CreateRequest, responses(
+    params(("X-User-Id" = Option<String>, Header, description = "The owner when the body names none"),
+        ("X-Tenant-Id" = Option<String>, Header, description = "The team to create in (a cluster key; a team key may only name its own)")), request_body = CreateRequest, responses(
     (status = 201, description = "Created", body = SandboxView),
     (status = 400, description = "A bad body", body = ErrorBody),
-    (status = 429, description = "No worker has room for it", body = ErrorBody),
+    (status = 403, description = "X-Tenant-ID or owner_id beyond what the key may act for", body = ErrorBody),
+    (status = 404, description = "X-Tenant-ID names no team", body = ErrorBody),
+    (status = 429, description = "No worker has room for it, or the team is at a quota", body = ErrorBody),
     (status = 503, description = "No worker offers the provider", body = ErrorBody),
 ))]
 pub async fn create(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
-    headers: HeaderMap,
     audit: AuditSlot,
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
-    let request = validate_create(body, &state, &headers)?;
+    let request = body.validate_for(state.sandboxes.settings(), &access)?;
     audit.detail(format!(
         "image={} provider={}",
         request.image, request.provider
@@ -60,14 +47,27 @@ pub async fn create(
     (status = 400, description = "A body that is not a create request", body = ErrorBody),
 ))]
 pub async fn admission(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
-    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<Json<Admission>, ApiError> {
-    let active = state.sandboxes.list().await?.len();
-    let max_ttl = humantime::format_duration(state.sandboxes.settings().limits.max_ttl).to_string();
-    let decision = match validate_create(body, &state, &headers) {
+    let team = access.creating_team().to_owned();
+    let standing = state.sandboxes.standing(&team).await?;
+    let active = state.sandboxes.list(&Access::team(&team)).await?;
+    let owner = access
+        .bound_user()
+        .map(str::to_owned)
+        .or_else(|| body.owner_id.clone().filter(|o| !o.is_empty()))
+        .or_else(|| access.user().map(str::to_owned));
+    let active_owner = owner.as_ref().map_or(0, |owner| {
+        active.iter().filter(|s| s.owner_id == *owner).count()
+    });
+    let limits = &state.sandboxes.settings().limits;
+    let max_ttl = standing
+        .quota
+        .max_ttl
+        .map_or(limits.max_ttl, |ttl| ttl.min(limits.max_ttl));
+    let decision = match body.validate_for(state.sandboxes.settings(), &access) {
         Err(err) => (false, false, err.to_string()),
         Ok(request) => match state.sandboxes.admission(&request).await {
             Ok(()) => (true, false, String::new()),
@@ -75,13 +75,19 @@ pub async fn admission(
             Err(err) => (false, false, err.to_string()),
         },
     };
+    let capacity = state.sandboxes.total_capacity().await?;
     Ok(Json(Admission {
         allowed: decision.0,
         queueable: decision.1,
         reason: decision.2,
-        active_sandboxes: active,
-        max_sandboxes: state.sandboxes.total_capacity().await?,
-        max_ttl,
+        active_sandboxes: usize::try_from(standing.usage.sandboxes).unwrap_or(0),
+        max_sandboxes: standing
+            .quota
+            .max_sandboxes
+            .map_or(capacity, |max| max.min(capacity)),
+        active_owner_sandboxes: active_owner,
+        max_owner_sandboxes: 0,
+        max_ttl: humantime::format_duration(max_ttl).to_string(),
     }))
 }
 
@@ -89,10 +95,10 @@ pub async fn admission(
 #[utoipa::path(get, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "Sandboxes", body = Vec<SandboxView>)))]
 pub async fn list(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<SandboxView>>, ApiError> {
-    Ok(Json(state.sandboxes.list().await?))
+    Ok(Json(state.sandboxes.list(&access).await?))
 }
 
 /// One sandbox (read scope).
@@ -101,11 +107,11 @@ pub async fn list(
     (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn get(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxView>, ApiError> {
-    Ok(Json(state.sandboxes.get(&id).await?))
+    Ok(Json(state.sandboxes.get(&access, &id).await?))
 }
 
 /// Destroys a sandbox (write scope).
@@ -114,11 +120,11 @@ pub async fn get(
     (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn destroy(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    state.sandboxes.destroy(&id).await?;
+    state.sandboxes.destroy(&access, &id).await?;
     Ok(Json(StatusBody::new("destroyed")))
 }
 
@@ -137,13 +143,13 @@ pub struct ExtendBody {
     (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn extend(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Json<SandboxView>, ApiError> {
     let ttl = body.ttl.unwrap_or_else(|| "30m".to_owned());
-    Ok(Json(state.sandboxes.extend(&id, &ttl).await?))
+    Ok(Json(state.sandboxes.extend(&access, &id, &ttl).await?))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -161,11 +167,11 @@ pub struct PruneQuery {
     (status = 400, description = "A state other than expired, lost or error", body = ErrorBody),
 ))]
 pub async fn prune(
-    _caller: Authorized<WriteScope>,
+    Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     Query(query): Query<PruneQuery>,
 ) -> Result<Json<Pruned>, ApiError> {
     let selection = PruneSelection::parse(query.state.as_deref())?;
-    let pruned = state.sandboxes.prune(selection).await?;
+    let pruned = state.sandboxes.prune(&access, selection).await?;
     Ok(Json(Pruned { pruned }))
 }

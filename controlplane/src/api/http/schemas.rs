@@ -117,8 +117,15 @@ pub struct Admission {
     pub queueable: bool,
     /// Why not; empty when allowed.
     pub reason: String,
+    /// The caller's team's live sandboxes.
     pub active_sandboxes: usize,
+    /// The most the team may have: its quota, or the fleet's capacity if smaller.
     pub max_sandboxes: i64,
+    /// The owner's live sandboxes (the user the key is bound to, the body's
+    /// `owner_id`, or `X-User-ID`); 0 when none is named.
+    pub active_owner_sandboxes: usize,
+    /// Berth has no per-owner quota: always 0 (none).
+    pub max_owner_sandboxes: i64,
     /// The longest ttl a sandbox may have, e.g. `24h`.
     pub max_ttl: String,
 }

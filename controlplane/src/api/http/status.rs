@@ -39,7 +39,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
 #[utoipa::path(get, path = "/api/v1/status", tag = "status", security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "Status", body = FleetStatus)))]
 pub async fn status(
-    _caller: Authorized<ReadScope>,
+    Authorized { access, .. }: Authorized<ReadScope>,
     State(state): State<ApiState>,
 ) -> Result<Json<FleetStatus>, ApiError> {
     let workers = state.fleet.list_workers().await?;
@@ -49,7 +49,7 @@ pub async fn status(
             .entry(worker.status.as_str().to_owned())
             .or_default() += 1;
     }
-    let sandboxes = state.sandboxes.list().await?;
+    let sandboxes = state.sandboxes.list(&access).await?;
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     for sandbox in &sandboxes {
         *by_state.entry(sandbox.state.clone()).or_default() += 1;

@@ -30,7 +30,7 @@ pub struct CreateTokenBody {
     (status = 400, description = "A bad body, ttl or uses", body = ErrorBody),
 ))]
 pub async fn create(
-    Authorized(caller, _): Authorized<AdminScope>,
+    Authorized { caller, .. }: Authorized<AdminScope>,
     State(state): State<ApiState>,
     audit: AuditSlot,
     JsonBody(body): JsonBody<CreateTokenBody>,
