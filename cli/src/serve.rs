@@ -49,6 +49,15 @@ pub struct ServeArgs {
     /// local docker worker's default.
     #[arg(long, env = "BERTH_DEFAULT_IMAGE")]
     default_image: Option<String>,
+    /// Calls a second each API key may make over HTTP and gRPC (a token bucket per
+    /// key; over it: 429 with Retry-After); 0: no limit [default: 0, or the config
+    /// file's api.key_rate_limit].
+    #[arg(long, env = "BERTH_KEY_RATE_LIMIT")]
+    key_rate_limit: Option<u32>,
+    /// Calls a key may make at once above its rate; 0: one second's worth [default:
+    /// 0, or the config file's api.key_rate_burst].
+    #[arg(long, env = "BERTH_KEY_RATE_BURST")]
+    key_rate_burst: Option<u32>,
 }
 
 impl ServeArgs {
@@ -85,6 +94,13 @@ impl ServeArgs {
         }
         if let Some(value) = self.default_image {
             serve.set_default_image(&value);
+        }
+        let config = &mut serve.control_plane;
+        if let Some(value) = self.key_rate_limit {
+            config.api.key_rate_limit = value;
+        }
+        if let Some(value) = self.key_rate_burst {
+            config.api.key_rate_burst = value;
         }
         serve.validate()?;
         Ok(serve)
@@ -164,4 +180,48 @@ pub async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn config(args: &[&str]) -> ServeConfig {
+        let serve = Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .expect("flags parse");
+        serve.args.into_config().expect("a valid config")
+    }
+
+    #[test]
+    fn key_rate_flags_reach_the_api_config_over_the_file() {
+        let defaults = config(&[]).control_plane.api;
+        if std::env::var_os("BERTH_KEY_RATE_LIMIT").is_none() {
+            assert_eq!(defaults.key_rate_limit, 0, "off by default");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.yaml");
+        std::fs::write(&file, "api:\n  key_rate_limit: 5\n  key_rate_burst: 7\n").unwrap();
+        let file = file.display().to_string();
+        let from_file = config(&["--config", &file]).control_plane.api;
+        assert_eq!((from_file.key_rate_limit, from_file.key_rate_burst), (5, 7));
+        let flagged = config(&[
+            "--config",
+            &file,
+            "--key-rate-limit",
+            "50",
+            "--key-rate-burst",
+            "100",
+        ])
+        .control_plane
+        .api;
+        assert_eq!((flagged.key_rate_limit, flagged.key_rate_burst), (50, 100));
+    }
 }

@@ -1,5 +1,6 @@
 //! `berth serve --default-image` / `BERTH_DEFAULT_IMAGE`: one image for the control
-//! plane's creates that name none and for the local docker worker.
+//! plane's creates that name none and for the local docker worker; `--key-rate-limit`
+//! and `--key-rate-burst` beside the config file's `api` section.
 
 use std::process::Command;
 
@@ -33,4 +34,30 @@ fn serve_takes_the_flag_and_its_variable() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--default-image"), "{help}");
     assert!(help.contains("BERTH_DEFAULT_IMAGE"), "{help}");
+    for flag in [
+        "--key-rate-limit",
+        "BERTH_KEY_RATE_LIMIT",
+        "--key-rate-burst",
+        "BERTH_KEY_RATE_BURST",
+    ] {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
+}
+
+#[test]
+fn the_config_file_takes_key_rate_limits() {
+    let config =
+        ServeConfig::from_yaml("api:\n  key_rate_limit: 50\n  key_rate_burst: 100\n").unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.control_plane.api.key_rate_limit, 50);
+    assert_eq!(config.control_plane.api.key_rate_burst, 100);
+    assert_eq!(
+        ServeConfig::from_yaml("")
+            .unwrap()
+            .control_plane
+            .api
+            .key_rate_limit,
+        0,
+        "off by default"
+    );
 }

@@ -9,6 +9,7 @@ mod auth;
 mod grpc;
 pub(crate) mod http;
 mod observe;
+mod rate_limit;
 mod serve;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use grpc::health::{
     keep_updated as keep_grpc_health_updated, reporter as grpc_health_reporter,
 };
 pub use http::route_list;
+pub use rate_limit::KeyRateLimits;
 pub use serve::serve;
 
 /// What every API handler can reach, shared: every middleware and extractor clones
@@ -56,6 +58,8 @@ pub struct ApiParts {
     pub store: Store,
     /// Key rows recently read from the store (revoking a key must invalidate it here).
     pub api_keys: ApiKeyCache,
+    /// Each key's calls a second (`api.key_rate_limit`); off unless configured.
+    pub key_rate_limits: KeyRateLimits,
     pub version: Arc<str>,
     /// What `grpc.health.v1.Health` answers ([`keep_grpc_health_updated`] sets it).
     pub health: tonic_health::server::HealthReporter,

@@ -47,6 +47,20 @@ pub struct ControlPlaneConfig {
     pub tokens: TokensConfig,
     pub sandboxes: SandboxesConfig,
     pub limits: LimitsConfig,
+    pub api: ApiConfig,
+}
+
+/// The public API's per-key limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Calls a second each API key may make over HTTP and gRPC together (a token
+    /// bucket per key); past it calls are answered 429 / `RESOURCE_EXHAUSTED` with
+    /// when to retry. 0: no limit (the default).
+    pub key_rate_limit: u32,
+    /// How many calls a key may make at once above the rate (the bucket's size);
+    /// 0: one second's worth (`key_rate_limit`). Ignored while the limit is off.
+    pub key_rate_burst: u32,
 }
 
 /// How fast the mesh admits enrollments and heartbeats, so a fleet restarting at once
@@ -243,6 +257,7 @@ impl Default for ControlPlaneConfig {
             tokens: TokensConfig::default(),
             sandboxes: SandboxesConfig::default(),
             limits: LimitsConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -461,6 +476,20 @@ mod tests {
         );
         let config: ControlPlaneConfig = serde_yaml_ng::from_str(&yaml).unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn key_rate_limits_are_off_unless_configured() {
+        let config = ControlPlaneConfig::default();
+        assert_eq!(config.api.key_rate_limit, 0);
+        let config: ControlPlaneConfig =
+            serde_yaml_ng::from_str("api:\n  key_rate_limit: 50\n  key_rate_burst: 100\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            (config.api.key_rate_limit, config.api.key_rate_burst),
+            (50, 100)
+        );
+        assert!(serde_yaml_ng::from_str::<ControlPlaneConfig>("api:\n  rate: 1\n").is_err());
     }
 
     #[test]

@@ -9,6 +9,10 @@ use crate::store::StoreError;
 
 pub use berth_proto::ErrorCode;
 
+/// The gRPC metadata key of [`ApiError::retry_after`] (HTTP's `Retry-After`, lowercased
+/// as metadata keys are).
+pub const RETRY_AFTER_KEY: &str = "retry-after";
+
 /// What a client is told. Internal errors carry a plain message; the detail is logged
 /// where the error is turned into a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +22,9 @@ pub struct ApiError {
     /// The sandbox a failed create recorded (in state `error`), so the caller can
     /// look at it or destroy it.
     pub sandbox_id: Option<String>,
+    /// When the caller may try again (whole seconds on the wire): HTTP answers it as
+    /// `Retry-After`, gRPC as `retry-after` metadata.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -26,7 +33,24 @@ impl ApiError {
             code,
             message: message.into(),
             sandbox_id: None,
+            retry_after: None,
         }
+    }
+
+    /// The same refusal, telling the caller to retry after `wait`.
+    pub fn with_retry_after(self, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..self
+        }
+    }
+
+    /// [`ApiError::retry_after`] as the whole seconds a `Retry-After` header carries,
+    /// rounded up and at least 1.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        let wait = self.retry_after?;
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Some(secs.max(1))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -71,7 +95,13 @@ impl std::fmt::Display for ApiError {
 
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
+        let retry_after = err.retry_after_secs();
         let mut status = berth_proto::error_code::coded_status(err.code, err.message);
+        if let Some(secs) = retry_after {
+            status
+                .metadata_mut()
+                .insert(RETRY_AFTER_KEY, tonic::metadata::MetadataValue::from(secs));
+        }
         if let Some(id) = err.sandbox_id
             && let Ok(value) = id.parse()
         {
@@ -233,6 +263,20 @@ mod tests {
             status.metadata().get("berth-error-code").unwrap(),
             "NOT_FOUND"
         );
+    }
+
+    #[test]
+    fn a_retry_hint_reaches_grpc_metadata_in_whole_seconds() {
+        let err = ApiError::new(ErrorCode::ResourceLimit, "slow down")
+            .with_retry_after(std::time::Duration::from_millis(1500));
+        assert_eq!(err.retry_after_secs(), Some(2));
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.metadata().get(RETRY_AFTER_KEY).unwrap(), "2");
+        let soon = ApiError::new(ErrorCode::ResourceLimit, "slow down")
+            .with_retry_after(std::time::Duration::ZERO);
+        assert_eq!(soon.retry_after_secs(), Some(1));
+        assert_eq!(ApiError::not_found("x").retry_after_secs(), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiParts, ApiState};
+use crate::api::{self, ApiParts, ApiState, KeyRateLimits};
 use crate::api_keys::{ApiKeyCache, create_first_admin_key};
 use crate::audit::AuditLog;
 use crate::authority::Authority;
@@ -176,6 +176,7 @@ pub async fn start(
         audit: audit.clone(),
         store: store.clone(),
         api_keys: ApiKeyCache::default(),
+        key_rate_limits: KeyRateLimits::new(config.api.key_rate_limit, config.api.key_rate_burst),
         version: Arc::from(VERSION),
         health,
     }));

@@ -4,7 +4,8 @@
 //! outcome to the audit log. Reads are not recorded, except a read refused because
 //! its key expired or was revoked (401 naming the key: whoever still holds such a key
 //! is worth knowing about); a key nobody knows is not recorded, so junk cannot fill
-//! the log. While the log is behind (records
+//! the log; nor is a call refused because its key is over its rate limit (the key
+//! could send those as fast as it likes). While the log is behind (records
 //! of answered calls the store refused, `audit.rs`), mutating calls are refused before
 //! they run (507 on a full disk, else 503); the refusals themselves are not recorded.
 
@@ -31,6 +32,8 @@ struct Noted {
     user_id: String,
     sandbox_id: Option<String>,
     detail: Option<String>,
+    /// The call is not recorded.
+    left_out: bool,
 }
 
 impl AuditSlot {
@@ -58,6 +61,12 @@ impl AuditSlot {
     /// What was asked; never a secret or a body.
     pub fn detail(&self, detail: impl Into<String>) {
         self.with(|n| n.detail = Some(detail.into()));
+    }
+
+    /// Leaves this call out of the log: a refusal its caller may repeat at will (a key
+    /// over its rate limit), which would otherwise fill the log at the caller's pace.
+    pub fn leave_out(&self) {
+        self.with(|n| n.left_out = true);
     }
 }
 
@@ -191,6 +200,9 @@ pub async fn record(
     request.extensions_mut().insert(slot.clone());
     let method = request.method().clone();
     let response = next.run(request).await;
+    if slot.with(|n| n.left_out) {
+        return response;
+    }
     let outcome = outcome(&response);
     let operation = match mutating {
         Some(operation) => operation,

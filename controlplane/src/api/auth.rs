@@ -1,11 +1,10 @@
 //! Who is calling the public API: the API key from `X-API-Key` (StacyVM),
 //! `X-Admin-API-Key` or `Authorization: Bearer`, checked against the store (through a
-//! short-lived cache of key rows) and the scope the call needs.
+//! short-lived cache of key rows), the key's rate limit and the scope the call needs.
 
-use super::AuditSlot;
-use crate::api_keys::{ApiKeyCache, AuthError, Caller, Role, Scope};
+use super::{ApiState, AuditSlot};
+use crate::api_keys::{AuthError, Caller, Role, Scope};
 use crate::error::ApiError;
-use crate::store::Store;
 use crate::teams::Access;
 
 /// StacyVM's headers naming the team and the user a call acts for.
@@ -48,20 +47,20 @@ impl Granted {
     }
 }
 
-/// Checks the key a request presents (read through `header`) and that it has
-/// `scope`, then what the call may touch given the team and user it names
-/// (`X-Tenant-ID`, `X-User-ID`), and notes the key, team and user in the call's audit
-/// slot (if the call is audited): the caller's key, or the key of a refusal that
-/// names one (expired, revoked), with the reason as the record's detail.
+/// Checks the key a request presents (read through `header`), spends one call of its
+/// rate limit and checks that it has `scope`, then what the call may touch given the
+/// team and user it names (`X-Tenant-ID`, `X-User-ID`). Notes the key, team and user
+/// in the call's audit slot (if the call is audited): the caller's key, or the key of
+/// a refusal that names one (expired, revoked), with the reason as the record's
+/// detail. A call over the key's rate is left out of the log.
 pub async fn authorize<'a>(
-    keys: &ApiKeyCache,
-    store: &Store,
+    state: &ApiState,
     header: impl Fn(&str) -> Option<&'a str>,
     scope: Scope,
     audit: Option<&AuditSlot>,
 ) -> Result<Granted, ApiError> {
     let key = presented_key(&header).ok_or(AuthError::Missing)?;
-    let caller = match keys.authenticate(store, key).await {
+    let caller = match state.api_keys.authenticate(&state.store, key).await {
         Ok(caller) => caller,
         Err(err) => {
             if let (Some(slot), Some(key_id)) = (audit, err.key_id()) {
@@ -73,6 +72,12 @@ pub async fn authorize<'a>(
     };
     if let Some(slot) = audit {
         slot.actor(&caller.key_id);
+    }
+    if let Err(refusal) = state.key_rate_limits.check(&caller.key_id) {
+        if let Some(slot) = audit {
+            slot.leave_out();
+        }
+        return Err(refusal);
     }
     if !caller.allows(scope) {
         return Err(AuthError::Forbidden(scope).into());

@@ -36,5 +36,5 @@ async fn caller<T>(
     let metadata = request.metadata();
     let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
     let slot = request.extensions().get::<AuditSlot>();
-    authorize(&state.api_keys, &state.store, header, scope, slot).await
+    authorize(state, header, scope, slot).await
 }

@@ -82,13 +82,20 @@ tokio::task_local! {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after_secs();
         let body = schemas::ErrorBody {
             code: self.code.as_str(),
             message: self.message,
             request_id: REQUEST_ID_IN_FLIGHT.try_with(Clone::clone).ok(),
             sandbox_id: self.sandbox_id,
         };
-        (self.code.http_status(), Json(body)).into_response()
+        let mut response = (self.code.http_status(), Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -159,7 +166,7 @@ impl<S: RequiredScope> FromRequestParts<ApiState> for Authorized<S> {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let slot = parts.extensions.get::<AuditSlot>();
-        let mut granted = authorize(&state.api_keys, &state.store, header, S::SCOPE, slot).await?;
+        let mut granted = authorize(state, header, S::SCOPE, slot).await?;
         if S::CLUSTER_ADMIN {
             granted = granted.cluster_admin()?;
         }
@@ -234,6 +241,17 @@ mod tests {
     struct Lines {
         #[allow(dead_code)]
         lines: Option<u32>,
+    }
+
+    #[test]
+    fn a_retry_hint_is_answered_as_retry_after() {
+        let refusal = ApiError::new(crate::error::ErrorCode::ResourceLimit, "slow down")
+            .with_retry_after(std::time::Duration::from_secs(3));
+        let response = refusal.into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let plain = ApiError::not_found("no").into_response();
+        assert!(!plain.headers().contains_key(header::RETRY_AFTER));
     }
 
     #[tokio::test]

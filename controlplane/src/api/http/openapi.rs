@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -83,8 +84,8 @@ use crate::error::ErrorCode;
 pub struct ApiDoc;
 
 /// What every operation shares, added once here rather than on each handler: the key
-/// schemes, 401/403 on the operations that take a key, and the error body for 500 and
-/// any status not listed (`default`).
+/// schemes, 401/403 (and 429 for a key over its rate limit) on the operations that take
+/// a key, and the error body for 500 and any status not listed (`default`).
 struct Conventions;
 
 const ERROR_BODY: &str = "ErrorBody";
@@ -164,6 +165,31 @@ fn add_error_responses(operation: &mut Operation) {
             .entry(status.to_owned())
             .or_insert_with(|| error_response(description));
     }
+    if keyed {
+        operation
+            .responses
+            .responses
+            .entry("429".to_owned())
+            .or_insert_with(rate_limited_response);
+    }
+}
+
+/// 429 for a key over its rate limit (`api.key_rate_limit`), with `Retry-After`.
+fn rate_limited_response() -> RefOr<utoipa::openapi::Response> {
+    let retry_after = HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some("Whole seconds until the key may call again"))
+        .build();
+    ResponseBuilder::new()
+        .description("The key is over its rate limit (when one is configured)")
+        .header("Retry-After", retry_after)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ERROR_BODY)))
+                .build(),
+        )
+        .into()
 }
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
