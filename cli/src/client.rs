@@ -199,6 +199,8 @@ pub struct ApiClient {
     long: reqwest::Client,
     base: String,
     key: Option<String>,
+    /// The team every request acts for (`X-Tenant-ID`), when one is named.
+    tenant: Option<String>,
 }
 
 impl ApiClient {
@@ -230,7 +232,16 @@ impl ApiClient {
             long: builder().build()?,
             base,
             key: connection.key()?,
+            tenant: None,
         })
+    }
+
+    /// Every request acts for `team` (`X-Tenant-ID`); `None`: the key's own team.
+    pub fn for_team(self, team: Option<String>) -> Self {
+        Self {
+            tenant: team,
+            ..self
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -253,6 +264,11 @@ impl ApiClient {
         body: &Value,
     ) -> anyhow::Result<T> {
         self.send(self.long.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        self.send(self.control.patch(self.url(path)).json(body))
+            .await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -282,6 +298,10 @@ impl ApiClient {
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let request = match &self.tenant {
+            Some(team) => request.header("X-Tenant-ID", team),
+            None => request,
+        };
         match &self.key {
             Some(key) => request.header("X-API-Key", key),
             None => request,
@@ -323,6 +343,24 @@ impl ApiClient {
     fn error(&self, status: reqwest::StatusCode, body: &[u8]) -> ApiError {
         ApiError::from_body(status, body, self.key.is_some())
     }
+}
+
+/// `name` as one path segment of a URL: bytes other than letters, digits and `-._~@`
+/// percent-encoded. `.` and `..` are refused: a URL would read them as "here" and
+/// "up one", never as a name.
+pub fn segment(name: &str) -> anyhow::Result<String> {
+    if name.is_empty() || name == "." || name == ".." {
+        bail!("{name:?} cannot be a name in a URL path");
+    }
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~@".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(encoded)
 }
 
 fn tls_config(path: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
@@ -404,6 +442,16 @@ mod tests {
             KeySource::DefaultFile("/cp/admin.key".into())
         );
         assert_eq!(connection.ca_file, PathBuf::from("/cp/ca.pem"));
+    }
+
+    #[test]
+    fn names_become_safe_path_segments() {
+        assert_eq!(segment("alice@example.com").unwrap(), "alice@example.com");
+        assert_eq!(segment("a b/c?d").unwrap(), "a%20b%2Fc%3Fd");
+        assert_eq!(segment("é").unwrap(), "%C3%A9");
+        for bad in ["", ".", ".."] {
+            assert!(segment(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `berth keys create|list|revoke`: the public API's keys (admin scope).
+//! `berth keys create|list|revoke`: the public API's keys (admin scope: a cluster admin,
+//! or a team's admin within its team), each bound to a team and a user or to none.
 
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -21,6 +22,13 @@ pub enum KeysCommand {
         /// A name to recognise it by (default: its id).
         #[arg(long)]
         name: Option<String>,
+        /// The team it acts for (default: none, a cluster key; a team admin must name
+        /// its own team).
+        #[arg(long)]
+        team: Option<String>,
+        /// The user of --team it belongs to.
+        #[arg(long, requires = "team")]
+        user: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -49,10 +57,19 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             scopes,
             expires,
             name,
+            team,
+            user,
             client,
         } => {
             let api = ApiClient::new(&client)?;
-            let body = json!({"name": name, "scopes": scopes, "expires": expires});
+            let mut body = json!({"name": name, "scopes": scopes, "expires": expires});
+            // only when given, so a control plane without teams still takes the body
+            if let Some(team) = team {
+                body["team"] = json!(team);
+            }
+            if let Some(user) = user {
+                body["user"] = json!(user);
+            }
             let created: Value = api.post("/api/v1/keys", &body).await?;
             if client.structured() {
                 return output::structured(client.output, &created);
@@ -60,9 +77,10 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             // the key alone on stdout, so `$(berth keys create …)` works; details on stderr
             outln!("{}", output::text(&created["key"]))?;
             eprintln!(
-                "key {} ({}) · scopes {} · expires {}",
+                "key {} ({}){} · scopes {} · expires {}",
                 output::text(&created["id"]),
                 output::text(&created["name"]),
+                binding_text(&created),
                 scopes_text(&created["scopes"]),
                 created["expires_at"].as_str().unwrap_or("never"),
             );
@@ -113,6 +131,17 @@ fn scopes_text(scopes: &Value) -> String {
     names.join(",")
 }
 
+/// ` · team a · user alice · role member`, each part only when the answer has it.
+fn binding_text(key: &Value) -> String {
+    let mut text = String::new();
+    for field in ["team", "user", "role"] {
+        if let Some(value) = key[field].as_str() {
+            text.push_str(&format!(" · {field} {value}"));
+        }
+    }
+    text
+}
+
 fn render(keys: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Result<String> {
     if list.quiet {
         let ids: Vec<String> = keys.iter().map(|k| output::text(&k["id"]) + "\n").collect();
@@ -129,6 +158,9 @@ fn render(keys: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Resul
     let mut table = Table::new(&[
         "ID",
         "NAME",
+        "TEAM",
+        "USER",
+        "ROLE",
         "SCOPES",
         "AGE",
         "EXPIRES",
@@ -139,6 +171,9 @@ fn render(keys: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Resul
         table.row(vec![
             output::text(&key["id"]),
             output::text(&key["name"]),
+            output::text(&key["team"]),
+            output::text(&key["user"]),
+            output::text(&key["role"]),
             scopes_text(&key["scopes"]),
             output::age(&key["created_at"], now),
             expires_text(&key["expires_at"], now),
@@ -180,5 +215,10 @@ mod tests {
         assert_eq!(revoked_text(&json!(now - 300), now), "5m ago");
         assert_eq!(scopes_text(&json!(["read", "exec"])), "read,exec");
         assert_eq!(scopes_text(&json!([])), "-");
+        assert_eq!(
+            binding_text(&json!({"team": "a", "user": null, "role": "team-admin"})),
+            " · team a · role team-admin"
+        );
+        assert_eq!(binding_text(&json!({})), "");
     }
 }

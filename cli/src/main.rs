@@ -14,10 +14,13 @@ mod ids;
 mod keys;
 mod logging;
 mod output;
+mod quota;
 mod sandbox;
 mod serve;
 mod status;
+mod teams;
 mod tokens;
+mod users;
 mod version;
 mod watch;
 mod worker;
@@ -100,6 +103,18 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Teams: create, list, get, set quotas and pools, delete.
+    Teams {
+        #[command(subcommand)]
+        command: teams::TeamsCommand,
+    },
+    /// A team's users: add, list, remove.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+    /// A team's quota, its usage and the pools it may use.
+    Quota(quota::QuotaArgs),
     /// Inspect and manage the fleet's workers.
     Workers {
         #[command(subcommand)]
@@ -154,6 +169,9 @@ fn main() -> std::process::ExitCode {
             Command::Audit { command } => audit::run(command).await,
             Command::Status { client } => status::run(client).await,
             Command::Keys { command } => keys::run(command).await,
+            Command::Teams { command } => teams::run(command).await,
+            Command::Users { command } => users::run(command).await,
+            Command::Quota(args) => quota::run(args).await,
             Command::Workers { command } => workers::run(command).await,
             Command::Context { command } => contexts::run(command),
             Command::Version { client } => version::run(client).await,

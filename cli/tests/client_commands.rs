@@ -430,6 +430,9 @@ fn man_pages_cover_every_subcommand() {
         "berth-sandbox.1",
         "berth-sandbox-exec.1",
         "berth-workers-rm.1",
+        "berth-teams-delete.1",
+        "berth-users-remove.1",
+        "berth-quota.1",
     ] {
         let text = std::fs::read_to_string(dir.path().join(page)).expect(page);
         assert!(text.contains(".TH"), "{page}");

@@ -181,6 +181,9 @@ async fn keys_are_listed_and_revoked_after_asking() {
         [
             "ID",
             "NAME",
+            "TEAM",
+            "USER",
+            "ROLE",
             "SCOPES",
             "AGE",
             "EXPIRES",
