@@ -34,6 +34,8 @@ async fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
             created_at: 0,
             expires_at: i64::MAX,
             created_by: "bench".into(),
+            pool: "default".into(),
+            labels: "{}".into(),
         })
         .await?;
     store

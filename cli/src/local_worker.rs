@@ -80,6 +80,7 @@ pub async fn start(
                     worker_id: Some(LOCAL_WORKER_ID.to_owned()),
                     ttl: None,
                     uses: Some(1),
+                    ..Default::default()
                 },
                 "local-worker",
             )

@@ -5,6 +5,7 @@
 mod enrollment;
 mod heartbeats;
 mod join_tokens;
+pub mod labels;
 mod providers;
 mod workers;
 

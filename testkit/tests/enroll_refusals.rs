@@ -339,6 +339,8 @@ async fn a_minute_of_clock_skew_is_tolerated() {
             created_at: now(),
             expires_at: claims.exp,
             created_by: "test".into(),
+            pool: "default".into(),
+            labels: "{}".into(),
         })
         .await
         .unwrap();

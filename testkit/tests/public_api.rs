@@ -231,6 +231,7 @@ async fn the_admin_grpc_service_shares_the_api_port() {
         worker_id: String::new(),
         ttl: "5m".into(),
         uses: 1,
+        ..Default::default()
     });
     request.metadata_mut().insert(
         "authorization",

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::labels::{self, DEFAULT_POOL, Labels};
 use super::{Fleet, FleetError};
 use crate::clock::now_secs;
 use crate::store::NewJoinToken;
@@ -15,6 +16,10 @@ pub struct JoinTokenRequest {
     pub ttl: Option<Duration>,
     /// `None`: one use.
     pub uses: Option<u32>,
+    /// The pool of the worker that enrolls with it; `None`: `default`.
+    pub pool: Option<String>,
+    /// The labels of the worker that enrolls with it.
+    pub labels: Labels,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -30,6 +35,10 @@ pub struct IssuedJoinToken {
     pub worker_id: Option<String>,
     pub uses: u32,
     pub ca_sha256: String,
+    /// The pool the enrolled worker joins.
+    pub pool: String,
+    /// The labels the enrolled worker carries.
+    pub labels: Labels,
 }
 
 const MAX_USES: u32 = 10_000;
@@ -62,6 +71,9 @@ impl Fleet {
             berth_pki::validate_worker_id(id)
                 .map_err(|err| FleetError::BadRequest(err.to_string()))?;
         }
+        let pool = request.pool.unwrap_or_else(|| DEFAULT_POOL.to_owned());
+        labels::validate_pool(&pool).map_err(FleetError::BadRequest)?;
+        labels::validate_labels(&request.labels).map_err(FleetError::BadRequest)?;
         let spec = berth_pki::JoinTokenSpec {
             ttl,
             uses,
@@ -81,9 +93,14 @@ impl Fleet {
                 created_at: now_secs(),
                 expires_at: claims.exp,
                 created_by: actor.to_owned(),
+                pool: pool.clone(),
+                labels: labels::labels_to_json(&request.labels),
             })
             .await?;
-        tracing::info!(jti = %claims.jti, worker_id = ?claims.worker_id, uses, actor, "join token created");
+        tracing::info!(
+            jti = %claims.jti, worker_id = ?claims.worker_id, uses, %pool, actor,
+            "join token created"
+        );
         Ok(IssuedJoinToken {
             token,
             jti: claims.jti,
@@ -91,6 +108,8 @@ impl Fleet {
             worker_id: claims.worker_id,
             uses,
             ca_sha256,
+            pool,
+            labels: request.labels,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::labels::{Labels, labels_from_json};
 use super::{Fleet, FleetError};
 use crate::clock::now_ms;
 use crate::sandboxes::rfc3339;
@@ -91,6 +92,10 @@ pub struct WorkerView {
     /// Takes no new sandboxes; keeps running what it has.
     pub cordoned: bool,
     pub drain: DrainView,
+    /// The pool its join token named (`default` when it named none).
+    pub pool: String,
+    /// The labels its join token gave it; request constraints match them.
+    pub labels: Labels,
     /// Unix milliseconds of `last_heartbeat` (for the gRPC view).
     #[serde(skip)]
     pub last_heartbeat_ms: Option<i64>,
@@ -143,6 +148,8 @@ impl WorkerView {
             version: row.version,
             enrolled_at: rfc3339(row.enrolled_at),
             cordoned: row.cordoned,
+            labels: labels_from_json(&row.labels),
+            pool: row.pool,
             drain: DrainView {
                 state: match row.drain_state {
                     DrainState::None => "none".to_owned(),
@@ -278,6 +285,8 @@ mod tests {
             reserved: 0,
             reserved_memory_mb: 0,
             reserved_vcpus: 0,
+            pool: "default".into(),
+            labels: "{}".into(),
         }
     }
 
@@ -345,6 +354,24 @@ mod tests {
             serde_json::to_value(never).unwrap()["last_heartbeat"],
             serde_json::Value::Null
         );
+    }
+
+    #[test]
+    fn pool_and_labels_are_shown() {
+        let mut labelled = row(WorkerState::Active, ReportedState::Ready, None);
+        labelled.pool = "eu".into();
+        labelled.labels = r#"{"region":"eu","disk":"ssd"}"#.into();
+        let view = serde_json::to_value(WorkerView::from_row(labelled, 1, 1)).unwrap();
+        assert_eq!(view["pool"], "eu");
+        assert_eq!(
+            view["labels"],
+            serde_json::json!({"region": "eu", "disk": "ssd"})
+        );
+        let plain =
+            WorkerView::from_row(row(WorkerState::Active, ReportedState::Ready, None), 1, 1);
+        let plain = serde_json::to_value(plain).unwrap();
+        assert_eq!(plain["pool"], "default");
+        assert_eq!(plain["labels"], serde_json::json!({}));
     }
 
     #[test]

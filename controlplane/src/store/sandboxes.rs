@@ -69,6 +69,9 @@ pub struct CandidateRow {
     /// 0: CPUs are not counted on this worker.
     pub vcpus: i64,
     pub reserved_vcpus: i64,
+    /// Its pool and labels (a JSON object), for the scheduler's pools and constraints.
+    pub pool: String,
+    pub labels: String,
 }
 
 impl CandidateRow {
@@ -279,7 +282,7 @@ impl Store {
         let mut rows: Vec<CandidateRow> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT id, advertise_addr, providers, reserved, max_sandboxes, memory_mb, \
-                     reserved_memory_mb, vcpus, reserved_vcpus FROM workers \
+                     reserved_memory_mb, vcpus, reserved_vcpus, pool, labels FROM workers \
                  WHERE state = 'active' AND reported_state = 'ready' AND NOT cordoned \
                    AND drain_state = '' AND last_heartbeat_ms >= $1 \
                    AND reserved < max_sandboxes \

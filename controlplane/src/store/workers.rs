@@ -7,7 +7,7 @@ use super::{DrainState, NewCertificate, ReportedState, Store, StoreError, Worker
 const WORKER_COLUMNS: &str = "id, spiffe_id, hostname, advertise_addr, providers, max_sandboxes, \
      vcpus, memory_mb, version, state, reported_state, worker_token_jti, enrolled_at, \
      last_heartbeat_ms, cert_serial, cert_expires_at, cordoned, drain_state, drain_deadline_ms, \
-     reported_sandboxes, reserved, reserved_memory_mb, reserved_vcpus";
+     reported_sandboxes, reserved, reserved_memory_mb, reserved_vcpus, pool, labels";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkerRow {
@@ -43,6 +43,10 @@ pub struct WorkerRow {
     pub reserved_memory_mb: i64,
     /// CPUs the sandboxes placed on it reserve.
     pub reserved_vcpus: i64,
+    /// The pool its join token named.
+    pub pool: String,
+    /// The labels its join token gave it (a JSON object).
+    pub labels: String,
 }
 
 /// What lets a worker enroll.
@@ -107,16 +111,23 @@ pub struct HeartbeatUpdate {
 /// A worker row as enrollment writes it; the conflict clause decides who may write.
 const INSERT_WORKER: &str = "INSERT INTO workers (id, spiffe_id, hostname, advertise_addr, \
          providers, max_sandboxes, vcpus, memory_mb, version, state, reported_state, \
-         worker_token_jti, enrolled_at, last_heartbeat_ms, cert_serial, cert_expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', 'ready', $10, $11, NULL, $12, $13)";
+         worker_token_jti, enrolled_at, last_heartbeat_ms, cert_serial, cert_expires_at, pool, \
+         labels) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', 'ready', $10, $11, NULL, $12, $13, $14, \
+         $15)";
 
-/// What a (re-)enrollment of an existing id changes.
+/// What a (re-)enrollment of an existing id changes. Its pool and labels stay: only a
+/// join token gives them ([`TOKEN_PLACEMENT`]).
 const ENROLLED_AGAIN: &str = "spiffe_id = excluded.spiffe_id, hostname = excluded.hostname, \
      advertise_addr = excluded.advertise_addr, providers = excluded.providers, \
      max_sandboxes = excluded.max_sandboxes, vcpus = excluded.vcpus, \
      memory_mb = excluded.memory_mb, version = excluded.version, \
      worker_token_jti = excluded.worker_token_jti, enrolled_at = excluded.enrolled_at, \
      cert_serial = excluded.cert_serial, cert_expires_at = excluded.cert_expires_at";
+
+/// What a pinned join token taking over an existing id changes besides
+/// [`ENROLLED_AGAIN`]: the pool and labels of the new token.
+const TOKEN_PLACEMENT: &str = "pool = excluded.pool, labels = excluded.labels";
 
 impl Store {
     /// Spends the credential, writes the worker and records its certificate, all in one
@@ -134,15 +145,15 @@ impl Store {
             ),
             EnrollmentCredential::JoinToken { pinned: true, .. } => (
                 format!(
-                    "{INSERT_WORKER} ON CONFLICT (id) DO UPDATE SET {ENROLLED_AGAIN} \
-                     WHERE workers.state = 'active' RETURNING id"
+                    "{INSERT_WORKER} ON CONFLICT (id) DO UPDATE SET {ENROLLED_AGAIN}, \
+                     {TOKEN_PLACEMENT} WHERE workers.state = 'active' RETURNING id"
                 ),
                 None,
             ),
             EnrollmentCredential::WorkerToken { jti } => (
                 format!(
                     "{INSERT_WORKER} ON CONFLICT (id) DO UPDATE SET {ENROLLED_AGAIN} \
-                     WHERE workers.state = 'active' AND workers.worker_token_jti = $14 \
+                     WHERE workers.state = 'active' AND workers.worker_token_jti = $16 \
                      RETURNING id"
                 ),
                 Some(jti),
@@ -150,28 +161,32 @@ impl Store {
         };
         in_write_tx!(self, |tx| {
             // which refusal to give when one is due; the writes below decide
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM workers WHERE id = $1")
+            let current: Option<(String, String, String)> =
+                sqlx::query_as("SELECT state, pool, labels FROM workers WHERE id = $1")
                     .bind(worker_id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            if state.as_deref() == Some(WorkerState::Revoked.as_str()) {
+            let state = current.as_ref().map(|(state, _, _)| state.as_str());
+            if state == Some(WorkerState::Revoked.as_str()) {
                 return Err(StoreError::WorkerRevoked(worker_id.clone()));
             }
-            match &enrollment.credential {
+            // a join token gives the worker its pool and labels; its worker token
+            // keeps what it has
+            let (pool, labels) = match &enrollment.credential {
                 EnrollmentCredential::JoinToken { jti, pinned } => {
                     if state.is_some() && !pinned {
                         return Err(StoreError::WorkerIdTaken(worker_id.clone()));
                     }
-                    consume_join_token!(&mut *tx, jti, enrollment.now)?;
+                    consume_join_token!(&mut *tx, jti, enrollment.now)?
                 }
                 EnrollmentCredential::WorkerToken { .. } => {
                     // a removed worker's token names no worker any more
-                    if state.is_none() {
+                    let Some((_, pool, labels)) = current else {
                         return Err(StoreError::UnknownWorker(worker_id.clone()));
-                    }
+                    };
+                    (pool, labels)
                 }
-            }
+            };
             let mut insert = sqlx::query_scalar(&sql)
                 .bind(worker_id)
                 .bind(&enrollment.spiffe_id)
@@ -185,7 +200,9 @@ impl Store {
                 .bind(&enrollment.new_worker_token_jti)
                 .bind(enrollment.now)
                 .bind(&enrollment.certificate.serial)
-                .bind(enrollment.certificate.expires_at);
+                .bind(enrollment.certificate.expires_at)
+                .bind(&pool)
+                .bind(&labels);
             if let Some(jti) = current_worker_token {
                 insert = insert.bind(jti);
             }

@@ -272,3 +272,80 @@ pub async fn racing_reenrollments_with_one_worker_token_admit_one(db: Db) {
         }
     }
 }
+
+async fn pooled_token(store: &Store, jti: &str, pool: &str, labels: &str) {
+    store
+        .insert_join_token(&NewJoinToken {
+            jti: jti.into(),
+            worker_id: None,
+            max_uses: 1,
+            created_at: 0,
+            expires_at: 1_000,
+            created_by: "test".into(),
+            pool: pool.into(),
+            labels: labels.into(),
+        })
+        .await
+        .expect("insert join token");
+}
+
+pub async fn a_join_token_gives_its_worker_a_pool_and_labels_that_reenrolling_keeps(db: Db) {
+    let store = db.open().await;
+    pooled_token(&store, "j-eu", "eu", r#"{"region":"eu"}"#).await;
+    pooled_token(&store, "j-us", "us", r#"{"region":"us"}"#).await;
+    token(&store, "j-plain", 1).await;
+    store
+        .enroll_worker(&enrollment("w1", join("j-eu", false), "s1"))
+        .await
+        .unwrap();
+    store
+        .enroll_worker(&enrollment("w2", join("j-plain", false), "s2"))
+        .await
+        .unwrap();
+    async fn placement_of(store: &Store, id: &str) -> (String, String) {
+        let worker = store.get_worker(id).await.unwrap().unwrap();
+        (worker.pool, worker.labels)
+    }
+    let placed = |id: &'static str| placement_of(&store, id);
+    assert_eq!(
+        placed("w1").await,
+        ("eu".into(), r#"{"region":"eu"}"#.into())
+    );
+    assert_eq!(placed("w2").await, ("default".into(), "{}".into()));
+
+    // heartbeats and a re-enrollment with the worker token keep them
+    store
+        .record_heartbeat(&heartbeat_of("w1", 4, 1_000))
+        .await
+        .unwrap();
+    store
+        .enroll_worker(&enrollment("w1", worker_token("wt-s1"), "s3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        placed("w1").await,
+        ("eu".into(), r#"{"region":"eu"}"#.into())
+    );
+
+    // the scheduler's candidates carry them
+    store
+        .record_heartbeat(&heartbeat_of("w1", 4, 1_000))
+        .await
+        .unwrap();
+    let candidates = store.schedulable_workers(0, 0, 0).await.unwrap();
+    let w1 = candidates.iter().find(|c| c.id == "w1").expect("w1 listed");
+    assert_eq!(
+        (w1.pool.as_str(), w1.labels.as_str()),
+        ("eu", r#"{"region":"eu"}"#)
+    );
+
+    // a pinned token taking the id over brings its own
+    store
+        .enroll_worker(&enrollment("w1", join("j-us", true), "s4"))
+        .await
+        .unwrap();
+    assert_eq!(
+        placed("w1").await,
+        ("us".into(), r#"{"region":"us"}"#.into())
+    );
+}

@@ -73,6 +73,8 @@ pub(crate) async fn token_until(store: &Store, jti: &str, uses: u32, expires_at:
             created_at: 0,
             expires_at,
             created_by: "test".into(),
+            pool: "default".into(),
+            labels: "{}".into(),
         })
         .await
         .expect("insert join token");
@@ -285,6 +287,7 @@ conformance!(
     enrollment::a_used_join_token_cannot_be_used_twice_through_two_replicas,
     enrollment::racing_enrollments_of_one_id_admit_one_and_spend_only_its_token,
     enrollment::racing_reenrollments_with_one_worker_token_admit_one,
+    enrollment::a_join_token_gives_its_worker_a_pool_and_labels_that_reenrolling_keeps,
     workers::heartbeats_update_active_workers_and_carry_drain_requests,
     workers::cordons_and_drains_are_persisted_and_conditional,
     workers::schedulable_workers_are_fresh_ready_roomy_and_least_loaded_first,

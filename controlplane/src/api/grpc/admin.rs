@@ -48,6 +48,8 @@ fn worker_message(view: WorkerView) -> pb::Worker {
         advertise_addr: view.advertise_addr,
         version: view.version,
         enrolled_at: view.enrolled_at_unix,
+        pool: view.pool,
+        labels: view.labels.into_iter().collect(),
     }
 }
 
@@ -162,6 +164,8 @@ impl Admin for AdminService {
             worker_id: Some(body.worker_id).filter(|id| !id.is_empty()),
             ttl: parse_optional_duration(Some(&body.ttl))?,
             uses: Some(body.uses).filter(|uses| *uses > 0),
+            pool: Some(body.pool).filter(|pool| !pool.is_empty()),
+            labels: body.labels.into_iter().collect(),
         };
         let issued = self
             .state
@@ -176,6 +180,8 @@ impl Admin for AdminService {
             worker_id: issued.worker_id.unwrap_or_default(),
             uses: issued.uses,
             ca_sha256: issued.ca_sha256,
+            pool: issued.pool,
+            labels: issued.labels.into_iter().collect(),
         }))
     }
 }
