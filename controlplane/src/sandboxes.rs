@@ -3,6 +3,7 @@
 //! the lease's generation. The HTTP and gRPC edges call into here.
 
 mod calls;
+pub mod constraints;
 mod lifecycle;
 mod model;
 mod quota;

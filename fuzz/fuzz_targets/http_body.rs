@@ -119,6 +119,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(!create.image.chars().any(char::is_whitespace));
             assert!(create.metadata.len() <= 64);
             assert!(create.owner_id.len() <= 128 && create.template.len() <= 128);
+            // constraints are checked and bounded; pools never come from a body
+            assert!(create.constraints.len() <= 32 && create.pools.is_empty());
         }
         5 => {
             let Some(body) = refused(json_body::<ExtendBody>(body)) else {

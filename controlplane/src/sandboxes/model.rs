@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::constraints::Constraint;
 use super::{SandboxError, SandboxSettings};
 use crate::store::SandboxRow;
 use crate::workers::model::FileInfo;
@@ -28,6 +29,12 @@ pub struct CreateRequest {
     /// Egress: `false` cuts the sandbox off from every address outside its own
     /// network; absent takes `sandboxes.default_internet`.
     pub internet: Option<bool>,
+    /// Placement on workers' labels, each `key=value` (the worker's label `key` is
+    /// `value`) or `key!=value` (it is not, or the worker has no label `key`); every
+    /// one must hold. At most 32.
+    #[serde(default)]
+    #[schema(example = json!(["region=eu", "disk!=hdd"]))]
+    pub constraints: Vec<String>,
 }
 
 impl CreateRequest {
@@ -71,6 +78,7 @@ impl CreateRequest {
             self.owner_id,
             self.metadata,
             self.internet,
+            &self.constraints,
         )
     }
 }
@@ -141,6 +149,12 @@ pub struct CreateSandbox {
     /// The team it will belong to: the edge sets it from the caller's access
     /// ([`crate::teams::Access::creating_team`]).
     pub team: String,
+    /// Only workers whose labels meet every one.
+    pub constraints: Vec<Constraint>,
+    /// Only workers in one of these pools (the pools the caller's team may use);
+    /// empty: any pool. Never taken from the request body: the edge fills it in from
+    /// the caller.
+    pub pools: Vec<String>,
 }
 
 impl CreateSandbox {
@@ -157,6 +171,7 @@ impl CreateSandbox {
         owner_id: Option<String>,
         metadata: BTreeMap<String, String>,
         internet: Option<bool>,
+        constraints: &[String],
     ) -> Result<Self, SandboxError> {
         let bad = |message: String| Err(SandboxError::BadRequest(message));
         let image = image
@@ -209,6 +224,7 @@ impl CreateSandbox {
                 ));
             }
         }
+        let constraints = Constraint::parse_all(constraints).map_err(SandboxError::BadRequest)?;
         Ok(Self {
             image,
             provider,
@@ -220,6 +236,8 @@ impl CreateSandbox {
             metadata,
             internet: internet.unwrap_or(settings.limits.default_internet),
             team: crate::teams::DEFAULT_TEAM.to_owned(),
+            constraints,
+            pools: Vec::new(),
         })
     }
 }
@@ -420,7 +438,33 @@ mod tests {
             None,
             BTreeMap::new(),
             None,
+            &[],
         )
+    }
+
+    #[test]
+    fn constraints_are_parsed_and_pools_never_come_from_the_body() {
+        let body: CreateRequest = serde_json::from_value(
+            serde_json::json!({"constraints": ["region=eu", "disk!=hdd"], "pools": ["x"]}),
+        )
+        .unwrap();
+        let request = body.validate(&SandboxSettings::default()).unwrap();
+        let shown: Vec<String> = request
+            .constraints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["region=eu", "disk!=hdd"]);
+        assert!(request.pools.is_empty());
+        let err = CreateRequest {
+            constraints: vec!["region".into()],
+            ..Default::default()
+        }
+        .validate(&SandboxSettings::default())
+        .unwrap_err();
+        assert!(matches!(err, SandboxError::BadRequest(_)), "{err:?}");
+        assert!(err.to_string().contains("\"region\""), "{err}");
+        assert!(validate(None, None, None).unwrap().constraints.is_empty());
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! Placement: among workers that heartbeat within the grace period, are ready, offer
-//! the provider healthily and have room, the least loaded wins. Capacity is reserved
-//! by a conditional update in the store, so concurrent spawns (on this replica or
-//! another) never over-fill a worker; a lost race moves on to the next candidate.
+//! the provider healthily, have room, sit in one of the team's pools and meet the
+//! request's label constraints ([`super::constraints`]), the least loaded wins.
+//! Capacity is reserved by a conditional update in the store, so concurrent spawns (on
+//! this replica or another) never over-fill a worker; a lost race moves on to the next
+//! candidate.
 
 use std::collections::BTreeSet;
 
+use super::constraints::{self, Placeable};
 use super::model::CreateSandbox;
 use super::{SandboxError, Sandboxes, grace_ms, lease_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;
+use crate::fleet::labels::{Labels, labels_from_json};
 use crate::store::{
     CandidateRow, CreatedPlacement, DrainState, NewSandbox, ReportedState, WorkerRow, WorkerState,
 };
@@ -30,6 +34,10 @@ impl Sandboxes {
             .await?;
         let mut offering = Vec::new();
         for row in rows {
+            let labels = labels_from_json(&row.labels);
+            if !constraints::eligible(&request.pools, &request.constraints, &row.pool, &labels) {
+                continue;
+            }
             let providers: Vec<ProviderStatus> =
                 serde_json::from_str(&row.providers).unwrap_or_default();
             let chosen = providers
@@ -100,6 +108,37 @@ impl Sandboxes {
                 workers.len()
             )));
         }
+        // the team's pools and the request's constraints before anything else: no
+        // retry helps with those
+        let labels: Vec<Labels> = online.iter().map(|w| labels_from_json(&w.labels)).collect();
+        let placeable: Vec<Placeable<'_>> = online
+            .iter()
+            .zip(&labels)
+            .map(|(w, labels)| Placeable {
+                id: &w.id,
+                pool: &w.pool,
+                labels,
+            })
+            .collect();
+        if let Some(message) =
+            constraints::exclusions(&request.pools, &request.constraints, &placeable)
+        {
+            return Ok(SandboxError::Unavailable(message));
+        }
+        let restricted = !request.pools.is_empty() || !request.constraints.is_empty();
+        let online: Vec<_> = online
+            .into_iter()
+            .zip(&labels)
+            .filter(|(w, labels)| {
+                constraints::eligible(&request.pools, &request.constraints, &w.pool, labels)
+            })
+            .map(|(w, _)| w)
+            .collect();
+        let scope = if restricted {
+            "eligible online worker"
+        } else {
+            "online worker"
+        };
         let wanted = if provider.is_empty() { "any" } else { provider };
         let offering: Vec<_> = online
             .iter()
@@ -113,7 +152,7 @@ impl Sandboxes {
             .collect();
         if offering.is_empty() {
             return Ok(SandboxError::Unavailable(format!(
-                "no online worker offers a healthy {wanted:?} provider"
+                "no {scope} offers a healthy {wanted:?} provider"
             )));
         }
         let ready = offering

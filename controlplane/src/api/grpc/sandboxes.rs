@@ -124,6 +124,7 @@ impl From<pb::CreateSandboxRequest> for CreateRequest {
             owner_id: Some(body.owner_id),
             metadata: body.metadata.into_iter().collect(),
             internet: body.internet,
+            constraints: body.constraints,
         }
     }
 }
