@@ -214,6 +214,25 @@ impl TestControlPlane {
             .token
     }
 
+    /// A one-use join token whose worker joins `pool` with `labels`.
+    pub async fn join_token_in_pool(&self, pool: &str, labels: &[(&str, &str)]) -> String {
+        self.fleet
+            .create_join_token(
+                JoinTokenRequest {
+                    pool: Some(pool.to_owned()),
+                    labels: labels
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                        .collect(),
+                    ..Default::default()
+                },
+                "test",
+            )
+            .await
+            .expect("create join token")
+            .token
+    }
+
     /// A worker config pointed at this control plane, listening on a port-0 address.
     pub fn worker_config(&self, data_dir: &Path, join_token: Option<String>) -> WorkerConfig {
         WorkerConfig {

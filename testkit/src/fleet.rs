@@ -229,6 +229,15 @@ impl TestFleet {
         index
     }
 
+    /// Starts one more worker, as [`Self::add_worker`], enrolled with a join token
+    /// that puts it in `pool` with `labels`; returns its index without waiting for it
+    /// to come online.
+    pub async fn add_worker_in_pool(&mut self, pool: &str, labels: &[(&str, &str)]) -> usize {
+        let token = self.cp.join_token_in_pool(pool, labels).await;
+        self.add_worker(move |config| config.join_token = Some(token))
+            .await
+    }
+
     /// Stops worker `index` (it keeps its data dir).
     pub async fn stop_worker(&mut self, index: usize) {
         let worker = self.workers[index]
