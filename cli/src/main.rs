@@ -94,6 +94,7 @@ enum Command {
         command: audit::AuditCommand,
     },
     /// Join tokens for new workers.
+    #[command(alias = "tokens")]
     Token {
         #[command(subcommand)]
         command: tokens::TokenCommand,

@@ -45,6 +45,10 @@ pub enum SandboxCommand {
         /// internet, the LAN); without it the control plane's default applies.
         #[arg(long)]
         no_internet: bool,
+        /// Place it only on a worker whose labels meet KEY=VALUE or KEY!=VALUE
+        /// (repeatable; all must hold).
+        #[arg(long = "constraint", value_name = "KEY=VALUE|KEY!=VALUE")]
+        constraints: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -214,6 +218,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             owner,
             metadata,
             no_internet,
+            constraints,
             client,
         } => {
             let body = json!({
@@ -221,6 +226,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
                 "ttl": ttl, "owner_id": owner,
                 "metadata": metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 "internet": no_internet.then_some(false),
+                "constraints": constraints,
             });
             let created = ApiClient::new(&client)?
                 .post::<Value>("/api/v1/sandboxes", &body)

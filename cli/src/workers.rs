@@ -296,13 +296,14 @@ fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Re
         "STATUS",
         "PROVIDERS",
         "CAPACITY",
+        "POOL",
         "ADDRESS",
         "HOSTNAME",
         "AGE",
         "LAST HEARTBEAT",
     ];
     if wide {
-        headers.extend(["MEMORY", "VCPUS", "VERSION", "SPIFFE ID"]);
+        headers.extend(["MEMORY", "VCPUS", "VERSION", "LABELS", "SPIFFE ID"]);
     }
     let mut table = Table::new(&headers);
     for worker in workers {
@@ -315,6 +316,7 @@ fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Re
             status_word(worker),
             providers.join(","),
             used_of(worker, "sandboxes", "max_sandboxes", ""),
+            output::text(&worker["pool"]),
             output::text(&worker["advertise_addr"]),
             output::text(&worker["hostname"]),
             output::age(&worker["enrolled_at"], now),
@@ -325,12 +327,31 @@ fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Re
                 used_of(worker, "memory_mb", "memory_mb", "Mi"),
                 used_of(worker, "vcpus", "vcpus", ""),
                 output::text(&worker["version"]),
+                labels_cell(&worker["labels"]),
                 output::text(&worker["spiffe_id"]),
             ]);
         }
         table.row(row);
     }
     Ok(table.render(&TableStyle::for_list(list)))
+}
+
+/// A worker's labels as `k=v,k=v` (sorted by key), `-` when it has none.
+fn labels_cell(labels: &Value) -> String {
+    let pairs: Vec<String> = labels
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(key, value)| format!("{key}={}", output::text(value)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if pairs.is_empty() {
+        "-".to_owned()
+    } else {
+        pairs.join(",")
+    }
 }
 
 /// `used/max` when the worker answer has `allocated`, else `max`.
@@ -438,6 +459,16 @@ mod tests {
             "512Mi/-"
         );
         assert!(offers(&w, "mock") && !offers(&w, "docker"));
+    }
+
+    #[test]
+    fn labels_are_one_sorted_cell() {
+        assert_eq!(
+            labels_cell(&json!({"region": "eu", "disk": "ssd"})),
+            "disk=ssd,region=eu"
+        );
+        assert_eq!(labels_cell(&json!({})), "-");
+        assert_eq!(labels_cell(&Value::Null), "-");
     }
 
     #[test]
