@@ -155,8 +155,12 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import stacyvm" 2>/
     python3 -m venv "$venv" && "$venv/bin/pip" install --quiet stacyvm \
         || fail "cannot install the stacyvm SDK from PyPI"
 fi
+# a team with a quota of one sandbox and a member key, minted by the CLI
+"$BERTH" teams create sdk --max-sandboxes 1 --max-ttl 2h >/dev/null 2>&1 || fail "teams create"
+team_key=$("$BERTH" keys create --team sdk --scopes read,write,exec --name sdk 2>/dev/null) \
+    || fail "keys create --team"
 "$venv/bin/python" smoke/stacyvm_sdk.py "$BERTH_API_URL" "$(cat "$work/control-plane/admin.key")" \
-    || fail "the StacyVM SDK run failed"
+    "$team_key" || fail "the StacyVM SDK run failed"
 
 step "status, metrics and the audit log"
 grep -q "workers *1 (online 1)" <<<"$("$BERTH" status)" || fail "berth status does not show the worker online"

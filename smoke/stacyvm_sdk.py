@@ -1,13 +1,14 @@
 """StacyVM's own Python SDK (`stacyvm` on PyPI) against a running Berth control plane.
 
-Usage: python smoke/stacyvm_sdk.py API_URL API_KEY
+Usage: python smoke/stacyvm_sdk.py API_URL API_KEY [TEAM_KEY]
 Every call goes through the SDK unchanged; a wire incompatibility fails an assert.
+TEAM_KEY is a member key of team `sdk`, whose quota is one sandbox and a 2h TTL.
 """
 
 import sys
 
 from stacyvm import Client
-from stacyvm.exceptions import SandboxNotFound
+from stacyvm.exceptions import SandboxNotFound, StacyVMError
 from stacyvm.providers import ProviderManager
 
 
@@ -66,8 +67,45 @@ def main(api_url: str, api_key: str) -> None:
     except SandboxNotFound:
         pass
     assert client.prune() == 0
+
+    # quotas and pools as a cluster key sees them: every team
+    summary = client.quota_summary()
+    assert summary.total >= 1 and summary.with_max_exec_timeout == summary.total, summary
+    pool = client.pool_status()
+    assert pool["team"] == "default" and pool["pools"][0]["online"] >= 1, pool
+    decision = client.admission(provider="mock", ttl="10m")
+    assert decision.allowed and not decision.reason, decision
     print("stacyvm sdk: every call worked")
+
+
+def team(api_url: str, team_key: str) -> None:
+    """A member of team `sdk` (quota: one sandbox, 2h TTL) sees its own team only."""
+    client = Client(base_url=api_url, api_key=team_key)
+    summary = client.quota_summary()
+    assert (summary.total, summary.with_max_sandboxes, summary.with_max_ttl) == (1, 1, 1), summary
+    pool = client.pool_status()
+    assert pool["team"] == "sdk" and pool["quota"]["max_sandboxes"] == 1, pool
+    assert pool["quota"]["max_ttl"] == "2h", pool
+    sandbox = client.spawn(provider="mock", ttl="10m")
+    assert [s.id for s in client.list()] == [sandbox.id]
+    decision = client.admission(provider="mock")
+    assert not decision.allowed and "max_sandboxes" in decision.reason, decision
+    assert decision.active_sandboxes == 1 and decision.max_sandboxes == 1, decision
+    try:
+        client.spawn(provider="mock")
+        raise AssertionError("a spawn over the team's quota was accepted")
+    except StacyVMError as err:
+        assert "max_sandboxes" in str(err), err
+    try:
+        client.spawn(provider="mock", ttl="3h")
+        raise AssertionError("a TTL over the team's max_ttl was accepted")
+    except StacyVMError as err:
+        assert "max_ttl" in str(err), err
+    sandbox.destroy()
+    print("stacyvm sdk: a team's quota and pool status hold")
 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) > 3:
+        team(sys.argv[1], sys.argv[3])

@@ -255,3 +255,85 @@ async fn keys_are_listed_and_revoked_after_asking() {
     );
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn a_team_read_key_minted_with_the_cli_sees_its_team_only_and_cannot_exec() {
+    let fleet = TestFleet::start().await;
+    fleet.api.wait_ready().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = fleet.api.key.clone();
+    ok(
+        &fleet,
+        dir.path(),
+        &admin,
+        &["teams", "create", "a", "--max-sandboxes", "3"],
+    )
+    .await;
+    ok(
+        &fleet,
+        dir.path(),
+        &admin,
+        &["users", "add", "--team", "a", "alice"],
+    )
+    .await;
+    let writer = ok(
+        &fleet,
+        dir.path(),
+        &admin,
+        &[
+            "keys",
+            "create",
+            "--team",
+            "a",
+            "--user",
+            "alice",
+            "--scopes",
+            "read,write",
+        ],
+    )
+    .await;
+    let writer = writer.stdout.trim().to_owned();
+    let theirs = Api {
+        key: writer,
+        ..fleet.api.clone()
+    };
+    let ours = id_of(&theirs.create_sandbox(json!({"provider": "mock"})).await);
+    let other = id_of(&fleet.api.create_sandbox(json!({"provider": "mock"})).await);
+
+    let created = ok(
+        &fleet,
+        dir.path(),
+        &admin,
+        &[
+            "keys", "create", "--team", "a", "--scopes", "read", "--name", "viewer",
+        ],
+    )
+    .await;
+    let key = created.stdout.trim().to_owned();
+    let listed = ok(&fleet, dir.path(), &key, &["sandbox", "list", "-q"]).await;
+    assert!(listed.stdout.contains(&ours), "{}", listed.stdout);
+    assert!(!listed.stdout.contains(&other), "{}", listed.stdout);
+    let reader = Api {
+        key: key.clone(),
+        ..fleet.api.clone()
+    };
+    let (status, body) = reader.exec(&ours, json!({"command": "echo hi"})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = reader.get(&format!("/sandboxes/{other}")).await;
+    assert_eq!(status, 404, "another team's sandbox: {body}");
+
+    // keys list shows the team, user and role
+    let keys = ok(&fleet, dir.path(), &admin, &["keys", "list", "-o", "json"]).await;
+    let keys: Value = serde_json::from_str(&keys.stdout).expect("json");
+    let alice = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["user"] == "alice")
+        .expect("alice's key listed");
+    assert_eq!(
+        (alice["team"].as_str(), alice["role"].as_str()),
+        (Some("a"), Some("member"))
+    );
+    fleet.stop().await;
+}

@@ -20,6 +20,7 @@ pub use crate::api::http::files::{
 pub use crate::api::http::parse_optional_duration;
 pub use crate::api::http::sandboxes::ExtendBody;
 pub use crate::api::http::schemas::ExecStream;
+pub use crate::api::http::teams::{AddUserBody, CreateTeamBody, UpdateTeamBody, parse_max_ttl};
 pub use crate::api::http::tokens::CreateTokenBody;
 pub use crate::api::http::workers::DrainBody;
 pub use crate::sandboxes::{

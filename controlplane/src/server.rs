@@ -169,13 +169,14 @@ pub async fn start(
         config.heartbeat_interval,
         shutdown.clone(),
     ));
+    let api_keys = ApiKeyCache::default();
     let router = api::router(ApiState::new(ApiParts {
         fleet: fleet.clone(),
         sandboxes: sandboxes.clone(),
-        teams: Teams::new(store.clone(), sandboxes.clone()),
+        teams: Teams::new(store.clone(), sandboxes.clone(), api_keys.clone()),
         audit: audit.clone(),
         store: store.clone(),
-        api_keys: ApiKeyCache::default(),
+        api_keys,
         key_rate_limits: KeyRateLimits::new(config.api.key_rate_limit, config.api.key_rate_burst),
         version: Arc::from(VERSION),
         health,

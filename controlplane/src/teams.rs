@@ -10,7 +10,7 @@ use std::time::Duration;
 
 pub use access::{Access, AccessError, DEFAULT_TEAM};
 
-use crate::api_keys::Caller;
+use crate::api_keys::{ApiKeyCache, Caller};
 use crate::clock::now_secs;
 use crate::sandboxes::{SandboxError, Sandboxes};
 use crate::store::{Store, StoreError, TeamDeletion, TeamRow, TeamUsage, UserDeletion, UserRow};
@@ -191,11 +191,17 @@ pub fn valid_user_name(name: &str) -> bool {
 pub struct Teams {
     store: Store,
     sandboxes: Sandboxes,
+    /// The API key cache, so keys a deletion revokes are refused here at once.
+    keys: ApiKeyCache,
 }
 
 impl Teams {
-    pub fn new(store: Store, sandboxes: Sandboxes) -> Self {
-        Self { store, sandboxes }
+    pub fn new(store: Store, sandboxes: Sandboxes, keys: ApiKeyCache) -> Self {
+        Self {
+            store,
+            sandboxes,
+            keys,
+        }
     }
 
     fn cluster_admin(caller: &Caller, what: &'static str) -> Result<(), TeamError> {
@@ -322,7 +328,9 @@ impl Teams {
         } else {
             0
         };
-        match self.store.delete_team(name, now_secs()).await? {
+        let deletion = self.store.delete_team(name, now_secs()).await;
+        self.keys.invalidate_team(name, None);
+        match deletion? {
             TeamDeletion::Deleted => {
                 tracing::info!(team = %name, destroyed, "team deleted");
                 Ok(destroyed)
@@ -396,7 +404,9 @@ impl Teams {
         } else {
             0
         };
-        match self.store.delete_user(team, name, now_secs()).await? {
+        let deletion = self.store.delete_user(team, name, now_secs()).await;
+        self.keys.invalidate_team(team, Some(name));
+        match deletion? {
             UserDeletion::Deleted => Ok(destroyed),
             UserDeletion::OwnsSandboxes(count) => Err(TeamError::UserOwnsSandboxes {
                 team: team.to_owned(),

@@ -16,9 +16,9 @@ use base64::Engine;
 use berth_controlplane::config::SandboxesConfig;
 use berth_controlplane::error::{ApiError, ErrorCode};
 use berth_controlplane::fuzzing::{
-    ChmodBody, CreateRequest, CreateTokenBody, DrainBody, ExecBody, ExecCall, ExtendBody, MoveBody,
-    SandboxSettings, WriteBody, decode_content, json_body, parse_mode, parse_optional_duration,
-    parse_ttl, required,
+    AddUserBody, ChmodBody, CreateRequest, CreateTeamBody, CreateTokenBody, DrainBody, ExecBody,
+    ExecCall, ExtendBody, MoveBody, SandboxSettings, UpdateTeamBody, WriteBody, decode_content,
+    json_body, parse_max_ttl, parse_mode, parse_optional_duration, parse_ttl, required,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&route, body)) = data.split_first() else {
         return;
     };
-    match route % 8 {
+    match route % 10 {
         0 => {
             let Some(body) = refused(json_body::<ExecBody>(body)) else {
                 return;
@@ -137,6 +137,22 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             check_duration(body.ttl.as_deref());
+        }
+        7..=9 => {
+            // teams: the bodies of create, update and add-user; a max_ttl is a
+            // duration or empty, and what parses keeps its value through a format
+            let ttl = match route % 10 {
+                7 => refused(json_body::<CreateTeamBody>(body)).and_then(|b| b.max_ttl),
+                8 => refused(json_body::<UpdateTeamBody>(body)).and_then(|b| b.max_ttl),
+                _ => {
+                    let _ = refused(json_body::<AddUserBody>(body));
+                    None
+                }
+            };
+            if let Some(Some(ttl)) = ttl.as_deref().and_then(|t| refused(parse_max_ttl(t))) {
+                let again = humantime::format_duration(ttl).to_string();
+                assert_eq!(humantime::parse_duration(&again).ok(), Some(ttl));
+            }
         }
         _ => {
             let Some(body) = refused(json_body::<DrainBody>(body)) else {

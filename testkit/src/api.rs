@@ -65,6 +65,35 @@ impl Api {
         self.post(&format!("/sandboxes/{id}/exec"), body).await
     }
 
+    /// The same client presenting `key` instead.
+    pub fn with_key(&self, key: &str) -> Api {
+        Api {
+            key: key.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// Creates team `name`; `settings` holds the other fields of `POST /teams`
+    /// (quotas, pools). Panics unless 201.
+    pub async fn create_team(&self, name: &str, settings: serde_json::Value) {
+        let mut body = serde_json::json!({ "name": name });
+        if let (Some(body), Some(settings)) = (body.as_object_mut(), settings.as_object()) {
+            body.extend(settings.clone());
+        }
+        let (status, answer) = self.post("/teams", body).await;
+        assert_eq!(status, 201, "team {name} not created: {answer}");
+    }
+
+    /// Mints a key bound to `team` with `scopes` and returns it in full; panics
+    /// unless 201.
+    pub async fn team_key(&self, team: &str, scopes: &[&str]) -> String {
+        let body =
+            serde_json::json!({"name": format!("{team} key"), "team": team, "scopes": scopes});
+        let (status, answer) = self.post("/keys", body).await;
+        assert_eq!(status, 201, "key for team {team} not minted: {answer}");
+        answer["key"].as_str().expect("the key").to_owned()
+    }
+
     /// Creates a sandbox and returns its JSON; panics unless 201.
     pub async fn create_sandbox(&self, body: serde_json::Value) -> serde_json::Value {
         let (status, sandbox) = self.post("/sandboxes", body).await;

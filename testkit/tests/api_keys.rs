@@ -155,7 +155,10 @@ async fn keys_are_listed_without_secrets_with_their_last_use() {
                 "last_used_at",
                 "name",
                 "revoked_at",
-                "scopes"
+                "role",
+                "scopes",
+                "team",
+                "user"
             ]
         );
     }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use berth_controlplane::sandboxes::{CreateRequest, SandboxError};
 use berth_proto::v1 as pb;
 use berth_proto::v1::admin_client::AdminClient;
 use berth_proto::v1::sandboxes_client::SandboxesClient;
@@ -218,46 +217,59 @@ async fn a_constraint_no_worker_meets_is_unavailable_and_named() {
 #[tokio::test]
 async fn a_team_s_pools_keep_its_sandboxes_in_them() {
     let fleet = fleet().await;
-    let sandboxes = fleet.cp.sandboxes();
-    let request = |pools: &[&str]| {
-        let mut request = CreateRequest {
-            provider: Some("mock".into()),
-            ..Default::default()
-        }
-        .validate(sandboxes.settings())
-        .unwrap();
-        request.pools = pools.iter().map(|p| (*p).to_owned()).collect();
-        request
+    let admin = &fleet.api;
+    let member = |team: &'static str, pools: &'static [&'static str]| async move {
+        admin.create_team(team, json!({"pools": pools})).await;
+        admin.with_key(&admin.team_key(team, &["read", "write"]).await)
     };
+    let europe = member("europe", &["eu"]).await;
     for _ in 0..3 {
-        let view = sandboxes.create(request(&["eu"])).await.unwrap();
-        assert_eq!(view.worker_id, "w0");
+        let view = europe.create_sandbox(json!({"provider": "mock"})).await;
+        assert_eq!(view["worker_id"], "w0", "{view}");
+        assert_eq!(view["tenant_id"], "europe");
     }
-    let view = sandboxes.create(request(&["us", "asia"])).await.unwrap();
-    assert_eq!(view.worker_id, "w1");
+    let spread = member("spread", &["us", "asia"]).await;
+    let view = spread.create_sandbox(json!({"provider": "mock"})).await;
+    assert_eq!(view["worker_id"], "w1", "{view}");
 
-    let err = sandboxes.create(request(&["asia"])).await.unwrap_err();
-    let SandboxError::Unavailable(message) = &err else {
-        panic!("{err:?}");
-    };
+    let asia = member("asia", &["asia"]).await;
+    let (status, body) = asia.post("/sandboxes", json!({"provider": "mock"})).await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(
-        message,
+        body["message"],
         "no eligible worker: team pools [asia] excluded 2 workers (w0 in pool eu; w1 in pool us)"
     );
     // its pool full is a wait, not a refusal
-    let err = sandboxes.create(request(&["eu"])).await.unwrap_err();
-    assert!(matches!(err, SandboxError::NoCapacity(_)), "{err:?}");
+    let (status, body) = europe.post("/sandboxes", json!({"provider": "mock"})).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "RESOURCE_LIMIT");
 
-    // pools and constraints together: each named
-    let mut both = request(&["us"]);
-    both.constraints =
-        vec![berth_controlplane::sandboxes::constraints::Constraint::parse("disk=ssd").unwrap()];
-    let err = sandboxes.admission(&both).await.unwrap_err();
+    // pools and constraints together: each named, in admission too
+    let us = member("us", &["us"]).await;
+    let (status, body) = us
+        .post(
+            "/sandboxes/admission",
+            json!({"provider": "mock", "constraints": ["disk=ssd"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["allowed"], false);
     assert_eq!(
-        err.to_string(),
+        body["reason"],
         "no eligible worker: team pools [us] excluded 1 worker (w0 in pool eu); \
          constraint disk=ssd excluded 1 worker (disk=hdd on w1)"
     );
+    // a cluster admin's change of a team's pools applies to its next create
+    let (status, body) = admin
+        .send(
+            admin
+                .request(reqwest::Method::PATCH, "/teams/asia")
+                .json(&json!({"pools": ["us"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let view = asia.create_sandbox(json!({"provider": "mock"})).await;
+    assert_eq!(view["worker_id"], "w1", "{view}");
     fleet.stop().await;
 }
 

@@ -14,7 +14,7 @@ mod routes;
 pub(crate) mod sandboxes;
 pub(crate) mod schemas;
 mod status;
-mod teams;
+pub(crate) mod teams;
 pub(crate) mod tokens;
 pub(crate) mod workers;
 

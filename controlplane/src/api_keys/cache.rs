@@ -64,6 +64,16 @@ impl ApiKeyCache {
         self.lock().remove(key_id);
     }
 
+    /// Drops every cached key of team `team` (of its user `user` only, when given):
+    /// what deleting a team or removing a user revoked is refused here at once.
+    pub fn invalidate_team(&self, team: &str, user: Option<&str>) {
+        self.lock().retain(|_, (_, row)| {
+            let of_team = row.team_id.as_deref() == Some(team);
+            let of_user = user.is_none_or(|user| row.user_id.as_deref() == Some(user));
+            !(of_team && of_user)
+        });
+    }
+
     fn fresh(&self, id: &str) -> Option<ApiKeyRow> {
         let entries = self.lock();
         let (fetched, row) = entries.get(id)?;

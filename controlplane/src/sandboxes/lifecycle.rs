@@ -36,6 +36,11 @@ impl Sandboxes {
     async fn create_now(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
         let team = self.settings_of_team(&request.team).await?;
         Self::check_ttl(&request.team, &team.quota, request.ttl)?;
+        // the team's pools bound where it may go, whatever the request asked
+        let request = CreateSandbox {
+            pools: team.pools,
+            ..request
+        };
         let candidates = self.candidates(&request).await?;
         let provider = candidates[0].1.clone();
         let id = new_sandbox_id();

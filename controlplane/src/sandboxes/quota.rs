@@ -63,9 +63,17 @@ impl Sandboxes {
         Ok(TeamStanding { usage, quota })
     }
 
-    /// Whether `request` fits its team's quotas now (nothing is reserved).
-    pub(super) async fn admit_quota(&self, request: &CreateSandbox) -> Result<(), SandboxError> {
-        let standing = self.standing(&request.team).await?;
+    /// Whether `request` fits its team's quotas now (nothing is reserved); answers the
+    /// pools the team may use.
+    pub(super) async fn admit_quota(
+        &self,
+        request: &CreateSandbox,
+    ) -> Result<Vec<String>, SandboxError> {
+        let settings = self.settings_of_team(&request.team).await?;
+        let standing = TeamStanding {
+            usage: self.store.team_usage(&request.team).await?,
+            quota: settings.quota,
+        };
         Self::check_ttl(&request.team, &standing.quota, request.ttl)?;
         let memory_mb = i64::try_from(request.memory_mb).unwrap_or(i64::MAX);
         match exceeded(
@@ -76,7 +84,7 @@ impl Sandboxes {
             i64::from(request.vcpus),
         ) {
             Some(message) => Err(SandboxError::OverQuota(message)),
-            None => Ok(()),
+            None => Ok(settings.pools),
         }
     }
 }

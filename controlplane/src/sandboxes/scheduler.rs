@@ -227,8 +227,12 @@ impl Sandboxes {
     /// Whether `request` could be placed now: its team has room under its quotas and
     /// a worker has room for it.
     pub async fn admission(&self, request: &CreateSandbox) -> Result<(), SandboxError> {
-        self.admit_quota(request).await?;
-        self.candidates(request).await.map(|_| ())
+        let pools = self.admit_quota(request).await?;
+        let request = CreateSandbox {
+            pools,
+            ..request.clone()
+        };
+        self.candidates(&request).await.map(|_| ())
     }
 
     /// Sandboxes the online workers can hold together.

@@ -45,6 +45,7 @@ fn sandbox_message(view: SandboxView) -> pb::Sandbox {
         metadata: view.metadata.into_iter().collect(),
         vm_id: view.vm_id,
         internet: view.internet,
+        tenant_id: view.tenant_id,
     }
 }
 

@@ -38,6 +38,10 @@ pub struct AuditRecord {
     pub detail: String,
     pub outcome: String,
     pub request_id: String,
+    /// The team and user the call acted for (empty: none, e.g. a cluster key naming
+    /// no team).
+    pub team: String,
+    pub user: String,
     pub hash: String,
 }
 
@@ -53,6 +57,8 @@ impl From<AuditRow> for AuditRecord {
             detail: row.detail,
             outcome: row.outcome,
             request_id: row.request_id,
+            team: row.team_id,
+            user: row.user_id,
             hash: row.hash,
         }
     }

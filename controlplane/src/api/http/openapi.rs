@@ -125,6 +125,7 @@ impl Modify for Conventions {
                 &mut item.get,
                 &mut item.post,
                 &mut item.put,
+                &mut item.patch,
                 &mut item.delete,
             ]
             .into_iter()

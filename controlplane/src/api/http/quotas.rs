@@ -81,8 +81,8 @@ pub struct PoolStatus {
 }
 
 /// The pool a worker belongs to.
-fn pool_of(_worker: &WorkerView) -> &str {
-    "default" // MERGE: worker.pool once workers carry pools
+fn pool_of(worker: &WorkerView) -> &str {
+    &worker.pool
 }
 
 /// The fleet's capacity as the caller's team sees it: the pools it may use, their

@@ -120,7 +120,7 @@ pub struct UpdateTeamBody {
 }
 
 /// A `max_ttl` as given: empty or zero clears it.
-fn max_ttl(text: &str) -> Result<Option<Duration>, ApiError> {
+pub fn parse_max_ttl(text: &str) -> Result<Option<Duration>, ApiError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -155,7 +155,7 @@ pub async fn create(
             max_sandboxes: body.max_sandboxes,
             max_vcpus: body.max_vcpus,
             max_memory_mb: body.max_memory_mb,
-            max_ttl: body.max_ttl.as_deref().map(max_ttl).transpose()?.flatten(),
+            max_ttl: body.max_ttl.as_deref().map(parse_max_ttl).transpose()?.flatten(),
         },
         pools: body.pools.unwrap_or_default(),
     };
@@ -204,7 +204,7 @@ pub async fn update(
     JsonBody(body): JsonBody<UpdateTeamBody>,
 ) -> Result<Json<TeamBody>, ApiError> {
     audit.detail(format!("team={name}"));
-    let ttl = body.max_ttl.as_deref().map(max_ttl).transpose()?;
+    let ttl = body.max_ttl.as_deref().map(parse_max_ttl).transpose()?;
     let view = state
         .teams
         .update(&caller, &name, |settings| {
