@@ -155,7 +155,12 @@ pub async fn create(
             max_sandboxes: body.max_sandboxes,
             max_vcpus: body.max_vcpus,
             max_memory_mb: body.max_memory_mb,
-            max_ttl: body.max_ttl.as_deref().map(parse_max_ttl).transpose()?.flatten(),
+            max_ttl: body
+                .max_ttl
+                .as_deref()
+                .map(parse_max_ttl)
+                .transpose()?
+                .flatten(),
         },
         pools: body.pools.unwrap_or_default(),
     };
