@@ -12,6 +12,7 @@ pub use access::{Access, AccessError, DEFAULT_TEAM};
 
 use crate::api_keys::{ApiKeyCache, Caller};
 use crate::clock::now_secs;
+use crate::fleet::labels::validate_pool;
 use crate::sandboxes::{SandboxError, Sandboxes};
 use crate::store::{Store, StoreError, TeamDeletion, TeamRow, TeamUsage, UserDeletion, UserRow};
 
@@ -144,10 +145,8 @@ impl TeamSettings {
 
     fn check(&self) -> Result<(), TeamError> {
         self.quota.check()?;
-        if let Some(bad) = self.pools.iter().find(|pool| !valid_team_name(pool)) {
-            return Err(TeamError::BadQuota(format!(
-                "invalid pool name {bad:?}: lowercase letters, digits and '-'"
-            )));
+        for pool in &self.pools {
+            validate_pool(pool).map_err(TeamError::BadQuota)?;
         }
         Ok(())
     }
@@ -168,14 +167,9 @@ pub async fn team_settings(store: &Store, name: &str) -> Result<Option<TeamSetti
     Ok(store.get_team(name).await?.as_ref().map(TeamSettings::of))
 }
 
-/// Team and pool names: `[a-z0-9][a-z0-9-]{0,62}`.
+/// Team names follow the rule of pool names: `[a-z0-9][a-z0-9-]{0,62}`.
 pub fn valid_team_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.len() <= MAX_NAME_LEN
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    validate_pool(name).is_ok()
 }
 
 /// User names: `[A-Za-z0-9._@-]{1,63}`.

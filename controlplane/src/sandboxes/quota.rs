@@ -48,8 +48,7 @@ impl Sandboxes {
         memory_mb: i64,
         vcpus: i64,
     ) -> Result<SandboxError, SandboxError> {
-        let quota = self.settings_of_team(team).await?.quota;
-        let usage = self.store.team_usage(team).await?;
+        let TeamStanding { usage, quota } = self.standing(team).await?;
         Ok(SandboxError::OverQuota(
             exceeded(team, &quota, &usage, memory_mb, vcpus)
                 .unwrap_or_else(|| format!("team {team:?} was at one of its quotas; try again")),

@@ -176,17 +176,19 @@ impl Store {
     pub async fn delete_team(&self, id: &str, now: i64) -> Result<TeamDeletion, StoreError> {
         let backend = self.backend();
         in_write_tx!(self, |tx| {
-            let locked = if backend == Backend::Postgres {
-                sqlx::query_scalar::<_, String>("SELECT id FROM teams WHERE id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
+            // SQLite's `BEGIN IMMEDIATE` holds its one write lock already; Postgres
+            // locks the team's row, which creates for the team share (see
+            // `postgres::place_new_sandbox`)
+            let lock = if backend == Backend::Postgres {
+                " FOR UPDATE"
             } else {
-                sqlx::query_scalar::<_, String>("SELECT id FROM teams WHERE id = $1")
+                ""
+            };
+            let locked: Option<String> =
+                sqlx::query_scalar(&format!("SELECT id FROM teams WHERE id = $1{lock}"))
                     .bind(id)
                     .fetch_optional(&mut *tx)
-                    .await?
-            };
+                    .await?;
             if locked.is_none() {
                 return Ok(TeamDeletion::Unknown);
             }
