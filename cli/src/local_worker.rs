@@ -92,7 +92,7 @@ pub async fn start(
         control_plane: vec![format!("https://{}", reachable(mesh_addr))],
         join_token,
         id: Some(LOCAL_WORKER_ID.to_owned()),
-        listen: local.listen,
+        listen: Some(local.listen),
         provider: local.provider.clone(),
         docker: local.docker.clone(),
         heartbeat_interval,
@@ -102,10 +102,10 @@ pub async fn start(
         },
         ..Default::default()
     };
-    let listener = TcpListener::bind(worker_config.listen)
+    let listener = TcpListener::bind(local.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", worker_config.listen))?;
-    Ok(berth_worker::start(worker_config, listener, shutdown).await?)
+        .with_context(|| format!("cannot listen on {}", local.listen))?;
+    Ok(berth_worker::start(worker_config, Some(listener), shutdown).await?)
 }
 
 /// The mesh address as a local client dials it (an unspecified bind becomes loopback).

@@ -32,10 +32,12 @@ pub struct WorkerArgs {
     /// Requested worker id.
     #[arg(long, env = "BERTH_WORKER_ID")]
     id: Option<String>,
-    /// Where the worker service listens (default 127.0.0.1:7444).
+    /// Listen for the control plane at ADDR (inbound mode). Without it the worker
+    /// listens nowhere: it dials out to every control plane and is called over those
+    /// connections (no inbound port, no firewall change).
     #[arg(long, env = "BERTH_WORKER_LISTEN")]
     listen: Option<SocketAddr>,
-    /// host:port the control plane dials (default: the listen address).
+    /// host:port the control plane dials (with --listen; default: the listen address).
     #[arg(long, env = "BERTH_ADVERTISE")]
     advertise: Option<String>,
     /// Worker data directory (key, certificate, CA, worker token).
@@ -81,7 +83,7 @@ impl WorkerArgs {
             config.id = Some(value);
         }
         if let Some(value) = self.listen {
-            config.listen = value;
+            config.listen = Some(value);
         }
         if let Some(value) = self.advertise {
             config.advertise = Some(value);
@@ -114,16 +116,28 @@ impl WorkerArgs {
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = match config.listen {
+        Some(listen) => Some(
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?,
+        ),
+        None => None,
+    };
+    let control_planes = config.control_plane.join(", ");
     let shutdown = CancellationToken::new();
     let drain_deadline = config.drain_deadline;
     let running = berth_worker::start(config, listener, shutdown.clone()).await?;
-    println!(
-        "berth worker {:?} ({}) serving on {}",
-        running.worker_id, running.spiffe_id, running.listen_addr
-    );
+    match running.listen_addr {
+        Some(listen_addr) => println!(
+            "berth worker {:?} ({}) serving on {listen_addr}",
+            running.worker_id, running.spiffe_id
+        ),
+        None => println!(
+            "berth worker {:?} ({}) dialing out to {control_planes}",
+            running.worker_id, running.spiffe_id
+        ),
+    }
     let mut signals = Signals::watch()?;
     if signals.next().await == Signal::Terminate {
         // SIGTERM: drain first (no new work, running sandboxes get until the

@@ -297,6 +297,7 @@ fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Re
         "PROVIDERS",
         "CAPACITY",
         "POOL",
+        "MODE",
         "ADDRESS",
         "HOSTNAME",
         "AGE",
@@ -317,7 +318,8 @@ fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Re
             providers.join(","),
             used_of(worker, "sandboxes", "max_sandboxes", ""),
             output::text(&worker["pool"]),
-            output::text(&worker["advertise_addr"]),
+            output::text(&worker["mode"]),
+            address_cell(&worker["advertise_addr"]),
             output::text(&worker["hostname"]),
             output::age(&worker["enrolled_at"], now),
             output::relative(&worker["last_heartbeat"], now),
@@ -334,6 +336,14 @@ fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Re
         table.row(row);
     }
     Ok(table.render(&TableStyle::for_list(list)))
+}
+
+/// Where the control plane dials a worker; `-` for one that dials out.
+fn address_cell(address: &Value) -> String {
+    match address.as_str() {
+        Some("") | None => "-".to_owned(),
+        Some(address) => address.to_owned(),
+    }
 }
 
 /// A worker's labels as `k=v,k=v` (sorted by key), `-` when it has none.

@@ -200,6 +200,11 @@ impl Fleet {
         &self.authority
     }
 
+    /// The clients of the fleet's workers (and the connections dial-out workers opened).
+    pub fn workers(&self) -> &Arc<Workers> {
+        &self.workers
+    }
+
     pub fn settings(&self) -> &FleetSettings {
         &self.settings
     }

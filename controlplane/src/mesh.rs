@@ -1,9 +1,11 @@
 //! The worker mesh port (7443): the `berth.v1.ControlPlane` gRPC service over TLS.
 //! `Enroll` is the only call allowed without a client certificate; every other call
 //! acts for the worker named by the verified certificate, and only for that worker.
+//! Dial-out workers' connections arrive here too and are taken aside (`dialout`).
 
 mod admission;
 mod convert;
+mod dialout;
 mod peer;
 mod service;
 
@@ -35,11 +37,21 @@ pub async fn serve(
         connections,
         limits.mesh_connections(),
     );
+    let service = MeshService::new(fleet.clone(), &limits);
+    let incoming = dialout::split(
+        incoming,
+        dialout::DialoutAcceptor {
+            workers: fleet.workers().clone(),
+            admission: service.admission(),
+            metrics: fleet.metrics().clone(),
+            shutdown: shutdown.clone(),
+        },
+    );
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .timeout(Duration::from_secs(30))
-        .add_service(ControlPlaneServer::new(MeshService::new(fleet, &limits)))
+        .add_service(ControlPlaneServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     berth_pki::transport::serve_with_grace(server, shutdown, SHUTDOWN_GRACE)
         .await

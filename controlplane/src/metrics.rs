@@ -66,6 +66,14 @@ struct WorkerLabels {
     worker: String,
 }
 
+impl WorkerLabels {
+    fn of(worker_id: &str) -> Self {
+        Self {
+            worker: worker_id.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
     worker: String,
@@ -98,6 +106,10 @@ pub struct Metrics {
     ca_expiry_days: FloatGauge,
     provider_healthy: Family<ProviderLabels, Gauge>,
     drain_remaining: Family<WorkerLabels, Gauge>,
+    dialout_connections: Family<WorkerLabels, Gauge>,
+    dialout_reconnects: Family<WorkerLabels, Counter>,
+    dialout_rtt: Family<WorkerLabels, FloatGauge>,
+    dialout_rtt_all: Histogram,
 }
 
 impl Default for Metrics {
@@ -203,6 +215,30 @@ impl Metrics {
             "Sandboxes a draining worker still holds, as its last heartbeat reported",
             drain_remaining.clone(),
         );
+        let dialout_connections = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "dialout_connections",
+            "Connections each dial-out worker holds open to this control plane",
+            dialout_connections.clone(),
+        );
+        let dialout_reconnects = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "dialout_reconnects",
+            "Dial-out connections a worker opened again after its first to this control plane",
+            dialout_reconnects.clone(),
+        );
+        let dialout_rtt = Family::<WorkerLabels, FloatGauge>::default();
+        registry.register(
+            "dialout_rtt_seconds",
+            "Round trip of the last probe over each dial-out worker's connection",
+            dialout_rtt.clone(),
+        );
+        let dialout_rtt_all = latency_histogram();
+        registry.register(
+            "dialout_probe_rtt_seconds",
+            "Round trips of the probes over dial-out connections",
+            dialout_rtt_all.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -221,7 +257,33 @@ impl Metrics {
             ca_expiry_days,
             provider_healthy,
             drain_remaining,
+            dialout_connections,
+            dialout_reconnects,
+            dialout_rtt,
+            dialout_rtt_all,
         }
+    }
+
+    /// The open dial-out connections of `worker_id`.
+    pub fn dialout_connections(&self, worker_id: &str) -> Gauge {
+        self.dialout_connections
+            .get_or_create(&WorkerLabels::of(worker_id))
+            .clone()
+    }
+
+    /// The reconnects of dial-out worker `worker_id`.
+    pub fn dialout_reconnects(&self, worker_id: &str) -> Counter {
+        self.dialout_reconnects
+            .get_or_create(&WorkerLabels::of(worker_id))
+            .clone()
+    }
+
+    /// Records one probe's round trip over a dial-out connection.
+    pub fn observe_dialout_rtt(&self, worker_id: &str, rtt: std::time::Duration) {
+        self.dialout_rtt
+            .get_or_create(&WorkerLabels::of(worker_id))
+            .set(rtt.as_secs_f64());
+        self.dialout_rtt_all.observe(rtt.as_secs_f64());
     }
 
     /// Counts one mesh call and its latency.

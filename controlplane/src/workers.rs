@@ -3,13 +3,15 @@
 //! ([`model`]) with errors already mapped ([`RemoteError`]); nothing above this module
 //! sees a mesh protobuf or a gRPC status.
 //!
-//! Channels are dialed from the worker's advertised address with the control plane's
-//! identity and must reach exactly `spiffe://<td>/worker/<id>`; they are cached per
-//! worker and reconnect on their own. A later mode can hand out a connection the
-//! worker opened. Beside the channels it keeps [`Routes`]: which worker held a
-//! sandbox's lease when this control plane last looked.
+//! Two ways to a worker. A worker that dialed out (it advertises no address) is called
+//! over the connection it opened to this control plane ([`Dialed`], filled by the mesh
+//! port). A worker that listens is dialed at its advertised address with the control
+//! plane's identity and must be exactly `spiffe://<td>/worker/<id>`; those channels are
+//! cached per worker and reconnect on their own. Beside the channels it keeps
+//! [`Routes`]: which worker held a sandbox's lease when this control plane last looked.
 
 mod client;
+mod dialed;
 mod error;
 pub mod model;
 mod routes;
@@ -24,6 +26,7 @@ use tonic::transport::Channel;
 use crate::authority::Authority;
 
 pub use client::{ExecEvents, FileChunks, LogLines, WorkerClient, WriteFileError};
+pub use dialed::{Dialed, Registered};
 pub use error::RemoteError;
 pub use routes::{ROUTE_TTL, Route, Routes};
 
@@ -33,6 +36,8 @@ pub struct Workers {
     authority: Arc<Authority>,
     /// worker id -> (address dialed, channel)
     channels: Mutex<HashMap<String, (String, Channel)>>,
+    /// Connections dial-out workers opened to this control plane.
+    dialed: Dialed,
     routes: Routes,
 }
 
@@ -41,6 +46,7 @@ impl Workers {
         Self {
             authority,
             channels: Mutex::new(HashMap::new()),
+            dialed: Dialed::default(),
             routes: Routes::default(),
         }
     }
@@ -50,8 +56,29 @@ impl Workers {
         &self.routes
     }
 
-    /// A client of worker `worker_id`, which listens on `address`.
+    /// The connections of dial-out workers.
+    pub fn dialed(&self) -> &Dialed {
+        &self.dialed
+    }
+
+    /// A client of worker `worker_id`: over the connection it opened to this control
+    /// plane if it has one, else dialed at `address` (empty: the worker only dials out).
     pub fn client(&self, worker_id: &str, address: &str) -> Result<WorkerClient, RemoteError> {
+        if let Some(channel) = self.dialed.channel(worker_id) {
+            return Ok(WorkerClient::new(worker_id, channel));
+        }
+        if address.is_empty() {
+            return Err(RemoteError {
+                unreachable: true,
+                ..RemoteError::new(
+                    worker_id,
+                    ErrorCode::Unavailable,
+                    format!(
+                        "worker {worker_id:?} dials out and has no connection to this control plane right now; retry shortly"
+                    ),
+                )
+            });
+        }
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((dialed, channel)) = channels.get(worker_id)
             && dialed == address
@@ -79,6 +106,8 @@ impl Workers {
     pub fn forget(&self, worker_id: &str) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.remove(worker_id);
+        drop(channels);
+        self.dialed.close(worker_id);
         self.routes.forget_worker(worker_id);
     }
 }

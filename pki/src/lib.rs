@@ -23,9 +23,9 @@ pub use identity::{
     validate_trust_domain, validate_worker_id,
 };
 pub use tls::{
-    NoRevocation, PinnedCa, ReloadableIdentity, RevocationCheck, api_server_config,
-    bootstrap_client_config, install_crypto_provider, mesh_client_config, mesh_server_config,
-    worker_server_config,
+    DIALOUT_ALPN, NoRevocation, PinnedCa, ReloadableIdentity, RevocationCheck, api_server_config,
+    bootstrap_client_config, dialout_client_config, install_crypto_provider, mesh_client_config,
+    mesh_server_config, worker_server_config,
 };
 pub use token::{
     JOIN_AUDIENCE, JoinClaims, JoinTokenSpec, TokenSigner, WORKER_TOKEN_AUDIENCE,

@@ -32,6 +32,9 @@ pub use server_auth::PinnedCa;
 
 const ALPN_H2: &[u8] = b"h2";
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ALPN of a worker's dial-out connection: the worker opened the TLS connection, but on
+/// it the control plane is the HTTP/2 client and the worker serves `WorkerService`.
+pub const DIALOUT_ALPN: &[u8] = b"berth-dialout/1";
 
 /// Installs rustls's ring provider as the process default. Idempotent: a provider
 /// already installed (by us or anyone) is left in place.
@@ -58,7 +61,9 @@ pub fn mesh_server_config(
         trust_domain: trust_domain.to_owned(),
         policy: ClientPolicy::AnyWorker(revocation),
     };
-    mesh_server(verifier, identity)
+    let mut config = mesh_server(verifier, identity)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), DIALOUT_ALPN.to_vec()];
+    Ok(config)
 }
 
 /// A worker's server: a client certificate is required, must chain to `ca_der` and
@@ -95,6 +100,18 @@ pub fn mesh_client_config(
         algorithms: provider().signature_verification_algorithms,
     };
     mesh_client(Arc::new(verifier), identity)
+}
+
+/// A dial-out worker's client config: [`mesh_client_config`] asking for
+/// [`DIALOUT_ALPN`] instead of `h2`, so the control plane knows the roles are reversed.
+pub fn dialout_client_config(
+    ca_der: &[u8],
+    expected_server: SpiffeId,
+    identity: Arc<ReloadableIdentity>,
+) -> Result<ClientConfig, PkiError> {
+    let mut config = mesh_client_config(ca_der, expected_server, Some(identity))?;
+    config.alpn_protocols = vec![DIALOUT_ALPN.to_vec()];
+    Ok(config)
 }
 
 /// First contact of a new worker: trusts the server only if its chain contains a CA

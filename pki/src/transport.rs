@@ -24,8 +24,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{SpiffeId, cert_info};
 
+mod dialout;
 mod limits;
 
+pub use dialout::{DialedConnection, DialoutError, DialoutPeer, channel_over, dial_out};
 pub use limits::{ConnectionLimits, ConnectionSlots, Guarded};
 
 /// A handshake that has not finished by then is dropped.
@@ -63,6 +65,8 @@ pub struct PeerInfo {
     /// The identity of the verified client certificate; `None` when none was presented.
     pub spiffe_id: Option<SpiffeId>,
     pub serial_hex: Option<String>,
+    /// When the client certificate expires (unix seconds).
+    pub not_after: Option<i64>,
 }
 
 /// An established server-side TLS connection and its peer.
@@ -70,6 +74,10 @@ pub struct PeerInfo {
 pub struct TlsConnection {
     stream: Guarded<tokio_rustls::server::TlsStream<TcpStream>>,
     peer: PeerInfo,
+    /// The protocol the handshake agreed on (ALPN).
+    alpn: Option<Vec<u8>>,
+    /// Cancelled to close the connection from our side.
+    closer: CancellationToken,
     /// Resolves when the connection is closed from our side (its certificate revoked).
     closed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// Marks the registry entry dead when the connection goes away.
@@ -127,6 +135,17 @@ fn closed_error() -> io::Error {
 impl TlsConnection {
     pub fn peer(&self) -> &PeerInfo {
         &self.peer
+    }
+
+    /// Whether the peer opened this connection to serve calls on it rather than make
+    /// them: a dial-out worker ([`crate::tls::DIALOUT_ALPN`]).
+    pub fn is_dialout(&self) -> bool {
+        self.alpn.as_deref() == Some(crate::tls::DIALOUT_ALPN)
+    }
+
+    /// A token that closes this connection when cancelled (reads and writes fail).
+    pub fn closer(&self) -> CancellationToken {
+        self.closer.clone()
     }
 }
 
@@ -254,9 +273,12 @@ pub fn accept_tls_tracked(
                 let peer = peer_info(remote_addr, &stream);
                 let token = connections.register(peer.serial_hex.as_deref());
                 let anonymous = peer.serial_hex.is_none();
+                let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                 let connection = TlsConnection {
                     stream: Guarded::new(stream, &limits, slot, anonymous),
                     peer,
+                    alpn,
+                    closer: token.clone(),
                     closed: Box::pin(token.clone().cancelled_owned()),
                     _entry: token.drop_guard(),
                 };
@@ -280,6 +302,7 @@ fn peer_info(
     PeerInfo {
         remote_addr,
         spiffe_id: info.as_ref().and_then(|info| info.spiffe_id.clone()),
+        not_after: info.as_ref().map(|info| info.not_after),
         serial_hex: info.map(|info| info.serial_hex),
     }
 }
@@ -341,13 +364,8 @@ pub enum DialError {
     InvalidAddress(String),
 }
 
-/// A lazily connecting channel to `address` (`host:port` or `https://host:port`) that
-/// always speaks TLS with `config`, whatever the scheme says.
-pub fn mesh_channel(
-    address: &str,
-    config: Arc<rustls::ClientConfig>,
-    options: DialOptions,
-) -> Result<Channel, DialError> {
+/// The `host:port` of a mesh address (`host:port` or `https://host:port`).
+pub(crate) fn authority_of(address: &str) -> Result<&str, DialError> {
     let authority = address
         .strip_prefix("https://")
         .unwrap_or(address)
@@ -355,10 +373,15 @@ pub fn mesh_channel(
     if authority.is_empty() || authority.contains('/') || authority.starts_with("http:") {
         return Err(DialError::InvalidAddress(address.to_owned()));
     }
-    // The URI only carries the authority to the connector below, which does the TLS;
-    // tonic itself never sees a TLS setting.
-    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-        .map_err(|_| DialError::InvalidAddress(address.to_owned()))?
+    Ok(authority)
+}
+
+/// A tonic endpoint for `authority` with the mesh's keepalives, deadlines and stream
+/// settings. The URI only carries the authority to a connector that does the TLS;
+/// tonic itself never sees a TLS setting.
+pub(crate) fn mesh_endpoint(authority: &str, options: DialOptions) -> Result<Endpoint, DialError> {
+    Ok(Endpoint::from_shared(format!("http://{authority}"))
+        .map_err(|_| DialError::InvalidAddress(authority.to_owned()))?
         .connect_timeout(options.connect_timeout)
         .http2_keep_alive_interval(options.keepalive_interval)
         .keep_alive_timeout(options.keepalive_timeout)
@@ -366,7 +389,31 @@ pub fn mesh_channel(
         .http2_max_concurrent_reset_streams(REMEMBERED_RESET_STREAMS)
         .http2_reset_stream_duration(RESET_STREAM_MEMORY)
         .http2_max_local_error_reset_streams(MESH_LOCAL_ERROR_RESETS)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true))
+}
+
+/// A TCP connection to `host:port` (from `local_ip` when given), without delay.
+pub(crate) async fn connect_tcp(
+    host: &str,
+    port: u16,
+    local_ip: Option<std::net::IpAddr>,
+) -> io::Result<TcpStream> {
+    let tcp = match local_ip {
+        None => TcpStream::connect((host, port)).await?,
+        Some(local_ip) => connect_from(local_ip, host, port).await?,
+    };
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+/// A lazily connecting channel to `address` (`host:port` or `https://host:port`) that
+/// always speaks TLS with `config`, whatever the scheme says.
+pub fn mesh_channel(
+    address: &str,
+    config: Arc<rustls::ClientConfig>,
+    options: DialOptions,
+) -> Result<Channel, DialError> {
+    let endpoint = mesh_endpoint(authority_of(address)?, options)?;
     let connector = TlsConnector::from(config);
     let local_ip = options.local_ip;
     let connect = tower::service_fn(move |uri: http::Uri| {
@@ -380,11 +427,7 @@ pub fn mesh_channel(
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned();
-            let tcp = match local_ip {
-                None => TcpStream::connect((host.as_str(), port)).await?,
-                Some(local_ip) => connect_from(local_ip, &host, port).await?,
-            };
-            tcp.set_nodelay(true)?;
+            let tcp = connect_tcp(&host, port, local_ip).await?;
             let server_name = ServerName::try_from(host)
                 .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
             let stream = connector.connect(server_name, tcp).await?;

@@ -239,7 +239,7 @@ impl TestControlPlane {
             data_dir: data_dir.to_owned(),
             control_plane: vec![self.mesh_url()],
             join_token,
-            listen: "127.0.0.1:0".parse().expect("addr"),
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
             heartbeat_interval: Duration::from_millis(200),
             ..Default::default()
         }
@@ -280,7 +280,7 @@ impl TestControlPlane {
             .expect("worker client config");
         WorkerServiceClient::new(
             mesh_channel(
-                &worker.listen_addr.to_string(),
+                &worker.listen_addr().to_string(),
                 Arc::new(tls),
                 DialOptions::default(),
             )

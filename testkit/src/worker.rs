@@ -1,5 +1,6 @@
-//! [`TestWorker`]: a worker running in this process on a port-0 loopback listener,
-//! with its own drain and a stop that waits for it to finish.
+//! [`TestWorker`]: a worker running in this process, on a port-0 loopback listener
+//! or dialing out (its config without `listen`), with its own drain and a stop that
+//! waits for it to finish.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use crate::init;
 /// A worker running in this process.
 pub struct TestWorker {
     pub worker_id: String,
-    pub listen_addr: std::net::SocketAddr,
+    /// Where it listens; `None`: it dials out.
+    pub listen: Option<std::net::SocketAddr>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     shutdown: CancellationToken,
@@ -25,19 +27,30 @@ impl TestWorker {
     pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
         init();
         let data_dir = config.data_dir.clone();
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .expect("bind worker listener");
+        let listener = match config.listen {
+            Some(listen) => Some(
+                TcpListener::bind(listen)
+                    .await
+                    .expect("bind worker listener"),
+            ),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let running = berth_worker::start(config, listener, shutdown.clone()).await?;
         Ok(Self {
             worker_id: running.worker_id.clone(),
-            listen_addr: running.listen_addr,
+            listen: running.listen_addr,
             metrics_addr: running.metrics_addr,
             data_dir,
             shutdown,
             running,
         })
+    }
+
+    /// Where it listens; panics for a worker that dials out.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen
+            .expect("this worker dials out and listens nowhere")
     }
 
     /// The worker's own drain (what SIGTERM starts); returns how many sandboxes the

@@ -29,7 +29,7 @@ async fn two_workers_enroll_heartbeat_and_are_listed_online_with_their_spiffe_id
             view.spiffe_id,
             format!("spiffe://berth.local/worker/{}", worker.worker_id)
         );
-        assert_eq!(view.advertise_addr, worker.listen_addr.to_string());
+        assert_eq!(view.advertise_addr, worker.listen_addr().to_string());
         assert_eq!(view.providers, vec!["mock".to_owned()]);
         assert!(view.last_heartbeat_ms.is_some());
     }
@@ -231,7 +231,7 @@ async fn rotating_the_control_plane_certificate_does_not_disconnect_the_fleet() 
             worker_id: worker.worker_id.clone(),
             info: Some(berth_proto::v1::WorkerInfo {
                 hostname: "h".into(),
-                advertise_addr: worker.listen_addr.to_string(),
+                advertise_addr: worker.listen_addr().to_string(),
                 ..Default::default()
             }),
             ..Default::default()

@@ -178,7 +178,7 @@ async fn a_worker_service_answers_only_the_control_plane() {
     )
     .unwrap();
     let channel = mesh_channel(
-        &b.listen_addr.to_string(),
+        &b.listen_addr().to_string(),
         Arc::new(tls),
         DialOptions::default(),
     )
@@ -195,7 +195,7 @@ async fn a_worker_service_answers_only_the_control_plane() {
     // the control plane refuses to talk to a worker that is not who it dialed for
     let tls = cp.fleet.authority().worker_client_config("a").unwrap();
     let channel = mesh_channel(
-        &b.listen_addr.to_string(),
+        &b.listen_addr().to_string(),
         Arc::new(tls),
         DialOptions::default(),
     )

@@ -534,7 +534,7 @@ async fn a_worker_revoked_through_one_replica_is_refused_by_the_other() {
         worker_id: worker.worker_id.clone(),
         info: Some(berth_proto::v1::WorkerInfo {
             hostname: "h".into(),
-            advertise_addr: worker.listen_addr.to_string(),
+            advertise_addr: worker.listen_addr().to_string(),
             ..Default::default()
         }),
         ..Default::default()

@@ -22,7 +22,7 @@ async fn a_revoked_worker_is_refused_at_once_and_its_sandboxes_are_lost() {
         worker_id: "r1".into(),
         info: Some(pb::WorkerInfo {
             hostname: "h".into(),
-            advertise_addr: fleet.worker(0).listen_addr.to_string(),
+            advertise_addr: fleet.worker(0).listen_addr().to_string(),
             ..Default::default()
         }),
         ..Default::default()

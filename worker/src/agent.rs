@@ -1,5 +1,6 @@
 //! Starting a worker: obtain an identity (stored, re-enrolled or freshly enrolled),
-//! build the shared [`Runtime`], then run the WorkerService server, the heartbeat loop,
+//! build the shared [`Runtime`], then run the WorkerService server (on a listener, or
+//! on the connections the worker dials out to its control planes), the heartbeat loop,
 //! the renewal loop and the metrics endpoint as tracked tasks that stop with the
 //! shutdown token. Start-up only: what the tasks share lives in `runtime`, the clock in
 //! `clock`, the control-plane clients in `control_planes`.
@@ -8,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_pki::{ReloadableIdentity, SpiffeId, mesh_client_config, worker_server_config};
+use berth_pki::{
+    ReloadableIdentity, SpiffeId, dialout_client_config, mesh_client_config, worker_server_config,
+};
 use berth_proto::v1 as pb;
 use berth_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
@@ -25,13 +28,16 @@ use crate::provider::docker::DockerProvider;
 use crate::provider::mock::MockProvider;
 use crate::runtime::{DrainState, Runtime};
 use crate::service::WorkerGrpc;
-use crate::{WorkerConfig, WorkerError, drain, enroll, heartbeat, metrics, renewal};
+use crate::{WorkerConfig, WorkerError, dialout, drain, enroll, heartbeat, metrics, renewal};
 
 /// How long open calls may take to finish once the worker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long the provider's own tasks may take to end after the server has stopped.
 const PROVIDER_GRACE: Duration = Duration::from_secs(10);
+
+/// Dial-out connections waiting for the server to pick them up.
+const DIALED_BACKLOG: usize = 16;
 
 /// Lease fences, kept in the data dir so adopted sandboxes keep theirs.
 const FENCES_FILE: &str = "fences.json";
@@ -44,7 +50,8 @@ const EXPIRY_MARGIN_SECS: i64 = 60;
 #[derive(Debug)]
 pub struct RunningWorker {
     pub worker_id: String,
-    pub listen_addr: SocketAddr,
+    /// Where the worker service listens; `None`: the worker dials out.
+    pub listen_addr: Option<SocketAddr>,
     pub spiffe_id: SpiffeId,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
@@ -83,19 +90,25 @@ impl RunningWorker {
     }
 }
 
+/// Starts a worker that serves on `listener`, or, given none, dials out to each of its
+/// control planes and serves on those connections.
 pub async fn start(
     config: WorkerConfig,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<RunningWorker, WorkerError> {
     config.validate()?;
     let listen_addr = listener
-        .local_addr()
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
         .map_err(|err| WorkerError::io("listener", err))?;
-    let advertise = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| listen_addr.to_string());
+    // no address: the control plane calls over the connections this worker opens
+    let advertise = match (&config.advertise, listen_addr) {
+        (Some(advertise), Some(_)) => advertise.clone(),
+        (_, Some(listen_addr)) => listen_addr.to_string(),
+        (_, None) => String::new(),
+    };
     let info = worker_info(&config, advertise);
     let stored = obtain_identity(&config, info.clone()).await?;
     let spiffe_id = SpiffeId::worker(&stored.trust_domain, &stored.worker_id);
@@ -111,11 +124,6 @@ pub async fn start(
         Some(identity.clone()),
     )?);
     let control_planes = ControlPlanes::connect(&config.control_plane, client_tls)?;
-    let server_tls = Arc::new(worker_server_config(
-        &ca_der,
-        &stored.trust_domain,
-        identity.clone(),
-    )?);
     let provider = make_provider(&config, &stored.worker_id).await?;
     let fences = if provider.sandboxes_outlive_the_worker() {
         Fences::open(&config.data_dir.join(FENCES_FILE))?
@@ -131,35 +139,47 @@ pub async fn start(
         metrics: WorkerMetrics::new(),
         control_planes,
         drain: DrainState::default(),
+        renewals: tokio::sync::watch::Sender::new(0),
         config,
     });
 
     let tasks = TaskTracker::new();
-    // only control planes with certificates call a worker: the default limits
-    let incoming = berth_pki::transport::tls_incoming(
-        listener,
-        server_tls,
-        shutdown.clone(),
-        berth_pki::transport::ConnectionLimits::default(),
-    );
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // only the control plane gets past the handshake: streams it cancels for its
-        // clients (and the frames still on their way) must not spend a budget that
-        // closes the connection under every call on it
-        .http2_max_local_error_reset_streams(berth_pki::transport::MESH_LOCAL_ERROR_RESETS)
-        .add_service(WorkerServiceServer::new(WorkerGrpc::new(runtime.clone())))
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    let worker_id = runtime.worker_id.clone();
-    let grace_token = shutdown.clone();
-    tasks.spawn(async move {
-        let served =
-            berth_pki::transport::serve_with_grace(server, grace_token, SHUTDOWN_GRACE).await;
-        if let Some(Err(err)) = served {
-            tracing::error!(%worker_id, error = %err, "worker service stopped");
+    match listener {
+        Some(listener) => {
+            let server_tls = Arc::new(worker_server_config(
+                &ca_der,
+                &stored.trust_domain,
+                runtime.identity.clone(),
+            )?);
+            // only control planes with certificates call a worker: the default limits
+            let incoming = berth_pki::transport::tls_incoming(
+                listener,
+                server_tls,
+                shutdown.clone(),
+                berth_pki::transport::ConnectionLimits::default(),
+            );
+            tasks.spawn(serve(runtime.clone(), incoming, shutdown.clone()));
         }
-    });
+        None => {
+            let tls = Arc::new(dialout_client_config(
+                &ca_der,
+                SpiffeId::control_plane(&stored.trust_domain),
+                runtime.identity.clone(),
+            )?);
+            let (connections, incoming) = tokio::sync::mpsc::channel(DIALED_BACKLOG);
+            for url in &runtime.config.control_plane {
+                tasks.spawn(dialout::run(
+                    runtime.clone(),
+                    url.clone(),
+                    tls.clone(),
+                    connections.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
+            tasks.spawn(serve(runtime.clone(), incoming, shutdown.clone()));
+        }
+    }
     tasks.spawn(heartbeat::run(runtime.clone(), shutdown.clone()));
     let mut metrics_addr = None;
     if let Some(addr) = runtime.config.metrics_listen {
@@ -170,7 +190,14 @@ pub async fn start(
         tasks.spawn(metrics::serve(listener, runtime.clone(), shutdown.clone()));
     }
     tasks.spawn(renewal::run(runtime.clone(), shutdown.clone()));
-    tracing::info!(worker_id = %runtime.worker_id, %listen_addr, advertise = %runtime.info.advertise_addr, "worker started");
+    match listen_addr {
+        Some(listen_addr) => {
+            tracing::info!(worker_id = %runtime.worker_id, %listen_addr, advertise = %runtime.info.advertise_addr, "worker started");
+        }
+        None => {
+            tracing::info!(worker_id = %runtime.worker_id, control_planes = ?runtime.config.control_plane, "worker started; dialing out to its control planes");
+        }
+    }
     Ok(RunningWorker {
         worker_id: runtime.worker_id.clone(),
         listen_addr,
@@ -179,6 +206,38 @@ pub async fn start(
         runtime,
         tasks,
     })
+}
+
+/// Serves `WorkerService` (and the gRPC health check the control plane measures a
+/// dial-out connection's round trip with) on `incoming` until `shutdown`, then gives
+/// open calls [`SHUTDOWN_GRACE`] to finish.
+async fn serve<I, IO, IE>(runtime: Arc<Runtime>, incoming: I, shutdown: CancellationToken)
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (_health, health_service) = tonic_health::server::health_reporter();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // only the control plane gets past the handshake: streams it cancels for its
+        // clients (and the frames still on their way) must not spend a budget that
+        // closes the connection under every call on it
+        .http2_max_local_error_reset_streams(berth_pki::transport::MESH_LOCAL_ERROR_RESETS)
+        .add_service(health_service)
+        .add_service(WorkerServiceServer::new(WorkerGrpc::new(runtime.clone())))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let served = berth_pki::transport::serve_with_grace(server, shutdown, SHUTDOWN_GRACE).await;
+    if let Some(Err(err)) = served {
+        tracing::error!(worker_id = %runtime.worker_id, error = %err, "worker service stopped");
+    }
 }
 
 /// The stored identity if it is still good; otherwise re-enrollment with the worker

@@ -25,9 +25,12 @@ pub struct WorkerConfig {
     pub join_token_file: Option<PathBuf>,
     /// Requested worker id; a pinned join token or the control plane decides otherwise.
     pub id: Option<String>,
-    /// Where the WorkerService listens (mTLS, control plane only).
-    pub listen: SocketAddr,
-    /// host:port the control plane dials; default: the listen address.
+    /// Where the WorkerService listens (mTLS, control plane only). Unset (the
+    /// default): the worker listens nowhere and dials out to every control plane in
+    /// `control_plane`, which call it over those connections.
+    pub listen: Option<SocketAddr>,
+    /// host:port the control plane dials; default: the listen address. Only with
+    /// `listen`.
     pub advertise: Option<String>,
     /// mock | docker
     pub provider: String,
@@ -64,7 +67,7 @@ impl Default for WorkerConfig {
             join_token: None,
             join_token_file: None,
             id: None,
-            listen: SocketAddr::from(([127, 0, 0, 1], 7444)),
+            listen: None,
             advertise: None,
             provider: "mock".to_owned(),
             heartbeat_interval: Duration::from_secs(5),
@@ -135,11 +138,18 @@ impl WorkerConfig {
                 berth_proto::MAX_EXEC_OUTPUT
             )));
         }
-        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
-            return Err(WorkerError::Config(format!(
-                "listen address {} is unspecified: set advertise to the host:port the control plane should dial",
-                self.listen
-            )));
+        match self.listen {
+            None if self.advertise.is_some() => {
+                return Err(WorkerError::Config(
+                    "advertise is set but listen is not: a worker without listen dials out and is never dialed; set listen too, or drop advertise".into(),
+                ));
+            }
+            Some(listen) if listen.ip().is_unspecified() && self.advertise.is_none() => {
+                return Err(WorkerError::Config(format!(
+                    "listen address {listen} is unspecified: set advertise to the host:port the control plane should dial"
+                )));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -162,7 +172,20 @@ mod tests {
     fn defaults_are_valid() {
         let config: WorkerConfig = serde_yaml_ng::from_str("{}").unwrap();
         config.validate().unwrap();
-        assert_eq!(config.listen.port(), 7444);
+        assert_eq!(
+            config.listen, None,
+            "a worker dials out unless told to listen"
+        );
+    }
+
+    #[test]
+    fn advertise_without_listen_is_refused() {
+        let config: WorkerConfig = serde_yaml_ng::from_str("advertise: w1.internal:7444").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let config: WorkerConfig =
+            serde_yaml_ng::from_str("listen: 127.0.0.1:7444\nadvertise: w1.internal:7444").unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod agent;
 mod clock;
 mod config;
 mod control_planes;
+mod dialout;
 mod drain;
 mod enroll;
 mod error;

@@ -41,6 +41,25 @@ pub struct WorkerMetrics {
     provider_healthy: Family<ProviderLabels, Gauge>,
     certificate_expiry_days: Gauge<f64, AtomicU64>,
     draining: Gauge,
+    /// Open dial-out connections, by control plane.
+    pub dialout_connections: Family<ControlPlaneLabels, Gauge>,
+    /// Dial-out connections opened after the first, by control plane.
+    pub dialout_reconnects: Family<ControlPlaneLabels, Counter>,
+    /// Dial-out attempts that failed, by control plane.
+    pub dialout_failures: Family<ControlPlaneLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControlPlaneLabels {
+    pub control_plane: String,
+}
+
+impl ControlPlaneLabels {
+    pub fn of(url: &str) -> Self {
+        Self {
+            control_plane: url.to_owned(),
+        }
+    }
 }
 
 impl Default for WorkerMetrics {
@@ -104,6 +123,24 @@ impl WorkerMetrics {
             "1 while the worker drains, on its own account or the control plane's",
             draining.clone(),
         );
+        let dialout_connections = Family::<ControlPlaneLabels, Gauge>::default();
+        registry.register(
+            "dialout_connections",
+            "Open dial-out connections to each control plane",
+            dialout_connections.clone(),
+        );
+        let dialout_reconnects = Family::<ControlPlaneLabels, Counter>::default();
+        registry.register(
+            "dialout_reconnects",
+            "Dial-out connections opened again after the first, by control plane",
+            dialout_reconnects.clone(),
+        );
+        let dialout_failures = Family::<ControlPlaneLabels, Counter>::default();
+        registry.register(
+            "dialout_failures",
+            "Dial-out attempts that failed, by control plane",
+            dialout_failures.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             spawns,
@@ -116,6 +153,9 @@ impl WorkerMetrics {
             provider_healthy,
             certificate_expiry_days,
             draining,
+            dialout_connections,
+            dialout_reconnects,
+            dialout_failures,
         }
     }
 

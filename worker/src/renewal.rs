@@ -46,6 +46,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>, shutdown: CancellationToken) {
                 WorkerMetrics::count(&runtime.metrics.certificate_renewals, "ok");
                 retry = MIN_RETRY;
                 received_at = now_secs();
+                runtime.renewals.send_modify(|renewals| *renewals += 1);
                 tracing::info!(worker_id = %runtime.worker_id, not_after, "certificate renewed");
             }
             Err(err) => {

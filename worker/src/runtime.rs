@@ -27,6 +27,10 @@ pub(crate) struct Runtime {
     pub metrics: WorkerMetrics,
     pub control_planes: ControlPlanes,
     pub drain: DrainState,
+    /// Bumped at each certificate renewal: dial-out connections are opened again with
+    /// the new certificate (the control plane binds a connection to the certificate
+    /// that opened it, and closes it when that one expires).
+    pub renewals: tokio::sync::watch::Sender<u64>,
 }
 
 /// Whether the worker is draining, and on whose word.

@@ -38,9 +38,10 @@ impl WorkerDescription {
         if self.version.len() > 64 {
             return bad("version is longer than 64 characters".into());
         }
-        if !is_host_port(&self.advertise_addr) {
+        // empty: the worker dials out and is called over the connection it opens
+        if !self.advertise_addr.is_empty() && !is_host_port(&self.advertise_addr) {
             return bad(format!(
-                "advertise address {:?} is not host:port",
+                "advertise address {:?} is not host:port (or empty, for a worker that dials out)",
                 self.advertise_addr
             ));
         }

@@ -84,7 +84,12 @@ pub struct WorkerView {
     pub allocated: Allocated,
     /// RFC 3339; null when it never heartbeated.
     pub last_heartbeat: Option<String>,
+    /// Empty for a worker that dials out.
     pub advertise_addr: String,
+    /// How the control plane reaches it: `dial-out` (over the connection the worker
+    /// opens) or `listen` (dialed at `advertise_addr`).
+    #[schema(value_type = String, example = "dial-out")]
+    pub mode: &'static str,
     pub version: String,
     /// RFC 3339.
     pub enrolled_at: String,
@@ -144,6 +149,11 @@ impl WorkerView {
             id: row.id,
             spiffe_id: row.spiffe_id,
             hostname: row.hostname,
+            mode: if row.advertise_addr.is_empty() {
+                "dial-out"
+            } else {
+                "listen"
+            },
             advertise_addr: row.advertise_addr,
             version: row.version,
             enrolled_at: rfc3339(row.enrolled_at),

@@ -33,6 +33,11 @@ impl MeshService {
         }
     }
 
+    /// The mesh's admission budgets, shared with the dial-out acceptor.
+    pub(super) fn admission(&self) -> Arc<Admission> {
+        self.admission.clone()
+    }
+
     fn count(&self, family: &Family<OutcomeLabels, Counter>, outcome: &str) {
         family
             .get_or_create(&OutcomeLabels {

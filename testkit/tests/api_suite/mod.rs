@@ -16,20 +16,34 @@ use berth_worker::DockerConfig;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Which provider the fleet's workers run.
+/// Which provider the fleet's workers run, and whether they listen or dial out.
 pub struct Flavor {
     pub docker: Option<DockerConfig>,
+    /// The workers listen nowhere: they dial out to the control plane.
+    pub dial_out: bool,
 }
 
 impl Flavor {
     pub fn mock() -> Self {
-        Self { docker: None }
+        Self {
+            docker: None,
+            dial_out: false,
+        }
+    }
+
+    /// Mock workers that dial out.
+    pub fn mock_dialing_out() -> Self {
+        Self {
+            docker: None,
+            dial_out: true,
+        }
     }
 
     /// The docker flavor, or `None` (the test is skipped visibly) without an engine.
     pub async fn docker(test: &str) -> Option<Self> {
         Some(Self {
             docker: Some(docker_or_skip(test).await?),
+            dial_out: false,
         })
     }
 
@@ -101,12 +115,16 @@ impl Flavor {
 /// A control plane and `count` online workers of `flavor` holding up to `max`
 /// sandboxes each.
 pub async fn fleet(flavor: &Flavor, count: usize, max: u32) -> TestFleet {
-    TestFleet::builder()
+    let builder = TestFleet::builder()
         .workers(count)
         .max_sandboxes(max)
-        .docker(flavor.docker.clone())
-        .start()
-        .await
+        .docker(flavor.docker.clone());
+    let builder = if flavor.dial_out {
+        builder.worker(|config| config.listen = None)
+    } else {
+        builder
+    };
+    builder.start().await
 }
 
 /// Reads an NDJSON exec stream, returning each line with the time it arrived.

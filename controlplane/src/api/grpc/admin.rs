@@ -45,6 +45,7 @@ fn worker_message(view: WorkerView) -> pb::Worker {
         id: view.id,
         spiffe_id: view.spiffe_id,
         hostname: view.hostname,
+        mode: view.mode.to_owned(),
         advertise_addr: view.advertise_addr,
         version: view.version,
         enrolled_at: view.enrolled_at_unix,
