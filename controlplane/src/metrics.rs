@@ -110,6 +110,8 @@ pub struct Metrics {
     dialout_reconnects: Family<WorkerLabels, Counter>,
     dialout_rtt: Family<WorkerLabels, FloatGauge>,
     dialout_rtt_all: Histogram,
+    /// Dial-out connections the mesh's admission budget turned away.
+    pub dialout_turned_away: Counter,
 }
 
 impl Default for Metrics {
@@ -239,6 +241,12 @@ impl Metrics {
             "Round trips of the probes over dial-out connections",
             dialout_rtt_all.clone(),
         );
+        let dialout_turned_away = Counter::default();
+        registry.register(
+            "dialout_turned_away",
+            "Dial-out connections turned away by the heartbeat budget (the worker dials again later)",
+            dialout_turned_away.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -261,6 +269,7 @@ impl Metrics {
             dialout_reconnects,
             dialout_rtt,
             dialout_rtt_all,
+            dialout_turned_away,
         }
     }
 

@@ -78,7 +78,8 @@ pub struct TlsConnection {
     alpn: Option<Vec<u8>>,
     /// Cancelled to close the connection from our side.
     closer: CancellationToken,
-    /// Resolves when the connection is closed from our side (its certificate revoked).
+    /// Resolves when the connection is closed from our side (its certificate revoked or
+    /// expired, or shutdown).
     closed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// Marks the registry entry dead when the connection goes away.
     _entry: tokio_util::sync::DropGuard,
@@ -128,7 +129,7 @@ impl Connections {
 fn closed_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
-        "connection closed: its certificate was revoked",
+        "connection closed by this end: its certificate was revoked or expired, or the server is stopping",
     )
 }
 

@@ -348,3 +348,99 @@ async fn a_dial_out_worker_is_reached_through_either_replica_and_survives_one_dy
     worker.stop().await;
     b.stop().await;
 }
+
+/// The control plane's `/metrics` text.
+async fn metrics(cp: &TestControlPlane) -> String {
+    reqwest::get(format!("{}/metrics", cp.api_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_moves_the_worker_to_a_new_connection_and_the_stream_on_the_old_one_finishes() {
+    // a 20 s certificate: renewed at about 13 s; the stream (16 s from the start)
+    // spans the renewal and ends before the first certificate expires
+    let fleet = TestFleet::builder()
+        .worker_ids(&["r1"])
+        .worker(|config| config.listen = None)
+        .control_plane(|config| config.certificates.worker_ttl = Duration::from_secs(20))
+        .start()
+        .await;
+    let api = &fleet.api;
+    let (_, before) = api.get("/workers/r1").await;
+    let id = id_of(&api.create_sandbox(json!({})).await);
+    let lines = api_suite::stream_lines(
+        api,
+        &id,
+        json!({"command": "generate --lines 32 --delay-ms 500", "stream": true, "timeout": "60s"}),
+    )
+    .await;
+    let last = &lines.last().unwrap().1;
+    assert_eq!(last["stream"], "exit", "{lines:?}");
+    assert_eq!(last["exit_code"], 0, "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|(_, l)| l["stream"] == "stdout")
+            .count(),
+        32
+    );
+    let (_, after) = api.get("/workers/r1").await;
+    assert_ne!(
+        after["certificate"]["serial"], before["certificate"]["serial"],
+        "the certificate was renewed during the stream"
+    );
+    // the worker is on its new connection; the old one closed once the stream was done
+    eventually("one connection left", WAIT, || async {
+        let text = metrics(&fleet.cp).await;
+        let open = berth_testkit::sample(&text, "berth_dialout_connections{worker=\"r1\"}");
+        let reconnects =
+            berth_testkit::sample(&text, "berth_dialout_reconnects_total{worker=\"r1\"}");
+        (open == Some(1.0) && reconnects >= Some(1.0)).then_some(())
+    })
+    .await;
+    exec_ok(api, &id, "true").await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_more_workers_than_the_mesh_admits_at_once_brings_every_one_back() {
+    // after the restart the heartbeat budget admits one connection at once and three
+    // a second: six workers reconnecting together are partly turned away and come
+    // back by their jittered backoff
+    let fleet = TestFleet::builder()
+        .workers(6)
+        .worker(|config| config.listen = None)
+        .heartbeat_interval(Duration::from_secs(5))
+        .start()
+        .await;
+    let mesh = fleet.cp.mesh_addr;
+    let fleet = fleet
+        .restart_control_plane_after(Duration::from_millis(200), move |config| {
+            config.mesh_listen = mesh;
+            config.limits.heartbeats_per_second = 3;
+            config.limits.heartbeat_burst = 1;
+        })
+        .await;
+    let workers = fleet.cp.fleet.workers().clone();
+    eventually("every worker connected again", WAIT, || async {
+        (0..6)
+            .all(|n| workers.dialed().is_connected(&format!("w{n}")))
+            .then_some(())
+    })
+    .await;
+    fleet.wait_online().await;
+    let text = metrics(&fleet.cp).await;
+    println!(
+        "turned away during the restart: {:?}",
+        berth_testkit::sample(&text, "berth_dialout_turned_away_total")
+    );
+    for _ in 0..6 {
+        let id = id_of(&fleet.api.create_sandbox(json!({})).await);
+        exec_ok(&fleet.api, &id, "true").await;
+    }
+    fleet.stop().await;
+}

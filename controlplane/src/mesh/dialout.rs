@@ -75,6 +75,7 @@ impl DialoutAcceptor {
             }
         };
         if self.admission.heartbeat().is_err() {
+            self.metrics.dialout_turned_away.inc();
             tracing::debug!(%worker_id, "dial-out connection turned away: too many at once");
             return;
         }
