@@ -575,3 +575,38 @@ async fn workers_rm_and_prune_by_state() {
     assert!(!listed.contains(&id), "{listed}");
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn workers_list_shows_how_each_worker_is_reached() {
+    let mut fleet = TestFleet::builder()
+        .worker(|config| config.listen = None)
+        .start()
+        .await;
+    let listening = fleet
+        .add_worker(|config| config.listen = Some("127.0.0.1:0".parse().unwrap()))
+        .await;
+    fleet.wait_online().await;
+    let dir = workdir();
+    let table = berth_ok(&fleet, dir.path(), &["workers", "list"]).await;
+    let mut lines = table.lines();
+    let headers: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("a {name} column: {table}"))
+    };
+    let (mode, address) = (column("MODE"), column("ADDRESS"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let row = |id: &str| {
+        rows.iter()
+            .find(|cells| cells[0] == id)
+            .unwrap_or_else(|| panic!("{id} listed: {table}"))
+    };
+    assert_eq!(row("w0")[mode], "dial-out", "{table}");
+    assert_eq!(row("w0")[address], "-", "{table}");
+    assert_eq!(row("w1")[mode], "listen", "{table}");
+    let listen_addr = fleet.worker(listening).listen_addr().to_string();
+    assert_eq!(row("w1")[address], listen_addr, "{table}");
+    fleet.stop().await;
+}
