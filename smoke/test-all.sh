@@ -15,4 +15,7 @@ bash smoke/replicas.sh
 # a worker in a network namespace, its link cut (skips without root unless
 # BERTH_REQUIRE_NETNS=1)
 bash smoke/partitions.sh
+# a dial-out worker in a namespace that drops every inbound SYN, its link cut silently
+# (skips without root unless BERTH_REQUIRE_NETNS=1)
+bash smoke/dialout.sh
 bash bench/quick.sh
