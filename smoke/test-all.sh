@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 cargo test --workspace --quiet
 BERTH_SMOKE_PROVIDER=mock bash smoke/smoke.sh
 BERTH_SMOKE_PROVIDER=docker bash smoke/smoke.sh
+# the worker as a container by the README's one-liner (dial-out, the socket mounted)
+bash smoke/worker-container.sh
 # the README's quickstarts, run as written (default ports; temporary HOME and data dir)
 bash smoke/readme-quickstart.sh mock
 bash smoke/readme-quickstart.sh docker

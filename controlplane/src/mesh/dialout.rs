@@ -135,24 +135,25 @@ impl DialoutAcceptor {
         };
         tokio::pin!(probing);
         let mut probing_done = false;
-        loop {
+        let reason = loop {
             tokio::select! {
-                () = ended.cancelled() => break,
+                () = ended.cancelled() => {
+                    break "the connection ended (closed by the worker, unanswered keepalives, or the worker revoked)";
+                }
                 () = self.shutdown.cancelled() => {
                     closer.cancel();
-                    break;
+                    break "this control plane is shutting down";
                 }
                 () = &mut expiry => {
-                    tracing::info!(%worker_id, "dial-out connection closed: its certificate expired");
                     closer.cancel();
-                    break;
+                    break "its certificate expired";
                 }
                 () = &mut probing, if !probing_done => probing_done = true,
             }
-        }
+        };
         dialed.remove(worker_id, registered.generation);
         connections.dec();
-        tracing::info!(%worker_id, "dial-out worker disconnected");
+        tracing::info!(%worker_id, reason, "dial-out worker disconnected");
     }
 }
 
