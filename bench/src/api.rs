@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 pub struct SandboxRef {
     pub id: String,
     pub generation: u64,
+    /// The worker it was placed on.
+    pub worker_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -56,14 +58,18 @@ impl Api {
         }
     }
 
-    /// A join token good for `uses` enrollments.
-    pub async fn create_join_token(&self, uses: u32) -> anyhow::Result<String> {
+    /// A join token good for `uses` enrollments, giving the workers `labels`.
+    pub async fn create_join_token(
+        &self,
+        uses: u32,
+        labels: Option<&Value>,
+    ) -> anyhow::Result<String> {
+        let mut body = json!({ "uses": uses, "ttl": "2h" });
+        if let Some(labels) = labels {
+            body["labels"] = labels.clone();
+        }
         let (status, body) = self
-            .send(
-                self.http
-                    .post(self.url("/tokens"))
-                    .json(&json!({ "uses": uses, "ttl": "2h" })),
-            )
+            .send(self.http.post(self.url("/tokens")).json(&body))
             .await?;
         ensure!(
             status == 201,
@@ -128,12 +134,22 @@ impl Api {
     }
 
     pub async fn create_sandbox(&self, provider: &str) -> anyhow::Result<SandboxRef> {
+        self.create_sandbox_where(provider, &[]).await
+    }
+
+    /// A sandbox on a worker whose labels meet every one of `constraints`
+    /// (`key=value`, `key!=value`).
+    pub async fn create_sandbox_where(
+        &self,
+        provider: &str,
+        constraints: &[&str],
+    ) -> anyhow::Result<SandboxRef> {
         let (status, body) = self
-            .send(
-                self.http
-                    .post(self.url("/sandboxes"))
-                    .json(&json!({ "provider": provider, "ttl": "1h" })),
-            )
+            .send(self.http.post(self.url("/sandboxes")).json(&json!({
+                "provider": provider,
+                "ttl": "1h",
+                "constraints": constraints,
+            })))
             .await?;
         if status != 201 {
             bail!("creating a sandbox answered {status}: {body}");
@@ -141,6 +157,10 @@ impl Api {
         Ok(SandboxRef {
             id: body["id"].as_str().context("no sandbox id")?.to_owned(),
             generation: body["generation"].as_u64().context("no lease generation")?,
+            worker_id: body["worker_id"]
+                .as_str()
+                .context("no worker id")?
+                .to_owned(),
         })
     }
 

@@ -158,6 +158,8 @@ async fn run_section(bench: &Bench, section: &mut Section) -> anyhow::Result<()>
                 heartbeat_interval: Duration::from_secs(2),
                 id: Some(format!("{PREFIX}{pid}-docker")),
                 docker: Some(docker_config),
+                dial_out: false,
+                labels: None,
             },
         )
         .await;

@@ -8,7 +8,10 @@ use anyhow::{Context, ensure};
 use berth_proto::v1 as pb;
 use serde_json::json;
 
-use crate::api::SandboxRef;
+use berth_proto::v1::sandboxes_client::SandboxesClient;
+use tonic::transport::Channel;
+
+use crate::api::{Api, SandboxRef};
 use crate::clients::{ControlPlaneIdentity, grpc_client, http_client, with_key};
 use crate::fleet::{ControlPlane, Worker, WorkerOptions};
 use crate::latency::{Summary, ms};
@@ -19,7 +22,7 @@ use crate::run::Bench;
 use crate::settings::describe_window;
 
 /// The command every call runs (the mock's `echo`; with docker, a real `sh -c`).
-const COMMAND: &str = "echo hello";
+pub const COMMAND: &str = "echo hello";
 const EXPECTED_STDOUT: &str = "hello\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
                 heartbeat_interval: Duration::from_secs(2),
                 id: None,
                 docker: None,
+                dial_out: false,
+                labels: None,
             },
         )
         .await?;
@@ -193,7 +198,7 @@ async fn run_path(
         Path::Direct => {
             let mut each = Vec::with_capacity(clients);
             for i in 0..clients {
-                let client = identity.worker_client(&worker.worker_id, &worker.listen_addr)?;
+                let client = identity.worker_client(&worker.worker_id, worker.address()?)?;
                 each.push((client, pick(i)));
             }
             closed_loop(each, window, |(mut client, sandbox)| async move {
@@ -212,49 +217,120 @@ async fn run_path(
             })
             .await
         }
-        Path::Http => {
-            let mut each = Vec::with_capacity(clients);
-            for i in 0..clients {
-                let url = api.url(&format!("/sandboxes/{}/exec", pick(i).id));
-                each.push((http_client()?, url, api.key.clone()));
-            }
-            closed_loop(each, window, |(http, url, key)| async move {
-                let response = http
-                    .post(&url)
-                    .header("X-API-Key", &key)
-                    .json(&json!({ "command": COMMAND }))
-                    .send()
-                    .await?;
-                let status = response.status();
-                let body: serde_json::Value = response.json().await?;
-                ensure!(status.as_u16() == 200, "exec answered {status}: {body}");
-                let exit = body["exit_code"].as_i64().context("no exit_code")?;
-                let stdout = body["stdout"].as_str().context("no stdout")?;
-                check_output(i32::try_from(exit).unwrap_or(-1), stdout.as_bytes())
-            })
-            .await
-        }
-        Path::Grpc => {
-            let mut each = Vec::with_capacity(clients);
-            for i in 0..clients {
-                each.push((grpc_client(&api.base_url)?, pick(i).id, api.key.clone()));
-            }
-            closed_loop(each, window, |(mut client, sandbox_id, key)| async move {
-                let request = with_key(
-                    pb::ExecRequest {
-                        sandbox_id,
-                        command: COMMAND.to_owned(),
-                        mode: pb::ExecMode::Shell as i32,
-                        ..Default::default()
-                    },
-                    &key,
-                )?;
-                let answer = client.exec(request).await?.into_inner();
-                check_output(answer.exit_code, &answer.stdout)
-            })
-            .await
-        }
+        Path::Http => closed_loop(http_execs(api, sandboxes, clients)?, window, http_exec).await,
+        Path::Grpc => closed_loop(grpc_execs(api, sandboxes, clients)?, window, grpc_exec).await,
     })
+}
+
+/// One client of the control plane's HTTP/JSON exec: its own connection, its sandbox.
+#[derive(Clone)]
+pub struct HttpExec {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+}
+
+impl HttpExec {
+    /// Execs in `sandbox` over `http`'s connection.
+    pub fn new(http: reqwest::Client, api: &Api, sandbox: &SandboxRef) -> Self {
+        Self {
+            http,
+            url: api.url(&format!("/sandboxes/{}/exec", sandbox.id)),
+            key: api.key.clone(),
+        }
+    }
+}
+
+/// `clients` HTTP clients, client `i` on sandbox `i` (round robin).
+pub fn http_execs(
+    api: &Api,
+    sandboxes: &[SandboxRef],
+    clients: usize,
+) -> anyhow::Result<Vec<HttpExec>> {
+    ensure!(!sandboxes.is_empty(), "no sandboxes to exec in");
+    (0..clients)
+        .map(|i| {
+            Ok(HttpExec::new(
+                http_client()?,
+                api,
+                &sandboxes[i % sandboxes.len()],
+            ))
+        })
+        .collect()
+}
+
+/// One exec through `POST /api/v1/sandboxes/{id}/exec`, its output checked.
+pub async fn http_exec(client: HttpExec) -> anyhow::Result<()> {
+    let HttpExec { http, url, key } = client;
+    let response = http
+        .post(&url)
+        .header("X-API-Key", &key)
+        .json(&json!({ "command": COMMAND }))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+    ensure!(status.as_u16() == 200, "exec answered {status}: {body}");
+    let exit = body["exit_code"].as_i64().context("no exit_code")?;
+    let stdout = body["stdout"].as_str().context("no stdout")?;
+    check_output(i32::try_from(exit).unwrap_or(-1), stdout.as_bytes())
+}
+
+/// One client of the control plane's gRPC exec: its own HTTP/2 connection, its sandbox.
+#[derive(Clone)]
+pub struct GrpcExec {
+    client: SandboxesClient<Channel>,
+    sandbox_id: String,
+    key: String,
+}
+
+impl GrpcExec {
+    /// Execs in `sandbox` over `client`'s connection.
+    pub fn new(client: SandboxesClient<Channel>, api: &Api, sandbox: &SandboxRef) -> Self {
+        Self {
+            client,
+            sandbox_id: sandbox.id.clone(),
+            key: api.key.clone(),
+        }
+    }
+}
+
+/// `clients` gRPC clients, client `i` on sandbox `i` (round robin).
+pub fn grpc_execs(
+    api: &Api,
+    sandboxes: &[SandboxRef],
+    clients: usize,
+) -> anyhow::Result<Vec<GrpcExec>> {
+    ensure!(!sandboxes.is_empty(), "no sandboxes to exec in");
+    (0..clients)
+        .map(|i| {
+            Ok(GrpcExec::new(
+                grpc_client(&api.base_url)?,
+                api,
+                &sandboxes[i % sandboxes.len()],
+            ))
+        })
+        .collect()
+}
+
+/// One exec through `Sandboxes.Exec`, its output checked.
+pub async fn grpc_exec(client: GrpcExec) -> anyhow::Result<()> {
+    let GrpcExec {
+        mut client,
+        sandbox_id,
+        key,
+    } = client;
+    let request = with_key(
+        pb::ExecRequest {
+            sandbox_id,
+            command: COMMAND.to_owned(),
+            mode: pb::ExecMode::Shell as i32,
+            ..Default::default()
+        },
+        &key,
+    )?;
+    let answer = client.exec(request).await?.into_inner();
+    check_output(answer.exit_code, &answer.stdout)
 }
 
 fn check_output(exit_code: i32, stdout: &[u8]) -> anyhow::Result<()> {

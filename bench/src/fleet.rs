@@ -1,7 +1,9 @@
 //! A fleet on loopback made of real processes: `berth serve` (so its CPU and memory are
 //! its own and file descriptors split across processes) and `berth worker`s, started
 //! from config files the bench writes, on port-0 listeners whose addresses are read
-//! from the lines the processes print when they are up.
+//! from the lines the processes print when they are up. A worker listens (inbound: the
+//! control plane dials it) unless its options ask it to dial out, when its config has
+//! no `listen` and it connects to the control plane instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -164,6 +166,10 @@ pub struct WorkerOptions {
     pub id: Option<String>,
     /// The `docker:` section of its config (None: the defaults).
     pub docker: Option<Value>,
+    /// Listen nowhere and dial out to the control plane (no `listen` in its config).
+    pub dial_out: bool,
+    /// Labels its join token gives it (placement constraints match them).
+    pub labels: Option<Value>,
 }
 
 /// A running `berth worker`.
@@ -172,8 +178,8 @@ pub struct Worker {
     child: Child,
     pub pid: u32,
     pub worker_id: String,
-    /// host:port of its WorkerService.
-    pub listen_addr: String,
+    /// host:port of its WorkerService; `None`: it dials out and listens nowhere.
+    pub listen_addr: Option<String>,
 }
 
 impl Worker {
@@ -185,16 +191,21 @@ impl Worker {
         control_plane: &ControlPlane,
         options: &WorkerOptions,
     ) -> anyhow::Result<Self> {
-        let token = control_plane.api.create_join_token(1).await?;
+        let token = control_plane
+            .api
+            .create_join_token(1, options.labels.as_ref())
+            .await?;
         let mut config = json!({
             "data_dir": dir.join(name),
             "control_plane": [control_plane.mesh_url],
             "join_token": token,
-            "listen": "127.0.0.1:0",
             "provider": options.provider,
             "heartbeat_interval": humantime::format_duration(options.heartbeat_interval).to_string(),
             "capacity": { "max_sandboxes": options.max_sandboxes },
         });
+        if !options.dial_out {
+            config["listen"] = json!("127.0.0.1:0");
+        }
         if let Some(id) = &options.id {
             config["id"] = json!(id);
         }
@@ -214,12 +225,23 @@ impl Worker {
         let line = wait_for_line(stdout, "berth worker ", &log_path).await?;
         let (worker_id, listen_addr) = parse_worker_line(&line)
             .with_context(|| format!("unexpected start line from berth worker: {line:?}"))?;
+        if listen_addr.is_some() == options.dial_out {
+            bail!("worker {worker_id} did not start in the mode asked for: {line:?}");
+        }
         Ok(Self {
             child,
             pid,
             worker_id,
             listen_addr,
         })
+    }
+
+    /// host:port of its WorkerService, to call it directly; an error for a worker that
+    /// dials out.
+    pub fn address(&self) -> anyhow::Result<&str> {
+        self.listen_addr
+            .as_deref()
+            .with_context(|| format!("worker {} dials out: it has no address", self.worker_id))
     }
 
     pub async fn stop(mut self) {
@@ -314,12 +336,16 @@ fn parse_serve_line(line: &str) -> Option<(String, String)> {
     Some((api.to_owned(), mesh.to_owned()))
 }
 
-/// `berth worker "ID" (spiffe://…) serving on ADDR` -> (ID, ADDR).
-fn parse_worker_line(line: &str) -> Option<(String, String)> {
+/// `berth worker "ID" (spiffe://…) serving on ADDR` -> (ID, Some(ADDR)), or
+/// `berth worker "ID" (spiffe://…) dialing out to URLS` -> (ID, None).
+fn parse_worker_line(line: &str) -> Option<(String, Option<String>)> {
     let rest = line.strip_prefix("berth worker \"")?;
     let (id, rest) = rest.split_once('"')?;
-    let addr = rest.rsplit_once("serving on ")?.1.trim();
-    Some((id.to_owned(), addr.to_owned()))
+    if let Some((_, addr)) = rest.rsplit_once(") serving on ") {
+        return Some((id.to_owned(), Some(addr.trim().to_owned())));
+    }
+    let urls = rest.rsplit_once(") dialing out to ")?.1.trim();
+    (!urls.is_empty()).then(|| (id.to_owned(), None))
 }
 
 #[cfg(test)]
@@ -345,9 +371,21 @@ mod tests {
             parse_worker_line(
                 "berth worker \"w-1\" (spiffe://berth.local/worker/w-1) serving on 127.0.0.1:5000"
             ),
-            Some(("w-1".into(), "127.0.0.1:5000".into()))
+            Some(("w-1".into(), Some("127.0.0.1:5000".into())))
+        );
+        assert_eq!(
+            parse_worker_line(
+                "berth worker \"w-2\" (spiffe://berth.local/worker/w-2) dialing out to https://127.0.0.1:4001, https://127.0.0.1:4002"
+            ),
+            Some(("w-2".into(), None))
         );
         assert_eq!(parse_worker_line("berth worker"), None);
+        assert_eq!(
+            parse_worker_line(
+                "berth worker \"w-3\" (spiffe://berth.local/worker/w-3) dialing out to "
+            ),
+            None
+        );
     }
 
     #[test]

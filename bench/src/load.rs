@@ -27,9 +27,53 @@ pub struct LoadResult {
     pub first_error: Option<String>,
 }
 
+/// What a load run came to before it is summarized: every latency of the window, so
+/// runs taken in turns can be merged into one summary.
+#[derive(Debug, Default)]
+pub struct RawLoad {
+    pub samples: Samples,
+    /// Successful calls, warm-up included (what the processes' CPU time was spent on).
+    pub succeeded: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+}
+
+impl RawLoad {
+    /// Adds another run's calls to these.
+    pub fn merge(&mut self, other: RawLoad) {
+        self.samples.extend(other.samples);
+        self.succeeded += other.succeeded;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    /// The summary, `measured` being the length of every measured window together.
+    pub fn summarize(self, measured: Duration) -> LoadResult {
+        LoadResult {
+            summary: self.samples.summarize(measured),
+            errors: self.errors,
+            first_error: self.first_error,
+        }
+    }
+}
+
 /// Runs `call` back to back on each of `clients` (one task per client) for
 /// `window.warmup + window.measure`.
 pub async fn closed_loop<C, F, Fut>(clients: Vec<C>, window: Window, call: F) -> LoadResult
+where
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    closed_loop_raw(clients, window, call)
+        .await
+        .summarize(window.measure)
+}
+
+/// [`closed_loop`], its samples not yet summarized.
+pub async fn closed_loop_raw<C, F, Fut>(clients: Vec<C>, window: Window, call: F) -> RawLoad
 where
     C: Clone + Send + 'static,
     F: Fn(C) -> Fut + Send + Sync + 'static,
@@ -44,6 +88,7 @@ where
         let call = call.clone();
         tasks.spawn(async move {
             let mut samples = Samples::with_capacity(4096);
+            let mut succeeded = 0usize;
             let mut errors = 0usize;
             let mut first_error = None;
             loop {
@@ -52,8 +97,12 @@ where
                     break;
                 }
                 match call(client.clone()).await {
-                    Ok(()) if began >= measure_from => samples.record(began.elapsed()),
-                    Ok(()) => {}
+                    Ok(()) => {
+                        succeeded += 1;
+                        if began >= measure_from {
+                            samples.record(began.elapsed());
+                        }
+                    }
                     Err(err) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| format!("{err:#}"));
@@ -62,32 +111,26 @@ where
                     }
                 }
             }
-            (samples, errors, first_error)
+            RawLoad {
+                samples,
+                succeeded,
+                errors,
+                first_error,
+            }
         });
     }
-    let mut all = Samples::default();
-    let mut errors = 0;
-    let mut first_error = None;
+    let mut all = RawLoad::default();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((samples, task_errors, task_first)) => {
-                all.extend(samples);
-                errors += task_errors;
-                if first_error.is_none() {
-                    first_error = task_first;
-                }
-            }
+            Ok(task) => all.merge(task),
             Err(err) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| format!("client task failed: {err}"));
+                all.errors += 1;
+                all.first_error
+                    .get_or_insert_with(|| format!("client task failed: {err}"));
             }
         }
     }
-    LoadResult {
-        summary: all.summarize(window.measure),
-        errors,
-        first_error,
-    }
+    all
 }
 
 #[cfg(test)]
@@ -121,5 +164,30 @@ mod tests {
         // recorded calls are a subset of all calls (warm-up and failures are not kept)
         assert!(result.summary.count + result.errors <= calls.load(Ordering::SeqCst));
         assert!(result.summary.p50 >= Duration::from_millis(2));
+    }
+
+    #[tokio::test]
+    async fn runs_taken_in_turns_merge_into_one_summary() {
+        let window = Window {
+            warmup: Duration::from_millis(10),
+            measure: Duration::from_millis(50),
+        };
+        let call = |_: ()| async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        };
+        let first = closed_loop_raw(vec![()], window, call).await;
+        let second = closed_loop_raw(vec![()], window, call).await;
+        let alone = [first.samples.clone(), second.samples.clone()]
+            .map(|samples| samples.summarize(window.measure).count);
+        assert!(alone[0] > 0 && alone[1] > 0);
+        let mut all = RawLoad::default();
+        all.merge(first);
+        all.merge(second);
+        // warm-up calls succeeded too, but only the measured ones are samples
+        assert!(all.succeeded > alone[0] + alone[1]);
+        let result = all.summarize(window.measure * 2);
+        assert_eq!(result.summary.count, alone[0] + alone[1]);
+        assert_eq!(result.errors, 0);
     }
 }

@@ -8,6 +8,7 @@
 
 mod api;
 mod clients;
+mod dialout;
 mod docker;
 mod exec;
 mod fleet;
@@ -106,6 +107,7 @@ enum Choice {
     Docker,
     Memory,
     Soak,
+    Dialout,
 }
 
 impl Args {
@@ -125,6 +127,7 @@ impl Args {
                 Choice::Docker => Some(SectionName::Docker),
                 Choice::Memory => Some(SectionName::Memory),
                 Choice::Soak => Some(SectionName::Soak),
+                Choice::Dialout => Some(SectionName::Dialout),
             })
             .collect();
         chosen.sort();
@@ -319,6 +322,11 @@ mod tests {
         assert_eq!(
             args.sections(),
             vec![SectionName::Exec, SectionName::Stream]
+        );
+        let args = Args::parse_from(["berth-bench", "dialout", "exec"]);
+        assert_eq!(
+            args.sections(),
+            vec![SectionName::Exec, SectionName::Dialout]
         );
         let args = Args::parse_from(["berth-bench", "memory", "docker", "stream"]);
         assert_eq!(

@@ -39,6 +39,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
                 heartbeat_interval: interval,
                 id: None,
                 docker: None,
+                dial_out: false,
+                labels: None,
             },
         )
         .await?;

@@ -40,6 +40,46 @@ pub fn cpu_cores_used(before: &ProcSample, after: &ProcSample, ticks_per_second:
     ticks / ticks_per_second as f64 / wall
 }
 
+/// The whole machine's CPU time so far, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// Every state's ticks (user, nice, system, idle, iowait, irq, softirq, steal).
+    pub total_ticks: u64,
+    /// Ticks the hypervisor gave to someone else while this machine wanted to run.
+    pub steal_ticks: u64,
+}
+
+impl MachineCpu {
+    pub fn sample() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+        Self::parse(&stat).context("unexpected /proc/stat format")
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(Self {
+            total_ticks: fields.iter().sum(),
+            steal_ticks: fields.get(7).copied().unwrap_or(0),
+        })
+    }
+
+    /// The share of the machine's CPU time between `before` and `self` that was
+    /// stolen, in percent.
+    pub fn steal_percent_since(&self, before: &MachineCpu) -> f64 {
+        let total = self.total_ticks.saturating_sub(before.total_ticks);
+        if total == 0 {
+            return 0.0;
+        }
+        100.0 * self.steal_ticks.saturating_sub(before.steal_ticks) as f64 / total as f64
+    }
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux when asking
 /// fails, which is what every mainstream kernel uses).
 pub fn ticks_per_second() -> u64 {
@@ -87,6 +127,22 @@ mod tests {
         assert_eq!(cpu_ticks(stat), Some(1750));
         assert_eq!(cpu_ticks("garbage"), None);
         assert_eq!(cpu_ticks("1 (x) S 1"), None);
+    }
+
+    #[test]
+    fn steal_is_read_from_the_machine_line() {
+        let before =
+            MachineCpu::parse("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+                .unwrap();
+        assert_eq!(before.total_ticks, 1_000);
+        assert_eq!(before.steal_ticks, 35);
+        let after = MachineCpu {
+            total_ticks: 2_000,
+            steal_ticks: 135,
+        };
+        assert!((after.steal_percent_since(&before) - 10.0).abs() < 1e-9);
+        assert_eq!(MachineCpu::parse("intr 1 2 3"), None);
+        assert!(MachineCpu::sample().is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::fleet::{
 use crate::machine::Machine;
 use crate::report::{Report, Section, TargetCheck, Verdict};
 use crate::settings::Settings;
-use crate::{docker, exec, heartbeats, memory, soak, spawn, stream};
+use crate::{dialout, docker, exec, heartbeats, memory, soak, spawn, stream};
 
 /// The sections, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -25,10 +25,11 @@ pub enum SectionName {
     Docker,
     Memory,
     Soak,
+    Dialout,
 }
 
 impl SectionName {
-    pub const ALL: [SectionName; 7] = [
+    pub const ALL: [SectionName; 8] = [
         SectionName::Exec,
         SectionName::Spawn,
         SectionName::Heartbeats,
@@ -36,6 +37,7 @@ impl SectionName {
         SectionName::Docker,
         SectionName::Memory,
         SectionName::Soak,
+        SectionName::Dialout,
     ];
 
     fn title(self) -> &'static str {
@@ -47,6 +49,7 @@ impl SectionName {
             Self::Docker => "5. Docker: spawn-to-running and exec vs the docker CLI",
             Self::Memory => "6. Control-plane memory at rest",
             Self::Soak => "7. Soak: the relay under minutes of sandbox lives",
+            Self::Dialout => "8. Exec round trip: dial-out vs inbound worker",
         }
     }
 
@@ -96,6 +99,15 @@ impl SectionName {
                  call the control plane cancels for its client), a 100 KB file written and \
                  read back, destroy. Every call must succeed and the control plane's mesh \
                  connection must never be closed (`GOAWAY`) under the cancellations."
+            }
+            Self::Dialout => {
+                "Closed-loop clients run a short command in a sandbox through the control \
+                 plane's HTTP/JSON and gRPC APIs, as in section 1, to two workers of one \
+                 fleet: one the control plane dials (inbound) and one that dials out (the \
+                 control plane calls it over the connection the worker opened, HTTP/2 roles \
+                 reversed). Each client alternates between a sandbox on each worker, call \
+                 by call, so both see the same load at the same moments and the ratio \
+                 dial-out / inbound comes from the same run."
             }
         }
     }
@@ -192,6 +204,7 @@ pub async fn run(
             SectionName::Docker => docker::run(bench, &mut section).await,
             SectionName::Memory => memory::run(bench, &mut section).await,
             SectionName::Soak => soak::run(bench, &mut section).await,
+            SectionName::Dialout => dialout::run(bench, &mut section).await,
         };
         if let Err(err) = result {
             eprintln!("berth-bench: {} failed: {err:#}", name.title());

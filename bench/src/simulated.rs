@@ -88,7 +88,7 @@ impl SimulatedFleet {
         while self.ids.len() < total {
             let batch = (total - self.ids.len()).min(TOKEN_USES);
             let token = api
-                .create_join_token(u32::try_from(batch).unwrap_or(u32::MAX))
+                .create_join_token(u32::try_from(batch).unwrap_or(u32::MAX), None)
                 .await?;
             let enrolled = self.enroll_batch(&token, batch, concurrency).await?;
             for worker in enrolled {

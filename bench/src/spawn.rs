@@ -40,6 +40,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
                 heartbeat_interval: Duration::from_secs(2),
                 id: None,
                 docker: None,
+                dial_out: false,
+                labels: None,
             },
         )
         .await?;

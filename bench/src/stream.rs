@@ -57,6 +57,8 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
                 heartbeat_interval: Duration::from_secs(2),
                 id: None,
                 docker: None,
+                dial_out: false,
+                labels: None,
             },
         )
         .await?;
@@ -152,7 +154,7 @@ async fn direct(
     sandbox: &SandboxRef,
     command: &str,
 ) -> anyhow::Result<u64> {
-    let mut client = identity.worker_client(&worker.worker_id, &worker.listen_addr)?;
+    let mut client = identity.worker_client(&worker.worker_id, worker.address()?)?;
     let mut events = client
         .exec_stream(pb::WorkerExecRequest {
             sandbox_id: sandbox.id.clone(),
