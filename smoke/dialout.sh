@@ -48,6 +48,9 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
     local status=$?
+    # processes started through in_ns run in a subshell: kill what runs in the
+    # namespace itself, not only the recorded pids
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     # the rules inside the namespace go with it
