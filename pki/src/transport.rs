@@ -27,7 +27,9 @@ use crate::{SpiffeId, cert_info};
 mod dialout;
 mod limits;
 
-pub use dialout::{DialedConnection, DialoutError, DialoutPeer, channel_over, dial_out};
+pub use dialout::{
+    DialedConnection, DialoutError, DialoutPeer, EndsOnDrop, channel_over, dial_out,
+};
 pub use limits::{ConnectionLimits, ConnectionSlots, Guarded};
 
 /// A handshake that has not finished by then is dropped.

@@ -85,15 +85,15 @@ impl DialoutAcceptor {
             let (channel, ended) = match channel_over(connection, DialOptions::default()).await {
                 Ok(opened) => opened,
                 Err(err) => {
-                    tracing::warn!(%worker_id, error = %err, "dial-out connection failed its HTTP/2 handshake");
+                    tracing::warn!(%worker_id, error = %err, "dial-out connection not taken");
                     return;
                 }
             };
+            // a worker certificate always has an expiry; without one, nothing is held
             let expires_in = peer
                 .not_after
-                .map(|not_after| not_after.saturating_sub(now_secs()).max(0))
-                .and_then(|secs| u64::try_from(secs).ok())
-                .map_or(Duration::MAX, Duration::from_secs);
+                .and_then(|not_after| u64::try_from(not_after.saturating_sub(now_secs())).ok())
+                .map_or(Duration::ZERO, Duration::from_secs);
             this.hold(&worker_id, channel, closer, ended, expires_in)
                 .await;
         });
@@ -117,7 +117,7 @@ impl DialoutAcceptor {
             self.metrics.dialout_reconnects(worker_id).inc();
         }
         tracing::info!(%worker_id, reconnect = registered.reconnect, "dial-out worker connected");
-        let expiry = tokio::time::sleep(expires_in.min(Duration::from_secs(u32::MAX.into())));
+        let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
         // the probes hold a handle on the channel only while it is the worker's newest:
         // a replaced connection closes once its last call is done

@@ -44,6 +44,8 @@ pub enum DialoutError {
     Timeout(String),
     #[error("{0} does not take dial-out workers (it agreed to {1:?}, not berth-dialout/1)")]
     NotAccepted(String, String),
+    #[error("the HTTP/2 handshake over a dial-out connection failed: {0}")]
+    Handshake(#[from] tonic::transport::Error),
 }
 
 /// The control plane at the other end of a dial-out connection, as tonic's server sees
@@ -53,14 +55,28 @@ pub struct DialoutPeer {
     pub remote_addr: SocketAddr,
 }
 
-/// A worker's connection to a control plane, to be served by tonic's server.
+/// A connection that cancels a token when whoever holds it (hyper) lets go of it: how
+/// each side of a dial-out connection learns it is gone.
 #[derive(Debug)]
-pub struct DialedConnection {
-    stream: tokio_rustls::client::TlsStream<TcpStream>,
-    peer: DialoutPeer,
-    /// Cancels the token [`dial_out`] returned once the server lets go of the connection.
+pub struct EndsOnDrop<T> {
+    inner: T,
     _ended: DropGuard,
 }
+
+impl<T> EndsOnDrop<T> {
+    /// `inner`, and the token cancelled once it is dropped.
+    fn new(inner: T) -> (Self, CancellationToken) {
+        let ended = CancellationToken::new();
+        let held = Self {
+            inner,
+            _ended: ended.clone().drop_guard(),
+        };
+        (held, ended)
+    }
+}
+
+/// A worker's connection to a control plane, to be served by tonic's server.
+pub type DialedConnection = EndsOnDrop<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Opens a dial-out connection to the control plane at `address` (`host:port` or
 /// `https://host:port`) with `config` (which must ask for [`DIALOUT_ALPN`]). Returns
@@ -83,13 +99,12 @@ pub async fn dial_out(
     let port = uri.port_u16().unwrap_or(443);
     let connect = async {
         let tcp = connect_tcp(&host, port, options.local_ip).await?;
-        let remote_addr = tcp.peer_addr()?;
         let server_name = ServerName::try_from(host.clone())
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let stream = TlsConnector::from(config).connect(server_name, tcp).await?;
-        Ok::<_, io::Error>((stream, remote_addr))
+        Ok::<_, io::Error>(stream)
     };
-    let (stream, remote_addr) = tokio::time::timeout(options.connect_timeout, connect)
+    let stream = tokio::time::timeout(options.connect_timeout, connect)
         .await
         .map_err(|_| DialoutError::Timeout(authority.to_owned()))?
         .map_err(|source| DialoutError::Connect {
@@ -101,12 +116,7 @@ pub async fn dial_out(
         let agreed = String::from_utf8_lossy(agreed.unwrap_or(b"nothing")).into_owned();
         return Err(DialoutError::NotAccepted(authority.to_owned(), agreed));
     }
-    let ended = CancellationToken::new();
-    let connection = DialedConnection {
-        stream,
-        peer: DialoutPeer { remote_addr },
-        _ended: ended.clone().drop_guard(),
-    };
+    let (connection, ended) = EndsOnDrop::new(stream);
     Ok((connection, ended))
 }
 
@@ -114,58 +124,17 @@ impl Connected for DialedConnection {
     type ConnectInfo = DialoutPeer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.peer.clone()
+        let remote_addr = self
+            .inner
+            .get_ref()
+            .0
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        DialoutPeer { remote_addr }
     }
 }
 
-impl AsyncRead for DialedConnection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for DialedConnection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// A connection the control plane holds as the HTTP/2 client; cancels its token when
-/// hyper lets go of it.
-struct HeldConnection {
-    inner: TlsConnection,
-    _ended: DropGuard,
-}
-
-impl AsyncRead for HeldConnection {
+impl<T: AsyncRead + Unpin> AsyncRead for EndsOnDrop<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -175,7 +144,7 @@ impl AsyncRead for HeldConnection {
     }
 }
 
-impl AsyncWrite for HeldConnection {
+impl<T: AsyncWrite + Unpin> AsyncWrite for EndsOnDrop<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -212,13 +181,9 @@ impl AsyncWrite for HeldConnection {
 pub async fn channel_over(
     connection: TlsConnection,
     options: DialOptions,
-) -> Result<(Channel, CancellationToken), tonic::transport::Error> {
-    let authority = connection.peer().remote_addr.to_string();
-    let ended = CancellationToken::new();
-    let held = HeldConnection {
-        inner: connection,
-        _ended: ended.clone().drop_guard(),
-    };
+) -> Result<(Channel, CancellationToken), DialoutError> {
+    let endpoint = mesh_endpoint(&connection.peer().remote_addr.to_string(), options)?;
+    let (held, ended) = EndsOnDrop::new(connection);
     let once = Arc::new(Mutex::new(Some(held)));
     let connect = tower::service_fn(move |_: http::Uri| {
         let taken = once.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -231,8 +196,6 @@ pub async fn channel_over(
             })
         }
     });
-    let endpoint = mesh_endpoint(&authority, options)
-        .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://dialout.invalid"));
     let channel = endpoint.connect_with_connector(connect).await?;
     Ok((channel, ended))
 }
