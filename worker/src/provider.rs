@@ -12,12 +12,15 @@ pub mod glob;
 pub mod mock;
 pub mod output;
 pub mod paths;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
+
+pub use process::{Process, ProcessInput, ProcessSpec, Signal, TermSize};
 
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +227,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
         sandbox_id: &str,
         spec: ExecSpec,
     ) -> Result<mpsc::Receiver<ExecEvent>, ProviderError>;
+
+    /// Starts an interactive command (stdin, a terminal, resizes, signals) for a
+    /// session; see [`process`].
+    async fn start_process(
+        &self,
+        sandbox_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<Process, ProviderError>;
 
     /// Runs a command to completion and collects at most `max_output` bytes of its
     /// stdout and stderr together; the rest is read and dropped, so the command runs

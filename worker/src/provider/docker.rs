@@ -324,6 +324,14 @@ impl Provider for DockerProvider {
         Ok(held)
     }
 
+    async fn start_process(
+        &self,
+        _sandbox_id: &str,
+        _spec: crate::provider::ProcessSpec,
+    ) -> Result<crate::provider::Process, ProviderError> {
+        Err(ProviderError::Unavailable("interactive sessions: in progress".into()))
+    }
+
     async fn exec_stream(
         &self,
         sandbox_id: &str,
