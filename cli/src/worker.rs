@@ -61,6 +61,10 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long sandboxes may run before the self-drain destroys them.
     #[arg(long, env = "BERTH_WORKER_DRAIN_DEADLINE", value_parser = humantime::parse_duration)]
     drain_deadline: Option<Duration>,
+    /// How long a session's command runs on after its last client detached (0: killed
+    /// at once).
+    #[arg(long, env = "BERTH_SESSION_GRACE", value_parser = humantime::parse_duration)]
+    session_grace: Option<Duration>,
 }
 
 impl WorkerArgs {
@@ -108,6 +112,9 @@ impl WorkerArgs {
         }
         if let Some(value) = self.drain_deadline {
             config.drain_deadline = value;
+        }
+        if let Some(value) = self.session_grace {
+            config.session_grace = value;
         }
         config.validate()?;
         Ok(config)

@@ -28,6 +28,7 @@ use crate::provider::docker::DockerProvider;
 use crate::provider::mock::MockProvider;
 use crate::runtime::{DrainState, Runtime};
 use crate::service::WorkerGrpc;
+use crate::sessions::{SessionLimits, Sessions};
 use crate::{WorkerConfig, WorkerError, dialout, drain, enroll, heartbeat, metrics, renewal};
 
 /// How long open calls may take to finish once the worker shuts down.
@@ -80,7 +81,12 @@ impl RunningWorker {
     pub async fn wait(self) {
         self.tasks.close();
         self.tasks.wait().await;
-        let provider = self.runtime.provider.shutdown();
+        let runtime = Arc::clone(&self.runtime);
+        let provider = async move {
+            // sessions' commands end first: their pumps are provider work
+            runtime.sessions.shutdown().await;
+            runtime.provider.shutdown().await;
+        };
         if tokio::time::timeout(PROVIDER_GRACE, provider)
             .await
             .is_err()
@@ -135,6 +141,11 @@ pub async fn start(
         identity,
         info,
         provider,
+        sessions: Arc::new(Sessions::new(SessionLimits {
+            grace: config.session_grace,
+            buffer_bytes: config.session_buffer_bytes,
+            max_sessions: config.max_sessions,
+        })),
         fences,
         metrics: WorkerMetrics::new(),
         control_planes,

@@ -48,6 +48,15 @@ pub struct WorkerConfig {
     /// Most output (stdout and stderr together) a whole exec collects, whatever the
     /// control plane asks for; the rest is dropped and the answer says so.
     pub max_exec_output_bytes: usize,
+    /// How long a session's command runs on after its last client detached (0: it is
+    /// killed at once, as a plain exec is); an ended session is kept as long for a
+    /// client to read its end.
+    #[serde(with = "humantime_serde")]
+    pub session_grace: Duration,
+    /// Output each session keeps for clients that come back (bytes).
+    pub session_buffer_bytes: usize,
+    /// Most sessions this worker holds, running or kept.
+    pub max_sessions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +85,9 @@ impl Default for WorkerConfig {
             drain_deadline: Duration::from_secs(300),
             docker: DockerConfig::default(),
             max_exec_output_bytes: DEFAULT_MAX_EXEC_OUTPUT,
+            session_grace: Duration::from_secs(300),
+            session_buffer_bytes: 1024 * 1024,
+            max_sessions: 4096,
         }
     }
 }
@@ -130,6 +142,16 @@ impl WorkerConfig {
         if self.heartbeat_interval < Duration::from_millis(50) {
             return Err(WorkerError::Config(
                 "heartbeat_interval must be at least 50ms".into(),
+            ));
+        }
+        if !(64 * 1024..=256 * 1024 * 1024).contains(&self.session_buffer_bytes) {
+            return Err(WorkerError::Config(
+                "session_buffer_bytes must be within 64 KiB..=256 MiB".into(),
+            ));
+        }
+        if self.max_sessions == 0 {
+            return Err(WorkerError::Config(
+                "max_sessions must be at least 1".into(),
             ));
         }
         if !(1..=berth_proto::MAX_EXEC_OUTPUT).contains(&self.max_exec_output_bytes) {

@@ -21,6 +21,7 @@ pub mod provider;
 mod renewal;
 mod runtime;
 pub mod service;
+pub mod sessions;
 
 pub use agent::{RunningWorker, start};
 pub use config::{CapacityConfig, WorkerConfig};

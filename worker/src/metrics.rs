@@ -34,6 +34,8 @@ pub struct WorkerMetrics {
     pub spawns: Family<OutcomeLabels, Counter>,
     pub destroys: Family<OutcomeLabels, Counter>,
     pub execs: Family<OutcomeLabels, Counter>,
+    /// Interactive sessions started, by outcome.
+    pub sessions_started: Family<OutcomeLabels, Counter>,
     pub fence_refusals: Counter,
     pub heartbeat_failures: Counter,
     pub certificate_renewals: Family<OutcomeLabels, Counter>,
@@ -81,6 +83,12 @@ impl WorkerMetrics {
         );
         let execs = Family::<OutcomeLabels, Counter>::default();
         registry.register("execs", "Commands run, by outcome", execs.clone());
+        let sessions_started = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sessions_started",
+            "Interactive sessions started, by outcome",
+            sessions_started.clone(),
+        );
         let fence_refusals = Counter::default();
         registry.register(
             "fence_refusals",
@@ -146,6 +154,7 @@ impl WorkerMetrics {
             spawns,
             destroys,
             execs,
+            sessions_started,
             fence_refusals,
             heartbeat_failures,
             certificate_renewals,

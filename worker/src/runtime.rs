@@ -14,6 +14,7 @@ use crate::control_planes::ControlPlanes;
 use crate::fencing::Fences;
 use crate::metrics::WorkerMetrics;
 use crate::provider::Provider;
+use crate::sessions::Sessions;
 
 /// What the worker's tasks share.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub(crate) struct Runtime {
     pub identity: Arc<ReloadableIdentity>,
     pub info: pb::WorkerInfo,
     pub provider: Arc<dyn Provider>,
+    /// Interactive sessions, by id.
+    pub sessions: Arc<Sessions>,
     pub fences: Fences,
     pub metrics: WorkerMetrics,
     pub control_planes: ControlPlanes,

@@ -4,6 +4,7 @@
 //! Each call runs in a span named after it carrying `worker_id` and `sandbox_id`, so
 //! what the provider logs on its behalf (in its background tasks too) carries them.
 
+mod sessions;
 mod status;
 
 use std::collections::BTreeMap;
@@ -213,6 +214,7 @@ impl WorkerService for WorkerGrpc {
         let destroyed = self.runtime.provider.destroy(&request.sandbox_id).await;
         self.count(&self.runtime.metrics.destroys, &destroyed);
         destroyed.map_err(status::from_provider)?;
+        self.runtime.sessions.forget_sandbox(&request.sandbox_id);
         self.runtime.fences.forget(&request.sandbox_id).await;
         tracing::info!("sandbox destroyed");
         Ok(Response::new(pb::DestroyResponse {}))
@@ -459,5 +461,35 @@ impl WorkerService for WorkerGrpc {
             .await
             .map_err(status::from_provider)?;
         Ok(Response::new(pb::GlobResponse { paths }))
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = tracing::field::Empty))]
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<ResponseStream<pb::SessionEvent>>, Status> {
+        self.open_session(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        Ok(Response::new(
+            self.sessions_of(&request.get_ref().sandbox_id),
+        ))
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
+    async fn kill_session(
+        &self,
+        request: Request<pb::KillSessionRequest>,
+    ) -> Result<Response<pb::SessionInfo>, Status> {
+        self.signal_session(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -329,7 +329,9 @@ impl Provider for DockerProvider {
         _sandbox_id: &str,
         _spec: crate::provider::ProcessSpec,
     ) -> Result<crate::provider::Process, ProviderError> {
-        Err(ProviderError::Unavailable("interactive sessions: in progress".into()))
+        Err(ProviderError::Unavailable(
+            "interactive sessions: in progress".into(),
+        ))
     }
 
     async fn exec_stream(

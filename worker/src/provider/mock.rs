@@ -13,7 +13,9 @@ mod console;
 mod exec;
 mod fs;
 mod generate;
+mod interactive;
 pub(crate) mod shell;
+mod terminal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -27,11 +29,12 @@ use tokio_util::task::TaskTracker;
 
 use super::paths::{WORKSPACE, normalize_in};
 use super::{
-    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Provider, ProviderError,
-    ProviderHealth, SandboxInfo, SandboxSpec, SandboxState,
+    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Process, ProcessSpec, Provider,
+    ProviderError, ProviderHealth, SandboxInfo, SandboxSpec, SandboxState, process,
 };
 use console::Console;
 use fs::MemFs;
+use terminal::Io;
 
 /// Size of the chunks `read_file` streams.
 const READ_CHUNK: usize = 64 * 1024;
@@ -93,9 +96,29 @@ impl MockProvider {
             .ok_or_else(|| ProviderError::SandboxNotFound(sandbox_id.to_owned()))
     }
 
+    /// The sandbox a command runs in, its working directory and environment.
+    fn prepare(&self, sandbox_id: &str, spec: &ExecSpec) -> Result<Prepared, ProviderError> {
+        let sandbox = self.sandbox(sandbox_id)?;
+        if spec.mode == ExecMode::Argv && spec.command.is_empty() {
+            return Err(ProviderError::InvalidArgument("empty command".into()));
+        }
+        let cwd = normalize_in(spec.workdir.as_deref().unwrap_or(WORKSPACE), WORKSPACE)?;
+        if !sandbox.fs().stat(&cwd)?.is_dir {
+            return Err(ProviderError::NotADirectory(cwd));
+        }
+        let mut env = BTreeMap::from([
+            ("HOME".to_owned(), WORKSPACE.to_owned()),
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+        ]);
+        env.extend(sandbox.spec.env.clone());
+        env.extend(spec.env.clone());
+        env.insert("PWD".to_owned(), cwd.clone());
+        Ok((sandbox, cwd, env))
+    }
+
     /// Commands still running, for tests.
     #[cfg(test)]
-    fn running_commands(&self) -> usize {
+    pub(crate) fn running_commands(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
 }
@@ -121,6 +144,9 @@ impl fmt::Debug for MockProvider {
             .finish()
     }
 }
+
+/// A command's sandbox, working directory and environment.
+type Prepared = (Arc<Sandbox>, String, BTreeMap<String, String>);
 
 /// Decrements the running-command count when a command's task ends, however it ends.
 struct RunningGuard(Arc<AtomicUsize>);
@@ -216,10 +242,27 @@ impl Provider for MockProvider {
 
     async fn start_process(
         &self,
-        _sandbox_id: &str,
-        _spec: crate::provider::ProcessSpec,
-    ) -> Result<crate::provider::Process, ProviderError> {
-        Err(ProviderError::Unavailable("interactive sessions: in progress".into()))
+        sandbox_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<Process, ProviderError> {
+        let (sandbox, cwd, env) = self.prepare(sandbox_id, &spec.exec)?;
+        let (tx, rx) = mpsc::channel(EXEC_BUFFER);
+        let (input_tx, input_rx) = mpsc::channel(process::INPUT_BUFFER);
+        let (io, feed) = terminal::wire(Arc::clone(&sandbox), spec.tty, spec.stdin, input_rx);
+        if let Some(size) = spec.tty {
+            sandbox.console.append(format!("session: terminal {size}"));
+        }
+        // the feeder ends when the session drops its input sender
+        self.tasks.spawn(feed);
+        let guard = RunningGuard::new(&self.running);
+        self.tasks.spawn(async move {
+            exec::run(sandbox, spec.exec, cwd, env, io, tx).await;
+            drop(guard);
+        });
+        Ok(Process {
+            events: rx,
+            input: input_tx,
+        })
     }
 
     async fn exec_stream(
@@ -227,26 +270,11 @@ impl Provider for MockProvider {
         sandbox_id: &str,
         spec: ExecSpec,
     ) -> Result<mpsc::Receiver<ExecEvent>, ProviderError> {
-        let sandbox = self.sandbox(sandbox_id)?;
-        if spec.mode == ExecMode::Argv && spec.command.is_empty() {
-            return Err(ProviderError::InvalidArgument("empty command".into()));
-        }
-        let cwd = normalize_in(spec.workdir.as_deref().unwrap_or(WORKSPACE), WORKSPACE)?;
-        if !sandbox.fs().stat(&cwd)?.is_dir {
-            return Err(ProviderError::NotADirectory(cwd));
-        }
-        let mut env = BTreeMap::from([
-            ("HOME".to_owned(), WORKSPACE.to_owned()),
-            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
-        ]);
-        env.extend(sandbox.spec.env.clone());
-        env.extend(spec.env.clone());
-        env.insert("PWD".to_owned(), cwd.clone());
-
+        let (sandbox, cwd, env) = self.prepare(sandbox_id, &spec)?;
         let (tx, rx) = mpsc::channel(EXEC_BUFFER);
         let guard = RunningGuard::new(&self.running);
         self.tasks.spawn(async move {
-            exec::run(sandbox, spec, cwd, env, tx).await;
+            exec::run(sandbox, spec, cwd, env, Io::default(), tx).await;
             drop(guard);
         });
         Ok(rx)

@@ -119,10 +119,10 @@ impl Signal {
 
     /// `SIGINT`, ...
     pub fn name(self) -> String {
-        SIGNALS
-            .iter()
-            .find(|(_, n)| *n == self.0)
-            .map_or_else(|| format!("SIG{}", self.0), |(name, _)| format!("SIG{name}"))
+        SIGNALS.iter().find(|(_, n)| *n == self.0).map_or_else(
+            || format!("SIG{}", self.0),
+            |(name, _)| format!("SIG{name}"),
+        )
     }
 
     /// The exit status of a command this signal ended.
@@ -177,7 +177,10 @@ mod tests {
         assert_eq!(TermSize::or_default(0, 0), TermSize::DEFAULT);
         assert_eq!(
             TermSize::or_default(120, 0),
-            TermSize { cols: 120, rows: 24 }
+            TermSize {
+                cols: 120,
+                rows: 24
+            }
         );
     }
 }

@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 
 use crate::fencing::FenceError;
 use crate::provider::ProviderError;
+use crate::sessions::SessionError;
 
 /// (gRPC code, API code) of a provider error.
 pub fn provider_codes(err: &ProviderError) -> (Code, ErrorCode) {
@@ -50,6 +51,26 @@ pub(crate) fn from_fence(err: FenceError) -> Status {
             refuse_route(coded_status(ErrorCode::Conflict, err.to_string()))
         }
     }
+}
+
+pub(crate) fn from_session(err: SessionError) -> Status {
+    let code = match err {
+        SessionError::Provider(err) => return from_provider(err),
+        SessionError::NotFound(_) => ErrorCode::NotFound,
+        SessionError::OffsetBeyondEnd { .. } | SessionError::StdinClosed => ErrorCode::BadRequest,
+        SessionError::Attached(_) | SessionError::NotAttached | SessionError::Ended(_) => {
+            ErrorCode::Conflict
+        }
+        SessionError::TooMany(_) => ErrorCode::ResourceLimit,
+    };
+    let grpc = match err {
+        SessionError::OffsetBeyondEnd { .. } => Code::OutOfRange,
+        SessionError::Attached(_) | SessionError::NotAttached | SessionError::Ended(_) => {
+            Code::FailedPrecondition
+        }
+        _ => code.grpc_code(),
+    };
+    coded_status_with(grpc, code, err.to_string())
 }
 
 pub(crate) fn bad_request(message: impl Into<String>) -> Status {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::exec::{self, Ctx, Stop};
 use super::generate;
+use super::interactive;
 use crate::provider::paths::parent;
 use crate::provider::{FileInfo, ProviderError};
 
@@ -63,7 +64,10 @@ pub async fn run(ctx: &mut Ctx, name: &str, args: &[String]) -> Result<Flow, Sto
         "false" => 1,
         "exit" => return exit(ctx, args).await,
         "generate" => generate::generate(ctx, args).await?,
+        "sh" | "bash" if args.is_empty() => return interactive::shell(ctx).await,
         "sh" | "bash" => sh(ctx, args).await?,
+        "read" => interactive::read(ctx, args).await?,
+        "stty" => interactive::stty(ctx, args).await?,
         _ => {
             ctx.err(format!("{name}: command not found\n")).await?;
             127
@@ -222,9 +226,21 @@ async fn printf(ctx: &mut Ctx, args: &[String]) -> Result<i32, Stop> {
 
 async fn cat(ctx: &mut Ctx, args: &[String]) -> Result<i32, Stop> {
     let mut status = 0;
-    for name in args {
-        // Standard input is always empty here.
+    let stdin_only = ["-".to_owned()];
+    let names = if args.is_empty() {
+        &stdin_only[..]
+    } else {
+        args
+    };
+    for name in names {
         if name == "-" {
+            // stdin until end-of-file (a plain exec's is empty)
+            while let Some(data) = match ctx.io.stdin.as_mut() {
+                Some(stdin) => stdin.read().await,
+                None => None,
+            } {
+                ctx.out(data).await?;
+            }
             continue;
         }
         let content = ctx
@@ -495,8 +511,13 @@ async fn sh(ctx: &mut Ctx, args: &[String]) -> Result<i32, Stop> {
         ctx.err("sh: only `sh -c LINE` is supported\n").await?;
         return Ok(2);
     }
-    let saved = (ctx.cwd.clone(), ctx.env.clone(), ctx.last_status);
+    let saved = (
+        ctx.cwd.clone(),
+        ctx.env.clone(),
+        ctx.last_status,
+        ctx.exited,
+    );
     let code = exec::run_line(ctx, line).await;
-    (ctx.cwd, ctx.env, ctx.last_status) = saved;
+    (ctx.cwd, ctx.env, ctx.last_status, ctx.exited) = saved;
     code
 }

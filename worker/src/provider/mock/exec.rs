@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::Sandbox;
 use super::commands::{self, Flow};
 use super::shell::{self, Command, Fd, Target, Word};
+use super::terminal::{Io, Signals};
 use crate::provider::paths::normalize_in;
 use crate::provider::{ExecEvent, ExecMode, ExecSpec, ProviderError};
 
@@ -41,6 +42,10 @@ pub struct Ctx {
     pub env: BTreeMap<String, String>,
     pub cwd: String,
     pub last_status: i32,
+    /// Stdin, terminal and signals (none for a plain exec).
+    pub io: Io,
+    /// `exit` ran: the line (and an interactive shell) ends.
+    pub exited: bool,
     tx: mpsc::Sender<ExecEvent>,
     stdout: Sink,
     stderr: Sink,
@@ -78,6 +83,13 @@ impl Ctx {
         }
     }
 
+    /// Points stdout and stderr back at the command's own (after an interrupted
+    /// command left its redirections in place).
+    pub fn reset_sinks(&mut self) {
+        self.stdout = Sink::Stdout;
+        self.stderr = Sink::Stderr;
+    }
+
     pub async fn out(&mut self, text: impl Into<Vec<u8>>) -> Result<(), Stop> {
         self.write(Fd::Stdout, text.into()).await
     }
@@ -98,9 +110,12 @@ pub async fn run(
     spec: ExecSpec,
     cwd: String,
     env: BTreeMap<String, String>,
+    io: Io,
     tx: mpsc::Sender<ExecEvent>,
 ) {
     let started = Instant::now();
+    let signals = io.signals.clone();
+    let mut raised = signals.subscribe_from_start();
     let destroyed = sandbox.destroyed.clone();
     let console_sandbox = Arc::clone(&sandbox);
     let mut ctx = Ctx {
@@ -108,6 +123,8 @@ pub async fn run(
         env,
         cwd,
         last_status: 0,
+        io,
+        exited: false,
         tx: tx.clone(),
         stdout: Sink::Stdout,
         stderr: Sink::Stderr,
@@ -142,6 +159,11 @@ pub async fn run(
             (Some(event), "timed out".to_owned())
         }
         () = tx.closed() => (None, "cancelled: the receiver went away".to_owned()),
+        signal = Signals::next_fatal(&signals, &mut raised) => {
+            let code = signal.exit_code();
+            let duration = started.elapsed();
+            (Some(ExecEvent::Exit { code, duration }), format!("killed by {signal}"))
+        }
         () = destroyed.cancelled() => {
             let err = ProviderError::SandboxNotFound(console_sandbox.id.clone());
             (Some(ExecEvent::Failed(err)), "failed: sandbox destroyed".to_owned())
@@ -178,7 +200,10 @@ pub fn run_line<'a>(ctx: &'a mut Ctx, line: &'a str) -> BoxFuture<'a, Result<i32
             }
             match run_command(ctx, &item.command).await? {
                 Flow::Next(code) => status = code,
-                Flow::Exit(code) => return Ok(code),
+                Flow::Exit(code) => {
+                    ctx.exited = true;
+                    return Ok(code);
+                }
             }
             ctx.last_status = status;
         }
