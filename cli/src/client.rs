@@ -201,6 +201,8 @@ pub struct ApiClient {
     key: Option<String>,
     /// The team every request acts for (`X-Tenant-ID`), when one is named.
     tenant: Option<String>,
+    /// For an https:// API URL: the TLS settings (WebSocket connections use them too).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiClient {
@@ -233,6 +235,7 @@ impl ApiClient {
             base,
             key: connection.key()?,
             tenant: None,
+            tls: tls.map(Arc::new),
         })
     }
 
@@ -246,6 +249,23 @@ impl ApiClient {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The API key and team headers every request carries.
+    pub fn auth_headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(key) = &self.key {
+            headers.push(("x-api-key", key.clone()));
+        }
+        if let Some(team) = &self.tenant {
+            headers.push(("x-tenant-id", team.clone()));
+        }
+        headers
+    }
+
+    /// The TLS settings of an https:// API URL.
+    pub fn tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

@@ -17,6 +17,7 @@ mod output;
 mod quota;
 mod sandbox;
 mod serve;
+mod session;
 mod status;
 mod teams;
 mod tokens;

@@ -14,7 +14,7 @@ use crate::client::{ApiClient, ApiError, ClientArgs};
 use crate::confirm::confirm;
 use crate::exit::{self, Exit};
 use crate::output::{self, Format, ListArgs, Table, TableStyle};
-use crate::{ids, out, outln, watch};
+use crate::{ids, out, outln, session, watch};
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
@@ -91,6 +91,13 @@ pub enum SandboxCommand {
         /// Print output as it is produced.
         #[arg(long)]
         stream: bool,
+        /// Send the local stdin to the command (end-of-file closes its stdin), as an
+        /// interactive session; with a terminal on both ends add -t.
+        #[arg(short = 'i', long, conflicts_with = "stream")]
+        interactive: bool,
+        /// With -i: run the command in a terminal (local raw mode, size followed).
+        #[arg(short = 't', long, requires = "interactive")]
+        tty: bool,
         /// Run the words as argv instead of through the shell.
         #[arg(long)]
         argv: bool,
@@ -106,6 +113,48 @@ pub enum SandboxCommand {
         /// The command and its arguments (after `--`).
         #[arg(required = true, last = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A terminal in the sandbox: a shell (or the command after `--`) in a PTY of
+    /// the local window's size. Type `~.` after a newline to detach; the command keeps
+    /// running for the worker's session grace and `sandbox attach` goes back in.
+    /// Ends with the remote command's exit status.
+    Shell {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        /// Environment entry KEY=VALUE (repeatable).
+        #[arg(long = "env", value_parser = key_value)]
+        env: Vec<(String, String)>,
+        /// Working directory inside the sandbox.
+        #[arg(long)]
+        workdir: Option<String>,
+        /// The command and its arguments (after `--`; default: sh).
+        #[arg(last = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Back into a running session (`sandbox sessions` lists them), its output
+    /// resumed from an offset; a terminal session takes over the local terminal.
+    Attach {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        /// The session's id.
+        session: String,
+        /// Resume output from this byte offset (0: all the session still keeps).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Detach another client that is attached now.
+        #[arg(long)]
+        takeover: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The sandbox's sessions: running, or ended and kept for a client to come back.
+    Sessions {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -207,6 +256,18 @@ fn key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
+/// Ends with a remote command's exit status.
+fn exit_with(code: i32) -> anyhow::Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    Err(Exit {
+        code,
+        message: None,
+    }
+    .into())
+}
+
 pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
     match command {
         SandboxCommand::Create {
@@ -299,6 +360,65 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
         SandboxCommand::Exec {
             id,
             stream,
+            interactive: true,
+            tty,
+            argv,
+            timeout,
+            env,
+            workdir,
+            command,
+            client,
+        } => {
+            let _ = stream;
+            let request = session::start_request(&command, argv, tty, env, workdir, timeout)?;
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let local = if tty {
+                session::Local::Terminal
+            } else {
+                session::Local::Stdin
+            };
+            exit_with(session::run(&api, &id, request, local).await?)
+        }
+        SandboxCommand::Shell {
+            id,
+            env,
+            workdir,
+            command,
+            client,
+        } => {
+            let command = if command.is_empty() {
+                vec!["sh".to_owned()]
+            } else {
+                command
+            };
+            let request = session::start_request(&command, false, true, env, workdir, None)?;
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            exit_with(session::run(&api, &id, request, session::Local::Terminal).await?)
+        }
+        SandboxCommand::Attach {
+            id,
+            session: session_id,
+            offset,
+            takeover,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let request = session::attach_request(&session_id, offset, takeover);
+            exit_with(session::run(&api, &id, request, session::Local::Terminal).await?)
+        }
+        SandboxCommand::Sessions { id, client } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            session::list(&api, &id, client.structured().then_some(client.output)).await
+        }
+        SandboxCommand::Exec {
+            id,
+            stream,
+            interactive: false,
+            tty: _,
             argv,
             timeout,
             env,
