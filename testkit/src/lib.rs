@@ -15,6 +15,7 @@
 
 pub mod docker;
 pub mod postgres;
+pub mod python;
 
 mod api;
 mod control_plane;
