@@ -40,6 +40,7 @@ pub struct WorkerMetrics {
     pub heartbeat_failures: Counter,
     pub certificate_renewals: Family<OutcomeLabels, Counter>,
     sandboxes: Gauge,
+    sessions: Gauge,
     provider_healthy: Family<ProviderLabels, Gauge>,
     certificate_expiry_days: Gauge<f64, AtomicU64>,
     draining: Gauge,
@@ -113,6 +114,12 @@ impl WorkerMetrics {
             "Sandboxes the provider holds",
             sandboxes.clone(),
         );
+        let sessions = Gauge::default();
+        registry.register(
+            "sessions",
+            "Interactive sessions held (running, or ended and kept for a client)",
+            sessions.clone(),
+        );
         let provider_healthy = Family::<ProviderLabels, Gauge>::default();
         registry.register(
             "provider_healthy",
@@ -159,6 +166,7 @@ impl WorkerMetrics {
             heartbeat_failures,
             certificate_renewals,
             sandboxes,
+            sessions,
             provider_healthy,
             certificate_expiry_days,
             draining,
@@ -182,6 +190,8 @@ impl WorkerMetrics {
             self.sandboxes
                 .set(i64::try_from(list.len()).unwrap_or(i64::MAX));
         }
+        self.sessions
+            .set(i64::try_from(runtime.sessions.count()).unwrap_or(i64::MAX));
         let health = provider.health().await;
         self.provider_healthy
             .get_or_create(&ProviderLabels {
