@@ -159,7 +159,9 @@ impl From<crate::sandboxes::SandboxError> for ApiError {
         use crate::sandboxes::SandboxError;
         let message = err.to_string();
         match err {
-            SandboxError::NotFound(_) | SandboxError::Destroyed(_) => Self::not_found(message),
+            SandboxError::NotFound(_)
+            | SandboxError::Destroyed(_)
+            | SandboxError::SessionNotFound(_) => Self::not_found(message),
             SandboxError::BadRequest(_) => Self::bad_request(message),
             SandboxError::Conflict(_) => Self::new(ErrorCode::Conflict, message),
             SandboxError::NoCapacity(_) | SandboxError::OverQuota(_) => {

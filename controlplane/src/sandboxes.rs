@@ -1,6 +1,7 @@
 //! Sandboxes end to end on the control plane: validated requests, scheduling onto a
 //! worker with a fenced lease, and every later call routed to the lease holder with
-//! the lease's generation. The HTTP and gRPC edges call into here.
+//! the lease's generation (exec, files, logs, interactive sessions). The HTTP and
+//! gRPC edges call into here.
 
 mod calls;
 pub mod constraints;
@@ -8,6 +9,7 @@ mod lifecycle;
 mod model;
 mod quota;
 mod scheduler;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +22,13 @@ pub use model::{
     parse_ttl, rfc3339, rfc3339_millis,
 };
 pub use quota::TeamStanding;
+pub use sessions::DEFAULT_KILL_SIGNAL;
 
-pub use crate::workers::model::{ExecEvent, ExecOutcome, FileInfo, LogLine};
-pub use crate::workers::{ExecEvents, FileChunks, LogLines};
+pub use crate::workers::model::{
+    ExecEvent, ExecOutcome, FileInfo, LogLine, OutputStream, SessionAttach, SessionEvent,
+    SessionInfo, SessionInput, SessionOpen, SessionStart, SessionStarted, TerminalSize,
+};
+pub use crate::workers::{ExecEvents, FileChunks, LogLines, SessionEvents, SessionStream};
 
 use crate::config::SandboxesConfig;
 use crate::store::{Store, StoreError};
@@ -34,6 +40,8 @@ pub enum SandboxError {
     NotFound(String),
     #[error("sandbox {0:?} is destroyed")]
     Destroyed(String),
+    #[error("session {0:?} not found")]
+    SessionNotFound(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]

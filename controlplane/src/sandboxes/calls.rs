@@ -33,19 +33,14 @@ pub struct ExecCall {
 impl ExecCall {
     /// The command as the audit log shows it: the shell line, or argv as JSON.
     pub fn describe(&self) -> String {
-        if self.argv {
-            let mut argv = vec![self.command.clone()];
-            argv.extend(self.args.iter().cloned());
-            return serde_json::to_string(&argv).unwrap_or_default();
-        }
-        berth_proto::shell::shell_line(&self.command, &self.args)
+        crate::workers::model::command_line(&self.command, &self.args, self.argv)
     }
 }
 
 /// The lease holder of a live sandbox.
-struct Target {
-    client: WorkerClient,
-    generation: u64,
+pub(super) struct Target {
+    pub(super) client: WorkerClient,
+    pub(super) generation: u64,
     /// Taken from the route cache rather than read from the store just now.
     cached: bool,
 }
@@ -139,7 +134,7 @@ impl Sandboxes {
     /// the route is forgotten and the call made once more on the lease in the store,
     /// so a stale cache costs one refused call, never a wrong answer. A call that
     /// cannot be repeated (it consumes a stream) goes through [`Self::target`] itself.
-    async fn on_lease_holder<T, F, Fut>(
+    pub(super) async fn on_lease_holder<T, F, Fut>(
         &self,
         access: &Access,
         sandbox_id: &str,

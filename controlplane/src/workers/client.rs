@@ -1,7 +1,10 @@
 //! Typed calls to one worker. Each call converts its domain request to the mesh's
 //! protobuf, sets its deadline, and converts the answer back, mapping a failure once
 //! through [`RemoteError::from_status`]. Streams come back as streams of domain
-//! values; dropping one cancels the call, and the worker stops what it was doing.
+//! values; dropping one cancels the call, and the worker stops what it was doing
+//! (a session's stream excepted: see [`sessions`]).
+
+mod sessions;
 
 use std::time::Duration;
 
@@ -17,6 +20,8 @@ use super::error::is_transport_failure;
 use super::model::{
     ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, ProviderHealth, SpawnSpec, Spawned,
 };
+
+pub use sessions::{SessionEvents, SessionStream};
 
 /// Deadline of quick calls (files, status).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);

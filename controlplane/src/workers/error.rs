@@ -108,7 +108,11 @@ fn derived(worker_id: &str, status: &tonic::Status) -> (ErrorCode, String) {
     }
     match status.code() {
         Code::NotFound => (ErrorCode::NotFound, status.message().to_owned()),
-        Code::InvalidArgument => (ErrorCode::BadRequest, status.message().to_owned()),
+        // OUT_OF_RANGE: a session's offset past the end of its output
+        Code::InvalidArgument | Code::OutOfRange => {
+            (ErrorCode::BadRequest, status.message().to_owned())
+        }
+        Code::ResourceExhausted => (ErrorCode::ResourceLimit, status.message().to_owned()),
         Code::DeadlineExceeded => (
             ErrorCode::Timeout,
             format!("worker {worker_id:?} did not answer in time"),
@@ -164,6 +168,17 @@ mod tests {
         assert!(!err.discredits_route());
         let err = RemoteError::from_status("w1", &tonic::Status::deadline_exceeded("slow"));
         assert_eq!(err.code, ErrorCode::Timeout);
+    }
+
+    #[test]
+    fn session_refusals_without_a_named_code_keep_their_meaning() {
+        let err = RemoteError::from_status("w1", &tonic::Status::out_of_range("offset 99"));
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert_eq!(err.message, "offset 99");
+        let err = RemoteError::from_status("w1", &tonic::Status::resource_exhausted("full"));
+        assert_eq!(err.code, ErrorCode::ResourceLimit);
+        let err = RemoteError::from_status("w1", &tonic::Status::failed_precondition("attached"));
+        assert_eq!(err.code, ErrorCode::Conflict);
     }
 
     /// A status tonic made from a transport failure, with `code`.

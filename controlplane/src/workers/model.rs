@@ -114,6 +114,168 @@ pub struct FileInfo {
     pub mod_time: i64,
 }
 
+/// How an interactive session is opened: a new command, or an attach to a running
+/// (or finished, not yet collected) one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOpen {
+    Start(SessionStart),
+    Attach(SessionAttach),
+}
+
+/// A new session's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStart {
+    pub command: String,
+    pub args: Vec<String>,
+    /// `argv` (run as is) rather than a shell line.
+    pub argv: bool,
+    pub env: BTreeMap<String, String>,
+    /// Empty: the provider's default.
+    pub workdir: String,
+    /// `None`: no limit but the worker's own.
+    pub timeout: Option<Duration>,
+    /// A terminal of this size (stdout and stderr merge), or none.
+    pub tty: Option<TerminalSize>,
+    /// Answer `started` and leave the command running with no client attached.
+    pub background: bool,
+    /// Whether the command's stdin is open (closed: it reads end-of-file at once).
+    pub stdin: bool,
+}
+
+impl SessionStart {
+    /// The command as the audit log shows it (see [`command_line`]).
+    pub fn describe(&self) -> String {
+        command_line(&self.command, &self.args, self.argv)
+    }
+}
+
+/// A command as the audit log shows it: the shell line, or argv as JSON.
+pub fn command_line(command: &str, args: &[String], argv: bool) -> String {
+    if argv {
+        let argv: Vec<&str> = std::iter::once(command)
+            .chain(args.iter().map(String::as_str))
+            .collect();
+        return serde_json::to_string(&argv).unwrap_or_default();
+    }
+    berth_proto::shell::shell_line(command, args)
+}
+
+/// An attach to a session by id, its output resumed from `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAttach {
+    pub session_id: String,
+    pub offset: u64,
+    /// Detach whoever is attached now instead of being refused.
+    pub takeover: bool,
+}
+
+/// A terminal's size in characters; 0 takes the worker's default (80x24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TerminalSize {
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// What an attached client sends a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionInput {
+    Stdin(Vec<u8>),
+    Resize(TerminalSize),
+    /// A signal by name or number (`SIGINT`, `INT`, `2`); the worker checks it.
+    Signal(String),
+    /// Close the command's stdin.
+    Eof,
+    /// Leave the command running and end this stream.
+    Detach,
+}
+
+/// A session's answer to its open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStarted {
+    pub session_id: String,
+    /// Where output resumes (later than asked when the buffer had moved on).
+    pub offset: u64,
+    pub tty: bool,
+}
+
+/// Which stream an output chunk came from (a terminal's output is stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// One event of a session after `started`. The stream ends after `Exit`, `Detached`
+/// or `Failed`, or right after `started` for a session started in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    Output {
+        stream: OutputStream,
+        data: Vec<u8>,
+        /// The offset of the chunk's first byte in the session's output.
+        offset: u64,
+    },
+    /// `bytes` of output asked for had already left the session's buffer.
+    Gap { bytes: u64, offset: u64 },
+    Exit {
+        exit_code: i32,
+        /// The signal that ended the command, when one did (`SIGINT`, ...).
+        signal: Option<String>,
+        duration_ms: u64,
+    },
+    /// Nothing happened for a while; the stream is alive.
+    Keepalive,
+    /// This client is attached no more (`detach`, `takeover`, `killed`).
+    Detached { reason: String },
+    /// A client message the session could not take; the session goes on.
+    Problem { code: ErrorCode, message: String },
+    /// The stream broke (the worker failed or went away); the session may live on.
+    Failed { code: ErrorCode, message: String },
+}
+
+impl SessionEvent {
+    /// Whether this event ends the stream.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Exit { .. } | Self::Detached { .. } | Self::Failed { .. }
+        )
+    }
+}
+
+/// A session as the worker lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub sandbox_id: String,
+    /// The command line as started.
+    pub command: String,
+    pub tty: bool,
+    /// `running` or `exited`.
+    pub state: String,
+    pub exit_code: i32,
+    /// The signal that ended it, or empty.
+    pub signal: String,
+    /// Unix milliseconds; `ended_at_ms` 0 while it runs.
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    /// Clients attached now.
+    pub attached: u32,
+    /// The output's end offset, and where the buffer starts now.
+    pub output_offset: u64,
+    pub buffer_start: u64,
+    pub background: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,102 @@
+//! Interactive sessions routed to the worker holding a sandbox's lease: open a
+//! session stream (a new command, fenced by the lease's generation, or an attach),
+//! list a sandbox's sessions, kill one. Same access rule as exec: the caller must see
+//! the sandbox's team, with a key that has the exec scope (checked at the edge).
+
+use super::{SandboxError, Sandboxes};
+use crate::teams::Access;
+use crate::workers::SessionStream;
+use crate::workers::model::{SessionInfo, SessionOpen};
+
+/// What a kill sends when the caller names no signal.
+pub const DEFAULT_KILL_SIGNAL: &str = "SIGKILL";
+
+impl Sandboxes {
+    /// Opens a session on the lease holder; answers once the worker said `started`.
+    /// A refused cached route is tried once more on the lease in the store: nothing
+    /// of the client's has been sent yet.
+    pub async fn session(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        open: SessionOpen,
+    ) -> Result<SessionStream, SandboxError> {
+        check_open(&open)?;
+        self.on_lease_holder(access, sandbox_id, |target| {
+            let open = open.clone();
+            async move {
+                target
+                    .client
+                    .session(sandbox_id, target.generation, open)
+                    .await
+            }
+        })
+        .await
+    }
+
+    pub async fn list_sessions(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+    ) -> Result<Vec<SessionInfo>, SandboxError> {
+        self.on_lease_holder(access, sandbox_id, |target| async move {
+            target.client.list_sessions(sandbox_id).await
+        })
+        .await
+    }
+
+    /// One session of the sandbox, from its list.
+    pub async fn get_session(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        session_id: &str,
+    ) -> Result<SessionInfo, SandboxError> {
+        self.list_sessions(access, sandbox_id)
+            .await?
+            .into_iter()
+            .find(|session| session.session_id == session_id)
+            .ok_or_else(|| unknown_session(session_id))
+    }
+
+    /// Sends `signal` (empty: SIGKILL) to a session's command; answers the session.
+    pub async fn kill_session(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        session_id: &str,
+        signal: &str,
+    ) -> Result<SessionInfo, SandboxError> {
+        if session_id.trim().is_empty() {
+            return Err(SandboxError::BadRequest("session_id is empty".into()));
+        }
+        let signal = match signal.trim() {
+            "" => DEFAULT_KILL_SIGNAL,
+            signal => signal,
+        };
+        self.on_lease_holder(access, sandbox_id, |target| async move {
+            target
+                .client
+                .kill_session(sandbox_id, target.generation, session_id, signal)
+                .await
+        })
+        .await
+    }
+}
+
+/// What the caller gets for a session the sandbox does not have.
+pub fn unknown_session(session_id: &str) -> SandboxError {
+    SandboxError::SessionNotFound(session_id.to_owned())
+}
+
+fn check_open(open: &SessionOpen) -> Result<(), SandboxError> {
+    match open {
+        SessionOpen::Start(start) if start.command.trim().is_empty() => Err(
+            SandboxError::BadRequest("command is empty (or give a session_id to attach)".into()),
+        ),
+        SessionOpen::Attach(attach) if attach.session_id.trim().is_empty() => {
+            Err(SandboxError::BadRequest("session_id is empty".into()))
+        }
+        _ => Ok(()),
+    }
+}
