@@ -8,6 +8,9 @@
 //! could send those as fast as it likes). While the log is behind (records
 //! of answered calls the store refused, `audit.rs`), mutating calls are refused before
 //! they run (507 on a full disk, else 503); the refusals themselves are not recorded.
+//! Session streams make records of their own as they go ([`session`]).
+
+mod session;
 
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +23,8 @@ use super::ApiState;
 use super::auth::presented_key;
 use crate::audit::AuditEntry;
 use crate::error::{ApiError, ErrorCode};
+
+pub use session::{SessionAudit, SessionEnd};
 
 /// What a handler notes for the audit record of its call.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +88,8 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditSlot {
     }
 }
 
-/// gRPC calls that change something.
+/// gRPC calls that change something. (`Sandboxes/Session` is not among them: a session
+/// stream makes records of its own as it goes, see [`session`].)
 const MUTATING_GRPC: &[&str] = &[
     "/berth.v1.Sandboxes/Create",
     "/berth.v1.Sandboxes/Destroy",
@@ -94,6 +100,7 @@ const MUTATING_GRPC: &[&str] = &[
     "/berth.v1.Sandboxes/DeleteFile",
     "/berth.v1.Sandboxes/MoveFile",
     "/berth.v1.Sandboxes/Chmod",
+    "/berth.v1.Sandboxes/KillSession",
     "/berth.v1.Admin/CreateJoinToken",
     "/berth.v1.Admin/CreateApiKey",
     "/berth.v1.Admin/RevokeApiKey",

@@ -5,6 +5,7 @@ mod admin;
 pub mod health;
 mod reflection;
 mod sandboxes;
+mod sessions;
 
 use berth_proto::v1::admin_server::AdminServer;
 use berth_proto::v1::sandboxes_server::SandboxesServer;

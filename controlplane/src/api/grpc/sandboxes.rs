@@ -8,7 +8,7 @@ use berth_proto::v1::sandboxes_server::Sandboxes as SandboxesApi;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::caller;
+use super::{caller, sessions};
 use crate::api::observe::note_sandbox;
 use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::Scope;
@@ -17,7 +17,7 @@ use crate::sandboxes::{
     CreateRequest, ExecCall, ExecEvent, FileInfo, LogLine, SandboxView, parse_timeout,
 };
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(super) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[derive(Debug, Clone)]
 pub struct SandboxesService {
@@ -415,6 +415,33 @@ impl SandboxesApi for SandboxesService {
             .glob(&access, &body.sandbox_id, &body.pattern)
             .await)?;
         Ok(Response::new(pb::GlobResponse { paths }))
+    }
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SessionRequest>>,
+    ) -> Result<Response<ResponseStream<pb::SessionEvent>>, Status> {
+        Ok(Response::new(
+            sessions::session(&self.state, request).await?,
+        ))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        Ok(Response::new(
+            sessions::list_sessions(&self.state, request).await?,
+        ))
+    }
+
+    async fn kill_session(
+        &self,
+        request: Request<pb::KillSessionRequest>,
+    ) -> Result<Response<pb::SessionInfo>, Status> {
+        Ok(Response::new(
+            sessions::kill_session(&self.state, request).await?,
+        ))
     }
 }
 
