@@ -25,7 +25,9 @@ use tonic::transport::Channel;
 
 use crate::authority::Authority;
 
-pub use client::{ExecEvents, FileChunks, LogLines, WorkerClient, WriteFileError};
+pub use client::{
+    ExecEvents, FileChunks, LogLines, SessionEvents, SessionStream, WorkerClient, WriteFileError,
+};
 pub use dialed::{Dialed, Registered};
 pub use error::RemoteError;
 pub use routes::{ROUTE_TTL, Route, Routes};

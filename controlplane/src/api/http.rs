@@ -4,6 +4,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod exec;
+mod exec_ws;
 pub(crate) mod files;
 mod health;
 pub(crate) mod keys;
@@ -13,6 +14,7 @@ mod quotas;
 mod routes;
 pub(crate) mod sandboxes;
 pub(crate) mod schemas;
+pub(crate) mod sessions;
 mod status;
 pub(crate) mod teams;
 pub(crate) mod tokens;

@@ -55,23 +55,25 @@ impl TryFrom<ExecBody> for ExecCall {
     type Error = ApiError;
 
     fn try_from(body: ExecBody) -> Result<Self, ApiError> {
-        let argv = match body.mode.as_deref().unwrap_or("shell") {
-            "shell" | "" => false,
-            "argv" => true,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "mode {other:?}: expected shell or argv"
-                )));
-            }
-        };
         Ok(Self {
+            argv: argv_mode(body.mode.as_deref())?,
             command: body.command,
             args: body.args,
-            argv,
             env: body.env,
             workdir: body.workdir.unwrap_or_default(),
             timeout: parse_timeout(body.timeout.as_ref()).map_err(ApiError::from)?,
         })
+    }
+}
+
+/// Whether `mode` (`shell`, the default, or `argv`) runs the command as argv.
+pub fn argv_mode(mode: Option<&str>) -> Result<bool, ApiError> {
+    match mode.unwrap_or("shell") {
+        "shell" | "" => Ok(false),
+        "argv" => Ok(true),
+        other => Err(ApiError::bad_request(format!(
+            "mode {other:?}: expected shell or argv"
+        ))),
     }
 }
 

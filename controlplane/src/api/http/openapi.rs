@@ -13,7 +13,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, exec, files, health, keys, providers, quotas, sandboxes, status, teams, tokens, workers,
+    audit, exec, exec_ws, files, health, keys, providers, quotas, sandboxes, sessions, status,
+    teams, tokens, workers,
 };
 use crate::error::ErrorCode;
 
@@ -69,6 +70,10 @@ use crate::error::ErrorCode;
         sandboxes::extend,
         exec::exec,
         exec::logs,
+        exec_ws::exec_ws,
+        sessions::list,
+        sessions::get,
+        sessions::kill,
         files::write_json,
         files::upload,
         files::read,

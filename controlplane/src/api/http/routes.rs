@@ -8,8 +8,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{
-    audit, exec, files, health, keys, openapi, providers, quotas, sandboxes, status, teams, tokens,
-    workers,
+    audit, exec, exec_ws, files, health, keys, openapi, providers, quotas, sandboxes, sessions,
+    status, teams, tokens, workers,
 };
 use crate::api::ApiState;
 
@@ -93,7 +93,19 @@ pub fn routes() -> Vec<Route> {
         at(M::DELETE, "/api/v1/sandboxes/{id}", sandboxes::destroy),
         at(M::POST, "/api/v1/sandboxes/{id}/extend", sandboxes::extend),
         at(M::POST, "/api/v1/sandboxes/{id}/exec", exec::exec),
+        at(M::GET, "/api/v1/sandboxes/{id}/exec/ws", exec_ws::exec_ws),
         at(M::GET, "/api/v1/sandboxes/{id}/logs", exec::logs),
+        at(M::GET, "/api/v1/sandboxes/{id}/sessions", sessions::list),
+        at(
+            M::GET,
+            "/api/v1/sandboxes/{id}/sessions/{session_id}",
+            sessions::get,
+        ),
+        at(
+            M::DELETE,
+            "/api/v1/sandboxes/{id}/sessions/{session_id}",
+            sessions::kill,
+        ),
         at(M::POST, "/api/v1/sandboxes/{id}/files", files::write_json)
             .body_limit(DefaultBodyLimit::max(MAX_JSON_FILE_BODY)),
         at(M::PUT, "/api/v1/sandboxes/{id}/files", files::upload)
