@@ -130,9 +130,10 @@ impl Sandboxes {
     }
 
     /// Makes `call` on the lease holder of `sandbox_id`. When a cached route turns out
-    /// wrong (the worker does not hold the sandbox, or holds it under a newer lease),
-    /// the route is forgotten and the call made once more on the lease in the store,
-    /// so a stale cache costs one refused call, never a wrong answer. A call that
+    /// wrong (the worker does not hold the sandbox, or holds it under a newer lease,
+    /// or its address refuses connections: it restarted elsewhere), the route is
+    /// forgotten and the call made once more on the lease in the store, so a stale
+    /// cache costs one refused call, never a wrong answer. A call that
     /// cannot be repeated (it consumes a stream) goes through [`Self::target`] itself.
     pub(super) async fn on_lease_holder<T, F, Fut>(
         &self,
@@ -148,7 +149,7 @@ impl Sandboxes {
         let cached = target.cached;
         match call(target).await {
             Ok(answer) => Ok(answer),
-            Err(err) if cached && err.route_refused => {
+            Err(err) if cached && (err.route_refused || err.not_sent) => {
                 self.routes().forget(sandbox_id);
                 let target = self.target_from_store(access, sandbox_id).await?;
                 call(target)

@@ -22,6 +22,9 @@ pub struct RemoteError {
     pub route_refused: bool,
     /// The call did not get through (connection refused or broken, call cancelled).
     pub unreachable: bool,
+    /// The call never reached the worker: the connection to it was refused, so the
+    /// worker did nothing and the call may be made again elsewhere.
+    pub not_sent: bool,
 }
 
 impl RemoteError {
@@ -32,6 +35,7 @@ impl RemoteError {
             message: message.into(),
             route_refused: false,
             unreachable: false,
+            not_sent: false,
         }
     }
 
@@ -70,8 +74,25 @@ impl RemoteError {
             message,
             route_refused,
             unreachable,
+            not_sent: is_connection_refused(status),
         }
     }
+}
+
+/// Whether `status` says the connection to the worker was refused (an I/O error of
+/// that kind among its sources): nothing of the call was sent.
+fn is_connection_refused(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    let mut cause = status.source();
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Whether `status` was made on our side from a transport failure (the connection was
@@ -207,6 +228,18 @@ mod tests {
         assert!(!is_transport_failure(&tonic::Status::resource_exhausted(
             "full"
         )));
+    }
+
+    #[test]
+    fn a_refused_connection_sent_nothing() {
+        let mut status = tonic::Status::unavailable("connect error");
+        status.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        let err = RemoteError::from_status("w1", &status);
+        assert!(err.not_sent && err.unreachable);
+        let broken = transport_failure(Code::Unavailable, "connection reset");
+        assert!(!RemoteError::from_status("w1", &broken).not_sent);
     }
 
     #[test]
