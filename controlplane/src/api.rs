@@ -14,6 +14,9 @@ mod serve;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::api_keys::ApiKeyCache;
 use crate::audit::AuditLog;
 use crate::fleet::Fleet;
@@ -63,6 +66,11 @@ pub struct ApiParts {
     pub version: Arc<str>,
     /// What `grpc.health.v1.Health` answers ([`keep_grpc_health_updated`] sets it).
     pub health: tonic_health::server::HealthReporter,
+    /// The control plane's shutdown: session streams end when it fires (their clients
+    /// attach again elsewhere), rather than holding the old process open.
+    pub shutdown: CancellationToken,
+    /// Where session relays run, so shutdown waits for their last audit records.
+    pub tasks: TaskTracker,
 }
 
 /// The whole public API as one axum router: HTTP routes plus the gRPC services.

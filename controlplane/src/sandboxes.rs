@@ -22,7 +22,7 @@ pub use model::{
     parse_ttl, rfc3339, rfc3339_millis,
 };
 pub use quota::TeamStanding;
-pub use sessions::DEFAULT_KILL_SIGNAL;
+pub use sessions::{DEFAULT_KILL_SIGNAL, SHUTTING_DOWN};
 
 pub use crate::workers::model::{
     ExecEvent, ExecOutcome, FileInfo, LogLine, OutputStream, SessionAttach, SessionEvent,

@@ -180,6 +180,8 @@ pub async fn start(
         key_rate_limits: KeyRateLimits::new(config.api.key_rate_limit, config.api.key_rate_burst),
         version: Arc::from(VERSION),
         health,
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
     }));
     {
         let shutdown = shutdown.clone();

@@ -11,6 +11,11 @@ use crate::workers::model::{SessionInfo, SessionOpen};
 /// What a kill sends when the caller names no signal.
 pub const DEFAULT_KILL_SIGNAL: &str = "SIGKILL";
 
+/// What a client attached through this control plane is told when it shuts down (the
+/// session runs on, on its worker).
+pub const SHUTTING_DOWN: &str =
+    "the control plane is shutting down; the session runs on: attach again from your offset";
+
 impl Sandboxes {
     /// Opens a session on the lease holder; answers once the worker said `started`.
     /// A refused cached route is tried once more on the lease in the store: nothing

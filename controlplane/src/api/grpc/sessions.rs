@@ -8,11 +8,15 @@
 //! neither waiting on the other, so a client that reads output slowly can still send
 //! Ctrl-C. A client that ends its half of the stream is still sent output (stdin is
 //! closed with `eof`); a client that cancels the call is detached and the command runs
-//! on. The task ends with the call, so it needs no tracking of its own.
+//! on. The task ends with the call, or with the control plane's shutdown (the client
+//! is told `UNAVAILABLE` and attaches again elsewhere); shutdown waits for it.
+
+use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, Streaming};
 
 use super::caller;
@@ -21,14 +25,16 @@ use crate::api::audit::{SessionAudit, SessionEnd};
 use crate::api::observe::note_sandbox;
 use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::Scope;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::sandboxes::{
-    SessionAttach, SessionEvent, SessionInfo, SessionInput, SessionOpen, SessionStart,
-    SessionStream, TerminalSize, parse_timeout,
+    SHUTTING_DOWN, SessionAttach, SessionEvent, SessionInfo, SessionInput, SessionOpen,
+    SessionStart, SessionStream, TerminalSize, parse_timeout,
 };
 
 /// Events waiting for a client that reads slowly.
 const EVENT_BUFFER: usize = 16;
+/// How long the last message to a client may wait for room at shutdown.
+const LAST_WORD: Duration = Duration::from_secs(1);
 
 pub async fn session(
     state: &ApiState,
@@ -76,9 +82,12 @@ pub async fn session(
         .opened(&open, &session.worker_id, &session.started.session_id)
         .await;
     let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
-    tokio::spawn(async move {
-        let end = relay(session, incoming, events_tx).await;
+    let shutdown = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        let end = relay(session, incoming, &events_tx, &shutdown).await;
+        // the record is queued before the client sees the stream end
         audit.ended(end).await;
+        drop(events_tx);
     });
     let events = futures::stream::unfold(events_rx, |mut events_rx| async move {
         let event = events_rx.recv().await?;
@@ -199,7 +208,8 @@ fn session_input(request: pb::SessionRequest) -> Result<Option<SessionInput>, Ap
 async fn relay(
     session: SessionStream,
     mut incoming: Streaming<pb::SessionRequest>,
-    events_tx: mpsc::Sender<Result<pb::SessionEvent, Status>>,
+    events_tx: &mpsc::Sender<Result<pb::SessionEvent, Status>>,
+    shutdown: &CancellationToken,
 ) -> SessionEnd {
     let SessionStream {
         started,
@@ -269,6 +279,14 @@ async fn relay(
             }
             () = events_tx.closed(), if to_client.is_none() => {
                 return left("the client went away");
+            }
+            () = shutdown.cancelled() => {
+                let refusal = ApiError::new(ErrorCode::Unavailable, SHUTTING_DOWN);
+                // a client that reads nothing does not hold the shutdown up
+                let _ = tokio::time::timeout(LAST_WORD, events_tx.send(Err(refusal.into()))).await;
+                return SessionEnd::Failed {
+                    code: ErrorCode::Unavailable.as_str(),
+                };
             }
         }
     }

@@ -19,7 +19,9 @@
 //! (`NOT_FOUND`, `BAD_REQUEST`, `CONFLICT`, ...): a fatal one (a bad request frame, a
 //! refused open, a broken stream) is followed by the close frame; a client frame the
 //! session cannot take is answered with a non-fatal one and the session goes on. A
-//! client that closes the socket or goes away is detached; the command runs on.
+//! client that closes the socket or goes away is detached; the command runs on. When
+//! the control plane shuts down, attached clients get a fatal `UNAVAILABLE` and attach
+//! again elsewhere.
 //!
 //! Frames and messages are capped at [`MAX_FRAME`]; client input waits in a bounded
 //! channel, and reading the client and writing to it run side by side, so a client
@@ -49,8 +51,8 @@ use crate::api::audit::{SessionAudit, SessionEnd};
 use crate::api::auth::Granted;
 use crate::error::{ApiError, ErrorCode};
 use crate::sandboxes::{
-    SessionAttach, SessionEvent, SessionInput, SessionOpen, SessionStart, SessionStream,
-    TerminalSize, parse_timeout,
+    SHUTTING_DOWN, SessionAttach, SessionEvent, SessionInput, SessionOpen, SessionStart,
+    SessionStream, TerminalSize, parse_timeout,
 };
 
 /// The largest frame or message either side may send.
@@ -94,7 +96,11 @@ pub async fn exec_ws(
     Ok(upgrade
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
-        .on_upgrade(move |socket| serve(socket, state, granted, id, request_id)))
+        .on_upgrade(move |socket| async move {
+            // tracked, so shutdown waits for the session's last audit record
+            let tasks = state.tasks.clone();
+            tasks.spawn(serve(socket, state, granted, id, request_id));
+        }))
 }
 
 /// One upgraded connection: the request, the session, the close.
@@ -105,7 +111,14 @@ async fn serve(
     sandbox_id: String,
     request_id: String,
 ) {
-    let open = match tokio::time::timeout(REQUEST_WAIT, request_frame(&mut socket)).await {
+    let request = tokio::select! {
+        request = tokio::time::timeout(REQUEST_WAIT, request_frame(&mut socket)) => request,
+        () = state.shutdown.cancelled() => {
+            let err = ApiError::new(ErrorCode::Unavailable, "the control plane is shutting down");
+            return fail(socket, err).await;
+        }
+    };
+    let open = match request {
         Ok(Ok(Some(open))) => open,
         // the client left before asking anything
         Ok(Ok(None)) => return,
@@ -143,8 +156,24 @@ async fn serve(
     audit
         .opened(&open, &session.worker_id, &session.started.session_id)
         .await;
-    let end = relay(socket, session).await;
-    audit.ended(end).await;
+    let (mut sink, mut source) = socket.split();
+    let end = tokio::select! {
+        end = relay(&mut sink, &mut source, session) => end,
+        () = state.shutdown.cancelled() => SessionEnd::Failed {
+            code: ErrorCode::Unavailable.as_str(),
+        },
+    };
+    if matches!(end, SessionEnd::Failed { .. }) && state.shutdown.is_cancelled() {
+        let refusal = ApiError::new(ErrorCode::Unavailable, SHUTTING_DOWN);
+        let _ =
+            tokio::time::timeout(CLOSE_WAIT, send(&mut sink, &error_frame(&refusal, true))).await;
+    }
+    // the record is queued before the client sees the end
+    audit.ended(end.clone()).await;
+    if !matches!(end, SessionEnd::Left { .. }) {
+        let _ = send(&mut sink, &json!({"type": "done"})).await;
+    }
+    close(&mut sink).await;
 }
 
 /// The client's request: the first text frame. `Ok(None)`: the client left first.
@@ -284,16 +313,14 @@ fn client_input(message: Message) -> Result<Option<SessionInput>, ApiError> {
 type Sink = SplitSink<WebSocket, Message>;
 type Source = SplitStream<WebSocket>;
 
-/// Relays a session both ways until it ends, then closes the socket; answers how it
-/// ended.
-async fn relay(socket: WebSocket, session: SessionStream) -> SessionEnd {
+/// Relays a session both ways until it ends; answers how it ended.
+async fn relay(sink: &mut Sink, source: &mut Source, session: SessionStream) -> SessionEnd {
     let SessionStream {
         started,
         input,
         events,
         ..
     } = session;
-    let (mut sink, mut source) = socket.split();
     let (problems_tx, problems_rx) = mpsc::channel(PROBLEM_BUFFER);
     let started = json!({
         "type": "started",
@@ -301,18 +328,13 @@ async fn relay(socket: WebSocket, session: SessionStream) -> SessionEnd {
         "offset": started.offset,
         "tty": started.tty,
     });
-    if send(&mut sink, &started).await.is_err() {
+    if send(sink, &started).await.is_err() {
         return left("the client went away");
     }
-    let end = tokio::select! {
-        end = client_to_worker(&mut source, input, problems_tx) => end,
-        end = worker_to_client(&mut sink, events, problems_rx) => end,
-    };
-    if !matches!(end, SessionEnd::Left { .. }) {
-        let _ = send(&mut sink, &json!({"type": "done"})).await;
+    tokio::select! {
+        end = client_to_worker(source, input, problems_tx) => end,
+        end = worker_to_client(sink, events, problems_rx) => end,
     }
-    close(&mut sink).await;
-    end
 }
 
 /// Client frames to the worker, until the client leaves. A frame the session cannot

@@ -213,8 +213,9 @@ fn input_message(input: SessionInput) -> pb::SessionRequest {
 
 /// The worker's events after `started` as domain events, ending after the first
 /// terminal one; a broken call, or a stream the worker ended without a terminal event
-/// (other than a background start's), becomes the terminal `Failed`. `keep` holds
-/// the request stream open while the events are read.
+/// (other than a background start's), becomes the terminal `Failed` (with the code and
+/// message of a problem reported just before the end). `keep` holds the request stream
+/// open while the events are read.
 fn session_events(
     worker_id: String,
     events: tonic::Streaming<pb::SessionEvent>,
@@ -224,11 +225,15 @@ fn session_events(
     struct State {
         events: tonic::Streaming<pb::SessionEvent>,
         worker_id: String,
+        /// The last event was a problem: a stream that ends right after it ended
+        /// because of it (the worker reports a failed command that way).
+        problem: Option<(ErrorCode, String)>,
         _keep: mpsc::Sender<SessionInput>,
     }
     let state = State {
         events,
         worker_id,
+        problem: None,
         _keep: keep,
     };
     stream::unfold(Some(state), move |state| async move {
@@ -248,12 +253,20 @@ fn session_events(
                     }
                 }
                 None if background => return None,
+                None if state.problem.is_some() => {
+                    let (code, message) = state.problem.take()?;
+                    SessionEvent::Failed { code, message }
+                }
                 None => SessionEvent::Failed {
                     code: ErrorCode::Unavailable,
                     message: "the worker ended the session's stream without an exit or a \
                               detach; the session may still run: attach again"
                         .into(),
                 },
+            };
+            state.problem = match &event {
+                SessionEvent::Problem { code, message } => Some((*code, message.clone())),
+                _ => None,
             };
             let rest = (!event.is_terminal()).then_some(state);
             return Some((event, rest));
