@@ -439,6 +439,10 @@ async fn only_exec_keys_of_the_sandbox_team_open_sessions() {
         .get(&format!("/sandboxes/{id}/sessions"))
         .await;
     assert_eq!(status, 403);
+    let refused = WsClient::try_connect(&api.with_key(&other_team), &id)
+        .await
+        .err();
+    assert_eq!(refused, Some(404), "another team's sandbox");
     // the WebSocket's key is checked before the upgrade
     let refused = WsClient::try_connect(&api.with_key(&read_only), &id)
         .await
@@ -751,12 +755,11 @@ async fn the_websocket_refuses_a_plain_get_and_bad_request_frames_clearly() {
         ws.expect_close().await;
     }
 
-    // an unknown sandbox is an error frame, too
-    let mut ws = WsClient::connect(api, "sbx-nope").await;
-    ws.send_json(json!({"command": "ls"})).await;
-    let error = ws.next_json().await;
-    assert_eq!(error["code"], "NOT_FOUND", "{error}");
-    ws.expect_close().await;
+    // an unknown sandbox is refused before the upgrade
+    let refused = WsClient::try_connect(api, "sbx-nope").await.err();
+    assert_eq!(refused, Some(404));
+    let (status, body) = api.get("/sandboxes/sbx-nope/exec/ws").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")));
 
     // a frame past the size limit ends the connection rather than being buffered
     let mut ws = WsClient::connect(api, &id).await;

@@ -78,13 +78,25 @@ fn answer(status: u16, body: &Value, id: &str) -> (u16, String) {
 
 /// The request a route on one sandbox gets in this test.
 fn sandbox_request(api: &Api, method: &str, path: &str, id: &str) -> reqwest::RequestBuilder {
-    let url = path.replace("{id}", id).replacen("/api/v1", "", 1);
+    let url = path
+        .replace("{id}", id)
+        .replace("{session_id}", "ses-0123")
+        .replacen("/api/v1", "", 1);
     let post = |body: Value| api.request(reqwest::Method::POST, &url).json(&body);
     match (method, path) {
         ("GET", "/api/v1/sandboxes/{id}") => api.request(reqwest::Method::GET, &url),
         ("DELETE", "/api/v1/sandboxes/{id}") => api.request(reqwest::Method::DELETE, &url),
         ("POST", "/api/v1/sandboxes/{id}/extend") => post(json!({"ttl": "20m"})),
         ("POST", "/api/v1/sandboxes/{id}/exec") => post(json!({"command": "echo hi"})),
+        // a plain GET: the sandbox is checked before the upgrade
+        ("GET", "/api/v1/sandboxes/{id}/exec/ws")
+        | ("GET", "/api/v1/sandboxes/{id}/sessions")
+        | ("GET", "/api/v1/sandboxes/{id}/sessions/{session_id}") => {
+            api.request(reqwest::Method::GET, &url)
+        }
+        ("DELETE", "/api/v1/sandboxes/{id}/sessions/{session_id}") => {
+            api.request(reqwest::Method::DELETE, &format!("{url}?signal=SIGTERM"))
+        }
         ("GET", "/api/v1/sandboxes/{id}/logs") => {
             api.request(reqwest::Method::GET, &format!("{url}?lines=5"))
         }
@@ -476,6 +488,41 @@ async fn grpc_call(
                     pb::GlobRequest {
                         sandbox_id: sandbox_id.clone(),
                         pattern: "/tmp/*".into(),
+                    },
+                    key,
+                ))
+                .await,
+            id,
+        ),
+        "Session" => {
+            let open = pb::SessionRequest {
+                message: Some(pb::session_request::Message::Open(pb::SessionOpen {
+                    sandbox_id: sandbox_id.clone(),
+                    command: "cat /tmp/secret".into(),
+                    ..Default::default()
+                })),
+            };
+            let requests = futures::stream::iter([open]);
+            first(client.session(keyed(requests, key)).await, id).await
+        }
+        "ListSessions" => outcome(
+            client
+                .list_sessions(keyed(
+                    pb::ListSessionsRequest {
+                        sandbox_id: sandbox_id.clone(),
+                    },
+                    key,
+                ))
+                .await,
+            id,
+        ),
+        "KillSession" => outcome(
+            client
+                .kill_session(keyed(
+                    pb::KillSessionRequest {
+                        sandbox_id: sandbox_id.clone(),
+                        session_id: "ses-0123".into(),
+                        ..Default::default()
                     },
                     key,
                 ))

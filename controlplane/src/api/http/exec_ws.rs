@@ -67,11 +67,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const PROBLEM_BUFFER: usize = 8;
 
 /// Opens an interactive session over a WebSocket (exec scope); see the module's page
-/// for the protocol. Without an upgrade (a plain GET) the answer is 400.
+/// for the protocol. An unknown sandbox is a 404 before the upgrade; without an
+/// upgrade (a plain GET) the answer is 400.
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/exec/ws", tag = "sessions", security(("api_key" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")), responses(
     (status = 101, description = "Upgraded: the session's frames follow (the request first, from the client)"),
     (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
 ))]
 pub async fn exec_ws(
     Authorized { caller, access, .. }: Authorized<ExecScope>,
@@ -80,6 +82,8 @@ pub async fn exec_ws(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // a sandbox the caller cannot see is a 404 before anything else, as on every route
+    state.sandboxes.get(&access, &id).await?;
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::bad_request(format!(
             "this path takes a WebSocket upgrade (GET with `Connection: upgrade` and \
