@@ -615,6 +615,18 @@ impl WsClient {
         }
     }
 
+    /// Reads frames until the output so far holds `text`.
+    async fn read_until(&mut self, text: &str) {
+        let mut output = String::new();
+        while !output.contains(text) {
+            let frame = self.next_json().await;
+            if let Some(data) = frame["data"].as_str() {
+                output.push_str(data);
+            }
+            assert!(frame["type"] != "done", "{text:?} never came: {output:?}");
+        }
+    }
+
     /// Reads frames up to `done` and the close, checking offsets.
     async fn until_done(&mut self) -> WsRun {
         let mut run = WsRun::default();
@@ -716,6 +728,25 @@ async fn websocket_runs_a_session_to_done(dial_out: bool) {
     again.send(Message::Eof(pb::SessionEof {})).await;
     again.drain().await.unwrap();
     assert_eq!(again.output, b"back\n");
+
+    // attaching to a terminal session gives it the size of the client's terminal
+    let mut ws = WsClient::connect(api, &id).await;
+    ws.send_json(json!({"command": "sh", "tty": true, "cols": 80, "rows": 24}))
+        .await;
+    let started = ws.next_json().await;
+    assert_eq!(started["tty"], true, "{started}");
+    let session_id = started["session_id"].as_str().unwrap().to_owned();
+    ws.send_json(json!({"type": "detach"})).await;
+    ws.until_done().await;
+    let mut ws = WsClient::connect(api, &id).await;
+    ws.send_json(json!({"session_id": session_id, "offset": 0, "cols": 132, "rows": 43}))
+        .await;
+    assert_eq!(ws.next_json().await["type"], "started");
+    ws.send_json(json!({"type": "stdin", "data": "stty size\n"}))
+        .await;
+    ws.read_until("43 132").await;
+    ws.send_json(json!({"type": "stdin", "data": "exit 0\n"}))
+        .await;
     fleet.stop().await;
 }
 

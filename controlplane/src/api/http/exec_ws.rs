@@ -122,8 +122,8 @@ async fn serve(
             return fail(socket, err).await;
         }
     };
-    let open = match request {
-        Ok(Ok(Some(open))) => open,
+    let (open, attach_size) = match request {
+        Ok(Ok(Some(opening))) => opening,
         // the client left before asking anything
         Ok(Ok(None)) => return,
         Ok(Err(err)) => return fail(socket, err).await,
@@ -160,6 +160,10 @@ async fn serve(
     audit
         .opened(&open, &session.worker_id, &session.started.session_id)
         .await;
+    // the terminal takes the size of the client that attached
+    if let Some(size) = attach_size.filter(|_| session.started.tty) {
+        let _ = session.input.send(SessionInput::Resize(size)).await;
+    }
     let (mut sink, mut source) = socket.split();
     let end = tokio::select! {
         end = relay(&mut sink, &mut source, session) => end,
@@ -181,7 +185,7 @@ async fn serve(
 }
 
 /// The client's request: the first text frame. `Ok(None)`: the client left first.
-async fn request_frame(socket: &mut WebSocket) -> Result<Option<SessionOpen>, ApiError> {
+async fn request_frame(socket: &mut WebSocket) -> Result<Option<Opening>, ApiError> {
     loop {
         match socket.recv().await {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(None),
@@ -232,7 +236,11 @@ struct Request {
     stdin: Option<bool>,
 }
 
-fn parse_request(text: &str) -> Result<SessionOpen, ApiError> {
+/// The request: the open, and for an attach the client's terminal size (`cols`,
+/// `rows`), sent on as a resize once a terminal session is attached.
+type Opening = (SessionOpen, Option<TerminalSize>);
+
+fn parse_request(text: &str) -> Result<Opening, ApiError> {
     let request: Request = serde_json::from_str(text)
         .map_err(|err| ApiError::bad_request(format!("the request frame is not valid: {err}")))?;
     if let Some(session_id) = request.session_id.filter(|id| !id.is_empty()) {
@@ -241,13 +249,18 @@ fn parse_request(text: &str) -> Result<SessionOpen, ApiError> {
                 "give a command to start or a session_id to attach to, not both",
             ));
         }
-        return Ok(SessionOpen::Attach(SessionAttach {
+        let size = (request.cols > 0 && request.rows > 0).then_some(TerminalSize {
+            cols: request.cols,
+            rows: request.rows,
+        });
+        let attach = SessionOpen::Attach(SessionAttach {
             session_id,
             offset: request.offset,
             takeover: request.takeover,
-        }));
+        });
+        return Ok((attach, size));
     }
-    Ok(SessionOpen::Start(SessionStart {
+    let start = SessionOpen::Start(SessionStart {
         argv: argv_mode(request.mode.as_deref())?,
         command: request.command,
         args: request.args,
@@ -260,7 +273,8 @@ fn parse_request(text: &str) -> Result<SessionOpen, ApiError> {
         }),
         background: request.background,
         stdin: request.stdin.unwrap_or(true),
-    }))
+    });
+    Ok((start, None))
 }
 
 /// A client frame after the request.
@@ -519,11 +533,12 @@ mod tests {
 
     #[test]
     fn the_request_frame_starts_or_attaches() {
-        let open = parse_request(
+        let (open, size) = parse_request(
             r#"{"command":"bash","mode":"argv","tty":true,"cols":100,"rows":30,
                 "timeout":"2m","stdin":false,"env":{"A":"1"}}"#,
         )
         .unwrap();
+        assert_eq!(size, None);
         let SessionOpen::Start(start) = open else {
             panic!("not a start");
         };
@@ -537,7 +552,11 @@ mod tests {
         );
         assert_eq!(start.timeout, Some(Duration::from_secs(120)));
 
-        let open = parse_request(r#"{"session_id":"ses-1","offset":7,"takeover":true}"#).unwrap();
+        let (open, size) = parse_request(
+            r#"{"session_id":"ses-1","offset":7,"takeover":true,"cols":90,"rows":20}"#,
+        )
+        .unwrap();
+        assert_eq!(size, Some(TerminalSize { cols: 90, rows: 20 }));
         assert_eq!(
             open,
             SessionOpen::Attach(SessionAttach {
@@ -546,7 +565,7 @@ mod tests {
                 takeover: true
             })
         );
-        let SessionOpen::Start(start) = parse_request(r#"{"command":"cat"}"#).unwrap() else {
+        let (SessionOpen::Start(start), _) = parse_request(r#"{"command":"cat"}"#).unwrap() else {
             panic!("not a start");
         };
         assert!(start.stdin && start.tty.is_none() && !start.argv);
