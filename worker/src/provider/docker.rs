@@ -14,7 +14,9 @@
 //!
 //! One module per job: `config` (the `docker:` section), `engine` (connection,
 //! health, error mapping), `inventory` (names, labels, states, listing), `spawn`
-//! (image, network, container; destroy), `exec` (commands and their killer), `files`
+//! (image, network, container; destroy), `exec` (commands and their killer),
+//! `process` (interactive commands: stdin, a terminal, resizes, signals) and `hijack`
+//! (a terminal exec's own connection), `files`
 //! and `archive` (the archive API and file helpers), `logs` (the console) and
 //! `scripts` (the `sh` run inside sandboxes).
 
@@ -24,8 +26,10 @@ mod engine;
 mod exec;
 pub(crate) mod files;
 mod firewall;
+mod hijack;
 mod inventory;
 pub(crate) mod logs;
+mod process;
 mod run_args;
 mod scripts;
 mod spawn;
@@ -47,11 +51,11 @@ pub use subnets::Ipv4Net;
 
 use super::paths::{WORKSPACE, normalize_in};
 use super::{
-    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Provider, ProviderError,
-    ProviderHealth, SandboxInfo, SandboxSpec,
+    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Process, ProcessSpec, Provider,
+    ProviderError, ProviderHealth, SandboxInfo, SandboxSpec,
 };
 use engine::Engine;
-use exec::Command;
+use exec::{Attach, Command};
 use files::Files;
 use firewall::HostFirewall;
 use spawn::Spawn;
@@ -220,6 +224,60 @@ impl DockerProvider {
         };
         call(files).await
     }
+
+    /// What `spec` runs as an engine exec, checked (command, environment, working
+    /// directory), with the docker client and the sandbox's container.
+    async fn command(
+        &self,
+        sandbox_id: &str,
+        spec: ExecSpec,
+    ) -> Result<(Docker, String, Command), ProviderError> {
+        if spec.command.is_empty() {
+            return Err(ProviderError::InvalidArgument("empty command".into()));
+        }
+        check_env(&spec.env)?;
+        let cwd = normalize_in(spec.workdir.as_deref().unwrap_or(WORKSPACE), WORKSPACE)?;
+        let (docker, container) = self.target(sandbox_id).await?;
+        if cwd != WORKSPACE {
+            let files = Files {
+                docker: &docker,
+                container: &container,
+                sandbox_id,
+                tasks: &self.tasks,
+                chown_to_user: false,
+                spool_dir: None,
+                max_upload: 0,
+            };
+            files.require_dir(&cwd).await?;
+        }
+        let command = Command {
+            argv: argv(&spec),
+            env: spec.env.into_iter().collect(),
+            workdir: cwd,
+            timeout: spec.timeout,
+        };
+        Ok((docker, container, command))
+    }
+}
+
+/// The engine's argv for `spec`: always through `/bin/sh`.
+fn argv(spec: &ExecSpec) -> Vec<String> {
+    match spec.mode {
+        ExecMode::Shell => vec!["/bin/sh".to_owned(), "-c".to_owned(), spec.shell_line()],
+        // through `exec "$@"`: no shell syntax is interpreted, and a missing
+        // program is exit 127 with a message, as in shell mode
+        ExecMode::Argv => {
+            let mut argv = vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                "exec \"$@\"".to_owned(),
+                "sh".to_owned(),
+                spec.command.clone(),
+            ];
+            argv.extend(spec.args.iter().cloned());
+            argv
+        }
+    }
 }
 
 impl Drop for DockerProvider {
@@ -326,12 +384,23 @@ impl Provider for DockerProvider {
 
     async fn start_process(
         &self,
-        _sandbox_id: &str,
-        _spec: crate::provider::ProcessSpec,
-    ) -> Result<crate::provider::Process, ProviderError> {
-        Err(ProviderError::Unavailable(
-            "interactive sessions: in progress".into(),
-        ))
+        sandbox_id: &str,
+        spec: ProcessSpec,
+    ) -> Result<Process, ProviderError> {
+        let (docker, container, command) = self.command(sandbox_id, spec.exec).await?;
+        process::start(
+            &self.engine.endpoint(),
+            &docker,
+            &container,
+            sandbox_id,
+            command,
+            Attach {
+                tty: spec.tty,
+                stdin: spec.stdin,
+            },
+            &self.tasks,
+        )
+        .await
     }
 
     async fn exec_stream(
@@ -339,46 +408,7 @@ impl Provider for DockerProvider {
         sandbox_id: &str,
         spec: ExecSpec,
     ) -> Result<mpsc::Receiver<ExecEvent>, ProviderError> {
-        if spec.command.is_empty() {
-            return Err(ProviderError::InvalidArgument("empty command".into()));
-        }
-        check_env(&spec.env)?;
-        let cwd = normalize_in(spec.workdir.as_deref().unwrap_or(WORKSPACE), WORKSPACE)?;
-        let (docker, container) = self.target(sandbox_id).await?;
-        if cwd != WORKSPACE {
-            let files = Files {
-                docker: &docker,
-                container: &container,
-                sandbox_id,
-                tasks: &self.tasks,
-                chown_to_user: false,
-                spool_dir: None,
-                max_upload: 0,
-            };
-            files.require_dir(&cwd).await?;
-        }
-        let argv = match spec.mode {
-            ExecMode::Shell => vec!["/bin/sh".to_owned(), "-c".to_owned(), spec.shell_line()],
-            // through `exec "$@"`: no shell syntax is interpreted, and a missing
-            // program is exit 127 with a message, as in shell mode
-            ExecMode::Argv => {
-                let mut argv = vec![
-                    "/bin/sh".to_owned(),
-                    "-c".to_owned(),
-                    "exec \"$@\"".to_owned(),
-                    "sh".to_owned(),
-                    spec.command.clone(),
-                ];
-                argv.extend(spec.args.iter().cloned());
-                argv
-            }
-        };
-        let command = Command {
-            argv,
-            env: spec.env.into_iter().collect(),
-            workdir: cwd,
-            timeout: spec.timeout,
-        };
+        let (docker, container, command) = self.command(sandbox_id, spec).await?;
         exec::stream(&docker, &container, sandbox_id, command, &self.tasks).await
     }
 

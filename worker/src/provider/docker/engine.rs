@@ -49,6 +49,14 @@ impl Engine {
         self.memory_mb.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Where the engine listens, for connections made without bollard.
+    pub fn endpoint(&self) -> super::hijack::Endpoint {
+        super::hijack::Endpoint {
+            host: self.host.clone(),
+            timeout: self.timeout,
+        }
+    }
+
     /// The client, connecting and negotiating the API version first if needed.
     pub async fn client(&self) -> Result<Docker, ProviderError> {
         Ok(self.connected().await?.docker)

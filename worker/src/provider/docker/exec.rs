@@ -5,32 +5,39 @@
 //! `inspect_exec`.
 //!
 //! Every command carries `BERTH_EXEC_ID=<random>` in its environment. On a timeout or
-//! a dropped receiver a second exec (`scripts::KILL`) SIGKILLs every process with that
-//! marker, so the command dies inside the container, children included, not just the
-//! attach.
+//! a dropped receiver a second exec (`scripts::SIGNAL`) SIGKILLs every process with
+//! that marker, so the command dies inside the container, children included, not just
+//! the attach.
+//!
+//! The interactive processes of `process` start and pump their execs with the same
+//! pieces ([`create`], [`Pump`], [`signal`]); a terminal's exec is started on a
+//! connection of its own (`hijack`).
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
 use futures::StreamExt;
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::engine::{engine_error, message_of, status_of};
 use super::scripts;
-use crate::provider::{ExecEvent, ProviderError};
+use crate::provider::{ExecEvent, ProviderError, Signal, TermSize};
 
 /// Capacity of an exec event channel.
-const EXEC_BUFFER: usize = 16;
+pub const EXEC_BUFFER: usize = 16;
 /// Most output a provider-internal command (file helpers) may produce.
 const MAX_HELPER_OUTPUT: usize = 64 * 1024 * 1024;
-/// How long the killer may take.
+/// How long signalling (or killing) a command may take.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest chunk read from the engine at once.
-const OUTPUT_CAPACITY: usize = 64 * 1024;
+pub const OUTPUT_CAPACITY: usize = 64 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -59,14 +66,41 @@ impl Output {
     }
 }
 
-/// Starts `command`; events arrive on the receiver as the command produces them.
-pub async fn stream(
+/// How a command is attached: a terminal of this size or none, stdin open or not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attach {
+    pub tty: Option<TermSize>,
+    pub stdin: bool,
+}
+
+/// The engine's write half of an attached exec: the command's stdin.
+pub type EngineInput = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// A created exec, not started yet.
+pub struct Created {
+    pub exec_id: String,
+    /// The value of [`scripts::EXEC_MARKER`] in the command's environment.
+    pub marker: String,
+}
+
+/// A started exec, attached.
+pub struct Started {
+    pub exec_id: String,
+    pub marker: String,
+    pub started_at: Instant,
+    pub output: EngineOutput,
+    pub input: EngineInput,
+}
+
+/// Creates `command`, to be attached as `attach` says, with the marker in its
+/// environment.
+pub async fn create(
     docker: &Docker,
     container: &str,
     sandbox_id: &str,
-    command: Command,
-    tasks: &TaskTracker,
-) -> Result<mpsc::Receiver<ExecEvent>, ProviderError> {
+    command: &Command,
+    attach: Attach,
+) -> Result<Created, ProviderError> {
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let mut env: Vec<String> = command
         .env
@@ -74,11 +108,15 @@ pub async fn stream(
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
     env.push(format!("{}={marker}", scripts::EXEC_MARKER));
-    let options = CreateExecOptions {
+    let options = ExecConfig {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        attach_stdin: Some(false),
-        tty: Some(false),
+        attach_stdin: Some(attach.stdin),
+        tty: Some(attach.tty.is_some()),
+        // [rows, cols]; engines before API 1.42 ignore it (the caller resizes)
+        console_size: attach
+            .tty
+            .map(|size| vec![usize::from(size.rows), usize::from(size.cols)]),
         env: Some(env),
         cmd: Some(command.argv.clone()),
         working_dir: Some(command.workdir.clone()),
@@ -88,35 +126,63 @@ pub async fn stream(
         .create_exec(container, options)
         .await
         .map_err(|err| exec_error(sandbox_id, err))?;
+    Ok(Created {
+        exec_id: created.id,
+        marker,
+    })
+}
+
+/// Starts an exec created without a terminal, attached through the engine's framed
+/// stream (stdout and stderr apart).
+pub async fn start(
+    docker: &Docker,
+    sandbox_id: &str,
+    created: Created,
+) -> Result<Started, ProviderError> {
     let start = StartExecOptions {
         detach: false,
         tty: false,
         output_capacity: Some(OUTPUT_CAPACITY),
     };
     let started_at = Instant::now();
-    let output = match docker
-        .start_exec(&created.id, Some(start))
+    match docker
+        .start_exec(&created.exec_id, Some(start))
         .await
         .map_err(|err| exec_error(sandbox_id, err))?
     {
-        StartExecResults::Attached { output, .. } => output,
-        StartExecResults::Detached => {
-            return Err(ProviderError::Internal(
-                "the engine detached an attached exec".into(),
-            ));
-        }
-    };
+        StartExecResults::Attached { output, input } => Ok(Started {
+            exec_id: created.exec_id,
+            marker: created.marker,
+            started_at,
+            output,
+            input,
+        }),
+        StartExecResults::Detached => Err(ProviderError::Internal(
+            "the engine detached an attached exec".into(),
+        )),
+    }
+}
+
+/// Starts `command`; events arrive on the receiver as the command produces them.
+pub async fn stream(
+    docker: &Docker,
+    container: &str,
+    sandbox_id: &str,
+    command: Command,
+    tasks: &TaskTracker,
+) -> Result<mpsc::Receiver<ExecEvent>, ProviderError> {
+    let created = create(docker, container, sandbox_id, &command, Attach::default()).await?;
+    let started = start(docker, sandbox_id, created).await?;
     let (tx, rx) = mpsc::channel(EXEC_BUFFER);
-    let pump = Pump {
-        docker: docker.clone(),
-        container: container.to_owned(),
-        sandbox_id: sandbox_id.to_owned(),
-        exec_id: created.id,
-        marker,
-        timeout: command.timeout,
-        started_at,
+    let (pump, output, _input) = Pump::new(
+        docker,
+        container,
+        sandbox_id,
+        started,
+        command.timeout,
+        false,
         tx,
-    };
+    );
     // in the caller's span, so what the pump logs names the call's sandbox
     tasks.spawn(pump.run(output).in_current_span());
     Ok(rx)
@@ -153,7 +219,7 @@ pub async fn run(
     ))
 }
 
-fn exec_error(sandbox_id: &str, err: bollard::errors::Error) -> ProviderError {
+pub fn exec_error(sandbox_id: &str, err: bollard::errors::Error) -> ProviderError {
     match status_of(&err) {
         Some(404) => ProviderError::SandboxNotFound(sandbox_id.to_owned()),
         Some(409) => ProviderError::Unavailable(format!(
@@ -164,12 +230,12 @@ fn exec_error(sandbox_id: &str, err: bollard::errors::Error) -> ProviderError {
     }
 }
 
-type EngineOutput = std::pin::Pin<
-    Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
->;
+/// The engine's read half of an attached exec: the command's output.
+pub type EngineOutput =
+    Pin<Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
 /// The task behind one exec's channel.
-struct Pump {
+pub struct Pump {
     docker: Docker,
     container: String,
     sandbox_id: String,
@@ -177,6 +243,8 @@ struct Pump {
     marker: String,
     timeout: Duration,
     started_at: Instant,
+    /// Output comes from a terminal: all of it is stdout.
+    tty: bool,
     tx: mpsc::Sender<ExecEvent>,
 }
 
@@ -188,7 +256,33 @@ enum Stop {
 }
 
 impl Pump {
-    async fn run(self, output: EngineOutput) {
+    /// The pump for `started`, and the output and input it leaves to the caller.
+    pub fn new(
+        docker: &Docker,
+        container: &str,
+        sandbox_id: &str,
+        started: Started,
+        timeout: Duration,
+        tty: bool,
+        tx: mpsc::Sender<ExecEvent>,
+    ) -> (Self, EngineOutput, EngineInput) {
+        let pump = Self {
+            docker: docker.clone(),
+            container: container.to_owned(),
+            sandbox_id: sandbox_id.to_owned(),
+            exec_id: started.exec_id,
+            marker: started.marker,
+            timeout,
+            started_at: started.started_at,
+            tty,
+            tx,
+        };
+        (pump, started.output, started.input)
+    }
+
+    /// Forwards the output, then the exit status; on a timeout or a dropped receiver
+    /// kills the command instead.
+    pub async fn run(self, output: EngineOutput) {
         let deadline = tokio::time::Instant::from_std(self.started_at) + self.timeout;
         match self.pump(output, deadline).await {
             Ok(()) => {}
@@ -246,6 +340,10 @@ impl Pump {
             let event = match item {
                 None => return Ok(()),
                 Some(Ok(LogOutput::StdOut { message })) => ExecEvent::Stdout(message.to_vec()),
+                // a terminal's output comes raw, as `Console`
+                Some(Ok(LogOutput::Console { message })) if self.tty => {
+                    ExecEvent::Stdout(message.to_vec())
+                }
                 Some(Ok(LogOutput::StdErr { message } | LogOutput::Console { message })) => {
                     ExecEvent::Stderr(message.to_vec())
                 }
@@ -305,26 +403,46 @@ impl Pump {
     /// Ends the command inside the container (best effort: a sandbox that is gone
     /// took its processes with it).
     async fn kill(&self) {
-        let killed = tokio::time::timeout(
-            KILL_TIMEOUT,
-            kill(&self.docker, &self.container, &self.marker),
+        signal(
+            &self.docker,
+            &self.container,
+            &self.sandbox_id,
+            &self.marker,
+            Signal::KILL,
         )
         .await;
-        match killed {
-            Ok(Ok(())) => tracing::debug!(sandbox_id = %self.sandbox_id, "command killed"),
-            Ok(Err(err)) => {
-                tracing::debug!(sandbox_id = %self.sandbox_id, error = %err, "cannot kill a command")
-            }
-            Err(_) => tracing::warn!(sandbox_id = %self.sandbox_id, "killing a command timed out"),
-        }
     }
 }
 
-/// Runs the killer for `marker` and waits for it to finish.
-async fn kill(
+/// Sends `signal` to every process of the command marked `marker` (SIGKILL ends them
+/// all, children included); best effort, logged, bounded by [`KILL_TIMEOUT`].
+pub async fn signal(
+    docker: &Docker,
+    container: &str,
+    sandbox_id: &str,
+    marker: &str,
+    signal: Signal,
+) {
+    let sent = tokio::time::timeout(
+        KILL_TIMEOUT,
+        run_signaller(docker, container, marker, signal),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => tracing::debug!(sandbox_id, %signal, "command signalled"),
+        Ok(Err(err)) => {
+            tracing::debug!(sandbox_id, %signal, error = %err, "cannot signal a command")
+        }
+        Err(_) => tracing::warn!(sandbox_id, %signal, "signalling a command timed out"),
+    }
+}
+
+/// Runs [`scripts::SIGNAL`] for `marker` and waits for it to finish.
+async fn run_signaller(
     docker: &Docker,
     container: &str,
     marker: &str,
+    signal: Signal,
 ) -> Result<(), bollard::errors::Error> {
     let options = CreateExecOptions {
         attach_stdout: Some(true),
@@ -332,9 +450,10 @@ async fn kill(
         cmd: Some(vec![
             "/bin/sh".to_owned(),
             "-c".to_owned(),
-            scripts::KILL.to_owned(),
-            "berth-kill".to_owned(),
+            scripts::SIGNAL.to_owned(),
+            "berth-signal".to_owned(),
             marker.to_owned(),
+            signal.number().to_string(),
         ]),
         ..Default::default()
     };

@@ -1,8 +1,8 @@
 //! The small POSIX `sh` programs the provider runs inside a sandbox (through exec, as
 //! the sandbox's own user, so permissions are what the user would meet): the sleeper
 //! that keeps the container up, file operations the engine's archive API cannot do
-//! (stat, list, walk, delete, move, chmod) and the killer that ends a command's whole
-//! process family. They need `/bin/sh` and the usual utilities (busybox or coreutils:
+//! (stat, list, walk, delete, move, chmod) and the signaller that reaches a command's
+//! whole process family (and kills it). They need `/bin/sh` and the usual utilities (busybox or coreutils:
 //! `stat`, `find`, `rm`, `rmdir`, `mv`, `chmod`, `grep`, `ls`, `sleep`), which every
 //! general-purpose image has.
 //!
@@ -101,13 +101,16 @@ chmod)
 esac
 "#;
 
-/// `sh -c KILL berth-kill MARKER`: SIGKILLs every process whose environment carries
-/// `BERTH_EXEC_ID=MARKER` (a command and everything it started, however deep, unless
-/// it wiped its environment). Each round finds them all, stops them all (so none runs
+/// `sh -c SIGNAL berth-signal MARKER SIGNUM`: sends signal `SIGNUM` to every process
+/// whose environment carries `BERTH_EXEC_ID=MARKER` (a command and everything it
+/// started, however deep, unless it wiped its environment).
+///
+/// SIGKILL (9) ends them all: each round finds them all, stops them all (so none runs
 /// on, or forks, when a child dies) and then kills them; rounds repeat until none is
-/// left.
-pub const KILL: &str = r#"
+/// left. Any other signal is sent once to each process found, which may handle it.
+pub const SIGNAL: &str = r#"
 marker="BERTH_EXEC_ID=$1"
+sig=$2
 round=0
 while [ $round -lt 5 ]; do
     pids=
@@ -117,6 +120,10 @@ while [ $round -lt 5 ]; do
         grep -q "$marker" "$d/environ" 2>/dev/null && pids="$pids $pid"
     done
     [ -n "$pids" ] || exit 0
+    if [ "$sig" != 9 ]; then
+        kill -"$sig" $pids 2>/dev/null
+        exit 0
+    fi
     kill -STOP $pids 2>/dev/null
     kill -KILL $pids 2>/dev/null
     round=$((round + 1))
