@@ -185,6 +185,9 @@ fn main() -> std::process::ExitCode {
     });
     // an exec's own status (0–255 by then) or one of exit.rs's
     let status = exit::status(result);
+    // not waiting for blocking work: a session's stdin reader may sit in a read of
+    // the terminal that only the next keystroke would end
+    runtime.shutdown_background();
     std::process::ExitCode::from(u8::try_from(status & 0xff).unwrap_or(1))
 }
 

@@ -193,7 +193,7 @@ impl Drop for Tmux {
     }
 }
 
-async fn status_of(file: &Path) -> i32 {
+async fn status_of(tmux: &Tmux, name: &str, file: &Path) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(file)
@@ -201,7 +201,11 @@ async fn status_of(file: &Path) -> i32 {
         {
             return code;
         }
-        assert!(Instant::now() < deadline, "the command never ended");
+        assert!(
+            Instant::now() < deadline,
+            "the command never ended:\n{}",
+            tmux.screen(name)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -251,7 +255,7 @@ async fn sandbox_shell_is_a_real_terminal_in_a_docker_sandbox() {
 
     // exit 7 ends the CLI with 7
     tmux.keys("shell", &["exit 7", "Enter"]);
-    assert_eq!(status_of(&status).await, 7);
+    assert_eq!(status_of(&tmux, "shell", &status).await, 7);
 
     // ~. detaches; the session runs on, is listed, and attach goes back in
     let status = dir.path().join("detach.status");
@@ -260,8 +264,8 @@ async fn sandbox_shell_is_a_real_terminal_in_a_docker_sandbox() {
     tmux.keys("detach", &["export MARK=still-here", "Enter"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     tmux.keys("detach", &["Enter", "~."]);
-    assert_eq!(status_of(&status).await, 0);
-    let screen = tmux.wait_for("detach", "berth sandbox attach").await;
+    assert_eq!(status_of(&tmux, "detach", &status).await, 0);
+    let screen = tmux.wait_for("detach", "back in with").await;
     let session = screen
         .split_whitespace()
         .find(|word| word.starts_with("ses-"))
@@ -287,7 +291,7 @@ async fn sandbox_shell_is_a_real_terminal_in_a_docker_sandbox() {
     tmux.keys("attach", &["echo mark=$MARK", "Enter"]);
     tmux.wait_for("attach", "mark=still-here").await;
     tmux.keys("attach", &["exit 9", "Enter"]);
-    assert_eq!(status_of(&status).await, 9);
+    assert_eq!(status_of(&tmux, "attach", &status).await, 9);
 
     fleet.api.delete(&format!("/sandboxes/{id}")).await;
     fleet.stop().await;
