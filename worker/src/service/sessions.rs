@@ -264,17 +264,10 @@ async fn forward_output(
             _ = keepalive.tick() => (Out::Keepalive(pb::SessionKeepalive {}), false),
         };
         keepalive.reset();
-        let sent = match &next {
-            Out::Error(_) | Out::Keepalive(_) | Out::Detached(_) => tx.send(Ok(event(next))).await,
-            _ => tokio::select! {
-                sent = tx.send(Ok(event(next))) => sent,
-                () = detach.cancelled() => {
-                    let detached = Out::Detached(pb::SessionDetached { reason: "detach".into() });
-                    let _ = tx.send(Ok(event(detached))).await;
-                    break;
-                }
-            },
-        };
+        // an output piece taken from the session counts as sent: it goes out even when
+        // a detach comes meanwhile (the detach follows it), or a client resuming from
+        // its last offset would find those bytes gone
+        let sent = tx.send(Ok(event(next))).await;
         if sent.is_err() || last {
             break;
         }
