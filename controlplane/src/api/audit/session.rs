@@ -11,7 +11,7 @@ use crate::api::ApiState;
 use crate::api::auth::Granted;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::error::ApiError;
-use crate::sandboxes::SessionOpen;
+use crate::sandboxes::{SessionOpen, SessionStream};
 
 /// How a session stream ended, for its last record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct SessionAudit {
 }
 
 impl SessionAudit {
-    pub fn new(state: &ApiState, granted: &Granted, sandbox_id: &str, request_id: &str) -> Self {
+    fn new(state: &ApiState, granted: &Granted, sandbox_id: &str, request_id: &str) -> Self {
         Self {
             log: state.audit.clone(),
             actor: format!("key:{}", granted.caller.key_id),
@@ -58,8 +58,44 @@ impl SessionAudit {
         }
     }
 
+    /// Opens a session stream for `granted` on `sandbox_id` and records the open, or
+    /// its refusal: what both doors (gRPC, WebSocket) do first. Nothing is opened
+    /// that could not be recorded.
+    pub async fn open(
+        state: &ApiState,
+        granted: &Granted,
+        sandbox_id: &str,
+        request_id: &str,
+        open: SessionOpen,
+    ) -> Result<(SessionStream, Self), ApiError> {
+        state.audit.writable()?;
+        let mut audit = Self::new(state, granted, sandbox_id, request_id);
+        match state
+            .sandboxes
+            .session(&granted.access, sandbox_id, open.clone())
+            .await
+        {
+            Ok(session) => {
+                audit
+                    .opened(&open, &session.worker_id, &session.started.session_id)
+                    .await;
+                Ok((session, audit))
+            }
+            Err(err) => {
+                let err = ApiError::from(err);
+                let worker_id = state
+                    .sandboxes
+                    .worker_of(sandbox_id)
+                    .await
+                    .unwrap_or_default();
+                audit.refused(&open, worker_id, &err).await;
+                Err(err)
+            }
+        }
+    }
+
     /// Records an open the worker answered with `started`.
-    pub async fn opened(&mut self, open: &SessionOpen, worker_id: &str, session_id: &str) {
+    async fn opened(&mut self, open: &SessionOpen, worker_id: &str, session_id: &str) {
         worker_id.clone_into(&mut self.worker_id);
         session_id.clone_into(&mut self.session_id);
         let (operation, detail) = describe_open(open);
@@ -68,7 +104,7 @@ impl SessionAudit {
     }
 
     /// Records an open that was refused (`worker_id`: the sandbox's, if known).
-    pub async fn refused(&mut self, open: &SessionOpen, worker_id: String, err: &ApiError) {
+    async fn refused(&mut self, open: &SessionOpen, worker_id: String, err: &ApiError) {
         self.worker_id = worker_id;
         let (operation, detail) = describe_open(open);
         self.submit(operation, detail, err.code.as_str()).await;

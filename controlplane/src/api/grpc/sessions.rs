@@ -58,29 +58,8 @@ pub async fn session(
     };
     let (sandbox_id, open) = session_open(open)?;
     note_sandbox(&sandbox_id);
-    // nothing is done that could not be recorded
-    state.audit.writable().map_err(ApiError::from)?;
-    let mut audit = SessionAudit::new(state, &granted, &sandbox_id, &request_id);
-    let opened = state
-        .sandboxes
-        .session(&granted.access, &sandbox_id, open.clone())
-        .await;
-    let session = match opened {
-        Ok(session) => session,
-        Err(err) => {
-            let err = ApiError::from(err);
-            let worker_id = state
-                .sandboxes
-                .worker_of(&sandbox_id)
-                .await
-                .unwrap_or_default();
-            audit.refused(&open, worker_id, &err).await;
-            return Err(err.into());
-        }
-    };
-    audit
-        .opened(&open, &session.worker_id, &session.started.session_id)
-        .await;
+    let (session, audit) =
+        SessionAudit::open(state, &granted, &sandbox_id, &request_id, open).await?;
     let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
     let shutdown = state.shutdown.clone();
     state.tasks.spawn(async move {

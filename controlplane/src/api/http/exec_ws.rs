@@ -135,31 +135,11 @@ async fn serve(
             return fail(socket, err).await;
         }
     };
-    // nothing is done that could not be recorded
-    if let Err(err) = state.audit.writable() {
-        return fail(socket, err.into()).await;
-    }
-    let mut audit = SessionAudit::new(&state, &granted, &sandbox_id, &request_id);
-    let opened = state
-        .sandboxes
-        .session(&granted.access, &sandbox_id, open.clone())
-        .await;
-    let session = match opened {
-        Ok(session) => session,
-        Err(err) => {
-            let err = ApiError::from(err);
-            let worker_id = state
-                .sandboxes
-                .worker_of(&sandbox_id)
-                .await
-                .unwrap_or_default();
-            audit.refused(&open, worker_id, &err).await;
-            return fail(socket, err).await;
-        }
-    };
-    audit
-        .opened(&open, &session.worker_id, &session.started.session_id)
-        .await;
+    let (session, audit) =
+        match SessionAudit::open(&state, &granted, &sandbox_id, &request_id, open).await {
+            Ok(opened) => opened,
+            Err(err) => return fail(socket, err).await,
+        };
     // the terminal takes the size of the client that attached
     if let Some(size) = attach_size.filter(|_| session.started.tty) {
         let _ = session.input.send(SessionInput::Resize(size)).await;
