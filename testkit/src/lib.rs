@@ -24,6 +24,7 @@ mod fleet;
 mod grpc;
 mod metrics;
 mod poll;
+mod sessions;
 mod specs;
 mod worker;
 
@@ -36,6 +37,7 @@ pub use fleet::{FleetBuilder, TestFleet};
 pub use grpc::{api_channel, keyed};
 pub use metrics::sample;
 pub use poll::eventually;
+pub use sessions::GrpcSession;
 pub use specs::{shell, spec};
 pub use worker::TestWorker;
 

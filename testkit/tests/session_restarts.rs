@@ -7,93 +7,11 @@
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
-use berth_proto::v1::sandboxes_client::SandboxesClient;
-use berth_testkit::{TestFleet, api_channel, eventually, id_of, keyed};
-use pb::session_event::Event;
+use berth_testkit::{GrpcSession, TestFleet, eventually, id_of};
 use pb::session_request::Message;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// One attached client over the public gRPC API.
-struct Client {
-    input: mpsc::Sender<pb::SessionRequest>,
-    events: tonic::Streaming<pb::SessionEvent>,
-    session_id: String,
-    offset: u64,
-    output: Vec<u8>,
-    exit: Option<i32>,
-}
-
-impl Client {
-    async fn open(api_url: &str, key: &str, open: pb::SessionOpen) -> Result<Self, tonic::Status> {
-        let mut sandboxes = SandboxesClient::new(api_channel(api_url).await);
-        let (input, requests) = mpsc::channel(16);
-        let offset = open.offset;
-        input
-            .send(pb::SessionRequest {
-                message: Some(Message::Open(open)),
-            })
-            .await
-            .unwrap();
-        let events = sandboxes
-            .session(keyed(ReceiverStream::new(requests), key))
-            .await?
-            .into_inner();
-        let mut client = Self {
-            input,
-            events,
-            session_id: String::new(),
-            offset,
-            output: Vec::new(),
-            exit: None,
-        };
-        match client.next().await? {
-            Some(Event::Started(started)) => client.session_id = started.session_id,
-            other => panic!("started first, not {other:?}"),
-        }
-        Ok(client)
-    }
-
-    async fn next(&mut self) -> Result<Option<Event>, tonic::Status> {
-        let Some(event) = self.events.message().await? else {
-            return Ok(None);
-        };
-        let event = event.event.expect("an event");
-        match &event {
-            Event::Output(output) => {
-                assert_eq!(output.offset, self.offset, "offsets run on without a hole");
-                self.offset += output.data.len() as u64;
-                self.output.extend_from_slice(&output.data);
-            }
-            Event::Gap(gap) => panic!("nothing may be lost: {gap:?}"),
-            Event::Exit(exit) => self.exit = Some(exit.exit_code),
-            _ => {}
-        }
-        Ok(Some(event))
-    }
-
-    async fn stdin(&self, text: &str) {
-        self.input
-            .send(pb::SessionRequest {
-                message: Some(Message::Stdin(text.as_bytes().to_vec())),
-            })
-            .await
-            .unwrap();
-    }
-
-    /// Reads until the output holds `text`; `Err` when the stream broke first.
-    async fn read_until(&mut self, text: &str) -> Result<(), tonic::Status> {
-        while !String::from_utf8_lossy(&self.output).contains(text) {
-            if self.next().await?.is_none() {
-                return Err(tonic::Status::unavailable("the stream ended"));
-            }
-        }
-        Ok(())
-    }
-}
 
 fn shell(sandbox_id: &str) -> pb::SessionOpen {
     pb::SessionOpen {
@@ -106,16 +24,18 @@ fn shell(sandbox_id: &str) -> pb::SessionOpen {
 async fn restart_loses_nothing(fleet: TestFleet) {
     let id = id_of(&fleet.api.create_sandbox(json!({"ttl": "10m"})).await);
     let key = fleet.cp.admin_key.clone();
-    let mut client = Client::open(&fleet.cp.api_url(), &key, shell(&id))
+    let mut client = GrpcSession::open(&fleet.cp.api_url(), &key, shell(&id))
         .await
         .unwrap();
-    client.stdin("echo before\n").await;
-    client.read_until("before\n").await.unwrap();
+    client.send(Message::Stdin(b"echo before\n".to_vec())).await;
+    client.try_read_until("before\n").await.unwrap();
     // output that goes on while the control plane is away
     client
-        .stdin("generate --lines 150 --delay-ms 20; echo generated\n")
+        .send(Message::Stdin(
+            b"generate --lines 150 --delay-ms 20; echo generated\n".to_vec(),
+        ))
         .await;
-    client.read_until("line 3\n").await.unwrap();
+    client.try_read_until("line 3\n").await.unwrap();
 
     let mesh = fleet.cp.mesh_addr;
     let fleet = fleet
@@ -124,7 +44,7 @@ async fn restart_loses_nothing(fleet: TestFleet) {
         })
         .await;
     // the old stream broke with the control plane that carried it
-    let broke = tokio::time::timeout(WAIT, client.read_until("never printed")).await;
+    let broke = tokio::time::timeout(WAIT, client.try_read_until("never printed")).await;
     assert!(matches!(broke, Ok(Err(_))), "the old stream ended");
     fleet.wait_online().await;
 
@@ -138,13 +58,13 @@ async fn restart_loses_nothing(fleet: TestFleet) {
             offset,
             ..Default::default()
         };
-        Client::open(&api_url, &key, open).await.ok()
+        GrpcSession::open(&api_url, &key, open).await.ok()
     })
     .await;
-    again.read_until("generated\n").await.unwrap();
-    again.stdin("exit 4\n").await;
+    again.try_read_until("generated\n").await.unwrap();
+    again.send(Message::Stdin(b"exit 4\n".to_vec())).await;
     while again.next().await.unwrap().is_some() {}
-    assert_eq!(again.exit, Some(4));
+    assert_eq!(again.exit.map(|exit| exit.exit_code), Some(4));
     output.extend_from_slice(&again.output);
     let text = String::from_utf8(output).unwrap();
     let expected: String = std::iter::once("before\n".to_owned())
@@ -174,7 +94,7 @@ async fn a_restarted_worker_has_lost_its_sessions_and_says_so() {
     let mut fleet = TestFleet::start().await;
     let id = id_of(&fleet.api.create_sandbox(json!({})).await);
     let key = fleet.cp.admin_key.clone();
-    let client = Client::open(&fleet.cp.api_url(), &key, shell(&id))
+    let client = GrpcSession::open(&fleet.cp.api_url(), &key, shell(&id))
         .await
         .unwrap();
     let session_id = client.session_id.clone();
@@ -187,7 +107,7 @@ async fn a_restarted_worker_has_lost_its_sessions_and_says_so() {
         session_id,
         ..Default::default()
     };
-    let refused = tokio::time::timeout(WAIT, Client::open(&fleet.cp.api_url(), &key, open))
+    let refused = tokio::time::timeout(WAIT, GrpcSession::open(&fleet.cp.api_url(), &key, open))
         .await
         .expect("an answer, not a hang");
     let status = refused.err().expect("the session is gone");

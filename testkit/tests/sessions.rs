@@ -11,15 +11,12 @@ use std::time::Duration;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::sandboxes_client::SandboxesClient;
-use berth_testkit::{Api, TestFleet, api_channel, eventually, id_of, keyed};
-use pb::session_event::Event;
+use berth_testkit::{Api, GrpcSession, TestFleet, api_channel, eventually, id_of, keyed};
 use pb::session_request::Message;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -51,98 +48,6 @@ fn attach(sandbox_id: &str, session_id: &str, offset: u64) -> pb::SessionOpen {
         session_id: session_id.to_owned(),
         offset,
         ..Default::default()
-    }
-}
-
-/// One client attached over the public gRPC API.
-struct GrpcSession {
-    input: mpsc::Sender<pb::SessionRequest>,
-    events: tonic::Streaming<pb::SessionEvent>,
-    session_id: String,
-    offset: u64,
-    output: Vec<u8>,
-    exit: Option<pb::SessionExit>,
-    detached: Option<String>,
-}
-
-impl GrpcSession {
-    async fn open(api_url: &str, key: &str, open: pb::SessionOpen) -> Result<Self, tonic::Status> {
-        let mut sandboxes = SandboxesClient::new(api_channel(api_url).await);
-        let (input, requests) = mpsc::channel(16);
-        let offset = open.offset;
-        input
-            .send(pb::SessionRequest {
-                message: Some(Message::Open(open)),
-            })
-            .await
-            .unwrap();
-        let events = sandboxes
-            .session(keyed(ReceiverStream::new(requests), key))
-            .await?
-            .into_inner();
-        let mut session = Self {
-            input,
-            events,
-            session_id: String::new(),
-            offset,
-            output: Vec::new(),
-            exit: None,
-            detached: None,
-        };
-        match session.next().await? {
-            Some(Event::Started(started)) => {
-                assert!(started.offset >= offset, "{started:?}");
-                session.session_id = started.session_id;
-            }
-            other => panic!("started first, not {other:?}"),
-        }
-        Ok(session)
-    }
-
-    async fn next(&mut self) -> Result<Option<Event>, tonic::Status> {
-        let next = tokio::time::timeout(WAIT, self.events.message())
-            .await
-            .expect("an event in time")?;
-        let Some(event) = next else {
-            return Ok(None);
-        };
-        let event = event.event.expect("an event");
-        match &event {
-            Event::Output(output) => {
-                assert_eq!(output.offset, self.offset, "offsets run on without a hole");
-                self.offset += output.data.len() as u64;
-                self.output.extend_from_slice(&output.data);
-            }
-            Event::Gap(gap) => panic!("nothing may be lost: {gap:?}"),
-            Event::Exit(exit) => self.exit = Some(exit.clone()),
-            Event::Detached(detached) => self.detached = Some(detached.reason.clone()),
-            _ => {}
-        }
-        Ok(Some(event))
-    }
-
-    async fn send(&self, message: Message) {
-        self.input
-            .send(pb::SessionRequest {
-                message: Some(message),
-            })
-            .await
-            .unwrap();
-    }
-
-    /// Reads to the end of the stream.
-    async fn drain(&mut self) -> Result<(), tonic::Status> {
-        while self.next().await?.is_some() {}
-        Ok(())
-    }
-
-    async fn read_until(&mut self, text: &str) {
-        while !String::from_utf8_lossy(&self.output).contains(text) {
-            assert!(
-                self.next().await.unwrap().is_some(),
-                "the stream ended before {text:?}"
-            );
-        }
     }
 }
 
