@@ -15,11 +15,14 @@ pub(crate) fn now_secs() -> i64 {
 
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
+    unix_ms(SystemTime::now())
+}
+
+/// `time` in unix milliseconds.
+pub(crate) fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+    })
 }
 
 #[cfg(test)]

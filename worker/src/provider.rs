@@ -88,6 +88,19 @@ impl ExecSpec {
     pub fn shell_line(&self) -> String {
         berth_proto::shell::shell_line(&self.command, &self.args)
     }
+
+    /// The command as a line for logs and listings: the shell line, or the argv
+    /// joined by spaces.
+    pub fn command_line(&self) -> String {
+        match self.mode {
+            ExecMode::Shell => self.shell_line(),
+            ExecMode::Argv => std::iter::once(&self.command)
+                .chain(&self.args)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
 }
 
 /// One event of a running command. A stream carries output events and then exactly

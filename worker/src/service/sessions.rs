@@ -9,7 +9,7 @@
 //! sending (stdin is closed only by an explicit `eof`: a lost connection must not end
 //! a shell another client may come back to).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use pb::session_event::Event as Out;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::{ResponseStream, WorkerGrpc, duration_ms, status};
+use crate::clock;
 use crate::provider::{
     ExecMode, ExecSpec, ProcessInput, ProcessSpec, ProviderError, Signal, TermSize,
 };
@@ -154,13 +155,7 @@ fn session_start(open: &pb::SessionOpen) -> Result<Start, Status> {
             ms => Duration::from_millis(ms).min(SESSION_TIMEOUT),
         },
     };
-    let command = match mode {
-        ExecMode::Shell => exec.shell_line(),
-        ExecMode::Argv => std::iter::once(exec.command.as_str())
-            .chain(exec.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
+    let command = exec.command_line();
     let size = open.size.unwrap_or_default();
     Ok(Start {
         sandbox_id: open.sandbox_id.clone(),
@@ -306,12 +301,6 @@ fn session_event(found: Event) -> Out {
     }
 }
 
-fn unix_ms(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
-        i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-    })
-}
-
 fn session_info(summary: Summary) -> pb::SessionInfo {
     let (state, exit_code, signal) = match &summary.end {
         None => ("running", 0, String::new()),
@@ -330,8 +319,8 @@ fn session_info(summary: Summary) -> pb::SessionInfo {
         state: state.to_owned(),
         exit_code,
         signal,
-        started_at_ms: unix_ms(summary.started_at),
-        ended_at_ms: summary.ended_at.map_or(0, unix_ms),
+        started_at_ms: clock::unix_ms(summary.started_at),
+        ended_at_ms: summary.ended_at.map_or(0, clock::unix_ms),
         attached: summary.attached,
         output_offset: summary.output_offset,
         buffer_start: summary.buffer_start,

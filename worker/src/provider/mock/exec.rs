@@ -129,14 +129,7 @@ pub async fn run(
         stdout: Sink::Stdout,
         stderr: Sink::Stderr,
     };
-    let label = match spec.mode {
-        ExecMode::Shell => spec.shell_line(),
-        ExecMode::Argv => std::iter::once(&spec.command)
-            .chain(&spec.args)
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
+    let label = spec.command_line();
     let work = async {
         match spec.mode {
             ExecMode::Shell => run_line(&mut ctx, &label).await,
