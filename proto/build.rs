@@ -5,6 +5,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "berth/v1/types.proto",
     "berth/v1/sessions.proto",
+    "berth/v1/ports.proto",
     "berth/v1/control_plane.proto",
     "berth/v1/worker.proto",
     "berth/v1/sandboxes.proto",

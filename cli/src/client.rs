@@ -191,6 +191,8 @@ impl ApiError {
     }
 }
 
+/// Cheap to clone: the HTTP clients share their connection pools.
+#[derive(Clone)]
 pub struct ApiClient {
     /// Short control calls: a total timeout per request.
     control: reqwest::Client,
@@ -289,6 +291,10 @@ impl ApiClient {
     pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
         self.send(self.control.patch(self.url(path)).json(body))
             .await
+    }
+
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        self.send(self.control.put(self.url(path)).json(body)).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

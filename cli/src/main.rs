@@ -14,6 +14,7 @@ mod ids;
 mod keys;
 mod logging;
 mod output;
+mod ports;
 mod quota;
 mod sandbox;
 mod serve;
@@ -24,6 +25,7 @@ mod tokens;
 mod users;
 mod version;
 mod watch;
+mod websocket;
 mod worker;
 mod workers;
 

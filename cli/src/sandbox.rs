@@ -14,7 +14,7 @@ use crate::client::{ApiClient, ApiError, ClientArgs};
 use crate::confirm::confirm;
 use crate::exit::{self, Exit};
 use crate::output::{self, Format, ListArgs, Table, TableStyle};
-use crate::{ids, out, outln, session, watch};
+use crate::{ids, out, outln, ports, session, watch};
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
@@ -155,6 +155,50 @@ pub enum SandboxCommand {
     Sessions {
         /// Sandbox id or a unique prefix of one.
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Forward local TCP ports to ports inside the sandbox, as kubectl does:
+    /// `8080:80` (local 8080), `80` (the same port), `:80` (any free local port).
+    /// Each local connection gets its own stream; runs until Ctrl-C.
+    #[command(name = "port-forward")]
+    PortForward {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        /// [LOCAL:]REMOTE, one or more.
+        #[arg(required = true, value_parser = ports::parse_forward)]
+        ports: Vec<ports::Forward>,
+        /// The local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a signed, expiring link to the preview URL of a port; its first use
+    /// sets a cookie for that preview host, so a browser can follow links from it.
+    #[command(name = "preview-url")]
+    PreviewUrl {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        /// The port inside the sandbox.
+        port: u16,
+        /// How long the link works, e.g. 30m (default 1h, at most 7 days).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The sandbox's preview domain and public ports; `--public PORT` lets anyone
+    /// reach a port through its preview URL, `--private PORT` takes that back.
+    Ports {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        /// Make this port public (repeatable).
+        #[arg(long = "public", value_name = "PORT")]
+        public: Vec<u16>,
+        /// Make this port private again (repeatable).
+        #[arg(long = "private", value_name = "PORT")]
+        private: Vec<u16>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -408,6 +452,38 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             let id = ids::sandbox(&api, &id).await?;
             let request = session::attach_request(&session_id, offset, takeover);
             exit_with(session::run(&api, &id, request, session::Local::Terminal).await?)
+        }
+        SandboxCommand::PortForward {
+            id,
+            ports: forwards,
+            address,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            ports::port_forward(&api, &id, &forwards, address).await
+        }
+        SandboxCommand::PreviewUrl {
+            id,
+            port,
+            ttl,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let format = client.structured().then_some(client.output);
+            ports::preview_url(&api, &id, port, ttl.as_deref(), format).await
+        }
+        SandboxCommand::Ports {
+            id,
+            public,
+            private,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let format = client.structured().then_some(client.output);
+            ports::ports(&api, &id, &public, &private, format).await
         }
         SandboxCommand::Sessions { id, client } => {
             let api = ApiClient::new(&client)?;

@@ -58,6 +58,14 @@ pub struct ServeArgs {
     /// 0, or the config file's api.key_rate_burst].
     #[arg(long, env = "BERTH_KEY_RATE_BURST")]
     key_rate_burst: Option<u32>,
+    /// Serve preview URLs http(s)://PORT-SANDBOX.DOMAIN (a wildcard DNS name pointing
+    /// here; may carry a :port) on the API listener [default: the config file's
+    /// preview_domain; empty: no previews].
+    #[arg(long, env = "BERTH_PREVIEW_DOMAIN")]
+    preview_domain: Option<String>,
+    /// Also serve previews on a listener of their own.
+    #[arg(long, env = "BERTH_PREVIEW_LISTEN")]
+    preview_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -102,6 +110,12 @@ impl ServeArgs {
         if let Some(value) = self.key_rate_burst {
             config.api.key_rate_burst = value;
         }
+        if let Some(value) = self.preview_domain {
+            config.preview_domain = value;
+        }
+        if let Some(value) = self.preview_listen {
+            config.preview_listen = Some(value);
+        }
         serve.validate()?;
         Ok(serve)
     }
@@ -115,6 +129,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let shutdown = CancellationToken::new();
     let (data_dir, heartbeat_interval) = (config.data_dir.clone(), config.heartbeat_interval);
+    let preview_domain = config.preview_domain.clone();
     let running = berth_controlplane::start(config, listeners, shutdown.clone()).await?;
     let local = if local_worker.enabled() {
         let worker = local_worker::start(
@@ -158,6 +173,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(|worker| format!(", local worker {:?}", worker.worker_id))
             .unwrap_or_default()
     );
+    if !preview_domain.is_empty() {
+        let listener = running
+            .preview_addr
+            .map(|addr| format!(" (and on {addr})"))
+            .unwrap_or_default();
+        println!("previews: {api_scheme}://PORT-SANDBOX.{preview_domain}/{listener}");
+    }
     wait_for_signal().await?;
     tracing::info!("shutting down");
     shutdown.cancel();

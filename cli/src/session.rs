@@ -6,7 +6,6 @@
 //! `sandbox sessions` (the list).
 
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
@@ -15,15 +14,13 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::client::ApiClient;
 use crate::exit::Exit;
 use crate::outln;
 use crate::output::{self, Table, TableStyle};
+use crate::websocket;
 
-/// Largest message accepted from the server.
-const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// Stdin read at once.
 const STDIN_CHUNK: usize = 32 * 1024;
 
@@ -90,7 +87,8 @@ pub async fn run(
         Local::Terminal if !std::io::stdin().is_terminal() => Local::Stdin,
         other => other,
     };
-    let socket = connect(api, sandbox_id).await?;
+    let path = format!("/api/v1/sandboxes/{sandbox_id}/exec/ws");
+    let socket = websocket::open(api, &path, "the session's WebSocket").await?;
     let (mut sink, mut stream) = socket.split();
     sink.send(Message::text(request.to_string())).await?;
     let raw = match local {
@@ -250,65 +248,6 @@ fn translate(data: &[u8], raw: bool) -> Vec<u8> {
         out.push(byte);
     }
     out
-}
-
-async fn connect(
-    api: &ApiClient,
-    sandbox_id: &str,
-) -> anyhow::Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-> {
-    let base = api.base();
-    let url = match base.split_once("://") {
-        Some(("https", rest)) => format!("wss://{rest}"),
-        Some(("http", rest)) => format!("ws://{rest}"),
-        _ => bail!("api url {base:?} must start with http:// or https://"),
-    };
-    let url = format!("{url}/api/v1/sandboxes/{sandbox_id}/exec/ws");
-    let mut request = url.as_str().into_client_request()?;
-    for (name, value) in api.auth_headers() {
-        request.headers_mut().insert(name, value.parse()?);
-    }
-    let connector = api
-        .tls()
-        .map(tokio_tungstenite::Connector::Rustls)
-        .unwrap_or(tokio_tungstenite::Connector::Plain);
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let connected = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            Some(config),
-            true,
-            Some(connector),
-        ),
-    )
-    .await
-    .context("connecting to the session's WebSocket timed out")?;
-    match connected {
-        Ok((socket, _)) => Ok(socket),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let body = response
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let error: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            Err(Exit {
-                code: 1,
-                message: Some(format!(
-                    "{} ({}): {}",
-                    output::text(&error["code"]),
-                    response.status().as_u16(),
-                    error["message"].as_str().unwrap_or(&body)
-                )),
-            }
-            .into())
-        }
-        Err(err) => Err(err).context("cannot open the session's WebSocket"),
-    }
 }
 
 /// Local stdin to the session: as typed on a terminal (with the `~.` escape), or as

@@ -9,6 +9,7 @@ mod auth;
 mod grpc;
 pub(crate) mod http;
 mod observe;
+pub mod preview;
 mod rate_limit;
 mod serve;
 
@@ -71,6 +72,8 @@ pub struct ApiParts {
     pub shutdown: CancellationToken,
     /// Where session relays run, so shutdown waits for their last audit records.
     pub tasks: TaskTracker,
+    /// Preview URLs: the domain, and the signer of preview links.
+    pub previews: preview::Previews,
 }
 
 /// The whole public API as one axum router: HTTP routes plus the gRPC services.
@@ -85,8 +88,13 @@ pub fn router(state: ApiState) -> axum::Router {
             audit::record,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state,
+            state.clone(),
             observe::observe,
         ))
         .layer(axum::middleware::from_fn(http::request_id))
+        // a preview host's requests go to the sandbox, not to the API
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            preview::route_by_host,
+        ))
 }

@@ -48,6 +48,14 @@ pub struct ControlPlaneConfig {
     pub sandboxes: SandboxesConfig,
     pub limits: LimitsConfig,
     pub api: ApiConfig,
+    /// Preview URLs: `{port}-{sandbox_id}.{preview_domain}` reaches port `{port}` of
+    /// the sandbox through the control plane (a wildcard DNS name pointing here);
+    /// empty: no previews. May carry a port (`preview.example.com:8080`); sandboxes
+    /// show it as their `preview_domain`, and links are built from it.
+    pub preview_domain: String,
+    /// Serve previews on a listener of their own as well as on `listen` (plain HTTP
+    /// only on loopback, TLS otherwise, like `listen`).
+    pub preview_listen: Option<SocketAddr>,
 }
 
 /// The public API's per-key limits.
@@ -258,6 +266,8 @@ impl Default for ControlPlaneConfig {
             sandboxes: SandboxesConfig::default(),
             limits: LimitsConfig::default(),
             api: ApiConfig::default(),
+            preview_domain: String::new(),
+            preview_listen: None,
         }
     }
 }
@@ -300,6 +310,13 @@ impl ControlPlaneConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         berth_pki::validate_trust_domain(&self.trust_domain)
             .map_err(|err| ConfigError::Invalid(format!("trust_domain: {err}")))?;
+        crate::api::preview::check_domain(&self.preview_domain)
+            .map_err(|err| ConfigError::Invalid(format!("preview_domain: {err}")))?;
+        if self.preview_listen.is_some() && self.preview_domain.is_empty() {
+            return Err(ConfigError::Invalid(
+                "preview_listen needs a preview_domain".into(),
+            ));
+        }
         if self.heartbeat_interval < Duration::from_millis(50) {
             return Err(ConfigError::Invalid(
                 "heartbeat_interval must be at least 50ms".into(),
@@ -409,6 +426,7 @@ impl ControlPlaneConfig {
             limits: self.sandboxes.clone(),
             heartbeat_grace: self.heartbeat_grace(),
             lease_duration: self.lease_duration(),
+            preview_domain: self.preview_domain.clone(),
         }
     }
 

@@ -7,6 +7,7 @@ mod calls;
 pub mod constraints;
 mod lifecycle;
 mod model;
+mod ports;
 mod quota;
 mod scheduler;
 mod sessions;
@@ -21,6 +22,7 @@ pub use model::{
     CreateRequest, CreateSandbox, FileInfoView, PruneSelection, SandboxView, parse_timeout,
     parse_ttl, rfc3339, rfc3339_millis,
 };
+pub use ports::check_port;
 pub use quota::TeamStanding;
 pub use sessions::{DEFAULT_KILL_SIGNAL, SHUTTING_DOWN};
 
@@ -28,7 +30,9 @@ pub use crate::workers::model::{
     ExecEvent, ExecOutcome, FileInfo, LogLine, OutputStream, SessionAttach, SessionEvent,
     SessionInfo, SessionInput, SessionOpen, SessionStart, SessionStarted, TerminalSize,
 };
-pub use crate::workers::{ExecEvents, FileChunks, LogLines, SessionEvents, SessionStream};
+pub use crate::workers::{
+    ExecEvents, FileChunks, LogLines, PortConnection, SessionEvents, SessionStream,
+};
 
 use crate::config::SandboxesConfig;
 use crate::store::{Store, StoreError};
@@ -80,6 +84,8 @@ pub struct SandboxSettings {
     pub heartbeat_grace: Duration,
     /// How long a lease lasts from its last renewal (`ControlPlaneConfig::lease_duration`).
     pub lease_duration: Duration,
+    /// What sandboxes show as `preview_domain` (`ControlPlaneConfig::preview_domain`).
+    pub preview_domain: String,
 }
 
 #[derive(Debug, Clone)]

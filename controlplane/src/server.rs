@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::preview::Previews;
 use crate::api::{self, ApiParts, ApiState, KeyRateLimits};
 use crate::api_keys::{ApiKeyCache, create_first_admin_key};
 use crate::audit::AuditLog;
@@ -29,11 +30,13 @@ use crate::{VERSION, cluster, mesh};
 /// Clock skew tolerated on token times.
 const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
 
-/// The two listeners `berth serve` needs; tests pass port-0 listeners.
+/// The listeners `berth serve` needs; tests pass port-0 listeners.
 #[derive(Debug)]
 pub struct Listeners {
     pub api: TcpListener,
     pub mesh: TcpListener,
+    /// `preview_listen`, when configured.
+    pub preview: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -44,7 +47,15 @@ impl Listeners {
         let mesh = TcpListener::bind(config.mesh_listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.mesh_listen))?;
-        Ok(Self { api, mesh })
+        let preview = match config.preview_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { api, mesh, preview })
     }
 }
 
@@ -53,6 +64,8 @@ impl Listeners {
 pub struct RunningControlPlane {
     pub api_addr: SocketAddr,
     pub mesh_addr: SocketAddr,
+    /// The preview listener's address, when there is one.
+    pub preview_addr: Option<SocketAddr>,
     /// Set on the very first start only: the admin key, to be shown once.
     pub first_admin_key: Option<String>,
     pub admin_key_path: PathBuf,
@@ -90,6 +103,10 @@ pub async fn start(
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let api_addr = listeners.api.local_addr()?;
     let mesh_addr = listeners.mesh.local_addr()?;
+    let preview_addr = match &listeners.preview {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
 
     let database_url = config.database_url()?;
     let store = Store::open_url(&database_url)
@@ -106,7 +123,7 @@ pub async fn start(
         Authority::load_or_create(
             &keys_dir,
             &config.trust_domain,
-            config.certificates.dns_names.clone(),
+            serving_names(&config),
             serving_ips,
             config.certificates.serving_ttl,
         )
@@ -170,7 +187,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     let api_keys = ApiKeyCache::default();
-    let router = api::router(ApiState::new(ApiParts {
+    let state = ApiState::new(ApiParts {
         fleet: fleet.clone(),
         sandboxes: sandboxes.clone(),
         teams: Teams::new(store.clone(), sandboxes.clone(), api_keys.clone()),
@@ -182,7 +199,28 @@ pub async fn start(
         health,
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
-    }));
+        previews: Previews::new(
+            &config.preview_domain,
+            authority.tokens().clone(),
+            preview_served_in_plain_text(api_addr, preview_addr),
+        ),
+    });
+    let router = api::router(state.clone());
+    if let Some(listener) = listeners.preview {
+        let tls = if preview_addr.is_some_and(|addr| addr.ip().is_loopback()) {
+            None
+        } else {
+            Some(Arc::new(authority.api_server_config()?))
+        };
+        let router = api::preview::router(state);
+        let shutdown = shutdown.clone();
+        let limits = config.limits.api_connections();
+        tasks.spawn(async move {
+            if let Err(err) = api::serve(listener, tls, router, limits, shutdown).await {
+                tracing::error!(error = %err, "preview server stopped");
+            }
+        });
+    }
     {
         let shutdown = shutdown.clone();
         let limits = config.limits.api_connections();
@@ -212,6 +250,7 @@ pub async fn start(
     Ok(RunningControlPlane {
         api_addr,
         mesh_addr,
+        preview_addr,
         first_admin_key,
         admin_key_path,
         fleet,
@@ -219,6 +258,25 @@ pub async fn start(
         audit,
         tasks,
     })
+}
+
+/// The DNS names of the serving certificate: the configured ones, and the preview
+/// domain's wildcard so previews over TLS verify.
+fn serving_names(config: &ControlPlaneConfig) -> Vec<String> {
+    let mut names = config.certificates.dns_names.clone();
+    if let Some(host) = api::preview::domain_host(&config.preview_domain) {
+        let wildcard = format!("*.{host}");
+        if !names.contains(&wildcard) {
+            names.push(wildcard);
+        }
+    }
+    names
+}
+
+/// Whether preview links are `http` (every listener serving previews is on loopback,
+/// so served without TLS) rather than `https`.
+fn preview_served_in_plain_text(api: SocketAddr, preview: Option<SocketAddr>) -> bool {
+    api.ip().is_loopback() && preview.is_none_or(|addr| addr.ip().is_loopback())
 }
 
 /// On a store without keys: creates the admin key and writes it 0600 to `path`. Of

@@ -60,6 +60,7 @@ pub mod backup;
 mod certificates;
 mod cluster;
 mod join_tokens;
+mod ports;
 mod postgres;
 mod sandboxes;
 mod sqlite;

@@ -28,6 +28,6 @@ pub use tls::{
     mesh_server_config, worker_server_config,
 };
 pub use token::{
-    JOIN_AUDIENCE, JoinClaims, JoinTokenSpec, TokenSigner, WORKER_TOKEN_AUDIENCE,
-    WorkerTokenClaims, peek_join_claims,
+    JOIN_AUDIENCE, JoinClaims, JoinTokenSpec, PREVIEW_AUDIENCE, PreviewClaims, TokenSigner,
+    WORKER_TOKEN_AUDIENCE, WorkerTokenClaims, peek_join_claims,
 };

@@ -7,6 +7,7 @@
 //! header `typ` (`berth-join+jwt` / `berth-worker+jwt`), so neither can stand in for the
 //! other.
 
+mod preview;
 mod verify;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::error::{PkiError, lowercase};
 use crate::files;
 use crate::identity::validate_worker_id;
 
+pub use preview::{PREVIEW_AUDIENCE, PreviewClaims};
 pub use verify::peek_join_claims;
 
 /// Audience of join tokens.

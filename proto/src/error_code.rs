@@ -35,11 +35,13 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The control plane's store has no room left (a full disk): 507.
     InsufficientStorage,
+    /// Nothing inside the sandbox accepts connections on the port asked for (HTTP 502).
+    BadGateway,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::NotFound,
         Self::BadRequest,
         Self::Unauthorized,
@@ -50,6 +52,7 @@ impl ErrorCode {
         Self::ResourceLimit,
         Self::MethodNotAllowed,
         Self::InsufficientStorage,
+        Self::BadGateway,
         Self::Internal,
     ];
 
@@ -65,6 +68,7 @@ impl ErrorCode {
             Self::ResourceLimit => "RESOURCE_LIMIT",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::InsufficientStorage => "INSUFFICIENT_STORAGE",
+            Self::BadGateway => "BAD_GATEWAY",
             Self::Internal => "INTERNAL_ERROR",
         }
     }
@@ -87,6 +91,7 @@ impl ErrorCode {
             Self::ResourceLimit => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +110,7 @@ impl ErrorCode {
             // gRPC's own example of RESOURCE_EXHAUSTED: "the entire file system is out
             // of space"
             Self::InsufficientStorage => Code::ResourceExhausted,
+            Self::BadGateway => Code::Unavailable,
             Self::Internal => Code::Internal,
         }
     }
@@ -179,6 +185,7 @@ mod tests {
             Code::ResourceExhausted
         );
         assert_eq!(ErrorCode::Unavailable.grpc_code(), Code::Unavailable);
+        assert_eq!(ErrorCode::BadGateway.http_status(), 502);
         assert_eq!(ErrorCode::Internal.as_str(), "INTERNAL_ERROR");
     }
 

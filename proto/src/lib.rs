@@ -1,11 +1,13 @@
 //! Berth's wire vocabulary: the gRPC contracts of the worker mesh (`ControlPlane`,
 //! `WorkerService`) and the public API (`Sandboxes`, `Admin`), generated from
 //! `berth/v1/*.proto` at build time; the [`error_code`]s and metadata keys every
-//! status carries; the [`shell`] quoting both sides of an exec agree on; the size of
+//! status carries; the [`shell`] quoting both sides of an exec agree on; the server's half of a
+//! [`port_stream`]; the size of
 //! the mesh's largest message, which bounds a whole exec's output; and the encoded
 //! descriptor set server reflection answers from.
 
 pub mod error_code;
+pub mod port_stream;
 pub mod shell;
 
 pub use error_code::ErrorCode;

@@ -36,6 +36,8 @@ pub struct WorkerMetrics {
     pub execs: Family<OutcomeLabels, Counter>,
     /// Interactive sessions started, by outcome.
     pub sessions_started: Family<OutcomeLabels, Counter>,
+    /// Port streams opened (a connection into a sandbox), by outcome.
+    pub ports_opened: Family<OutcomeLabels, Counter>,
     pub fence_refusals: Counter,
     pub heartbeat_failures: Counter,
     pub certificate_renewals: Family<OutcomeLabels, Counter>,
@@ -89,6 +91,12 @@ impl WorkerMetrics {
             "sessions_started",
             "Interactive sessions started, by outcome",
             sessions_started.clone(),
+        );
+        let ports_opened = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "ports_opened",
+            "Connections opened to ports inside sandboxes, by outcome",
+            ports_opened.clone(),
         );
         let fence_refusals = Counter::default();
         registry.register(
@@ -162,6 +170,7 @@ impl WorkerMetrics {
             destroys,
             execs,
             sessions_started,
+            ports_opened,
             fence_refusals,
             heartbeat_failures,
             certificate_renewals,

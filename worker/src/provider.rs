@@ -12,6 +12,7 @@ pub mod glob;
 pub mod mock;
 pub mod output;
 pub mod paths;
+pub mod port;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -185,6 +186,13 @@ pub enum ProviderError {
         worker_id: String,
         reason: String,
     },
+    /// Nothing inside the sandbox accepted a connection on the port.
+    #[error("nothing in sandbox {sandbox_id:?} accepts connections on port {port}: {reason}")]
+    PortClosed {
+        sandbox_id: String,
+        port: u16,
+        reason: String,
+    },
     #[error("command timed out after {0:?}")]
     Timeout(Duration),
     #[error("provider unavailable: {0}")]
@@ -329,6 +337,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
     /// Absolute paths matching `pattern` (`*`, `?`, `**`; relative patterns are under
     /// `/workspace`), sorted.
     async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError>;
+
+    /// A TCP connection to `port` inside the sandbox, made from the worker's side
+    /// (see [`port`]); `PortClosed` when nothing accepts it.
+    async fn open_port(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<port::PortConnection, ProviderError>;
 }
 
 #[cfg(test)]

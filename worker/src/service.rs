@@ -4,6 +4,7 @@
 //! Each call runs in a span named after it carrying `worker_id` and `sandbox_id`, so
 //! what the provider logs on its behalf (in its background tasks too) carries them.
 
+mod ports;
 mod sessions;
 mod status;
 
@@ -489,6 +490,16 @@ impl WorkerService for WorkerGrpc {
         request: Request<pb::KillSessionRequest>,
     ) -> Result<Response<pb::SessionInfo>, Status> {
         self.signal_session(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = tracing::field::Empty))]
+    async fn open_port(
+        &self,
+        request: Request<Streaming<pb::PortRequest>>,
+    ) -> Result<Response<ResponseStream<pb::PortEvent>>, Status> {
+        self.open_port_stream(request.into_inner())
             .await
             .map(Response::new)
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod health;
+mod ports;
 mod reflection;
 mod sandboxes;
 mod sessions;

@@ -9,6 +9,7 @@ pub(crate) mod files;
 mod health;
 pub(crate) mod keys;
 pub mod openapi;
+mod ports;
 mod providers;
 mod quotas;
 mod routes;

@@ -144,7 +144,7 @@ impl Sandboxes {
             },
         );
         // what the store now holds, without reading it back
-        Ok(SandboxView::from(crate::store::SandboxRow {
+        Ok(self.view(crate::store::SandboxRow {
             id,
             state: SandboxState::Running,
             provider,
@@ -180,7 +180,15 @@ impl Sandboxes {
         if row.state == SandboxState::Destroyed {
             return Err(SandboxError::Destroyed(id.to_owned()));
         }
-        Ok(row.into())
+        Ok(self.view(row))
+    }
+
+    /// A stored sandbox as the API shows it.
+    fn view(&self, row: crate::store::SandboxRow) -> SandboxView {
+        let mut view = SandboxView::from(row);
+        view.preview_domain
+            .clone_from(&self.settings.preview_domain);
+        view
     }
 
     /// Every sandbox that is not destroyed, of the teams `access` sees.
@@ -189,7 +197,7 @@ impl Sandboxes {
         Ok(rows
             .into_iter()
             .filter(|row| access.sees(&row.team_id))
-            .map(SandboxView::from)
+            .map(|row| self.view(row))
             .collect())
     }
 

@@ -4,6 +4,7 @@
 //! values; dropping one cancels the call, and the worker stops what it was doing
 //! (a session's stream excepted: see [`sessions`]).
 
+mod ports;
 mod sessions;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use super::model::{
     ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, ProviderHealth, SpawnSpec, Spawned,
 };
 
+pub use ports::PortConnection;
 pub use sessions::{SessionEvents, SessionStream};
 
 /// Deadline of quick calls (files, status).

@@ -56,7 +56,7 @@ impl TokenSigner {
     /// their `now`, not the system clock jsonwebtoken would use. Claims beyond
     /// `exp`/`aud`/`iss` are required by the (non-optional) fields of `T`, checked after
     /// the audience so a token of the other kind reads as such.
-    fn decode<T: DeserializeOwned>(
+    pub(super) fn decode<T: DeserializeOwned>(
         &self,
         token: &str,
         audience: &str,

@@ -16,7 +16,7 @@
 //! health, error mapping), `inventory` (names, labels, states, listing), `spawn`
 //! (image, network, container; destroy), `exec` (commands and their killer),
 //! `process` (interactive commands: stdin, a terminal, resizes, signals) and `hijack`
-//! (a terminal exec's own connection), `files`
+//! (a terminal exec's own connection), `ports` (connections to a container's ports), `files`
 //! and `archive` (the archive API and file helpers), `logs` (the console) and
 //! `scripts` (the `sh` run inside sandboxes).
 
@@ -29,6 +29,7 @@ mod firewall;
 mod hijack;
 mod inventory;
 pub(crate) mod logs;
+mod ports;
 mod process;
 mod run_args;
 mod scripts;
@@ -505,5 +506,15 @@ impl Provider for DockerProvider {
             Box::pin(async move { files.glob(&pattern).await })
         })
         .await
+    }
+
+    async fn open_port(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<super::port::PortConnection, ProviderError> {
+        let docker = self.docker().await?;
+        let container = inventory::resolve(&docker, &self.worker_id, sandbox_id).await?;
+        ports::connect(&container, sandbox_id, port).await
     }
 }

@@ -14,6 +14,7 @@ mod exec;
 mod fs;
 mod generate;
 mod interactive;
+mod serve;
 pub(crate) mod shell;
 mod terminal;
 
@@ -57,6 +58,8 @@ struct Sandbox {
     spec: SandboxSpec,
     fs: Mutex<MemFs>,
     console: Console,
+    /// Servers started with `serve`.
+    listeners: serve::Listeners,
     /// Cancelled by `destroy`: ends its commands and log followers.
     destroyed: CancellationToken,
 }
@@ -196,6 +199,7 @@ impl Provider for MockProvider {
             id: spec.sandbox_id.clone(),
             fs: Mutex::new(MemFs::new()),
             console: Console::new(),
+            listeners: serve::Listeners::default(),
             destroyed: self.shutdown.child_token(),
             spec,
         };
@@ -367,6 +371,14 @@ impl Provider for MockProvider {
     async fn glob(&self, sandbox_id: &str, pattern: &str) -> Result<Vec<String>, ProviderError> {
         let pattern = normalize_in(pattern, WORKSPACE)?;
         Ok(self.sandbox(sandbox_id)?.fs().glob(&pattern))
+    }
+
+    async fn open_port(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<super::port::PortConnection, ProviderError> {
+        serve::connect(&self.sandbox(sandbox_id)?, port)
     }
 }
 

@@ -26,6 +26,8 @@ pub fn provider_codes(err: &ProviderError) -> (Code, ErrorCode) {
         | ProviderError::InvalidArgument(_)
         | ProviderError::ImageUnavailable { .. } => (Code::InvalidArgument, ErrorCode::BadRequest),
         ProviderError::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
+        // not UNAVAILABLE on the mesh: that would say the worker itself is unreachable
+        ProviderError::PortClosed { .. } => (Code::FailedPrecondition, ErrorCode::BadGateway),
         ProviderError::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
         ProviderError::Internal(_) => (Code::Internal, ErrorCode::Internal),
     }

@@ -8,7 +8,7 @@ use berth_proto::v1::sandboxes_server::Sandboxes as SandboxesApi;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{caller, sessions};
+use super::{caller, ports, sessions};
 use crate::api::observe::note_sandbox;
 use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::Scope;
@@ -46,6 +46,7 @@ fn sandbox_message(view: SandboxView) -> pb::Sandbox {
         vm_id: view.vm_id,
         internet: view.internet,
         tenant_id: view.tenant_id,
+        preview_domain: view.preview_domain,
     }
 }
 
@@ -442,6 +443,13 @@ impl SandboxesApi for SandboxesService {
         Ok(Response::new(
             sessions::kill_session(&self.state, request).await?,
         ))
+    }
+
+    async fn open_port(
+        &self,
+        request: Request<Streaming<pb::PortRequest>>,
+    ) -> Result<Response<ResponseStream<pb::PortEvent>>, Status> {
+        Ok(Response::new(ports::open_port(&self.state, request).await?))
     }
 }
 

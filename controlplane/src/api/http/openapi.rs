@@ -13,8 +13,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, exec, exec_ws, files, health, keys, providers, quotas, sandboxes, sessions, status,
-    teams, tokens, workers,
+    audit, exec, exec_ws, files, health, keys, ports, providers, quotas, sandboxes, sessions,
+    status, teams, tokens, workers,
 };
 use crate::error::ErrorCode;
 
@@ -74,6 +74,10 @@ use crate::error::ErrorCode;
         sessions::list,
         sessions::get,
         sessions::kill,
+        ports::tunnel,
+        ports::link,
+        ports::list,
+        ports::update,
         files::write_json,
         files::upload,
         files::read,

@@ -8,8 +8,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{
-    audit, exec, exec_ws, files, health, keys, openapi, providers, quotas, sandboxes, sessions,
-    status, teams, tokens, workers,
+    audit, exec, exec_ws, files, health, keys, openapi, ports, providers, quotas, sandboxes,
+    sessions, status, teams, tokens, workers,
 };
 use crate::api::ApiState;
 
@@ -105,6 +105,18 @@ pub fn routes() -> Vec<Route> {
             M::DELETE,
             "/api/v1/sandboxes/{id}/sessions/{session_id}",
             sessions::kill,
+        ),
+        at(M::GET, "/api/v1/sandboxes/{id}/ports", ports::list),
+        at(M::PUT, "/api/v1/sandboxes/{id}/ports/{port}", ports::update),
+        at(
+            M::GET,
+            "/api/v1/sandboxes/{id}/ports/{port}/ws",
+            ports::tunnel,
+        ),
+        at(
+            M::POST,
+            "/api/v1/sandboxes/{id}/ports/{port}/link",
+            ports::link,
         ),
         at(M::POST, "/api/v1/sandboxes/{id}/files", files::write_json)
             .body_limit(DefaultBodyLimit::max(MAX_JSON_FILE_BODY)),

@@ -68,6 +68,7 @@ pub async fn run(ctx: &mut Ctx, name: &str, args: &[String]) -> Result<Flow, Sto
         "sh" | "bash" => sh(ctx, args).await?,
         "read" => interactive::read(ctx, args).await?,
         "stty" => interactive::stty(ctx, args).await?,
+        "serve" => super::serve::serve(ctx, args).await?,
         _ => {
             ctx.err(format!("{name}: command not found\n")).await?;
             127
