@@ -173,7 +173,10 @@ pub fn connect(sandbox: &Arc<Sandbox>, port: u16) -> Result<PortConnection, Prov
                 )
             }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // a client that half-closes after its request (as a port stream's `eof` does)
+        // still gets its answer
+        builder.http1().half_close(true);
         let connection = builder.serve_connection_with_upgrades(
             TokioIo::new(server),
             TowerToHyperService::new(service),
