@@ -31,7 +31,7 @@ pub use crate::workers::model::{
     SessionInfo, SessionInput, SessionOpen, SessionStart, SessionStarted, TerminalSize,
 };
 pub use crate::workers::{
-    ExecEvents, FileChunks, LogLines, PortConnection, SessionEvents, SessionStream,
+    ExecEvents, FileChunks, LogLines, PortConnection, PortIo, SessionEvents, SessionStream,
 };
 
 use crate::config::SandboxesConfig;

@@ -26,8 +26,8 @@ use tonic::transport::Channel;
 use crate::authority::Authority;
 
 pub use client::{
-    ExecEvents, FileChunks, LogLines, PortConnection, SessionEvents, SessionStream, WorkerClient,
-    WriteFileError,
+    ExecEvents, FileChunks, LogLines, PortConnection, PortIo, SessionEvents, SessionStream,
+    WorkerClient, WriteFileError,
 };
 pub use dialed::{Dialed, Registered};
 pub use error::RemoteError;

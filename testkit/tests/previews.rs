@@ -27,12 +27,15 @@ async fn fleet_serving(dial_out: bool) -> (TestFleet, String) {
     let builder = TestFleet::builder()
         .workers(1)
         .control_plane(|config| config.preview_domain = DOMAIN.into());
-    let builder = if dial_out {
-        builder.worker(|config| config.listen = None)
-    } else {
-        builder
-    };
-    let fleet = builder.start().await;
+    let fleet = builder
+        .worker(move |config| {
+            if dial_out {
+                config.listen = None;
+            }
+            config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .start()
+        .await;
     let sandbox = fleet.api.create_sandbox(json!({"ttl": "10m"})).await;
     assert_eq!(sandbox["preview_domain"], DOMAIN, "{sandbox}");
     let id = id_of(&sandbox);
@@ -436,6 +439,49 @@ asyncio.run(main(*sys.argv[1:]))
     fleet.stop().await;
 }
 
+/// The worker's count of open port streams.
+async fn ports_open(fleet: &TestFleet) -> Option<f64> {
+    let url = format!("http://{}/metrics", fleet.worker(0).metrics_addr?);
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    berth_testkit::sample(&text, "berth_worker_ports_open")
+}
+
+async fn a_client_that_goes_away_ends_the_stream_on_the_worker(dial_out: bool) {
+    let (fleet, id) = fleet_serving(dial_out).await;
+    let url = format!(
+        "ws://{}/api/v1/sandboxes/{id}/ports/8000/ws",
+        fleet.cp.api_addr
+    );
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("X-API-Key", fleet.cp.admin_key.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // a keep-alive request: the server inside keeps the connection open after answering
+    let keep_alive = b"GET /kept HTTP/1.1\r\nHost: tunnel\r\n\r\n".to_vec();
+    socket
+        .send(Message::Binary(keep_alive.into()))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("GET /kept") {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Binary(data) => answer.extend_from_slice(&data),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ports_open(&fleet).await, Some(1.0));
+    // gone without a close frame or an eof: the connection just drops
+    drop(socket);
+    berth_testkit::eventually(
+        "the worker's port stream ends",
+        Duration::from_secs(20),
+        || async { (ports_open(&fleet).await == Some(0.0)).then_some(()) },
+    )
+    .await;
+    fleet.stop().await;
+}
+
 macro_rules! both_worker_modes {
     ($($name:ident),* $(,)?) => {
         mod listening {
@@ -463,4 +509,5 @@ both_worker_modes!(
     the_websocket_tunnel_carries_a_connection_both_ways,
     grpc_open_port_carries_a_connection_both_ways,
     python_websockets_echo_through_a_preview_url,
+    a_client_that_goes_away_ends_the_stream_on_the_worker,
 );

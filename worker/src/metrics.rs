@@ -38,6 +38,8 @@ pub struct WorkerMetrics {
     pub sessions_started: Family<OutcomeLabels, Counter>,
     /// Port streams opened (a connection into a sandbox), by outcome.
     pub ports_opened: Family<OutcomeLabels, Counter>,
+    /// Port streams open now.
+    pub ports_open: Gauge,
     pub fence_refusals: Counter,
     pub heartbeat_failures: Counter,
     pub certificate_renewals: Family<OutcomeLabels, Counter>,
@@ -97,6 +99,12 @@ impl WorkerMetrics {
             "ports_opened",
             "Connections opened to ports inside sandboxes, by outcome",
             ports_opened.clone(),
+        );
+        let ports_open = Gauge::default();
+        registry.register(
+            "ports_open",
+            "Port streams open now (connections into sandboxes)",
+            ports_open.clone(),
         );
         let fence_refusals = Counter::default();
         registry.register(
@@ -171,6 +179,7 @@ impl WorkerMetrics {
             execs,
             sessions_started,
             ports_opened,
+            ports_open,
             fence_refusals,
             heartbeat_failures,
             certificate_renewals,

@@ -22,7 +22,7 @@ use super::model::{
     ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, ProviderHealth, SpawnSpec, Spawned,
 };
 
-pub use ports::PortConnection;
+pub use ports::{PortConnection, PortIo};
 pub use sessions::{SessionEvents, SessionStream};
 
 /// Deadline of quick calls (files, status).

@@ -47,7 +47,12 @@ impl WorkerGrpc {
         }));
         // room for it: the channel is new
         let _ = tx.try_send(Ok(opened));
-        tokio::spawn(relay(connection, incoming, tx));
+        let open = self.runtime.metrics.ports_open.clone();
+        open.inc();
+        tokio::spawn(async move {
+            relay(connection, incoming, tx).await;
+            open.dec();
+        });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }

@@ -24,7 +24,7 @@ use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::schemas::ErrorBody;
 use super::{Authorized, ExecScope, JsonBody, Path};
@@ -32,7 +32,7 @@ use crate::api::preview::DEFAULT_LINK_TTL;
 use crate::api::{ApiState, AuditSlot};
 use crate::clock::now_secs;
 use crate::error::ApiError;
-use crate::sandboxes::{check_port, parse_timeout, rfc3339};
+use crate::sandboxes::{PortIo, check_port, parse_timeout, rfc3339};
 
 /// The largest frame either side may send.
 const MAX_FRAME: usize = 1 << 20;
@@ -91,7 +91,7 @@ enum Ended {
     Broken(String),
 }
 
-async fn relay(socket: WebSocket, io: DuplexStream) {
+async fn relay(socket: WebSocket, io: PortIo) {
     let (mut sink, mut source) = socket.split();
     let (mut reader, mut writer) = tokio::io::split(io);
     let (frames, mut outgoing) = tokio::sync::mpsc::channel::<Message>(8);

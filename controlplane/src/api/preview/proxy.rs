@@ -10,9 +10,9 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
-use tokio::io::DuplexStream;
 
 use super::pages;
+use crate::sandboxes::PortIo;
 
 /// Headers that belong to one connection, not to the request or response (RFC 9110
 /// section 7.6.1); never forwarded, except `Connection: upgrade` and `Upgrade` on an
@@ -29,7 +29,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Sends `request` to the server at the end of `io` and answers its response.
-pub async fn forward(io: DuplexStream, mut request: Request, proto: &'static str) -> Response {
+pub async fn forward(io: PortIo, mut request: Request, proto: &'static str) -> Response {
     let upgrade = upgrade_asked(request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut sender, connection) = match hyper::client::conn::http1::Builder::new()

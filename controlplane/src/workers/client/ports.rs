@@ -8,15 +8,21 @@
 //! (no such sandbox, a stale lease, nothing listening) is the call's error, so a
 //! refused route can be tried on the lease in the store. Then a shutdown of the
 //! caller's write half is sent as `eof` (a half-close), the worker's `eof` becomes end
-//! of file for the caller's reads, and dropping the connection cancels the call (the
-//! worker closes its connection in the sandbox). Each direction holds at most
-//! [`PIPE_BUFFER`] bytes plus [`REQUEST_BUFFER`] messages.
+//! of file for the caller's reads, and dropping the connection cancels the call at
+//! once (the worker closes its connection in the sandbox), whatever the server inside
+//! is doing. Each direction holds at most [`PIPE_BUFFER`] bytes plus
+//! [`REQUEST_BUFFER`] messages.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use berth_proto::ErrorCode;
 use berth_proto::v1 as pb;
 use futures::{StreamExt, stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::WorkerClient;
 use crate::workers::RemoteError;
@@ -33,7 +39,42 @@ const REQUEST_BUFFER: usize = 8;
 pub struct PortConnection {
     pub worker_id: String,
     /// The caller's end: reads what the port sends, writes what it receives.
-    pub io: DuplexStream,
+    pub io: PortIo,
+}
+
+/// The caller's end of a port connection; dropping it ends the call.
+#[derive(Debug)]
+pub struct PortIo {
+    pipe: DuplexStream,
+    _hang_up: DropGuard,
+}
+
+impl AsyncRead for PortIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.pipe).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PortIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.pipe).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.pipe).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.pipe).poll_shutdown(cx)
+    }
 }
 
 impl WorkerClient {
@@ -85,11 +126,21 @@ impl WorkerClient {
             }
             Err(status) => return Err(self.error(&status)),
         }
-        let (io, bridged) = tokio::io::duplex(PIPE_BUFFER);
-        tokio::spawn(bridge(bridged, requests, events));
+        let (pipe, bridged) = tokio::io::duplex(PIPE_BUFFER);
+        let hang_up = CancellationToken::new();
+        let cancelled = hang_up.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = bridge(bridged, requests, events) => {}
+                () = cancelled.cancelled() => {}
+            }
+        });
         Ok(PortConnection {
             worker_id: self.worker_id.clone(),
-            io,
+            io: PortIo {
+                pipe,
+                _hang_up: hang_up.drop_guard(),
+            },
         })
     }
 }
