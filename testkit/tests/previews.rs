@@ -329,7 +329,41 @@ async fn the_websocket_tunnel_carries_a_connection_both_ways(dial_out: bool) {
             other => panic!("{path}: {other:?}"),
         }
     }
+
+    // each tunnel is a way in: recorded, with its port and how it ended
+    let tunnels = audited(&fleet, "GET /api/v1/sandboxes/{id}/ports/{port}/ws", 5).await;
+    assert_eq!(tunnels[0]["sandbox_id"], id.as_str());
+    assert_eq!(tunnels[0]["detail"], "port 8000");
+    let outcomes: Vec<&str> = tunnels
+        .iter()
+        .map(|record| record["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "BAD_REQUEST",
+            "BAD_GATEWAY",
+            "NOT_FOUND",
+            "BAD_REQUEST"
+        ]
+    );
     fleet.stop().await;
+}
+
+/// The audit records of `operation`, once there are `count` of them.
+async fn audited(fleet: &TestFleet, operation: &str, count: usize) -> Vec<Value> {
+    berth_testkit::eventually("the audit records", Duration::from_secs(10), || async {
+        let (_, records) = fleet.api.get("/audit?limit=1000").await;
+        let found: Vec<Value> = records
+            .as_array()?
+            .iter()
+            .filter(|record| record["operation"] == operation)
+            .cloned()
+            .collect();
+        (found.len() >= count).then_some(found)
+    })
+    .await
 }
 
 async fn grpc_open_port_carries_a_connection_both_ways(dial_out: bool) {
@@ -387,6 +421,10 @@ async fn grpc_open_port_carries_a_connection_both_ways(dial_out: bool) {
         refused.metadata().get("berth-error-code").unwrap(),
         "BAD_GATEWAY"
     );
+    let opened = audited(&fleet, "grpc /berth.v1.Sandboxes/OpenPort", 2).await;
+    assert_eq!(opened[0]["sandbox_id"], id.as_str());
+    assert_eq!(opened[0]["detail"], "port 8000");
+    assert_eq!(opened[1]["detail"], "port 9000");
     fleet.stop().await;
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Method, Response};
+use axum::http::{Method, Response, StatusCode};
 use axum::middleware::Next;
 
 use super::ApiState;
@@ -101,22 +101,32 @@ const MUTATING_GRPC: &[&str] = &[
     "/berth.v1.Sandboxes/MoveFile",
     "/berth.v1.Sandboxes/Chmod",
     "/berth.v1.Sandboxes/KillSession",
+    // not a change, but a way into the sandbox, like a session
+    "/berth.v1.Sandboxes/OpenPort",
     "/berth.v1.Admin/CreateJoinToken",
     "/berth.v1.Admin/CreateApiKey",
     "/berth.v1.Admin/RevokeApiKey",
 ];
 
-/// The record's operation name, or `None` for a call that changes nothing.
+/// The WebSocket route `berth sandbox port-forward` opens a tunnel on.
+const PORT_TUNNEL: &str = "/api/v1/sandboxes/{id}/ports/{port}/ws";
+
+/// The record's operation name, or `None` for a call that changes nothing (a port
+/// tunnel, a way in, is recorded all the same).
 fn operation(method: &Method, path: &str, template: Option<&str>) -> Option<String> {
     if path.starts_with("/berth.v1.") {
         return MUTATING_GRPC
             .contains(&path)
             .then(|| format!("grpc {path}"));
     }
+    let template = template?;
+    // a port tunnel changes nothing either, but is a way into the sandbox
+    if *method == Method::GET && template == PORT_TUNNEL {
+        return Some(format!("{method} {template}"));
+    }
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return None;
     }
-    let template = template?;
     // questions asked with POST, which change nothing
     if matches!(
         template,
@@ -136,7 +146,8 @@ fn sandbox_in_path(path: &str) -> Option<String> {
 
 fn outcome<B>(response: &Response<B>) -> String {
     let status = response.status();
-    if !status.is_success() {
+    // 101: a WebSocket upgrade went through
+    if !status.is_success() && status != StatusCode::SWITCHING_PROTOCOLS {
         let code = match status.as_u16() {
             400 => ErrorCode::BadRequest,
             401 => ErrorCode::Unauthorized,
@@ -146,6 +157,7 @@ fn outcome<B>(response: &Response<B>) -> String {
             405 => ErrorCode::MethodNotAllowed,
             409 => ErrorCode::Conflict,
             429 => ErrorCode::ResourceLimit,
+            502 => ErrorCode::BadGateway,
             503 => ErrorCode::Unavailable,
             507 => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
@@ -278,6 +290,23 @@ mod tests {
         );
         assert!(operation(&Method::POST, "/berth.v1.Sandboxes/Exec", None).is_some());
         assert!(operation(&Method::POST, "/berth.v1.Sandboxes/List", None).is_none());
+        assert_eq!(
+            operation(
+                &Method::GET,
+                "/api/v1/sandboxes/s1/ports/80/ws",
+                Some(PORT_TUNNEL)
+            )
+            .as_deref(),
+            Some("GET /api/v1/sandboxes/{id}/ports/{port}/ws")
+        );
+        assert!(
+            operation(
+                &Method::GET,
+                "/api/v1/sandboxes/s1/ports",
+                Some("/api/v1/sandboxes/{id}/ports")
+            )
+            .is_none()
+        );
         assert_eq!(
             sandbox_in_path("/api/v1/sandboxes/s1/files"),
             Some("s1".into())

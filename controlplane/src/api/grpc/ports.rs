@@ -15,8 +15,8 @@ use tonic::{Request, Status, Streaming};
 
 use super::caller;
 use super::sandboxes::ResponseStream;
-use crate::api::ApiState;
 use crate::api::observe::note_sandbox;
+use crate::api::{ApiState, AuditSlot};
 use crate::api_keys::Scope;
 use crate::error::ApiError;
 
@@ -28,6 +28,7 @@ pub async fn open_port(
     request: Request<Streaming<pb::PortRequest>>,
 ) -> Result<ResponseStream<pb::PortEvent>, Status> {
     let granted = caller(state, &request, Scope::Exec).await?;
+    let audit = request.extensions().get::<AuditSlot>().cloned();
     let mut incoming = request.into_inner();
     let open = match incoming.message().await? {
         Some(pb::PortRequest {
@@ -36,6 +37,10 @@ pub async fn open_port(
         _ => return Err(ApiError::bad_request("the first message must be open").into()),
     };
     note_sandbox(&open.sandbox_id);
+    if let Some(slot) = &audit {
+        slot.sandbox(&open.sandbox_id);
+        slot.detail(format!("port {}", open.port));
+    }
     let connection = state
         .sandboxes
         .open_port(&granted.access, &open.sandbox_id, open.port)
