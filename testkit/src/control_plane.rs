@@ -37,6 +37,11 @@ pub struct TestControlPlane {
 }
 
 impl TestControlPlane {
+    /// The listener that serves previews only (`preview_listen`), when configured.
+    pub fn preview_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.preview_addr
+    }
+
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }

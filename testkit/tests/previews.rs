@@ -520,6 +520,115 @@ async fn a_client_that_goes_away_ends_the_stream_on_the_worker(dial_out: bool) {
     fleet.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_listener_serves_previews_and_nothing_else() {
+    let fleet = TestFleet::builder()
+        .control_plane(|config| {
+            config.preview_domain = DOMAIN.into();
+            config.preview_listen = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .start()
+        .await;
+    let id = id_of(&fleet.api.create_sandbox(json!({"ttl": "10m"})).await);
+    fleet
+        .api
+        .exec(&id, json!({"command": "serve --port 3000"}))
+        .await;
+    let listener = fleet.cp.preview_addr().expect("the preview listener");
+    let h3000 = host(&id, 3000);
+    let client = preview_client(listener, std::slice::from_ref(&h3000));
+    let response = client
+        .get(url(listener, &h3000, "/app"))
+        .header("X-API-Key", &fleet.cp.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("GET /app"));
+    // the API is not on it, and a host that is no preview's gets a page saying so
+    let response = client
+        .get(format!("http://{listener}/api/v1/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("Not a preview address")
+    );
+    // previews are still served on the API listener too
+    let api = fleet.cp.api_addr;
+    let response = preview_client(api, std::slice::from_ref(&h3000))
+        .get(url(api, &h3000, "/app"))
+        .header("X-API-Key", &fleet.cp.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_opens_no_preview_and_previews_off_refuse_links() {
+    let (fleet, id) = fleet_serving(false).await;
+    let (status, minted) = fleet
+        .api
+        .post(
+            "/keys",
+            json!({"name": "short-lived", "scopes": ["exec", "read"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let key = minted["key"].as_str().unwrap().to_owned();
+    let api = fleet.cp.api_addr;
+    let h8000 = host(&id, 8000);
+    let client = preview_client(api, std::slice::from_ref(&h8000));
+    let get = || {
+        client
+            .get(url(api, &h8000, "/"))
+            .header("X-API-Key", &key)
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 200);
+    let (status, _) = fleet
+        .api
+        .delete(&format!("/keys/{}", minted["id"].as_str().unwrap()))
+        .await;
+    assert!(status < 300);
+    let refused = berth_testkit::eventually(
+        "the revoked key is refused",
+        Duration::from_secs(15),
+        || async {
+            let response = get().await.ok()?;
+            (response.status() == 401).then_some(response)
+        },
+    )
+    .await;
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("refused"), "{page}");
+    fleet.stop().await;
+
+    // without a preview domain, links are refused with a reason
+    let fleet = TestFleet::start().await;
+    let id = id_of(&fleet.api.create_sandbox(json!({})).await);
+    let (status, body) = fleet
+        .api
+        .post(&format!("/sandboxes/{id}/ports/8000/link"), json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--preview-domain"),
+        "{body}"
+    );
+    fleet.stop().await;
+}
+
 macro_rules! both_worker_modes {
     ($($name:ident),* $(,)?) => {
         mod listening {
