@@ -559,6 +559,32 @@ async fn a_preview_listener_serves_previews_and_nothing_else() {
             .unwrap()
             .contains("Not a preview address")
     );
+    // an HTTP/2 client (h2c with prior knowledge, as curl speaks it) is answered too
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version}",
+        ])
+        .args(["-H", &format!("X-API-Key: {}", fleet.cp.admin_key)])
+        .args([
+            "--resolve",
+            &format!("{h3000}:{}:127.0.0.1", listener.port()),
+        ])
+        .arg(url(listener, &h3000, "/over-h2"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("GET /over-h2"), "{text}");
+    assert!(text.trim_end().ends_with('2'), "spoken over HTTP/2: {text}");
     // previews are still served on the API listener too
     let api = fleet.cp.api_addr;
     let response = preview_client(api, std::slice::from_ref(&h3000))
