@@ -83,7 +83,7 @@ pub fn generate_stubs(python: &Path, out: &Path) -> Result<(), String> {
         .arg(&protos)
         .arg(format!("--python_out={}", out.display()))
         .arg(format!("--grpc_python_out={}", out.display()));
-    for proto in ["types", "sessions", "sandboxes", "admin"] {
+    for proto in ["types", "sessions", "ports", "sandboxes", "admin"] {
         protoc.arg(protos.join(format!("berth/v1/{proto}.proto")));
     }
     run(&mut protoc).map(drop)
