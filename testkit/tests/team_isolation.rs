@@ -81,6 +81,7 @@ fn sandbox_request(api: &Api, method: &str, path: &str, id: &str) -> reqwest::Re
     let url = path
         .replace("{id}", id)
         .replace("{session_id}", "ses-0123")
+        .replace("{port}", "8000")
         .replacen("/api/v1", "", 1);
     let post = |body: Value| api.request(reqwest::Method::POST, &url).json(&body);
     match (method, path) {
@@ -94,6 +95,14 @@ fn sandbox_request(api: &Api, method: &str, path: &str, id: &str) -> reqwest::Re
         | ("GET", "/api/v1/sandboxes/{id}/sessions/{session_id}") => {
             api.request(reqwest::Method::GET, &url)
         }
+        ("GET", "/api/v1/sandboxes/{id}/ports")
+        | ("GET", "/api/v1/sandboxes/{id}/ports/{port}/ws") => {
+            api.request(reqwest::Method::GET, &url)
+        }
+        ("PUT", "/api/v1/sandboxes/{id}/ports/{port}") => api
+            .request(reqwest::Method::PUT, &url)
+            .json(&json!({"public": true})),
+        ("POST", "/api/v1/sandboxes/{id}/ports/{port}/link") => post(json!({"ttl": "5m"})),
         ("DELETE", "/api/v1/sandboxes/{id}/sessions/{session_id}") => {
             api.request(reqwest::Method::DELETE, &format!("{url}?signal=SIGTERM"))
         }
@@ -529,6 +538,17 @@ async fn grpc_call(
                 .await,
             id,
         ),
+        "OpenPort" => {
+            let open = pb::PortRequest {
+                message: Some(pb::port_request::Message::Open(pb::PortOpen {
+                    sandbox_id: sandbox_id.clone(),
+                    port: 8000,
+                    generation: 0,
+                })),
+            };
+            let requests = futures::stream::iter([open]);
+            first(client.open_port(keyed(requests, key)).await, id).await
+        }
         other => panic!("berth.v1.Sandboxes/{other} is a new method: give it a call here"),
     }
 }

@@ -59,6 +59,8 @@ pub async fn tunnel(
 ) -> Result<Response, ApiError> {
     audit.sandbox(&id);
     audit.detail(format!("port {port}"));
+    // a sandbox the caller cannot see is a 404 before anything else, as on every route
+    state.sandboxes.get(&access, &id).await?;
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::bad_request(format!(
             "this path takes a WebSocket upgrade (GET with `Connection: upgrade` and \
