@@ -28,6 +28,7 @@ fn settings() -> &'static SandboxSettings {
         limits: SandboxesConfig::default(),
         heartbeat_grace: Duration::from_secs(30),
         lease_duration: Duration::from_secs(300),
+        preview_domain: String::new(),
     })
 }
 
