@@ -84,13 +84,7 @@ pub async fn exec_ws(
 ) -> Result<Response, ApiError> {
     // a sandbox the caller cannot see is a 404 before anything else, as on every route
     state.sandboxes.get(&access, &id).await?;
-    let upgrade = upgrade.map_err(|rejection| {
-        ApiError::bad_request(format!(
-            "this path takes a WebSocket upgrade (GET with `Connection: upgrade` and \
-             `Upgrade: websocket`): {}",
-            rejection.body_text()
-        ))
-    })?;
+    let upgrade = upgrade.map_err(upgrade_required)?;
     let request_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -105,6 +99,15 @@ pub async fn exec_ws(
             let tasks = state.tasks.clone();
             tasks.spawn(serve(socket, state, granted, id, request_id));
         }))
+}
+
+/// What a WebSocket route answers a request that is no upgrade (a plain GET).
+pub fn upgrade_required(rejection: WebSocketUpgradeRejection) -> ApiError {
+    ApiError::bad_request(format!(
+        "this path takes a WebSocket upgrade (GET with `Connection: upgrade` and \
+         `Upgrade: websocket`): {}",
+        rejection.body_text()
+    ))
 }
 
 /// One upgraded connection: the request, the session, the close.

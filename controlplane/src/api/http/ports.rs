@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::exec_ws::{MAX_FRAME, PING_EVERY, upgrade_required};
 use super::schemas::ErrorBody;
 use super::{Authorized, ExecScope, JsonBody, Path};
 use crate::api::preview::DEFAULT_LINK_TTL;
@@ -34,12 +35,8 @@ use crate::clock::now_secs;
 use crate::error::ApiError;
 use crate::sandboxes::{PortIo, check_port, parse_timeout, rfc3339};
 
-/// The largest frame either side may send.
-const MAX_FRAME: usize = 1 << 20;
 /// Bytes read from the port for one frame.
 const CHUNK: usize = 32 * 1024;
-/// A ping goes out after this long without a frame.
-const PING_EVERY: Duration = Duration::from_secs(20);
 
 /// Opens a byte stream to a port inside the sandbox over a WebSocket (exec scope); see
 /// the module's page for the frames.
@@ -61,13 +58,7 @@ pub async fn tunnel(
     audit.detail(format!("port {port}"));
     // a sandbox the caller cannot see is a 404 before anything else, as on every route
     state.sandboxes.get(&access, &id).await?;
-    let upgrade = upgrade.map_err(|rejection| {
-        ApiError::bad_request(format!(
-            "this path takes a WebSocket upgrade (GET with `Connection: upgrade` and \
-             `Upgrade: websocket`): {}",
-            rejection.body_text()
-        ))
-    })?;
+    let upgrade = upgrade.map_err(upgrade_required)?;
     let connection = state.sandboxes.open_port(&access, &id, port).await?;
     tracing::info!(sandbox_id = %id, port, key_id = %caller.key_id, worker_id = %connection.worker_id, "port tunnel opened");
     Ok(upgrade
