@@ -5,11 +5,12 @@
 //! The terminal tests need tmux and docker; they skip visibly without them, unless
 //! `BERTH_REQUIRE_DOCKER=1` (CI sets it and installs tmux).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_testkit::docker::docker_or_skip;
+use berth_testkit::tmux::{Tmux, status_of};
 use berth_testkit::{TestFleet, id_of};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -94,120 +95,6 @@ async fn exec_i_sends_local_stdin_and_ends_with_the_remote_status() {
     let out = command.output().await.unwrap();
     assert_eq!(out.status.code(), Some(0));
     fleet.stop().await;
-}
-
-/// A tmux server of the test's own, its socket in a temp dir.
-struct Tmux {
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmux {
-    fn start() -> Option<Self> {
-        let found = std::process::Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok();
-        if !found {
-            if std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
-                panic!("BERTH_REQUIRE_DOCKER=1 but tmux is not installed");
-            }
-            eprintln!("SKIPPED: tmux is not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        Some(Self {
-            socket: dir.path().join("tmux.sock"),
-            _dir: dir,
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A window running `line` in a terminal of `cols`x`rows`; its exit status goes to
-    /// `status_file`.
-    fn open(&self, name: &str, cols: u16, rows: u16, line: &str, status_file: &Path) {
-        let script = format!("{line}; echo $? > {}; sleep 600", status_file.display());
-        self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            &cols.to_string(),
-            "-y",
-            &rows.to_string(),
-            "sh",
-            "-c",
-            &script,
-        ]);
-    }
-
-    fn keys(&self, name: &str, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", name];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn screen(&self, name: &str) -> String {
-        self.run(&["capture-pane", "-p", "-t", name])
-    }
-
-    /// Waits until the screen shows `text` (after `after`, when given).
-    async fn wait_for(&self, name: &str, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let screen = self.screen(name);
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{text:?} never showed:\n{screen}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .output();
-    }
-}
-
-async fn status_of(tmux: &Tmux, name: &str, file: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file)
-            && let Ok(code) = text.trim().parse()
-        {
-            return code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the command never ended:\n{}",
-            tmux.screen(name)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The command line that runs `berth ARGS` against the fleet inside tmux.

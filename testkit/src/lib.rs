@@ -8,7 +8,7 @@
 //! tests about enrollment and replicas assemble [`TestControlPlane`]s and
 //! [`TestWorker`]s themselves. [`spec`], [`shell`] and [`sample`] are the small
 //! request and metrics helpers the test files share; [`docker`] holds what docker
-//! tests need.
+//! tests need, [`tmux`] a terminal to drive and [`ssh`] the OpenSSH client.
 //!
 //! `BERTH_TEST_DATABASE=postgres` gives every [`TestControlPlane`] of a test process a
 //! Postgres store; [`rerun_on_postgres`] runs a whole test binary again that way.
@@ -16,6 +16,8 @@
 pub mod docker;
 pub mod postgres;
 pub mod python;
+pub mod ssh;
+pub mod tmux;
 
 mod api;
 mod control_plane;

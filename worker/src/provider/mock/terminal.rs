@@ -2,8 +2,9 @@
 //! read (`cat`, `read`, an interactive `sh`), a terminal size (`stty size`), and
 //! signals. Resizes and signals are written to the sandbox's console log
 //! (`session: terminal resized to 100x30`, `session: signal SIGINT`) so tests can see
-//! them arrive. The terminal does not echo what is typed, and Ctrl-C (byte 3) on a
-//! terminal's stdin is SIGINT, as a line discipline would make it.
+//! them arrive. The terminal does not echo what is typed; Ctrl-C (byte 3) on a
+//! terminal's stdin is SIGINT and Enter (`\r`) ends a line, as a line discipline
+//! would make them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,6 +54,24 @@ impl StdinPipe {
             }
         }
     }
+}
+
+/// What a terminal's line discipline does with Enter (ICRNL): a client in raw mode
+/// (OpenSSH's `ssh -t`, tmux) sends `\r`, which a command reads as `\n`; a `\r\n`
+/// pair stays one line end.
+fn carriage_returns_end_lines(data: &mut Vec<u8>) {
+    let mut out = Vec::with_capacity(data.len());
+    let mut bytes = data.iter().peekable();
+    while let Some(&byte) = bytes.next() {
+        if byte == b'\r' {
+            if bytes.peek() != Some(&&b'\n') {
+                out.push(b'\n');
+            }
+        } else {
+            out.push(byte);
+        }
+    }
+    *data = out;
 }
 
 /// Signals sent to a command, for whoever waits on them.
@@ -184,6 +203,9 @@ pub fn wire(
                         sandbox.console.append("session: signal SIGINT (Ctrl-C)");
                         signals.raise(Signal::INT);
                     }
+                    if terminal.is_some() {
+                        carriage_returns_end_lines(&mut data);
+                    }
                     if let Some(tx) = &stdin_tx
                         && !data.is_empty()
                         && tx.send(data).await.is_err()
@@ -209,4 +231,16 @@ pub fn wire(
         }
     };
     (io, feed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enter_ends_a_line_once() {
+        let mut data = b"stty size\rls\r\necho\n".to_vec();
+        carriage_returns_end_lines(&mut data);
+        assert_eq!(data, b"stty size\nls\necho\n");
+    }
 }
