@@ -127,7 +127,7 @@ export BERTH_API_URL="http://127.0.0.1:$api_port"
 export BERTH_DATA_DIR="$work/control-plane"
 metrics_url="$BERTH_API_URL/metrics"
 
-"$BERTH" serve --config config/control-plane.yaml --data-dir "$work/control-plane" \
+"$BERTH" serve --config config/control-plane.yaml --data-dir "$work/control-plane" --ssh-listen 127.0.0.1:0 \
     --listen "127.0.0.1:$api_port" --mesh-listen "$host_ip:$mesh_port" \
     --heartbeat-interval 1s >>"$work/serve.log" 2>&1 &
 pids+=($!)

@@ -100,7 +100,7 @@ sed -e 's/^missed_heartbeats: .*/missed_heartbeats: 4/' \
     -e "s/^    lost_after: .*/    lost_after: ${lost_after}s/" \
     config/control-plane.yaml >"$work/control-plane.yaml"
 grep -q "lost_after: ${lost_after}s" "$work/control-plane.yaml" || fail "the config has no lost_after to set"
-"$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" \
+"$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" --ssh-listen 127.0.0.1:0 \
     --listen "127.0.0.1:$api_port" --mesh-listen "$host_ip:$mesh_port" \
     --heartbeat-interval 1s >>"$work/serve.log" 2>&1 &
 pids+=($!)

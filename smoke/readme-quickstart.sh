@@ -25,7 +25,7 @@ if [[ "$name" == docker ]] && ! docker info >/dev/null 2>&1; then
     exit 0
 fi
 
-for port in 7423 7443 7450; do
+for port in 7423 7443 7450 2222; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "readme quickstart ($name): FAILED: port $port (the README's) is in use" >&2
         exit 1

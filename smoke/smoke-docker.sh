@@ -79,7 +79,7 @@ export BERTH_DATA_DIR="$work/control-plane"
 # the example config, with the image left to the worker's docker.default_image
 sed 's/^  default_image: .*/  default_image: ""/' config/control-plane.yaml >"$work/control-plane.yaml"
 step "starting berth serve and a docker worker ($worker_id, image $image)"
-"$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" \
+"$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" --ssh-listen 127.0.0.1:0 \
     --listen "127.0.0.1:$api_port" --mesh-listen "127.0.0.1:$mesh_port" \
     --heartbeat-interval 500ms >>"$work/serve.log" 2>&1 &
 pids+=($!)

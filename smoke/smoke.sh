@@ -74,7 +74,7 @@ export BERTH_DATA_DIR="$work/control-plane"
 sed -e 's/^  reap_interval: .*/  reap_interval: 500ms/' -e 's/^  spawn_timeout: .*/  spawn_timeout: 2s/' \
     config/control-plane.yaml >"$work/control-plane.yaml"
 start_serve() {
-    "$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" \
+    "$BERTH" serve --config "$work/control-plane.yaml" --data-dir "$work/control-plane" --ssh-listen 127.0.0.1:0 \
         --listen "127.0.0.1:$api_port" --mesh-listen "127.0.0.1:$mesh_port" \
         --heartbeat-interval 500ms >>"$work/serve.log" 2>&1 &
     serve_pid=$!

@@ -19,6 +19,7 @@ mod quota;
 mod sandbox;
 mod serve;
 mod session;
+mod ssh_keys;
 mod status;
 mod teams;
 mod tokens;
@@ -107,6 +108,12 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// SSH keys for the SSH gateway: add, list, remove (`ssh -p 2222 SANDBOX_ID@host`).
+    #[command(name = "ssh-keys")]
+    SshKeys {
+        #[command(subcommand)]
+        command: ssh_keys::SshKeysCommand,
+    },
     /// Teams: create, list, get, set quotas and pools, delete.
     Teams {
         #[command(subcommand)]
@@ -173,6 +180,7 @@ fn main() -> std::process::ExitCode {
             Command::Audit { command } => audit::run(command).await,
             Command::Status { client } => status::run(client).await,
             Command::Keys { command } => keys::run(command).await,
+            Command::SshKeys { command } => ssh_keys::run(command).await,
             Command::Teams { command } => teams::run(command).await,
             Command::Users { command } => users::run(command).await,
             Command::Quota(args) => quota::run(args).await,

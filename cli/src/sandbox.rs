@@ -188,6 +188,18 @@ pub enum SandboxCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A one-time SSH token, printed once: `ssh -p 2222 TOKEN@host` logs in (one
+    /// login, no key needed) before it expires.
+    #[command(name = "ssh-token")]
+    SshToken {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        /// How long the token waits for its login, e.g. 10m (default 5m, at most 24h).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// The sandbox's preview domain and public ports; `--public PORT` lets anyone
     /// reach a port through its preview URL, `--private PORT` takes that back.
     Ports {
@@ -473,6 +485,12 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             let id = ids::sandbox(&api, &id).await?;
             let format = client.structured().then_some(client.output);
             ports::preview_url(&api, &id, port, ttl.as_deref(), format).await
+        }
+        SandboxCommand::SshToken { id, ttl, client } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
+            let format = client.structured().then_some(client.output);
+            crate::ssh_keys::ssh_token(&api, &id, ttl.as_deref(), format).await
         }
         SandboxCommand::Ports {
             id,

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Also serve previews on a listener of their own.
     #[arg(long, env = "BERTH_PREVIEW_LISTEN")]
     preview_listen: Option<SocketAddr>,
+    /// Serve the SSH gateway here (`ssh -p 2222 TOKEN@host`), e.g. 0.0.0.0:2222
+    /// [default: the config file's ssh_listen; absent: no gateway].
+    #[arg(long, env = "BERTH_SSH_LISTEN")]
+    ssh_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -115,6 +119,9 @@ impl ServeArgs {
         }
         if let Some(value) = self.preview_listen {
             config.preview_listen = Some(value);
+        }
+        if let Some(value) = self.ssh_listen {
+            config.ssh_listen = Some(value);
         }
         serve.validate()?;
         Ok(serve)

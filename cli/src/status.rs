@@ -43,5 +43,13 @@ pub async fn run(client: ClientArgs) -> anyhow::Result<()> {
         counts(&status["sandboxes"]["by_state"]),
         output::text(&status["capacity"])
     )?;
+    match status["ssh"].as_object() {
+        Some(ssh) => outln!(
+            "ssh gateway    {} · host key {}",
+            output::text(&ssh["address"]),
+            output::text(&ssh["host_key_fingerprint"])
+        )?,
+        None => outln!("ssh gateway    off (berth serve --ssh-listen 127.0.0.1:2222)")?,
+    }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod observe;
 pub mod preview;
 mod rate_limit;
 mod serve;
+pub mod ssh;
 
 use std::sync::Arc;
 
@@ -74,6 +75,8 @@ pub struct ApiParts {
     pub tasks: TaskTracker,
     /// Preview URLs: the domain, and the signer of preview links.
     pub previews: preview::Previews,
+    /// The SSH gateway, when it is on (`berth status` shows it).
+    pub ssh: Option<ssh::SshGatewayInfo>,
 }
 
 /// The whole public API as one axum router: HTTP routes plus the gRPC services.

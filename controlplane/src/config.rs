@@ -56,6 +56,9 @@ pub struct ControlPlaneConfig {
     /// Serve previews on a listener of their own as well as on `listen` (plain HTTP
     /// only on loopback, TLS otherwise, like `listen`).
     pub preview_listen: Option<SocketAddr>,
+    /// The SSH gateway's address (`ssh -p 2222 TOKEN@host`, the usual port being
+    /// 2222); none: no gateway. Its host key is kept in the data dir.
+    pub ssh_listen: Option<SocketAddr>,
 }
 
 /// The public API's per-key limits.
@@ -268,6 +271,7 @@ impl Default for ControlPlaneConfig {
             api: ApiConfig::default(),
             preview_domain: String::new(),
             preview_listen: None,
+            ssh_listen: None,
         }
     }
 }

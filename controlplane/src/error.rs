@@ -154,6 +154,21 @@ impl From<crate::api_keys::KeyError> for ApiError {
     }
 }
 
+impl From<crate::ssh_access::SshAccessError> for ApiError {
+    fn from(err: crate::ssh_access::SshAccessError) -> Self {
+        use crate::ssh_access::SshAccessError;
+        match err {
+            SshAccessError::Sandbox(err) => err.into(),
+            SshAccessError::Store(err) => err.into(),
+            SshAccessError::BadKey(_) | SshAccessError::BadName | SshAccessError::BadTtl(_) => {
+                Self::bad_request(err.to_string())
+            }
+            SshAccessError::KeyExists(_) => Self::new(ErrorCode::Conflict, err.to_string()),
+            SshAccessError::UnknownKey(_) => Self::not_found(err.to_string()),
+        }
+    }
+}
+
 impl From<crate::sandboxes::SandboxError> for ApiError {
     fn from(err: crate::sandboxes::SandboxError) -> Self {
         use crate::sandboxes::SandboxError;

@@ -18,6 +18,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod sandboxes;
 pub mod server;
+pub mod ssh_access;
 pub mod store;
 pub mod teams;
 pub mod workers;

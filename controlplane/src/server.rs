@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::preview::Previews;
+use crate::api::ssh::{self, SshGatewayInfo};
 use crate::api::{self, ApiParts, ApiState, KeyRateLimits};
 use crate::api_keys::{ApiKeyCache, create_first_admin_key};
 use crate::audit::AuditLog;
@@ -37,6 +38,8 @@ pub struct Listeners {
     pub mesh: TcpListener,
     /// `preview_listen`, when configured.
     pub preview: Option<TcpListener>,
+    /// `ssh_listen`, when configured.
+    pub ssh: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -47,15 +50,25 @@ impl Listeners {
         let mesh = TcpListener::bind(config.mesh_listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.mesh_listen))?;
-        let preview = match config.preview_listen {
-            Some(address) => Some(
-                TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("cannot listen on {address}"))?,
-            ),
-            None => None,
-        };
-        Ok(Self { api, mesh, preview })
+        let preview = bind_optional(config.preview_listen).await?;
+        let ssh = bind_optional(config.ssh_listen).await?;
+        Ok(Self {
+            api,
+            mesh,
+            preview,
+            ssh,
+        })
+    }
+}
+
+async fn bind_optional(address: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match address {
+        Some(address) => Ok(Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address}"))?,
+        )),
+        None => Ok(None),
     }
 }
 
@@ -66,6 +79,8 @@ pub struct RunningControlPlane {
     pub mesh_addr: SocketAddr,
     /// The preview listener's address, when there is one.
     pub preview_addr: Option<SocketAddr>,
+    /// The SSH gateway's address and host key fingerprint, when there is one.
+    pub ssh: Option<SshGatewayInfo>,
     /// Set on the very first start only: the admin key, to be shown once.
     pub first_admin_key: Option<String>,
     pub admin_key_path: PathBuf,
@@ -106,6 +121,17 @@ pub async fn start(
     let preview_addr = match &listeners.preview {
         Some(listener) => Some(listener.local_addr()?),
         None => None,
+    };
+    let ssh_host_key = match &listeners.ssh {
+        Some(_) => Some(ssh::host_key::load_or_create(&data_dir)?),
+        None => None,
+    };
+    let ssh_info = match (&listeners.ssh, &ssh_host_key) {
+        (Some(listener), Some(key)) => Some(SshGatewayInfo {
+            address: listener.local_addr()?,
+            fingerprint: ssh::host_key::fingerprint(key),
+        }),
+        _ => None,
     };
 
     let database_url = config.database_url()?;
@@ -204,8 +230,19 @@ pub async fn start(
             authority.tokens().clone(),
             preview_served_in_plain_text(api_addr, preview_addr),
         ),
+        ssh: ssh_info.clone(),
     });
     let router = api::router(state.clone());
+    if let (Some(listener), Some(host_key)) = (listeners.ssh, ssh_host_key) {
+        let (state, stop) = (state.clone(), shutdown.clone());
+        let config = ssh::server_config(host_key);
+        tasks.spawn(async move {
+            if let Err(err) = ssh::serve(listener, state, config, stop).await {
+                tracing::error!(error = %err, "ssh gateway stopped");
+            }
+        });
+        tasks.spawn(purge_ssh_tokens(store.clone(), shutdown.clone()));
+    }
     if let Some(listener) = listeners.preview {
         let tls = if preview_addr.is_some_and(|addr| addr.ip().is_loopback()) {
             None
@@ -246,11 +283,15 @@ pub async fn start(
         shutdown.clone(),
     ));
 
+    if let Some(ssh) = &ssh_info {
+        tracing::info!(address = %ssh.address, fingerprint = %ssh.fingerprint, "ssh gateway listening");
+    }
     tracing::info!(%api_addr, %mesh_addr, store = store.backend().as_str(), trust_domain = %authority.trust_domain(), "control plane started");
     Ok(RunningControlPlane {
         api_addr,
         mesh_addr,
         preview_addr,
+        ssh: ssh_info,
         first_admin_key,
         admin_key_path,
         fleet,
@@ -258,6 +299,22 @@ pub async fn start(
         audit,
         tasks,
     })
+}
+
+/// Forgets one-time SSH tokens a day after they expired, hourly.
+async fn purge_ssh_tokens(store: Store, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match crate::ssh_access::purge_spent_tokens(&store).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "forgot expired SSH tokens"),
+            Err(err) => tracing::warn!(error = %err, "cannot purge expired SSH tokens"),
+        }
+    }
 }
 
 /// The DNS names of the serving certificate: the configured ones, and the preview

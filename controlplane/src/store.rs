@@ -64,6 +64,7 @@ mod ports;
 mod postgres;
 mod sandboxes;
 mod sqlite;
+mod ssh;
 mod states;
 mod teams;
 #[cfg(any(test, feature = "test-support"))]
@@ -90,6 +91,7 @@ pub use sandboxes::{
     CandidateRow, CreatedPlacement, ExpiredLease, HeldLease, NewSandbox, Placement, SandboxRow,
     UnconfirmedSpawn,
 };
+pub use ssh::{SshKeyRow, SshTokenRow, TokenSpend};
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
 pub use teams::{TeamDeletion, TeamRow, TeamUsage, UserDeletion, UserRow};
 #[cfg(any(test, feature = "test-support"))]

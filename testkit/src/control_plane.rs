@@ -87,6 +87,9 @@ impl TestControlPlane {
         config.keys_dir = None;
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.mesh_listen = "127.0.0.1:0".parse().expect("addr");
+        if config.ssh_listen.is_some() {
+            config.ssh_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        }
         adjust(&mut config);
         init();
         Self::launch(dir, config).await
@@ -105,6 +108,7 @@ impl TestControlPlane {
             data_dir: dir.join("control-plane"),
             listen: "127.0.0.1:0".parse().expect("addr"),
             mesh_listen: "127.0.0.1:0".parse().expect("addr"),
+            ssh_listen: Some("127.0.0.1:0".parse().expect("addr")),
             heartbeat_interval: Duration::from_millis(200),
             // 2s of silence before a worker counts as unhealthy: fast, yet calm on a
             // loaded 2-core CI machine
@@ -186,6 +190,15 @@ impl TestControlPlane {
 
     pub fn mesh_url(&self) -> String {
         format!("https://{}", self.mesh_addr)
+    }
+
+    /// The SSH gateway's address (every test control plane has one, on port 0).
+    pub fn ssh_addr(&self) -> std::net::SocketAddr {
+        self.running
+            .ssh
+            .as_ref()
+            .map(|ssh| ssh.address)
+            .expect("this control plane has no SSH gateway")
     }
 
     pub fn api_url(&self) -> String {

@@ -28,7 +28,7 @@ const COLLECTION: [(&str, &str); 4] = [
 ];
 
 /// Routes that reach no particular sandbox: the fleet, keys, teams and the API itself.
-const ELSEWHERE: [(&str, &str); 32] = [
+const ELSEWHERE: [(&str, &str); 35] = [
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/live"),
@@ -49,6 +49,10 @@ const ELSEWHERE: [(&str, &str); 32] = [
     ("GET", "/api/v1/keys"),
     ("GET", "/api/v1/keys/{id}"),
     ("DELETE", "/api/v1/keys/{id}"),
+    // SSH keys are held to their owner's team (ssh.rs tests that)
+    ("GET", "/api/v1/ssh-keys"),
+    ("POST", "/api/v1/ssh-keys"),
+    ("DELETE", "/api/v1/ssh-keys/{id}"),
     ("POST", "/api/v1/teams"),
     ("GET", "/api/v1/teams"),
     ("GET", "/api/v1/teams/{name}"),
@@ -103,6 +107,7 @@ fn sandbox_request(api: &Api, method: &str, path: &str, id: &str) -> reqwest::Re
             .request(reqwest::Method::PUT, &url)
             .json(&json!({"public": true})),
         ("POST", "/api/v1/sandboxes/{id}/ports/{port}/link") => post(json!({"ttl": "5m"})),
+        ("POST", "/api/v1/sandboxes/{id}/ssh-token") => post(json!({"ttl": "5m"})),
         ("DELETE", "/api/v1/sandboxes/{id}/sessions/{session_id}") => {
             api.request(reqwest::Method::DELETE, &format!("{url}?signal=SIGTERM"))
         }

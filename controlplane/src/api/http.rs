@@ -16,6 +16,7 @@ mod routes;
 pub(crate) mod sandboxes;
 pub(crate) mod schemas;
 pub(crate) mod sessions;
+mod ssh;
 mod status;
 pub(crate) mod teams;
 pub(crate) mod tokens;

@@ -208,6 +208,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "UPDATE ssh_keys SET revoked_at = $2 WHERE team_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM users WHERE team_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -294,6 +301,15 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE api_keys SET revoked_at = $3 \
+                 WHERE team_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(team_id)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE ssh_keys SET revoked_at = $3 \
                  WHERE team_id = $1 AND user_id = $2 AND revoked_at IS NULL",
             )
             .bind(team_id)

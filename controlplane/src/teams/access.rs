@@ -46,6 +46,17 @@ impl Access {
         }
     }
 
+    /// What an owner's credential may touch: `team`'s sandboxes (every team's for
+    /// `None`), acting as `user` when it has one (an SSH key registered by a key
+    /// bound to that user, or a token issued by one).
+    pub fn owner(team: Option<&str>, user: Option<&str>) -> Self {
+        Self {
+            team: team.map(str::to_owned),
+            user: user.map(str::to_owned),
+            user_bound: user.is_some(),
+        }
+    }
+
     /// What `caller` may touch in a call that named `tenant` (`X-Tenant-ID`) and
     /// `user` (`X-User-ID`); naming another team or user than the key's is refused.
     pub fn for_call(

@@ -5,13 +5,14 @@
 //! and whether it has a terminal, or `session attach` with the session id and offset;
 //! a refused open too, with its code) and how the stream ended (`session end` with the
 //! exit code, or `session detach` with the reason). Stdin, output and resizes never go
-//! in.
+//! in. The SSH gateway's shells and commands are recorded the same way.
 
 use crate::api::ApiState;
 use crate::api::auth::Granted;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::error::ApiError;
 use crate::sandboxes::{SessionOpen, SessionStream};
+use crate::teams::Access;
 
 /// How a session stream ended, for its last record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +46,18 @@ pub struct SessionAudit {
 }
 
 impl SessionAudit {
-    fn new(state: &ApiState, granted: &Granted, sandbox_id: &str, request_id: &str) -> Self {
+    fn new(
+        state: &ApiState,
+        actor: String,
+        access: &Access,
+        sandbox_id: &str,
+        request_id: &str,
+    ) -> Self {
         Self {
             log: state.audit.clone(),
-            actor: format!("key:{}", granted.caller.key_id),
-            team_id: granted.access.team_filter().unwrap_or_default().to_owned(),
-            user_id: granted.access.user().unwrap_or_default().to_owned(),
+            actor,
+            team_id: access.team_filter().unwrap_or_default().to_owned(),
+            user_id: access.user().unwrap_or_default().to_owned(),
             sandbox_id: sandbox_id.to_owned(),
             request_id: request_id.to_owned(),
             worker_id: String::new(),
@@ -68,11 +75,25 @@ impl SessionAudit {
         request_id: &str,
         open: SessionOpen,
     ) -> Result<(SessionStream, Self), ApiError> {
+        let actor = format!("key:{}", granted.caller.key_id);
+        Self::open_as(state, actor, &granted.access, sandbox_id, request_id, open).await
+    }
+
+    /// [`Self::open`] for a caller that is not an API key (an SSH login): `actor` as
+    /// the records name it, `access` what it may touch.
+    pub async fn open_as(
+        state: &ApiState,
+        actor: String,
+        access: &Access,
+        sandbox_id: &str,
+        request_id: &str,
+        open: SessionOpen,
+    ) -> Result<(SessionStream, Self), ApiError> {
         state.audit.writable()?;
-        let mut audit = Self::new(state, granted, sandbox_id, request_id);
+        let mut audit = Self::new(state, actor, access, sandbox_id, request_id);
         match state
             .sandboxes
-            .session(&granted.access, sandbox_id, open.clone())
+            .session(access, sandbox_id, open.clone())
             .await
         {
             Ok(session) => {

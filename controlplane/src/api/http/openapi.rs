@@ -13,7 +13,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, exec, exec_ws, files, health, keys, ports, providers, quotas, sandboxes, sessions,
+    audit, exec, exec_ws, files, health, keys, ports, providers, quotas, sandboxes, sessions, ssh,
     status, teams, tokens, workers,
 };
 use crate::error::ErrorCode;
@@ -78,6 +78,10 @@ use crate::error::ErrorCode;
         ports::link,
         ports::list,
         ports::update,
+        ssh::token,
+        ssh::list,
+        ssh::add,
+        ssh::remove,
         files::write_json,
         files::upload,
         files::read,

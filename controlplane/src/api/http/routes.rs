@@ -9,7 +9,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{
     audit, exec, exec_ws, files, health, keys, openapi, ports, providers, quotas, sandboxes,
-    sessions, status, teams, tokens, workers,
+    sessions, ssh, status, teams, tokens, workers,
 };
 use crate::api::ApiState;
 
@@ -67,6 +67,9 @@ pub fn routes() -> Vec<Route> {
         at(M::GET, "/api/v1/keys", keys::list),
         at(M::GET, "/api/v1/keys/{id}", keys::get),
         at(M::DELETE, "/api/v1/keys/{id}", keys::revoke),
+        at(M::GET, "/api/v1/ssh-keys", ssh::list),
+        at(M::POST, "/api/v1/ssh-keys", ssh::add),
+        at(M::DELETE, "/api/v1/ssh-keys/{id}", ssh::remove),
         at(M::POST, "/api/v1/teams", teams::create),
         at(M::GET, "/api/v1/teams", teams::list),
         at(M::GET, "/api/v1/teams/{name}", teams::get),
@@ -118,6 +121,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/sandboxes/{id}/ports/{port}/link",
             ports::link,
         ),
+        at(M::POST, "/api/v1/sandboxes/{id}/ssh-token", ssh::token),
         at(M::POST, "/api/v1/sandboxes/{id}/files", files::write_json)
             .body_limit(DefaultBodyLimit::max(MAX_JSON_FILE_BODY)),
         at(M::PUT, "/api/v1/sandboxes/{id}/files", files::upload)

@@ -86,6 +86,19 @@ pub struct FleetStatus {
     pub sandboxes: SandboxTally,
     /// Sandboxes the fresh, active workers may hold in all.
     pub capacity: i64,
+    /// The SSH gateway; absent when it is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    pub ssh: Option<SshStatus>,
+}
+
+/// Where the SSH gateway listens and which host key it shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SshStatus {
+    /// `host:port`.
+    pub address: String,
+    /// The host key's `SHA256:…` fingerprint, as OpenSSH shows it on a first connection.
+    pub host_key_fingerprint: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

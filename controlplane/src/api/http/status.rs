@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::schemas::{CaStatus, FleetStatus, SandboxTally, WorkerTally};
+use super::schemas::{CaStatus, FleetStatus, SandboxTally, SshStatus, WorkerTally};
 use super::{Authorized, ReadScope};
 use crate::api::ApiState;
 use crate::error::ApiError;
@@ -72,5 +72,9 @@ pub async fn status(
             by_state,
         },
         capacity: state.sandboxes.total_capacity().await?,
+        ssh: state.ssh.as_ref().map(|gateway| SshStatus {
+            address: gateway.address.to_string(),
+            host_key_fingerprint: gateway.fingerprint.clone(),
+        }),
     }))
 }

@@ -1,0 +1,189 @@
+//! `berth ssh-keys add|list|remove`: public keys registered to the caller's team (and
+//! user) for the SSH gateway; such a key logs in as `ssh -p 2222 SANDBOX_ID@host` to
+//! that owner's sandboxes. And `berth sandbox ssh-token`: a one-time token instead.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::client::{ApiClient, ClientArgs};
+use crate::confirm::confirm;
+use crate::output::{self, ListArgs, Table, TableStyle};
+use crate::{out, outln, watch};
+
+#[derive(Debug, Subcommand)]
+pub enum SshKeysCommand {
+    /// Register a public key (ed25519 or ECDSA): a .pub file, or `-` for stdin.
+    Add {
+        /// The public key file, e.g. ~/.ssh/id_ed25519.pub (`-`: stdin).
+        file: PathBuf,
+        /// A name to recognise it by (default: the key's comment).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the keys of your team (and user); `--removed` shows removed ones too.
+    List {
+        #[arg(long)]
+        removed: bool,
+        #[command(flatten)]
+        list: ListArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a key: logins with it are refused from then on.
+    Remove {
+        /// The key's id (`sshk-…`).
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn run(command: SshKeysCommand) -> anyhow::Result<()> {
+    match command {
+        SshKeysCommand::Add { file, name, client } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let api = ApiClient::new(&client)?;
+            let key: Value = api
+                .post(
+                    "/api/v1/ssh-keys",
+                    &json!({"public_key": text.trim(), "name": name}),
+                )
+                .await?;
+            if client.structured() {
+                return output::structured(client.output, &key);
+            }
+            outln!(
+                "added {} ({}) {}",
+                output::text(&key["id"]),
+                output::text(&key["name"]),
+                output::text(&key["fingerprint"])
+            )?;
+            Ok(())
+        }
+        SshKeysCommand::List {
+            removed,
+            list,
+            client,
+        } => {
+            let api = ApiClient::new(&client)?;
+            let path = if removed {
+                "/api/v1/ssh-keys?removed=true"
+            } else {
+                "/api/v1/ssh-keys"
+            };
+            let render = || async {
+                let answer: Value = api.get(path).await?;
+                let keys = answer["keys"].as_array().cloned().unwrap_or_default();
+                render(&keys, &client, &list)
+            };
+            if list.watch {
+                return watch::run(render).await;
+            }
+            out!("{}", render().await?)?;
+            Ok(())
+        }
+        SshKeysCommand::Remove { id, yes, client } => {
+            let api = ApiClient::new(&client)?;
+            confirm(
+                &format!("remove SSH key {id} (logins with it are refused)"),
+                yes,
+            )?;
+            let key: Value = api.delete(&format!("/api/v1/ssh-keys/{id}")).await?;
+            if client.structured() {
+                return output::structured(client.output, &key);
+            }
+            outln!(
+                "removed {id} ({}) {}",
+                output::text(&key["name"]),
+                output::text(&key["fingerprint"])
+            )?;
+            Ok(())
+        }
+    }
+}
+
+fn render(keys: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Result<String> {
+    if list.quiet {
+        let ids: Vec<String> = keys.iter().map(|k| output::text(&k["id"]) + "\n").collect();
+        return Ok(ids.concat());
+    }
+    if client.structured() {
+        let value = Value::Array(keys.to_vec());
+        return Ok(match client.output {
+            output::Format::Yaml => serde_yaml_ng::to_string(&value)?,
+            _ => serde_json::to_string_pretty(&value)? + "\n",
+        });
+    }
+    let now = output::now_secs();
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "FINGERPRINT",
+        "TEAM",
+        "USER",
+        "AGE",
+        "REMOVED",
+    ]);
+    for key in keys {
+        let removed = &key["removed_at"];
+        table.row(vec![
+            output::text(&key["id"]),
+            output::text(&key["name"]),
+            output::text(&key["fingerprint"]),
+            output::text(&key["team_id"]),
+            output::text(&key["user_id"]),
+            output::age(&key["created_at"], now),
+            if removed.is_null() {
+                "-".to_owned()
+            } else {
+                output::relative(removed, now)
+            },
+        ]);
+    }
+    Ok(table.render(&TableStyle::for_list(list)))
+}
+
+/// `berth sandbox ssh-token ID [--ttl 5m]`: the token alone on stdout (it is shown
+/// once), how to use it on stderr.
+pub async fn ssh_token(
+    api: &ApiClient,
+    sandbox_id: &str,
+    ttl: Option<&str>,
+    format: Option<output::Format>,
+) -> anyhow::Result<()> {
+    let body = match ttl {
+        Some(ttl) => json!({ "ttl": ttl }),
+        None => json!({}),
+    };
+    let token: Value = api
+        .post(&format!("/api/v1/sandboxes/{sandbox_id}/ssh-token"), &body)
+        .await?;
+    if let Some(format) = format {
+        return output::structured(format, &token);
+    }
+    outln!("{}", output::text(&token["token"]))?;
+    let command = token["ssh_command"].as_str().unwrap_or_default();
+    if command.is_empty() {
+        eprintln!("the control plane's SSH gateway is off (berth serve --ssh-listen ADDR)");
+    } else {
+        eprintln!(
+            "one login, before {}: {command}",
+            output::text(&token["expires_at"])
+        );
+        eprintln!("host key {}", output::text(&token["host_key_fingerprint"]));
+    }
+    Ok(())
+}
