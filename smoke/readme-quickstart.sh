@@ -122,4 +122,10 @@ grep -q '^hello$' "$work/quickstart.out" || {
     echo "the quickstart's exec did not print hello" >&2
     exit 1
 }
+if [[ "$name" == mock ]]; then
+    grep -q '^hello over ssh$' "$work/quickstart.out" || {
+        echo "the quickstart's ssh login did not print hello over ssh" >&2
+        exit 1
+    }
+fi
 echo "readme quickstart ($name): ok ($online workers online)"

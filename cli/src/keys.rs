@@ -143,16 +143,9 @@ fn binding_text(key: &Value) -> String {
 }
 
 fn render(keys: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Result<String> {
-    if list.quiet {
-        let ids: Vec<String> = keys.iter().map(|k| output::text(&k["id"]) + "\n").collect();
-        return Ok(ids.concat());
-    }
-    if client.structured() {
-        let value = Value::Array(keys.to_vec());
-        return Ok(match client.output {
-            output::Format::Yaml => serde_yaml_ng::to_string(&value)?,
-            _ => serde_json::to_string_pretty(&value)? + "\n",
-        });
+    let structured = client.structured().then_some(client.output);
+    if let Some(text) = output::list_instead_of_table(keys, "id", list.quiet, structured)? {
+        return Ok(text);
     }
     let now = output::now_secs();
     let mut table = Table::new(&[

@@ -174,6 +174,36 @@ pub fn structured(format: Format, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `value` as JSON or YAML text, as [`structured`] prints it.
+pub fn structured_text(format: Format, value: &Value) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Yaml => serde_yaml_ng::to_string(value)?,
+        _ => serde_json::to_string_pretty(value)? + "\n",
+    })
+}
+
+/// What a list command prints instead of its table, if anything: with `-q` each
+/// item's `field`, one a line; with `-o json|yaml` (`structured`) the items as one
+/// document.
+pub fn list_instead_of_table(
+    items: &[Value],
+    field: &str,
+    quiet: bool,
+    structured: Option<Format>,
+) -> anyhow::Result<Option<String>> {
+    if quiet {
+        let lines: Vec<String> = items.iter().map(|item| text(&item[field]) + "\n").collect();
+        return Ok(Some(lines.concat()));
+    }
+    match structured {
+        Some(format) => Ok(Some(structured_text(
+            format,
+            &Value::Array(items.to_vec()),
+        )?)),
+        None => Ok(None),
+    }
+}
+
 /// A JSON field as table text.
 pub fn text(value: &Value) -> String {
     match value {

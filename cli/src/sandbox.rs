@@ -403,7 +403,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             let render = || async {
                 let sandbox: Value = api.get(&format!("/api/v1/sandboxes/{id}")).await?;
                 if client.structured() {
-                    return structured_text(client.output, &sandbox);
+                    return output::structured_text(client.output, &sandbox);
                 }
                 render_list(&[sandbox], &client, &list)
             };
@@ -771,15 +771,9 @@ fn render_list(
     client: &ClientArgs,
     list: &ListArgs,
 ) -> anyhow::Result<String> {
-    if list.quiet {
-        let ids: Vec<String> = sandboxes
-            .iter()
-            .map(|s| output::text(&s["id"]) + "\n")
-            .collect();
-        return Ok(ids.concat());
-    }
-    if client.structured() {
-        return structured_text(client.output, &Value::Array(sandboxes.to_vec()));
+    let structured = client.structured().then_some(client.output);
+    if let Some(text) = output::list_instead_of_table(sandboxes, "id", list.quiet, structured)? {
+        return Ok(text);
     }
     let wide = client.output == Format::Wide;
     let now = output::now_secs();
@@ -812,13 +806,6 @@ fn render_list(
         table.row(row);
     }
     Ok(table.render(&TableStyle::for_list(list)))
-}
-
-fn structured_text(format: Format, value: &Value) -> anyhow::Result<String> {
-    Ok(match format {
-        Format::Yaml => serde_yaml_ng::to_string(value)?,
-        _ => serde_json::to_string_pretty(value)? + "\n",
-    })
 }
 
 /// Streams an exec's NDJSON, printing output as it comes; returns the exit code. An

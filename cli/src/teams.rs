@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{ApiClient, ClientArgs, segment};
 use crate::confirm::confirm;
-use crate::output::{self, Format, ListArgs, Table, TableStyle};
+use crate::output::{self, ListArgs, Table, TableStyle};
 use crate::{out, outln, watch};
 
 #[derive(Debug, Subcommand)]
@@ -203,19 +203,9 @@ fn show_one(team: &Value, client: &ClientArgs) -> anyhow::Result<()> {
 
 /// Teams as the output flags ask, as text.
 fn render(teams: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Result<String> {
-    if list.quiet {
-        let names: Vec<String> = teams
-            .iter()
-            .map(|t| output::text(&t["name"]) + "\n")
-            .collect();
-        return Ok(names.concat());
-    }
-    if client.structured() {
-        let value = Value::Array(teams.to_vec());
-        return Ok(match client.output {
-            Format::Yaml => serde_yaml_ng::to_string(&value)?,
-            _ => serde_json::to_string_pretty(&value)? + "\n",
-        });
+    let structured = client.structured().then_some(client.output);
+    if let Some(text) = output::list_instead_of_table(teams, "name", list.quiet, structured)? {
+        return Ok(text);
     }
     let now = output::now_secs();
     let mut table = Table::new(&[

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::client::{ApiClient, ClientArgs, segment};
 use crate::confirm::confirm;
-use crate::output::{self, Format, ListArgs, Table, TableStyle};
+use crate::output::{self, ListArgs, Table, TableStyle};
 use crate::{out, outln, watch};
 
 #[derive(Debug, Subcommand)]
@@ -110,19 +110,9 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
 
 /// Users as the output flags ask, as text.
 fn render(users: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Result<String> {
-    if list.quiet {
-        let names: Vec<String> = users
-            .iter()
-            .map(|u| output::text(&u["name"]) + "\n")
-            .collect();
-        return Ok(names.concat());
-    }
-    if client.structured() {
-        let value = Value::Array(users.to_vec());
-        return Ok(match client.output {
-            Format::Yaml => serde_yaml_ng::to_string(&value)?,
-            _ => serde_json::to_string_pretty(&value)? + "\n",
-        });
+    let structured = client.structured().then_some(client.output);
+    if let Some(text) = output::list_instead_of_table(users, "name", list.quiet, structured)? {
+        return Ok(text);
     }
     let now = output::now_secs();
     let mut table = Table::new(&["NAME", "TEAM", "AGE"]);

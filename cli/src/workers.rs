@@ -127,7 +127,7 @@ pub async fn run(command: WorkersCommand) -> anyhow::Result<()> {
             let render = || async {
                 let worker: Value = api.get(&format!("/api/v1/workers/{id}")).await?;
                 if client.structured() {
-                    return Ok(structured_one(client.output, &worker));
+                    return output::structured_text(client.output, &worker);
                 }
                 details(&worker, &client)
             };
@@ -242,13 +242,6 @@ fn show_one(worker: &Value, client: &ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn structured_one(format: Format, value: &Value) -> String {
-    match format {
-        Format::Yaml => serde_yaml_ng::to_string(value).unwrap_or_default(),
-        _ => serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
-    }
-}
-
 /// `workers get`: the table row and the identity lines.
 fn details(worker: &Value, client: &ClientArgs) -> anyhow::Result<String> {
     let now = output::now_secs();
@@ -276,18 +269,9 @@ fn details(worker: &Value, client: &ClientArgs) -> anyhow::Result<String> {
 
 /// Workers as the output flags ask, as text.
 fn render(workers: &[Value], client: &ClientArgs, list: &ListArgs) -> anyhow::Result<String> {
-    if list.quiet {
-        let ids: Vec<String> = workers
-            .iter()
-            .map(|w| output::text(&w["id"]) + "\n")
-            .collect();
-        return Ok(ids.concat());
-    }
-    if client.structured() {
-        return Ok(structured_one(
-            client.output,
-            &Value::Array(workers.to_vec()),
-        ));
+    let structured = client.structured().then_some(client.output);
+    if let Some(text) = output::list_instead_of_table(workers, "id", list.quiet, structured)? {
+        return Ok(text);
     }
     let wide = client.output == Format::Wide;
     let now = output::now_secs();

@@ -122,6 +122,23 @@ async fn a_token_runs_one_command_once(dial_out: bool) {
         .await;
     assert_eq!(text(&out.stdout), "hello-env\n", "{}", text(&out.stderr));
 
+    // a token waits for its login only so long
+    let (status, short) = fleet
+        .api
+        .post(&format!("/sandboxes/{id}/ssh-token"), json!({"ttl": "1s"}))
+        .await;
+    assert_eq!(status, 201, "{short}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let out = ssh
+        .ssh(short["token"].as_str().unwrap(), None, &[], "true")
+        .await;
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("expired"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // a token outlives nothing: issued, then the sandbox is destroyed
     let late = self::token(&fleet, &id).await;
     let (status, _) = fleet.api.delete(&format!("/sandboxes/{id}")).await;
