@@ -75,7 +75,7 @@ start_serve() {
     local name=$1; shift
     local api mesh
     api=$(free_port); mesh=$(free_port)
-    "$BERTH" serve --config config/control-plane.yaml --data-dir "$work/$name" \
+    "$BERTH" serve --config config/control-plane.yaml --data-dir "$work/$name" --ssh-listen 127.0.0.1:0 \
         --listen "127.0.0.1:$api" --mesh-listen "127.0.0.1:$mesh" \
         --database-url "$url" --heartbeat-interval 500ms "$@" >>"$work/$name.log" 2>&1 &
     pids+=("$!")

@@ -44,7 +44,7 @@ api_port=$(free_port)
 mesh_port=$(free_port)
 api="http://127.0.0.1:$api_port"
 
-"$BERTH" serve --config config/control-plane.yaml --data-dir "$work/data" \
+"$BERTH" serve --config config/control-plane.yaml --data-dir "$work/data" --ssh-listen 127.0.0.1:0 \
     --listen "127.0.0.1:$api_port" --mesh-listen "127.0.0.1:$mesh_port" \
     --local-worker mock >"$work/serve.log" 2>&1 &
 serve_pid=$!

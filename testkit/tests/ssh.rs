@@ -532,3 +532,33 @@ async fn the_gateway_shows_in_status_with_its_host_key() {
     }
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn logins_racing_with_one_token_let_exactly_one_in() {
+    const TEST: &str = "logins_racing_with_one_token_let_exactly_one_in";
+    let Some((fleet, id, ssh)) = fleet(TEST, false).await else {
+        return;
+    };
+    let token = token(&fleet, &id).await;
+    let logins = (0..6).map(|_| ssh.ssh(&token, None, &[], "echo in"));
+    let outs = futures::future::join_all(logins).await;
+    let codes: Vec<Option<i32>> = outs.iter().map(|out| out.status.code()).collect();
+    assert_eq!(
+        codes.iter().filter(|code| **code == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|code| **code == Some(255)).count(),
+        5,
+        "{codes:?}"
+    );
+    for out in outs.iter().filter(|out| out.status.code() == Some(255)) {
+        assert!(
+            text(&out.stderr).contains("used already"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    fleet.stop().await;
+}
