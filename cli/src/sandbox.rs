@@ -197,6 +197,10 @@ pub enum SandboxCommand {
         /// How long the token waits for its login, e.g. 10m (default 5m, at most 24h).
         #[arg(long)]
         ttl: Option<String>,
+        /// Also write the gateway's host key to this known_hosts file (replacing an
+        /// older entry for the gateway), for `ssh -o UserKnownHostsFile=FILE`.
+        #[arg(long, value_name = "FILE")]
+        known_hosts: Option<std::path::PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -486,11 +490,17 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             let format = client.structured().then_some(client.output);
             ports::preview_url(&api, &id, port, ttl.as_deref(), format).await
         }
-        SandboxCommand::SshToken { id, ttl, client } => {
+        SandboxCommand::SshToken {
+            id,
+            ttl,
+            known_hosts,
+            client,
+        } => {
             let api = ApiClient::new(&client)?;
             let id = ids::sandbox(&api, &id).await?;
             let format = client.structured().then_some(client.output);
-            crate::ssh_keys::ssh_token(&api, &id, ttl.as_deref(), format).await
+            let known_hosts = known_hosts.as_deref();
+            crate::ssh_keys::ssh_token(&api, &id, ttl.as_deref(), known_hosts, format).await
         }
         SandboxCommand::Ports {
             id,

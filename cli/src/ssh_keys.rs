@@ -2,7 +2,7 @@
 //! user) for the SSH gateway; such a key logs in as `ssh -p 2222 SANDBOX_ID@host` to
 //! that owner's sandboxes. And `berth sandbox ssh-token`: a one-time token instead.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -156,6 +156,7 @@ pub async fn ssh_token(
     api: &ApiClient,
     sandbox_id: &str,
     ttl: Option<&str>,
+    known_hosts: Option<&Path>,
     format: Option<output::Format>,
 ) -> anyhow::Result<()> {
     let body = match ttl {
@@ -165,6 +166,16 @@ pub async fn ssh_token(
     let token: Value = api
         .post(&format!("/api/v1/sandboxes/{sandbox_id}/ssh-token"), &body)
         .await?;
+    if let Some(file) = known_hosts {
+        let address = token["ssh_address"].as_str().unwrap_or_default();
+        let host_key = token["host_key"].as_str().unwrap_or_default();
+        if address.is_empty() || host_key.is_empty() {
+            anyhow::bail!("the control plane's SSH gateway is off: no host key to write");
+        }
+        let name = known_host_name(address, api.base());
+        write_known_host(file, &name, host_key)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
     if let Some(format) = format {
         return output::structured(format, &token);
     }
@@ -180,4 +191,82 @@ pub async fn ssh_token(
         eprintln!("host key {}", output::text(&token["host_key_fingerprint"]));
     }
     Ok(())
+}
+
+/// How `known_hosts` names the gateway at `address` (`host:port`): `[host]:port`, or
+/// the bare host on port 22. A gateway on every interface (`HOST`) is named by the
+/// API's host.
+fn known_host_name(address: &str, api_base: &str) -> String {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "22"));
+    let host = if host == "HOST" {
+        reqwest::Url::parse(api_base)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| host.to_owned())
+    } else {
+        host.to_owned()
+    };
+    if port == "22" {
+        host
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// Puts `name host_key` in `file` in place of any entry for `name` (made with its
+/// directory when missing).
+fn write_known_host(file: &Path, name: &str, host_key: &str) -> std::io::Result<()> {
+    let old = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(err),
+    };
+    let mut lines: Vec<&str> = old
+        .lines()
+        .filter(|line| {
+            let names = line.split_whitespace().next().unwrap_or_default();
+            !names.split(',').any(|entry| entry == name)
+        })
+        .collect();
+    let entry = format!("{name} {host_key}");
+    lines.push(&entry);
+    if let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(file, lines.join("\n") + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_is_named_as_known_hosts_names_it() {
+        assert_eq!(
+            known_host_name("127.0.0.1:2222", "http://127.0.0.1:7423"),
+            "[127.0.0.1]:2222"
+        );
+        assert_eq!(
+            known_host_name("HOST:2222", "https://cp.example:7423"),
+            "[cp.example]:2222"
+        );
+        assert_eq!(known_host_name("10.0.0.5:22", "http://x"), "10.0.0.5");
+    }
+
+    #[test]
+    fn an_entry_replaces_the_old_one_for_its_host_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/known_hosts");
+        write_known_host(&file, "[127.0.0.1]:2222", "ssh-ed25519 OLD").unwrap();
+        std::fs::write(
+            &file,
+            std::fs::read_to_string(&file).unwrap() + "other.example ssh-ed25519 KEEP\n",
+        )
+        .unwrap();
+        write_known_host(&file, "[127.0.0.1]:2222", "ssh-ed25519 NEW").unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains("OLD"), "{text}");
+        assert!(text.contains("other.example ssh-ed25519 KEEP"), "{text}");
+        assert!(text.contains("[127.0.0.1]:2222 ssh-ed25519 NEW"), "{text}");
+    }
 }

@@ -63,6 +63,40 @@ async fn keys_and_tokens_from_the_cli_log_in_with_openssh() {
     let login = ssh.ssh(token, None, &[], "echo via token").await;
     assert_eq!(String::from_utf8_lossy(&login.stdout), "via token\n");
 
+    // --known-hosts: OpenSSH checking host keys strictly trusts the gateway at once
+    let known_hosts = dir.path().join("kh/known_hosts");
+    let (token, err, code) = run(
+        &fleet,
+        dir.path(),
+        &[
+            "sandbox",
+            "ssh-token",
+            &id,
+            "--known-hosts",
+            &known_hosts.display().to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let addr = fleet.cp.ssh_addr();
+    let strict = Command::new("ssh")
+        .args(["-F", "/dev/null", "-p", &addr.port().to_string()])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg(format!("{}@{}", token.trim(), addr.ip()))
+        .arg("echo checked")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&strict.stdout),
+        "checked\n",
+        "{}",
+        String::from_utf8_lossy(&strict.stderr)
+    );
+
     // a key: add, list, log in, remove, refused
     let key = ssh.keygen("cli_key");
     let public = key.with_extension("pub");

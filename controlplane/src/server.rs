@@ -130,6 +130,7 @@ pub async fn start(
         (Some(listener), Some(key)) => Some(SshGatewayInfo {
             address: listener.local_addr()?,
             fingerprint: ssh::host_key::fingerprint(key),
+            public_key: ssh::host_key::public_line(key),
         }),
         _ => None,
     };

@@ -52,6 +52,9 @@ pub struct SshGatewayInfo {
     pub address: SocketAddr,
     /// The host key's `SHA256:…` fingerprint.
     pub fingerprint: String,
+    /// The host key's public half, one OpenSSH line (`ssh-ed25519 AAAA…`): what a
+    /// `known_hosts` entry for the gateway holds.
+    pub public_key: String,
 }
 
 /// The gateway's russh settings around `host_key`.

@@ -99,6 +99,8 @@ pub struct SshStatus {
     pub address: String,
     /// The host key's `SHA256:…` fingerprint, as OpenSSH shows it on a first connection.
     pub host_key_fingerprint: String,
+    /// The host key itself (`ssh-ed25519 AAAA…`), for a `known_hosts` entry.
+    pub host_key: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -49,6 +49,8 @@ pub struct SshTokenView {
     pub ssh_command: String,
     /// The gateway's host key fingerprint, to check on the first connection.
     pub host_key_fingerprint: String,
+    /// The gateway's host key (`ssh-ed25519 AAAA…`), for a `known_hosts` entry.
+    pub host_key: String,
 }
 
 /// A one-time SSH token for the sandbox (exec scope).
@@ -78,7 +80,7 @@ pub async fn token(
     let issued =
         ssh_access::issue_token(&state.store, &state.sandboxes, &caller, &access, &id, ttl).await?;
     audit.detail(format!("expires {}", issued.expires_at));
-    let (ssh_address, ssh_command, host_key_fingerprint) = match &state.ssh {
+    let (ssh_address, ssh_command, host_key_fingerprint, host_key) = match &state.ssh {
         Some(gateway) => {
             let address = gateway.address;
             let host = if address.ip().is_unspecified() {
@@ -90,6 +92,7 @@ pub async fn token(
                 format!("{host}:{}", address.port()),
                 format!("ssh -p {} {}@{host}", address.port(), issued.token),
                 gateway.fingerprint.clone(),
+                gateway.public_key.clone(),
             )
         }
         None => Default::default(),
@@ -103,6 +106,7 @@ pub async fn token(
             ssh_address,
             ssh_command,
             host_key_fingerprint,
+            host_key,
         }),
     ))
 }

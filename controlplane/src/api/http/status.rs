@@ -75,6 +75,7 @@ pub async fn status(
         ssh: state.ssh.as_ref().map(|gateway| SshStatus {
             address: gateway.address.to_string(),
             host_key_fingerprint: gateway.fingerprint.clone(),
+            host_key: gateway.public_key.clone(),
         }),
     }))
 }

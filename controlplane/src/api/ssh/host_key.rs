@@ -43,6 +43,13 @@ pub fn load_or_create(data_dir: &Path) -> Result<PrivateKey, HostKeyError> {
     }
 }
 
+/// The key's public half as one OpenSSH line, without a comment.
+pub fn public_line(key: &PrivateKey) -> String {
+    let mut public = key.public_key().clone();
+    public.set_comment("");
+    public.to_openssh().unwrap_or_default()
+}
+
 /// `SHA256:…` of the key's public half, as `ssh-keygen -l` and OpenSSH's prompt show.
 pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key().fingerprint(HashAlg::Sha256).to_string()
