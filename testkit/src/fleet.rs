@@ -271,6 +271,17 @@ impl TestFleet {
             (status == 200 && ready["workers_online"].as_u64() == Some(count)).then_some(())
         })
         .await;
+        // a dial-out worker heartbeats before its connection for calls is registered:
+        // a sandbox placed on it in between is refused with "retry shortly"
+        let dialed = self.cp.fleet.workers().dialed();
+        for worker in self.workers.iter().flatten() {
+            if worker.listen.is_none() {
+                eventually("a dial-out worker's connection", ONLINE_WAIT, || async {
+                    dialed.is_connected(&worker.worker_id).then_some(())
+                })
+                .await;
+            }
+        }
     }
 
     /// Stops the control plane and starts it again on its data (new ports unless
