@@ -9,6 +9,7 @@
 //! spool holds at most [`MAX_SPOOL`] bytes. Paths are taken as the sandbox takes
 //! them: absolute, or relative to `/workspace`, which is where a client starts.
 
+mod names;
 use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::time::Duration;
@@ -23,12 +24,11 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use self::names::{attributes, base_name, resolve};
 use super::Context;
 use crate::error::ApiError;
 use crate::sandboxes::{ExecCall, FileInfo, SandboxError};
 
-/// Where a client starts, and what relative paths are relative to.
-const HOME: &str = "/workspace";
 /// The most one open file may hold (bytes).
 const MAX_SPOOL: u64 = 4 * 1024 * 1024 * 1024;
 /// Open handles per channel, at most.
@@ -154,48 +154,6 @@ fn ok(id: u32) -> Status {
         error_message: "Ok".into(),
         language_tag: "en-US".into(),
     }
-}
-
-/// `path` made absolute from [`HOME`], with `.`, `..` and repeated slashes resolved.
-fn resolve(path: &str) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("{HOME}/{path}")
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for part in joined.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-fn attributes(info: &FileInfo) -> FileAttributes {
-    let kind = if info.is_dir { 0o040000 } else { 0o100000 };
-    let mtime = u32::try_from(info.mod_time).unwrap_or(0);
-    FileAttributes {
-        size: Some(info.size),
-        uid: Some(0),
-        user: None,
-        gid: Some(0),
-        group: None,
-        permissions: Some(kind | (info.mode & 0o7777)),
-        atime: Some(mtime),
-        mtime: Some(mtime),
-    }
-}
-
-fn base_name(path: &str) -> &str {
-    path.rsplit('/')
-        .next()
-        .filter(|name| !name.is_empty())
-        .unwrap_or(path)
 }
 
 impl SftpServer {
@@ -588,34 +546,5 @@ impl russh_sftp::server::Handler for SftpServer {
             .move_file(&login.access, &login.sandbox_id, &old, &new)
             .await?;
         Ok(ok(id))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_are_absolute_from_the_workspace() {
-        assert_eq!(resolve("."), "/workspace");
-        assert_eq!(resolve(""), "/workspace");
-        assert_eq!(resolve("a/b"), "/workspace/a/b");
-        assert_eq!(resolve("../etc//passwd"), "/etc/passwd");
-        assert_eq!(resolve("/tmp/./x/../y"), "/tmp/y");
-        assert_eq!(resolve("/../.."), "/");
-    }
-
-    #[test]
-    fn attributes_carry_the_file_type() {
-        let dir = FileInfo {
-            path: "/workspace/d".into(),
-            size: 0,
-            mode: 0o755,
-            is_dir: true,
-            mod_time: 1,
-        };
-        let attrs = attributes(&dir);
-        assert!(attrs.is_dir());
-        assert_eq!(base_name(&dir.path), "d");
     }
 }

@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, sftp};
 use crate::api::audit::{SessionAudit, SessionEnd};
-use crate::error::ApiError;
 use crate::sandboxes::{
     OutputStream, SessionEvent, SessionInput, SessionOpen, SessionStart, SessionStream,
     TerminalSize,
@@ -118,7 +117,7 @@ pub(super) async fn serve(
     let (read, write) = channel.split();
     let (session, audit) = match opened {
         Ok(opened) => opened,
-        Err(err) => return fail(&write, &refusal(&err)).await,
+        Err(err) => return fail(&write, &err.message).await,
     };
     let end = tokio::select! {
         end = relay(read, &write, session) => end,
@@ -143,20 +142,19 @@ fn start_of(command: Option<Vec<u8>>, request: Request) -> Result<SessionStart, 
     if tty.is_some() && !term.is_empty() {
         env.insert("TERM".into(), term);
     }
-    let command = match command {
-        None => SHELL.to_owned(),
+    let line = match command {
+        None => String::new(),
         Some(bytes) if bytes.len() > MAX_COMMAND => {
             return Err(format!("the command is longer than {MAX_COMMAND} bytes"));
         }
-        Some(bytes) => String::from_utf8(bytes)
-            .map_err(|_| "the command is not UTF-8".to_owned())?
-            .trim()
-            .to_owned(),
+        Some(bytes) => {
+            String::from_utf8(bytes).map_err(|_| "the command is not UTF-8".to_owned())?
+        }
     };
-    let command = if command.is_empty() {
-        SHELL.to_owned()
-    } else {
-        command
+    // no command (a `shell`, or an empty `exec`) is the shell
+    let command = match line.trim() {
+        "" => SHELL.to_owned(),
+        line => line.to_owned(),
     };
     Ok(SessionStart {
         command,
@@ -178,10 +176,6 @@ async fn fail(write: &ChannelWriteHalf<Msg>, message: &str) {
     let _ = write.exit_status(FAILED).await;
     let _ = write.eof().await;
     let _ = write.close().await;
-}
-
-fn refusal(err: &ApiError) -> String {
-    err.message.clone()
 }
 
 /// Client input to the session and the session's events to the client, until the
