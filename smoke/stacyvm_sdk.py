@@ -9,6 +9,7 @@ import sys
 
 from stacyvm import Client
 from stacyvm.exceptions import SandboxNotFound, StacyVMError
+from stacyvm.models import Template
 from stacyvm.providers import ProviderManager
 
 
@@ -75,7 +76,47 @@ def main(api_url: str, api_key: str) -> None:
     assert pool["team"] == "default" and pool["pools"][0]["online"] >= 1, pool
     decision = client.admission(provider="mock", ttl="10m")
     assert decision.allowed and not decision.reason, decision
+
+    templates(client)
     print("stacyvm sdk: every call worked")
+
+
+def templates(client: Client) -> None:
+    """The SDK's template calls: save, list, get, spawn_template, delete."""
+    saved = client.templates.save(
+        Template(name="sdk-tpl", image="alpine:3.20", memory_mb=256, vcpus=1, ttl="15m",
+                 provider="mock", metadata={"made-by": "sdk"})
+    )
+    assert (saved.name, saved.image, saved.memory_mb, saved.ttl) == ("sdk-tpl", "alpine:3.20", 256, "15m"), saved
+    assert "sdk-tpl" in [t.name for t in client.templates.list()]
+    got = client.templates.get("sdk-tpl")
+    assert got == saved, (got, saved)
+    # saving a change is a new version of the same template
+    client.templates.save(Template(name="sdk-tpl", image="alpine:3.20", memory_mb=128, provider="mock"))
+    assert client.templates.get("sdk-tpl").memory_mb == 128
+
+    sandbox = client.spawn_template("sdk-tpl")
+    info = next(s for s in client.list() if s.id == sandbox.id)
+    assert (info.image, info.memory_mb, info.provider) == ("alpine:3.20", 128, "mock"), info
+    assert sandbox.exec("echo", args=["from a template"]).stdout == "from a template\n"
+    # spawn(template=...) sends the SDK's default image too; the template's stands
+    other = client.spawn(template="sdk-tpl")
+    assert client.get(other.id).image == "alpine:3.20"
+    other.destroy()
+    sandbox.destroy()
+    try:
+        client.spawn(template="no-such-template", provider="mock")
+        raise AssertionError("an unknown template gave a sandbox")
+    except StacyVMError as err:
+        assert "no-such-template" in str(err), err
+
+    client.templates.delete("sdk-tpl")
+    assert "sdk-tpl" not in [t.name for t in client.templates.list()]
+    try:
+        client.templates.get("sdk-tpl")
+        raise AssertionError("a deleted template was found")
+    except SandboxNotFound:  # the SDK's error for any 404
+        pass
 
 
 def team(api_url: str, team_key: str) -> None:

@@ -22,6 +22,7 @@ mod session;
 mod ssh_keys;
 mod status;
 mod teams;
+mod templates;
 mod tokens;
 mod users;
 mod version;
@@ -114,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         command: ssh_keys::SshKeysCommand,
     },
+    /// Templates: named environments sandboxes are made from (apply, list, get, delete).
+    Templates {
+        #[command(subcommand)]
+        command: templates::TemplatesCommand,
+    },
     /// Teams: create, list, get, set quotas and pools, delete.
     Teams {
         #[command(subcommand)]
@@ -181,6 +187,7 @@ fn main() -> std::process::ExitCode {
             Command::Status { client } => status::run(client).await,
             Command::Keys { command } => keys::run(command).await,
             Command::SshKeys { command } => ssh_keys::run(command).await,
+            Command::Templates { command } => templates::run(command).await,
             Command::Teams { command } => teams::run(command).await,
             Command::Users { command } => users::run(command).await,
             Command::Quota(args) => quota::run(args).await,

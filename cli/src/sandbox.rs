@@ -20,9 +20,12 @@ use crate::{ids, out, outln, ports, session, watch};
 pub enum SandboxCommand {
     /// Create a sandbox; prints its id.
     Create {
-        /// Image to start (default: the control plane's default image).
+        /// Image to start (default: the template's, else the control plane's default).
         #[arg(long)]
         image: Option<String>,
+        /// Make it from this template of your team (`berth templates list`).
+        #[arg(long)]
+        template: Option<String>,
         /// Provider to run it with (e.g. mock, docker).
         #[arg(long)]
         provider: Option<String>,
@@ -332,6 +335,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
     match command {
         SandboxCommand::Create {
             image,
+            template,
             provider,
             memory_mb,
             vcpus,
@@ -344,7 +348,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
         } => {
             let body = json!({
                 "image": image, "provider": provider, "memory_mb": memory_mb, "vcpus": vcpus,
-                "ttl": ttl, "owner_id": owner,
+                "ttl": ttl, "owner_id": owner, "template": template,
                 "metadata": metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 "internet": no_internet.then_some(false),
                 "constraints": constraints,

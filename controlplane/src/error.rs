@@ -169,6 +169,20 @@ impl From<crate::ssh_access::SshAccessError> for ApiError {
     }
 }
 
+impl From<crate::templates::TemplateError> for ApiError {
+    fn from(err: crate::templates::TemplateError) -> Self {
+        use crate::templates::TemplateError;
+        match err {
+            TemplateError::Sandbox(err) => err.into(),
+            TemplateError::Store(err) => err.into(),
+            TemplateError::Invalid(_)
+            | TemplateError::UnknownInCreate { .. }
+            | TemplateError::ImageConflict { .. } => Self::bad_request(err.to_string()),
+            TemplateError::NotFound { .. } => Self::not_found(err.to_string()),
+        }
+    }
+}
+
 impl From<crate::sandboxes::SandboxError> for ApiError {
     fn from(err: crate::sandboxes::SandboxError) -> Self {
         use crate::sandboxes::SandboxError;

@@ -27,6 +27,17 @@ pub use crate::sandboxes::{
     CreateRequest, CreateSandbox, ExecCall, SandboxError, SandboxSettings, parse_timeout,
     parse_ttl, rfc3339,
 };
+pub use crate::templates::TemplateSpec;
+
+/// A template document as `POST /api/v1/templates` reads it (JSON), checked.
+pub fn template_document(
+    body: &[u8],
+    settings: &SandboxSettings,
+) -> Result<TemplateSpec, ApiError> {
+    let document = serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("the body is not JSON: {err}")))?;
+    Ok(TemplateSpec::parse(document, None, settings)?)
+}
 
 /// `body` through the JSON extractor the handlers use ([`JsonBody`]), as a request
 /// with `content-type: application/json` brings it.

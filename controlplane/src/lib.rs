@@ -21,6 +21,7 @@ pub mod server;
 pub mod ssh_access;
 pub mod store;
 pub mod teams;
+pub mod templates;
 pub mod workers;
 
 pub use config::ControlPlaneConfig;

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 pub use calls::ExecCall;
 pub use model::{
-    CreateRequest, CreateSandbox, FileInfoView, PruneSelection, SandboxView, parse_timeout,
+    CreateRequest, CreateSandbox, FileInfoView, Launch, PruneSelection, SandboxView, parse_timeout,
     parse_ttl, rfc3339, rfc3339_millis,
 };
 pub use ports::check_port;

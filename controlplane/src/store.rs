@@ -67,6 +67,7 @@ mod sqlite;
 mod ssh;
 mod states;
 mod teams;
+mod templates;
 #[cfg(any(test, feature = "test-support"))]
 mod test_support;
 mod workers;
@@ -94,6 +95,7 @@ pub use sandboxes::{
 pub use ssh::{SshKeyRow, SshTokenRow, TokenSpend};
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
 pub use teams::{TeamDeletion, TeamRow, TeamUsage, UserDeletion, UserRow};
+pub use templates::{TemplateRow, TemplateSave};
 #[cfg(any(test, feature = "test-support"))]
 pub use test_support::PlaceOutcome;
 pub use workers::{

@@ -1,7 +1,8 @@
 //! The JSON bodies of the HTTP routes, through the extractor the handlers use and
 //! then what each handler does with the body before touching any state.
 //!
-//! Input: first byte picks the route, the rest is the request body.
+//! Input: first byte picks the route (250 and up: a template document), the rest is
+//! the request body.
 //!
 //! Checks: nothing panics; every refusal is a 400 (a client's bad body is never a
 //! server error); accepted bodies give values inside their documented bounds (modes
@@ -19,6 +20,7 @@ use berth_controlplane::fuzzing::{
     AddUserBody, ChmodBody, CreateRequest, CreateTeamBody, CreateTokenBody, DrainBody, ExecBody,
     ExecCall, ExtendBody, MoveBody, SandboxSettings, UpdateTeamBody, WriteBody, decode_content,
     json_body, parse_max_ttl, parse_mode, parse_optional_duration, parse_ttl, required,
+    template_document,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -60,6 +62,19 @@ fuzz_target!(|data: &[u8]| {
     let Some((&route, body)) = data.split_first() else {
         return;
     };
+    if route >= 250 {
+        // a template document: what is taken is within its bounds, and reads back to
+        // the same content (so to the same version)
+        let Some(spec) = refused(template_document(body, settings())) else {
+            return;
+        };
+        assert!(!spec.name.is_empty() && spec.name.len() <= 63);
+        assert!(spec.env.len() <= 128 && spec.on_start.len() <= 64 << 10);
+        let again = serde_json::to_vec(&spec).unwrap();
+        let reread = template_document(&again, settings()).expect("a saved template reads back");
+        assert_eq!(reread.content_hash(), spec.content_hash());
+        return;
+    }
     match route % 10 {
         0 => {
             let Some(body) = refused(json_body::<ExecBody>(body)) else {

@@ -281,6 +281,25 @@ async fn real_answers_match_their_schemas() {
     conforms(&doc, "delete", "/api/v1/keys/{id}", status, &body);
     let (status, body) = api.get("/health").await;
     conforms(&doc, "get", "/api/v1/health", status, &body);
+    let (status, body) = api
+        .post(
+            "/templates",
+            json!({"name": "web", "env": {"A": "b"}, "on_start": "true"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    conforms(&doc, "post", "/api/v1/templates", status, &body);
+    let (status, body) = api.get("/templates").await;
+    conforms(&doc, "get", "/api/v1/templates", status, &body);
+    let (status, body) = api.post("/templates/web/spawn", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    conforms(
+        &doc,
+        "post",
+        "/api/v1/templates/{name}/spawn",
+        status,
+        &body,
+    );
     let (status, body) = api.post("/sandboxes/admission", json!({})).await;
     conforms(&doc, "post", "/api/v1/sandboxes/admission", status, &body);
     let (status, body) = api

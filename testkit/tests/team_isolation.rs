@@ -28,7 +28,7 @@ const COLLECTION: [(&str, &str); 4] = [
 ];
 
 /// Routes that reach no particular sandbox: the fleet, keys, teams and the API itself.
-const ELSEWHERE: [(&str, &str); 35] = [
+const ELSEWHERE: [(&str, &str); 41] = [
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/live"),
@@ -53,6 +53,13 @@ const ELSEWHERE: [(&str, &str); 35] = [
     ("GET", "/api/v1/ssh-keys"),
     ("POST", "/api/v1/ssh-keys"),
     ("DELETE", "/api/v1/ssh-keys/{id}"),
+    // templates are held to the caller's team (templates.rs tests that)
+    ("GET", "/api/v1/templates"),
+    ("POST", "/api/v1/templates"),
+    ("GET", "/api/v1/templates/{name}"),
+    ("PUT", "/api/v1/templates/{name}"),
+    ("DELETE", "/api/v1/templates/{name}"),
+    ("POST", "/api/v1/templates/{name}/spawn"),
     ("POST", "/api/v1/teams"),
     ("GET", "/api/v1/teams"),
     ("GET", "/api/v1/teams/{name}"),

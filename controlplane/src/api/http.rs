@@ -19,6 +19,7 @@ pub(crate) mod sessions;
 mod ssh;
 mod status;
 pub(crate) mod teams;
+mod templates;
 pub(crate) mod tokens;
 pub(crate) mod workers;
 

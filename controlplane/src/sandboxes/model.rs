@@ -157,6 +157,20 @@ pub struct CreateSandbox {
     /// empty: any pool. Never taken from the request body: the edge fills it in from
     /// the caller.
     pub pools: Vec<String>,
+    /// What the sandbox starts with, from its template (none without one).
+    pub launch: Launch,
+}
+
+/// What a sandbox starts with beyond its image and limits: its template's environment
+/// and start script.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Launch {
+    /// The template's version the sandbox was made from (0: no template).
+    pub template_version: i64,
+    /// Environment variables of every process in the sandbox.
+    pub env: BTreeMap<String, String>,
+    /// A shell script run once the sandbox is made; empty: none.
+    pub on_start: String,
 }
 
 impl CreateSandbox {
@@ -240,6 +254,7 @@ impl CreateSandbox {
             team: crate::teams::DEFAULT_TEAM.to_owned(),
             constraints,
             pools: Vec::new(),
+            launch: Launch::default(),
         })
     }
 }
@@ -320,6 +335,10 @@ pub struct SandboxView {
     #[serde(skip_serializing_if = "String::is_empty")]
     #[schema(required = false)]
     pub error: String,
+    /// The template it was made from; absent when none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[schema(required = false)]
+    pub template: String,
     #[serde(skip)]
     pub created_at_unix: i64,
     #[serde(skip)]
@@ -348,6 +367,7 @@ impl From<SandboxRow> for SandboxView {
             preview_domain: String::new(),
             error: row.error,
             internet: row.internet,
+            template: row.template,
         }
     }
 }

@@ -215,6 +215,10 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("DELETE FROM templates WHERE team_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM users WHERE team_id = $1")
                 .bind(id)
                 .execute(&mut *tx)

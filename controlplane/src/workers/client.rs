@@ -100,7 +100,7 @@ impl WorkerClient {
                 vcpus: spec.vcpus,
                 memory_mb: spec.memory_mb,
                 metadata: spec.metadata.into_iter().collect(),
-                env: Default::default(),
+                env: spec.env.into_iter().collect(),
                 internet: Some(spec.internet),
             }),
             generation,

@@ -16,6 +16,8 @@ pub struct SpawnSpec {
     pub vcpus: u32,
     pub memory_mb: u64,
     pub metadata: BTreeMap<String, String>,
+    /// Environment variables of every process in the sandbox.
+    pub env: BTreeMap<String, String>,
     /// Whether the sandbox may reach addresses outside its own network.
     pub internet: bool,
 }

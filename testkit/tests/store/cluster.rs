@@ -235,3 +235,50 @@ fn head(seq: i64, hash: &str) -> AuditHead {
         hash: hash.to_owned(),
     }
 }
+
+pub async fn templates_move_their_version_only_on_new_content(db: Db) {
+    use berth_controlplane::store::TemplateSave;
+    let [one, two] = db.replicas().await;
+    let made = one
+        .save_template("red", "web", "h1", "{}", 10)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&made, TemplateSave::Created(row) if row.version == 1 && row.created_at == 10)
+    );
+    // another team's template of the same name is its own
+    let theirs = one
+        .save_template("blue", "web", "h9", "{}", 11)
+        .await
+        .unwrap();
+    assert!(matches!(theirs, TemplateSave::Created(_)));
+    // the same content through another replica: nothing changes
+    let same = two
+        .save_template("red", "web", "h1", "{}", 20)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&same, TemplateSave::Unchanged(row) if row.version == 1 && row.updated_at == 10)
+    );
+    let changed = two
+        .save_template("red", "web", "h2", "{\"a\":1}", 30)
+        .await
+        .unwrap();
+    let TemplateSave::Updated(row) = changed else {
+        panic!("a change is a new version: {changed:?}")
+    };
+    assert_eq!((row.version, row.created_at, row.updated_at), (2, 10, 30));
+    assert_eq!(
+        (row.content_hash.as_str(), row.spec.as_str()),
+        ("h2", "{\"a\":1}")
+    );
+
+    let listed = one.list_templates("red").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].version, 2);
+    assert!(one.get_template("red", "nope").await.unwrap().is_none());
+    assert!(one.delete_template("red", "web").await.unwrap());
+    assert!(!one.delete_template("red", "web").await.unwrap());
+    assert!(one.get_template("red", "web").await.unwrap().is_none());
+    assert_eq!(one.list_templates("blue").await.unwrap().len(), 1);
+}

@@ -277,6 +277,7 @@ conformance!(
     cluster::an_existing_key_means_no_first_admin_key,
     cluster::replicas_starting_together_agree_on_one_identity_and_one_admin_key,
     cluster::the_audit_chain_moves_only_from_its_head,
+    cluster::templates_move_their_version_only_on_new_content,
     cluster::appends_through_two_replicas_form_one_chain,
     enrollment::enrollment_spends_the_token_and_records_worker_and_certificate,
     enrollment::a_join_token_counts_its_uses_and_its_expiry,

@@ -140,7 +140,13 @@ impl SandboxesApi for SandboxesService {
         let access = caller(&self.state, &request, Scope::Write).await?.access;
         let audit = request.extensions().get::<AuditSlot>().cloned();
         let body = CreateRequest::from(request.into_inner());
-        let create = api(body.validate_for(self.state.sandboxes.settings(), &access))?;
+        let create = api(crate::templates::create_request(
+            &self.state.store,
+            self.state.sandboxes.settings(),
+            &access,
+            body,
+        )
+        .await)?;
         let view = api(self.state.sandboxes.create(create).await)?;
         if let Some(slot) = &audit {
             slot.sandbox(&view.id);

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     audit, exec, exec_ws, files, health, keys, ports, providers, quotas, sandboxes, sessions, ssh,
-    status, teams, tokens, workers,
+    status, teams, templates, tokens, workers,
 };
 use crate::error::ErrorCode;
 
@@ -55,6 +55,12 @@ use crate::error::ErrorCode;
         teams::add_user,
         teams::users,
         teams::remove_user,
+        templates::list,
+        templates::save,
+        templates::get,
+        templates::put,
+        templates::delete,
+        templates::spawn,
         quotas::summary,
         quotas::pool_status,
         status::metrics,

@@ -9,7 +9,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{
     audit, exec, exec_ws, files, health, keys, openapi, ports, providers, quotas, sandboxes,
-    sessions, ssh, status, teams, tokens, workers,
+    sessions, ssh, status, teams, templates, tokens, workers,
 };
 use crate::api::ApiState;
 
@@ -82,6 +82,12 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/teams/{name}/users/{user}",
             teams::remove_user,
         ),
+        at(M::GET, "/api/v1/templates", templates::list),
+        at(M::POST, "/api/v1/templates", templates::save),
+        at(M::GET, "/api/v1/templates/{name}", templates::get),
+        at(M::PUT, "/api/v1/templates/{name}", templates::put),
+        at(M::DELETE, "/api/v1/templates/{name}", templates::delete),
+        at(M::POST, "/api/v1/templates/{name}/spawn", templates::spawn),
         at(M::GET, "/api/v1/quotas/summary", quotas::summary),
         at(M::GET, "/api/v1/pool/status", quotas::pool_status),
         at(M::GET, "/metrics", status::metrics),

@@ -12,6 +12,7 @@ use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
 use crate::sandboxes::{CreateRequest, PruneSelection, SandboxError, SandboxView};
 use crate::teams::Access;
+use crate::templates;
 
 /// Creates a sandbox on a worker that can hold it (write scope).
 #[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
@@ -30,11 +31,16 @@ pub async fn create(
     audit: AuditSlot,
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
-    let request = body.validate_for(state.sandboxes.settings(), &access)?;
-    audit.detail(format!(
-        "image={} provider={}",
-        request.image, request.provider
-    ));
+    let request =
+        templates::create_request(&state.store, state.sandboxes.settings(), &access, body).await?;
+    audit.detail(if request.template.is_empty() {
+        format!("image={} provider={}", request.image, request.provider)
+    } else {
+        format!(
+            "image={} provider={} template={} version={}",
+            request.image, request.provider, request.template, request.launch.template_version
+        )
+    });
     let sandbox = state.sandboxes.create(request).await?;
     audit.sandbox(&sandbox.id);
     Ok((StatusCode::CREATED, Json(sandbox)))
@@ -67,7 +73,9 @@ pub async fn admission(
         .quota
         .max_ttl
         .map_or(limits.max_ttl, |ttl| ttl.min(limits.max_ttl));
-    let decision = match body.validate_for(state.sandboxes.settings(), &access) {
+    let request =
+        templates::create_request(&state.store, state.sandboxes.settings(), &access, body).await;
+    let decision = match request {
         Err(err) => (false, false, err.to_string()),
         Ok(request) => match state.sandboxes.admission(&request).await {
             Ok(()) => (true, false, String::new()),

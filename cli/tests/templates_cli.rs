@@ -1,0 +1,120 @@
+//! `berth templates apply|list|get|delete` and `berth sandbox create --template`, as a
+//! user runs them: the built binary against a mock fleet, with a Podfile-style YAML
+//! document.
+
+use std::path::Path;
+
+use berth_testkit::TestFleet;
+use tokio::process::Command;
+
+fn berth(fleet: &TestFleet, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .current_dir(dir)
+        .env("BERTH_API_URL", fleet.cp.api_url())
+        .env("BERTH_API_KEY", &fleet.api.key)
+        .env("BERTH_CLIENT_CONFIG", dir.join("client.yaml"))
+        .env("NO_COLOR", "1")
+        .env_remove("BERTH_CONTEXT")
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(fleet: &TestFleet, dir: &Path, args: &[&str]) -> (String, String, i32) {
+    let out = berth(fleet, dir).args(args).output().await.unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+const PODFILE: &str = "\
+base: alpine:3.20
+memory_mb: 256
+env:
+  GREETING: hello from a podfile
+  PORT: 8080
+on_start: |
+  echo ready > /workspace/started
+";
+
+#[tokio::test]
+async fn a_podfile_is_applied_listed_spawned_and_deleted() {
+    let fleet = TestFleet::builder().workers(1).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let podfile = dir.path().join("podfile.yaml");
+    std::fs::write(&podfile, PODFILE).unwrap();
+    let file = podfile.to_str().unwrap();
+
+    // a Podfile names no template
+    let (_, err, code) = run(&fleet, dir.path(), &["templates", "apply", "-f", file]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("--name"), "{err}");
+
+    let apply = ["templates", "apply", "-f", file, "--name", "api"];
+    let (out, err, code) = run(&fleet, dir.path(), &apply).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "template api created (version 1)");
+    let (out, _, _) = run(&fleet, dir.path(), &apply).await;
+    assert_eq!(out.trim(), "template api unchanged (version 1)");
+    std::fs::write(&podfile, PODFILE.replace("256", "128")).unwrap();
+    let (out, _, _) = run(&fleet, dir.path(), &apply).await;
+    assert_eq!(out.trim(), "template api updated (version 2)");
+
+    let (out, err, code) = run(&fleet, dir.path(), &["templates", "list"]).await;
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().find(|l| l.starts_with("api")).expect(&out);
+    assert!(
+        row.contains(" 2 ") && row.contains("alpine:3.20") && row.contains("128"),
+        "{out}"
+    );
+    let (out, _, _) = run(&fleet, dir.path(), &["templates", "list", "-q"]).await;
+    assert_eq!(out, "api\n");
+    let (out, err, code) = run(&fleet, dir.path(), &["templates", "get", "api"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("image: alpine:3.20") && out.contains("GREETING: hello from a podfile"),
+        "{out}"
+    );
+
+    let (id, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "create", "--template", "api"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim();
+    let (out, err, code) = run(
+        &fleet,
+        dir.path(),
+        &[
+            "sandbox",
+            "exec",
+            id,
+            "--",
+            "echo $GREETING; cat /workspace/started",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from a podfile\nready\n");
+
+    let (_, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "create", "--template", "missing"],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("template \"missing\" not found"), "{err}");
+
+    let (out, err, code) = run(&fleet, dir.path(), &["templates", "delete", "api", "-y"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "deleted template api");
+    let (_, err, code) = run(&fleet, dir.path(), &["templates", "get", "api"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+    fleet.stop().await;
+}

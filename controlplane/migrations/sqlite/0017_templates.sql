@@ -1,0 +1,13 @@
+-- Templates: a team's named environments. The document is kept as JSON (spec); each
+-- change of content (content_hash, SHA-256 of the canonical JSON) bumps version, and
+-- saving the same content again changes nothing.
+CREATE TABLE templates (
+    team_id      TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (team_id, name)
+);

@@ -1,0 +1,317 @@
+//! A template's document as clients write it (YAML or JSON; the API takes JSON, the
+//! CLI converts YAML): StacyVM's fields plus the environment a sandbox starts with.
+//! Checked here, once, for both the save and the spawn.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::TemplateError;
+use crate::sandboxes::{CreateRequest, SandboxSettings};
+
+/// Fields of podspawn's Podfile that a template will take but this control plane does
+/// not run yet; a document naming one is refused rather than half obeyed.
+const NOT_YET: &[(&str, &str)] = &[
+    ("packages", "packages installed into a built image"),
+    ("on_create", "an on_create hook run when the image is built"),
+    ("services", "companion services"),
+    ("secrets", "team secrets"),
+    ("shell", "a login shell"),
+    ("ports", "declared preview ports"),
+    ("workdir", "a working directory"),
+];
+
+/// The most environment variables a template sets.
+const MAX_ENV: usize = 128;
+/// The longest value of one.
+const MAX_ENV_VALUE: usize = 8 << 10;
+/// The longest `on_start` script.
+const MAX_SCRIPT: usize = 64 << 10;
+
+/// A template: StacyVM's `{name, image, memory_mb, vcpus, ttl, provider, metadata}`,
+/// plus what a sandbox made from it starts with. Empty and zero fields take the
+/// control plane's defaults at spawn, as a create's do.
+// not `deny_unknown_fields`: the schema would then forbid the view's added fields;
+// `parse` refuses unknown ones itself
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TemplateSpec {
+    /// 1-63 characters: letters, digits, `.`, `_` and `-`, starting with a letter or
+    /// digit.
+    #[schema(example = "web")]
+    pub name: String,
+    /// The image (Podfile: `base`).
+    #[serde(default, alias = "base", deserialize_with = "or_default")]
+    #[schema(example = "alpine:latest")]
+    pub image: String,
+    #[serde(default, deserialize_with = "or_default")]
+    pub memory_mb: u64,
+    #[serde(default, deserialize_with = "or_default")]
+    pub vcpus: u32,
+    /// A Go-style duration (`30m`); empty: the control plane's default.
+    #[serde(default, deserialize_with = "or_default")]
+    pub ttl: String,
+    #[serde(default, deserialize_with = "or_default")]
+    pub provider: String,
+    #[serde(default, deserialize_with = "or_default")]
+    pub metadata: BTreeMap<String, String>,
+    /// Environment variables of the sandbox's processes (numbers and booleans are
+    /// taken as their text).
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub env: BTreeMap<String, String>,
+    /// A shell script run in the sandbox after it is made, before it is running; a
+    /// non-zero exit fails the create.
+    #[serde(default, deserialize_with = "or_default")]
+    pub on_start: String,
+    /// Egress (see the create request); absent: the control plane's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet: Option<bool>,
+}
+
+/// `null` as the type's default (StacyVM's clients send `"metadata": null`).
+fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A map of strings that also takes numbers and booleans (`PORT: 8080` in YAML).
+fn scalar_map<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let raw = Option::<BTreeMap<String, Value>>::deserialize(deserializer)?.unwrap_or_default();
+    raw.into_iter()
+        .map(|(key, value)| match value {
+            Value::String(text) => Ok((key, text)),
+            Value::Number(n) => Ok((key, n.to_string())),
+            Value::Bool(b) => Ok((key, b.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "env {key:?} is {other}; a value is a string, number or boolean"
+            ))),
+        })
+        .collect()
+}
+
+impl TemplateSpec {
+    /// Reads and checks a document against `settings` (the same limits a create
+    /// meets). `name`, when given, is the template's name whatever the document says
+    /// (the URL's, or `berth templates apply --name`).
+    pub fn parse(
+        document: Value,
+        name: Option<&str>,
+        settings: &SandboxSettings,
+    ) -> Result<Self, TemplateError> {
+        let Value::Object(mut fields) = document else {
+            return Err(TemplateError::Invalid(
+                "a template is an object (a mapping in YAML)".into(),
+            ));
+        };
+        for (field, what) in NOT_YET {
+            if fields.get(*field).is_some_and(|v| !v.is_null()) {
+                return Err(TemplateError::Invalid(format!(
+                    "template field `{field}` ({what}) is not supported yet; this control \
+                     plane runs image, memory_mb, vcpus, ttl, provider, metadata, env, \
+                     on_start and internet"
+                )));
+            }
+            fields.remove(*field);
+        }
+        if let Some(name) = name {
+            fields.insert("name".into(), Value::String(name.to_owned()));
+        }
+        let spec: Self = serde_json::from_value(Value::Object(fields.clone()))
+            .map_err(|err| TemplateError::Invalid(format!("not a template: {err}")))?;
+        // what the document holds beyond what the template serialises is unknown
+        let known = serde_json::to_value(&spec).unwrap_or_default();
+        if let Some(unknown) = fields.keys().find(|field| {
+            known.get(field.as_str()).is_none() && !matches!(field.as_str(), "base" | "internet")
+        }) {
+            return Err(TemplateError::Invalid(format!(
+                "not a template: unknown field `{unknown}`"
+            )));
+        }
+        spec.check(settings)?;
+        Ok(spec)
+    }
+
+    fn check(&self, settings: &SandboxSettings) -> Result<(), TemplateError> {
+        let bad = |message: String| Err(TemplateError::Invalid(message));
+        if !valid_name(&self.name) {
+            return bad(format!(
+                "template name {:?}: 1-63 letters, digits, '.', '_' or '-', starting with a \
+                 letter or digit",
+                self.name
+            ));
+        }
+        // the fields a create takes are held to a create's limits
+        self.as_create()
+            .validate(settings)
+            .map_err(|err| TemplateError::Invalid(format!("template {:?}: {err}", self.name)))?;
+        if self.env.len() > MAX_ENV {
+            return bad(format!("env has more than {MAX_ENV} variables"));
+        }
+        for (key, value) in &self.env {
+            if !valid_env_name(key) {
+                return bad(format!(
+                    "env name {key:?}: letters, digits and '_', not starting with a digit, \
+                     at most 128"
+                ));
+            }
+            if value.len() > MAX_ENV_VALUE || value.contains('\0') {
+                return bad(format!(
+                    "env {key:?}: a value is at most {MAX_ENV_VALUE} bytes, without NUL"
+                ));
+            }
+        }
+        if self.on_start.len() > MAX_SCRIPT || self.on_start.contains('\0') {
+            return bad(format!(
+                "on_start is at most {MAX_SCRIPT} bytes, without NUL"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The create fields this template sets, as a create request naming them would.
+    pub fn as_create(&self) -> CreateRequest {
+        let text = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        CreateRequest {
+            image: text(&self.image),
+            provider: text(&self.provider),
+            memory_mb: Some(self.memory_mb).filter(|m| *m > 0),
+            vcpus: Some(self.vcpus).filter(|v| *v > 0),
+            ttl: text(&self.ttl),
+            template: Some(self.name.clone()),
+            metadata: self.metadata.clone(),
+            internet: self.internet,
+            ..CreateRequest::default()
+        }
+    }
+
+    /// SHA-256 (hex) of the document's canonical JSON (maps are sorted): equal for
+    /// equal content, so saving it again is no new version.
+    pub fn content_hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&canonical))
+    }
+}
+
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::SandboxesConfig;
+
+    fn settings() -> SandboxSettings {
+        SandboxSettings {
+            limits: SandboxesConfig::default(),
+            heartbeat_grace: Duration::from_secs(30),
+            ..SandboxSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_podfile_base_is_the_image_and_scalars_are_env_text() {
+        let spec = TemplateSpec::parse(
+            json!({"name": "api", "base": "ubuntu:24.04", "env": {"PORT": 8080, "DEBUG": true, "A": "b"},
+                   "on_start": "echo ready\n"}),
+            None,
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(spec.image, "ubuntu:24.04");
+        assert_eq!(spec.env["PORT"], "8080");
+        assert_eq!(spec.env["DEBUG"], "true");
+        assert_eq!(spec.on_start, "echo ready\n");
+    }
+
+    #[test]
+    fn stacyvm_nulls_are_defaults_and_the_url_name_wins() {
+        let spec = TemplateSpec::parse(
+            json!({"name": "x", "image": "alpine:latest", "memory_mb": 256, "vcpus": 1, "ttl": "30m",
+                   "provider": "", "metadata": null}),
+            Some("y"),
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(spec.name, "y");
+        assert!(spec.metadata.is_empty());
+    }
+
+    #[test]
+    fn fields_not_run_yet_and_unknown_fields_are_refused_by_name() {
+        let err = TemplateSpec::parse(
+            json!({"name": "x", "services": [{"name": "db", "image": "postgres:16"}]}),
+            None,
+            &settings(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`services`"), "{err}");
+        let err = TemplateSpec::parse(json!({"name": "x", "on_star": "x"}), None, &settings())
+            .unwrap_err();
+        assert!(err.to_string().contains("on_star"), "{err}");
+        // null for a field not run yet is as good as absent
+        TemplateSpec::parse(json!({"name": "x", "services": null}), None, &settings()).unwrap();
+    }
+
+    #[test]
+    fn create_limits_names_and_env_are_checked() {
+        for (document, needle) in [
+            (json!({"name": "x", "memory_mb": 1}), "memory_mb"),
+            (json!({"name": "x", "ttl": "forever"}), "ttl"),
+            (json!({"name": "-x"}), "template name"),
+            (json!({"name": "a/b"}), "template name"),
+            (json!({"name": "x", "env": {"1A": "b"}}), "env name"),
+            (
+                json!({"name": "x", "env": {"A": [1]}}),
+                "string, number or boolean",
+            ),
+            (json!(["x"]), "an object"),
+        ] {
+            let err = TemplateSpec::parse(document.clone(), None, &settings()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{document}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_content_hash_follows_content_only() {
+        let one = TemplateSpec::parse(
+            json!({"name": "x", "env": {"A": "1", "B": "2"}}),
+            None,
+            &settings(),
+        )
+        .unwrap();
+        let same = TemplateSpec::parse(
+            json!({"env": {"B": "2", "A": 1}, "name": "x"}),
+            None,
+            &settings(),
+        )
+        .unwrap();
+        let other = TemplateSpec::parse(json!({"name": "x", "env": {"A": "1"}}), None, &settings())
+            .unwrap();
+        assert_eq!(one.content_hash(), same.content_hash());
+        assert_ne!(one.content_hash(), other.content_hash());
+    }
+}
