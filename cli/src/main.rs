@@ -17,6 +17,7 @@ mod output;
 mod ports;
 mod quota;
 mod sandbox;
+mod secrets;
 mod serve;
 mod session;
 mod ssh_keys;
@@ -115,6 +116,11 @@ enum Command {
         #[command(subcommand)]
         command: ssh_keys::SshKeysCommand,
     },
+    /// Team secrets, write-only: set, list, delete (templates name them).
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// Templates: named environments sandboxes are made from (apply, list, get, delete).
     Templates {
         #[command(subcommand)]
@@ -188,6 +194,7 @@ fn main() -> std::process::ExitCode {
             Command::Keys { command } => keys::run(command).await,
             Command::SshKeys { command } => ssh_keys::run(command).await,
             Command::Templates { command } => templates::run(command).await,
+            Command::Secrets { command } => secrets::run(command).await,
             Command::Teams { command } => teams::run(command).await,
             Command::Users { command } => users::run(command).await,
             Command::Quota(args) => quota::run(args).await,

@@ -118,3 +118,111 @@ async fn a_podfile_is_applied_listed_spawned_and_deleted() {
     assert!(err.contains("not found"), "{err}");
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn a_secret_set_from_stdin_reaches_a_sandbox_of_its_template() {
+    use tokio::io::AsyncWriteExt;
+    let fleet = TestFleet::builder().workers(1).start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut child = berth(&fleet, dir.path())
+        .args(["secrets", "set", "API_TOKEN"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"tok-from-stdin\n").await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "secret API_TOKEN set\n"
+    );
+    let file = dir.path().join("token.txt");
+    std::fs::write(&file, "from-a-file").unwrap();
+    let (out, err, code) = run(
+        &fleet,
+        dir.path(),
+        &[
+            "secrets",
+            "set",
+            "FILE_TOKEN",
+            "--from-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "secret FILE_TOKEN set\n");
+
+    let (out, err, code) = run(&fleet, dir.path(), &["secrets", "list"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("API_TOKEN") && out.contains("FILE_TOKEN"),
+        "{out}"
+    );
+    assert!(!out.contains("tok-from-stdin"), "{out}");
+
+    let podfile = dir.path().join("podfile.yaml");
+    std::fs::write(&podfile, "secrets: [API_TOKEN, FILE_TOKEN]\n").unwrap();
+    let (_, err, code) = run(
+        &fleet,
+        dir.path(),
+        &[
+            "templates",
+            "apply",
+            "-f",
+            podfile.to_str().unwrap(),
+            "--name",
+            "ci",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (id, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "create", "--template", "ci"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (out, err, code) = run(
+        &fleet,
+        dir.path(),
+        &[
+            "sandbox",
+            "exec",
+            id.trim(),
+            "--",
+            "echo $API_TOKEN $FILE_TOKEN",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "tok-from-stdin from-a-file\n");
+
+    let (out, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["secrets", "delete", "API_TOKEN", "-y"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "deleted secret API_TOKEN\n");
+    let (_, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "create", "--template", "ci"],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("has no secret API_TOKEN"), "{err}");
+    fleet.stop().await;
+}

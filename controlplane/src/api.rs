@@ -58,6 +58,8 @@ impl std::ops::Deref for ApiState {
 pub struct ApiParts {
     pub fleet: Fleet,
     pub sandboxes: Sandboxes,
+    /// Team secrets, sealed with the cluster's secrets key.
+    pub secrets: crate::secrets::Secrets,
     pub teams: Teams,
     pub audit: AuditLog,
     pub store: Store,

@@ -1,5 +1,5 @@
-//! The control plane as certificate authority and token issuer: the CA and token key
-//! in the data dir, the control plane's own (rotating) serving certificate, the set of
+//! The control plane as certificate authority and token issuer: the CA, token key and
+//! secrets key in the data dir, the control plane's own (rotating) serving certificate, the set of
 //! revoked certificates the mesh refuses at the handshake, and the rustls configs built
 //! from them.
 
@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use berth_pki::sealing::SealingKey;
 use berth_pki::transport::Connections;
 use berth_pki::{
     CertificateAuthority, PkiError, ReloadableIdentity, RevocationCheck, SpiffeId, TokenSigner,
@@ -47,6 +48,7 @@ impl RevocationCheck for RevocationSet {
 pub struct Authority {
     ca: CertificateAuthority,
     tokens: TokenSigner,
+    sealing: Arc<SealingKey>,
     serving: Arc<ReloadableIdentity>,
     revocations: Arc<RevocationSet>,
     /// Live mesh connections by client-certificate serial, to close on revocation.
@@ -57,7 +59,7 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// Loads the CA and token key from `dir` (creating them on first start) and issues
+    /// Loads the CA, token key and secrets key from `dir` (creating them on first start) and issues
     /// a fresh serving certificate.
     pub fn load_or_create(
         dir: &Path,
@@ -69,11 +71,13 @@ impl Authority {
         let ca = CertificateAuthority::load_or_create(dir, trust_domain)?;
         let issuer = SpiffeId::control_plane(trust_domain).to_string();
         let tokens = TokenSigner::load_or_create(dir, &issuer)?;
+        let sealing = Arc::new(SealingKey::load_or_create(dir)?);
         let (chain, key) = issue_serving(&ca, &serving_dns_names, &serving_ips, serving_ttl)?;
         let serving = ReloadableIdentity::from_pem(&chain, &key)?;
         Ok(Self {
             ca,
             tokens,
+            sealing,
             serving: Arc::new(serving),
             revocations: Arc::new(RevocationSet::default()),
             connections: Connections::default(),
@@ -93,6 +97,11 @@ impl Authority {
 
     pub fn tokens(&self) -> &TokenSigner {
         &self.tokens
+    }
+
+    /// The key team secrets are sealed with (`secrets.key`).
+    pub fn sealing_key(&self) -> &Arc<SealingKey> {
+        &self.sealing
     }
 
     pub fn revocations(&self) -> &RevocationSet {

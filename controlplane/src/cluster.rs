@@ -1,6 +1,6 @@
 //! Several control planes, one cluster. Replicas sharing a Postgres database must hold
-//! the same CA (`ca.pem`, `ca.key`) and token key (`token.key`, `token.pub`) in their
-//! keys dir: workers trust that CA and any replica must verify the join and worker
+//! the same CA (`ca.pem`, `ca.key`), token key (`token.key`, `token.pub`) and secrets
+//! key (`secrets.key`, which seals team secrets) in their keys dir: workers trust that CA and any replica must verify the join and worker
 //! tokens another one signed. The database records the cluster's identity (trust
 //! domain and both fingerprints) when the first control plane starts on it; a replica
 //! whose keys differ refuses to start, naming both fingerprints, and a replica that
@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use berth_pki::ca::{CA_CERT_FILE, CA_KEY_FILE};
+use berth_pki::sealing::SECRETS_KEY_FILE;
 use berth_pki::token::{TOKEN_KEY_FILE, TOKEN_PUB_FILE};
 use sha2::{Digest, Sha256};
 
@@ -17,7 +18,13 @@ use crate::clock::now_ms;
 use crate::store::{ClusterIdentity, Store, StoreError};
 
 /// The files every replica must share, relative to its keys dir.
-pub const SHARED_KEY_FILES: [&str; 4] = [CA_CERT_FILE, CA_KEY_FILE, TOKEN_KEY_FILE, TOKEN_PUB_FILE];
+pub const SHARED_KEY_FILES: [&str; 5] = [
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    TOKEN_KEY_FILE,
+    TOKEN_PUB_FILE,
+    SECRETS_KEY_FILE,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

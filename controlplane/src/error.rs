@@ -174,11 +174,30 @@ impl From<crate::templates::TemplateError> for ApiError {
         use crate::templates::TemplateError;
         match err {
             TemplateError::Sandbox(err) => err.into(),
+            TemplateError::Secret(err) => err.into(),
             TemplateError::Store(err) => err.into(),
             TemplateError::Invalid(_)
             | TemplateError::UnknownInCreate { .. }
             | TemplateError::ImageConflict { .. } => Self::bad_request(err.to_string()),
             TemplateError::NotFound { .. } => Self::not_found(err.to_string()),
+        }
+    }
+}
+
+impl From<crate::secrets::SecretError> for ApiError {
+    fn from(err: crate::secrets::SecretError) -> Self {
+        use crate::secrets::SecretError;
+        match err {
+            SecretError::Store(err) => err.into(),
+            SecretError::BadName(_) | SecretError::BadValue | SecretError::Missing { .. } => {
+                Self::bad_request(err.to_string())
+            }
+            SecretError::NotFound { .. } => Self::not_found(err.to_string()),
+            SecretError::OtherKey { .. } => {
+                // an operator's to fix; the message names keys by id, never a value
+                tracing::error!(error = %err, "a secret does not open");
+                Self::new(ErrorCode::Internal, err.to_string())
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod mesh;
 pub mod metrics;
 pub mod sandboxes;
+pub mod secrets;
 pub mod server;
 pub mod ssh_access;
 pub mod store;

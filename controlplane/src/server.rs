@@ -217,6 +217,7 @@ pub async fn start(
     let state = ApiState::new(ApiParts {
         fleet: fleet.clone(),
         sandboxes: sandboxes.clone(),
+        secrets: crate::secrets::Secrets::new(store.clone(), authority.sealing_key().clone()),
         teams: Teams::new(store.clone(), sandboxes.clone(), api_keys.clone()),
         audit: audit.clone(),
         store: store.clone(),

@@ -63,6 +63,7 @@ mod join_tokens;
 mod ports;
 mod postgres;
 mod sandboxes;
+mod secrets;
 mod sqlite;
 mod ssh;
 mod states;
@@ -92,6 +93,7 @@ pub use sandboxes::{
     CandidateRow, CreatedPlacement, ExpiredLease, HeldLease, NewSandbox, Placement, SandboxRow,
     UnconfirmedSpawn,
 };
+pub use secrets::SecretRow;
 pub use ssh::{SshKeyRow, SshTokenRow, TokenSpend};
 pub use states::{DrainState, ReportedState, SandboxState, UnknownState, WorkerState};
 pub use teams::{TeamDeletion, TeamRow, TeamUsage, UserDeletion, UserRow};

@@ -15,6 +15,7 @@ use crate::clock::now_secs;
 use crate::sandboxes::{
     CreateRequest, CreateSandbox, Launch, SandboxError, SandboxSettings, rfc3339,
 };
+use crate::secrets::{SecretError, Secrets};
 use crate::store::{Store, StoreError, TemplateRow, TemplateSave};
 use crate::teams::Access;
 
@@ -42,6 +43,8 @@ pub enum TemplateError {
     },
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -162,6 +165,7 @@ pub async fn delete(store: &Store, access: &Access, name: &str) -> Result<(), Te
 /// `alpine:latest`), but not ask for another.
 pub async fn resolve(
     store: &Store,
+    secrets: &Secrets,
     settings: &SandboxSettings,
     access: &Access,
     mut request: CreateRequest,
@@ -213,12 +217,14 @@ pub async fn resolve(
     let mut metadata = from.metadata;
     metadata.append(&mut request.metadata);
     request.metadata = metadata;
+    let secrets = secrets.reveal(team, &spec.secrets).await?;
     Ok((
         request,
         Launch {
             template_version: row.version,
             env: spec.env,
             on_start: spec.on_start,
+            secrets,
         },
     ))
 }
@@ -227,11 +233,12 @@ pub async fn resolve(
 /// for a call with `access` ([`CreateRequest::validate_for`]).
 pub async fn create_request(
     store: &Store,
+    secrets: &Secrets,
     settings: &SandboxSettings,
     access: &Access,
     body: CreateRequest,
 ) -> Result<CreateSandbox, TemplateError> {
-    let (body, launch) = resolve(store, settings, access, body).await?;
+    let (body, launch) = resolve(store, secrets, settings, access, body).await?;
     let mut request = body.validate_for(settings, access)?;
     request.launch = launch;
     Ok(request)

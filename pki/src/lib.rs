@@ -11,6 +11,7 @@ pub mod csr;
 pub mod error;
 mod files;
 pub mod identity;
+pub mod sealing;
 pub mod tls;
 pub mod token;
 pub mod transport;

@@ -28,7 +28,7 @@ const COLLECTION: [(&str, &str); 4] = [
 ];
 
 /// Routes that reach no particular sandbox: the fleet, keys, teams and the API itself.
-const ELSEWHERE: [(&str, &str); 41] = [
+const ELSEWHERE: [(&str, &str); 44] = [
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/live"),
@@ -53,6 +53,10 @@ const ELSEWHERE: [(&str, &str); 41] = [
     ("GET", "/api/v1/ssh-keys"),
     ("POST", "/api/v1/ssh-keys"),
     ("DELETE", "/api/v1/ssh-keys/{id}"),
+    // secrets are held to the caller's team (secrets.rs tests that)
+    ("GET", "/api/v1/secrets"),
+    ("PUT", "/api/v1/secrets/{name}"),
+    ("DELETE", "/api/v1/secrets/{name}"),
     // templates are held to the caller's team (templates.rs tests that)
     ("GET", "/api/v1/templates"),
     ("POST", "/api/v1/templates"),

@@ -15,6 +15,7 @@ mod quotas;
 mod routes;
 pub(crate) mod sandboxes;
 pub(crate) mod schemas;
+mod secrets;
 pub(crate) mod sessions;
 mod ssh;
 mod status;

@@ -89,6 +89,7 @@ impl Sandboxes {
                 memory_mb: request.memory_mb,
                 metadata: request.metadata.clone(),
                 env: request.launch.env.clone(),
+                secrets: request.launch.secrets.clone(),
                 internet: request.internet,
             };
             let generation = u64::try_from(placement.generation).unwrap_or(0);

@@ -171,6 +171,8 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     /// A shell script run once the sandbox is made; empty: none.
     pub on_start: String,
+    /// The team secrets the template names, with their values.
+    pub secrets: crate::workers::model::SecretEnv,
 }
 
 impl CreateSandbox {

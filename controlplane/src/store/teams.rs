@@ -219,6 +219,10 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM secrets WHERE team_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM users WHERE team_id = $1")
                 .bind(id)
                 .execute(&mut *tx)

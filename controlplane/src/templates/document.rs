@@ -17,7 +17,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("packages", "packages installed into a built image"),
     ("on_create", "an on_create hook run when the image is built"),
     ("services", "companion services"),
-    ("secrets", "team secrets"),
     ("shell", "a login shell"),
     ("ports", "declared preview ports"),
     ("workdir", "a working directory"),
@@ -64,6 +63,10 @@ pub struct TemplateSpec {
     /// non-zero exit fails the create.
     #[serde(default, deserialize_with = "or_default")]
     pub on_start: String,
+    /// Names of team secrets (`berth secrets set`) the sandbox gets as environment
+    /// variables of those names; every one must exist when a sandbox is made.
+    #[serde(default, deserialize_with = "or_default")]
+    pub secrets: Vec<String>,
     /// Egress (see the create request); absent: the control plane's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internet: Option<bool>,
@@ -115,7 +118,7 @@ impl TemplateSpec {
                 return Err(TemplateError::Invalid(format!(
                     "template field `{field}` ({what}) is not supported yet; this control \
                      plane runs image, memory_mb, vcpus, ttl, provider, metadata, env, \
-                     on_start and internet"
+                     secrets, on_start and internet"
                 )));
             }
             fields.remove(*field);
@@ -164,6 +167,24 @@ impl TemplateSpec {
             if value.len() > MAX_ENV_VALUE || value.contains('\0') {
                 return bad(format!(
                     "env {key:?}: a value is at most {MAX_ENV_VALUE} bytes, without NUL"
+                ));
+            }
+        }
+        if self.secrets.len() > crate::secrets::MAX_PER_TEMPLATE {
+            return bad(format!(
+                "secrets names more than {} secrets",
+                crate::secrets::MAX_PER_TEMPLATE
+            ));
+        }
+        for name in &self.secrets {
+            if !crate::secrets::valid_name(name) {
+                return Err(TemplateError::Invalid(
+                    crate::secrets::SecretError::BadName(name.clone()).to_string(),
+                ));
+            }
+            if self.env.contains_key(name) {
+                return bad(format!(
+                    "{name:?} is both an env variable and a secret; keep one"
                 ));
             }
         }
@@ -289,6 +310,11 @@ mod tests {
                 "string, number or boolean",
             ),
             (json!(["x"]), "an object"),
+            (json!({"name": "x", "secrets": ["1A"]}), "secret name"),
+            (
+                json!({"name": "x", "env": {"A": "1"}, "secrets": ["A"]}),
+                "both an env",
+            ),
         ] {
             let err = TemplateSpec::parse(document.clone(), None, &settings()).unwrap_err();
             assert!(err.to_string().contains(needle), "{document}: {err}");

@@ -100,7 +100,7 @@ impl WorkerClient {
                 vcpus: spec.vcpus,
                 memory_mb: spec.memory_mb,
                 metadata: spec.metadata.into_iter().collect(),
-                env: spec.env.into_iter().collect(),
+                env: spec.env.into_iter().chain(spec.secrets.0).collect(),
                 internet: Some(spec.internet),
             }),
             generation,

@@ -18,8 +18,21 @@ pub struct SpawnSpec {
     pub metadata: BTreeMap<String, String>,
     /// Environment variables of every process in the sandbox.
     pub env: BTreeMap<String, String>,
+    /// Team secrets, as environment variables too (over `env`).
+    pub secrets: SecretEnv,
     /// Whether the sandbox may reach addresses outside its own network.
     pub internet: bool,
+}
+
+/// Secret values on their way into a sandbox's environment. Its `Debug` shows the
+/// names only, so no log of a request that carries it can show a value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// What a worker says of a sandbox it started.

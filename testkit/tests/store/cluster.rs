@@ -282,3 +282,34 @@ pub async fn templates_move_their_version_only_on_new_content(db: Db) {
     assert!(one.get_template("red", "web").await.unwrap().is_none());
     assert_eq!(one.list_templates("blue").await.unwrap().len(), 1);
 }
+
+pub async fn secrets_are_kept_sealed_per_team(db: Db) {
+    use berth_controlplane::store::SecretRow;
+    let [one, two] = db.replicas().await;
+    let row = |team: &str, sealed: &[u8], at: i64| SecretRow {
+        team_id: team.into(),
+        name: "DB_PASSWORD".into(),
+        key_id: "sk-1".into(),
+        sealed: sealed.to_vec(),
+        created_at: at,
+        updated_at: at,
+    };
+    assert!(one.put_secret(&row("red", &[0, 1, 255], 10)).await.unwrap());
+    assert!(one.put_secret(&row("blue", &[9], 11)).await.unwrap());
+    // replaced through another replica: same row, new value and time
+    assert!(!two.put_secret(&row("red", &[7, 7], 20)).await.unwrap());
+    let red = one.list_secrets("red").await.unwrap();
+    assert_eq!(red.len(), 1);
+    assert_eq!(
+        (
+            red[0].sealed.as_slice(),
+            red[0].created_at,
+            red[0].updated_at
+        ),
+        (&[7u8, 7][..], 10, 20)
+    );
+    assert!(one.delete_secret("red", "DB_PASSWORD").await.unwrap());
+    assert!(!one.delete_secret("red", "DB_PASSWORD").await.unwrap());
+    assert!(one.list_secrets("red").await.unwrap().is_empty());
+    assert_eq!(one.list_secrets("blue").await.unwrap()[0].sealed, vec![9]);
+}

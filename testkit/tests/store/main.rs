@@ -278,6 +278,7 @@ conformance!(
     cluster::replicas_starting_together_agree_on_one_identity_and_one_admin_key,
     cluster::the_audit_chain_moves_only_from_its_head,
     cluster::templates_move_their_version_only_on_new_content,
+    cluster::secrets_are_kept_sealed_per_team,
     cluster::appends_through_two_replicas_form_one_chain,
     enrollment::enrollment_spends_the_token_and_records_worker_and_certificate,
     enrollment::a_join_token_counts_its_uses_and_its_expiry,

@@ -142,6 +142,7 @@ impl SandboxesApi for SandboxesService {
         let body = CreateRequest::from(request.into_inner());
         let create = api(crate::templates::create_request(
             &self.state.store,
+            &self.state.secrets,
             self.state.sandboxes.settings(),
             &access,
             body,

@@ -13,8 +13,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, exec, exec_ws, files, health, keys, ports, providers, quotas, sandboxes, sessions, ssh,
-    status, teams, templates, tokens, workers,
+    audit, exec, exec_ws, files, health, keys, ports, providers, quotas, sandboxes, secrets,
+    sessions, ssh, status, teams, templates, tokens, workers,
 };
 use crate::error::ErrorCode;
 
@@ -55,6 +55,9 @@ use crate::error::ErrorCode;
         teams::add_user,
         teams::users,
         teams::remove_user,
+        secrets::list,
+        secrets::set,
+        secrets::delete,
         templates::list,
         templates::save,
         templates::get,

@@ -9,7 +9,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{
     audit, exec, exec_ws, files, health, keys, openapi, ports, providers, quotas, sandboxes,
-    sessions, ssh, status, teams, templates, tokens, workers,
+    secrets, sessions, ssh, status, teams, templates, tokens, workers,
 };
 use crate::api::ApiState;
 
@@ -82,6 +82,9 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/teams/{name}/users/{user}",
             teams::remove_user,
         ),
+        at(M::GET, "/api/v1/secrets", secrets::list),
+        at(M::PUT, "/api/v1/secrets/{name}", secrets::set),
+        at(M::DELETE, "/api/v1/secrets/{name}", secrets::delete),
         at(M::GET, "/api/v1/templates", templates::list),
         at(M::POST, "/api/v1/templates", templates::save),
         at(M::GET, "/api/v1/templates/{name}", templates::get),

@@ -31,8 +31,14 @@ pub async fn create(
     audit: AuditSlot,
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
-    let request =
-        templates::create_request(&state.store, state.sandboxes.settings(), &access, body).await?;
+    let request = templates::create_request(
+        &state.store,
+        &state.secrets,
+        state.sandboxes.settings(),
+        &access,
+        body,
+    )
+    .await?;
     audit.detail(if request.template.is_empty() {
         format!("image={} provider={}", request.image, request.provider)
     } else {
@@ -73,8 +79,14 @@ pub async fn admission(
         .quota
         .max_ttl
         .map_or(limits.max_ttl, |ttl| ttl.min(limits.max_ttl));
-    let request =
-        templates::create_request(&state.store, state.sandboxes.settings(), &access, body).await;
+    let request = templates::create_request(
+        &state.store,
+        &state.secrets,
+        state.sandboxes.settings(),
+        &access,
+        body,
+    )
+    .await;
     let decision = match request {
         Err(err) => (false, false, err.to_string()),
         Ok(request) => match state.sandboxes.admission(&request).await {

@@ -178,9 +178,14 @@ pub async fn spawn(
     // naming one is a bad request
     templates::get(&state.store, &access, &name).await?;
     request.template = Some(name);
-    let request =
-        templates::create_request(&state.store, state.sandboxes.settings(), &access, request)
-            .await?;
+    let request = templates::create_request(
+        &state.store,
+        &state.secrets,
+        state.sandboxes.settings(),
+        &access,
+        request,
+    )
+    .await?;
     audit.detail(format!(
         "image={} provider={} template={} version={}",
         request.image, request.provider, request.template, request.launch.template_version
