@@ -300,6 +300,20 @@ pub enum SandboxCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Stop a sandbox: its processes end, its files stay; start it again later.
+    Stop {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start a stopped sandbox again (its template's on_start runs again).
+    Start {
+        /// Sandbox id or a unique prefix of one.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Remove the records of expired, lost and failed sandboxes; prints how many.
     Prune {
         /// Only these states (comma list or repeated: expired, lost, error) [default: all three].
@@ -705,6 +719,8 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             outln!("{} expires at {}", id, output::text(&sandbox["expires_at"]))?;
             Ok(())
         }
+        SandboxCommand::Stop { id, client } => power(&id, "stop", &client).await,
+        SandboxCommand::Start { id, client } => power(&id, "start", &client).await,
         SandboxCommand::Prune { state, yes, client } => {
             let which = if state.is_empty() {
                 "expired, lost and error".to_owned()
@@ -896,6 +912,20 @@ pub(crate) fn encode(value: &str) -> String {
         }
     }
     out
+}
+
+/// `sandbox stop` and `sandbox start`: the call, then the state it left.
+async fn power(id: &str, action: &str, client: &ClientArgs) -> anyhow::Result<()> {
+    let api = ApiClient::new(client)?;
+    let id = ids::sandbox(&api, id).await?;
+    let sandbox: Value = api
+        .post(&format!("/api/v1/sandboxes/{id}/{action}"), &json!({}))
+        .await?;
+    if client.structured() {
+        return output::structured(client.output, &sandbox);
+    }
+    outln!("{id} {}", output::text(&sandbox["state"]))?;
+    Ok(())
 }
 
 #[cfg(test)]

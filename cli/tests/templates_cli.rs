@@ -36,7 +36,7 @@ env:
   GREETING: hello from a podfile
   PORT: 8080
 on_start: |
-  echo ready > /workspace/started
+  echo ready >> /workspace/started
 ";
 
 #[tokio::test]
@@ -100,6 +100,24 @@ async fn a_podfile_is_applied_listed_spawned_and_deleted() {
     .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hello from a podfile\nready\n");
+
+    // stop and start from the CLI: the file stays, commands wait for the start
+    let (out, err, code) = run(&fleet, dir.path(), &["sandbox", "stop", id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{id} stopped\n"));
+    let (_, err, code) = run(&fleet, dir.path(), &["sandbox", "exec", id, "--", "true"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("is stopped; start it with"), "{err}");
+    let (out, err, code) = run(&fleet, dir.path(), &["sandbox", "start", id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{id} running\n"));
+    let (out, _, _) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "exec", id, "--", "cat /workspace/started"],
+    )
+    .await;
+    assert_eq!(out, "ready\nready\n", "on_start ran again at the start");
 
     let (_, err, code) = run(
         &fleet,

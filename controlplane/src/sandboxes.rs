@@ -8,6 +8,7 @@ pub mod constraints;
 mod lifecycle;
 mod model;
 mod ports;
+mod power;
 mod quota;
 mod scheduler;
 mod sessions;

@@ -243,3 +243,20 @@ pub async fn create_request(
     request.launch = launch;
     Ok(request)
 }
+
+/// The `on_start` a sandbox made from `template` (in `team`) runs when it is started
+/// again: its template's as the template is now; none when it has no template or the
+/// template was deleted.
+pub async fn on_start_of(
+    store: &Store,
+    team: &str,
+    template: &str,
+) -> Result<String, TemplateError> {
+    if template.is_empty() {
+        return Ok(String::new());
+    }
+    match store.get_template(team, template).await? {
+        Some(row) => Ok(read_spec(&row)?.on_start),
+        None => Ok(String::new()),
+    }
+}

@@ -103,6 +103,9 @@ fn sandbox_request(api: &Api, method: &str, path: &str, id: &str) -> reqwest::Re
         ("GET", "/api/v1/sandboxes/{id}") => api.request(reqwest::Method::GET, &url),
         ("DELETE", "/api/v1/sandboxes/{id}") => api.request(reqwest::Method::DELETE, &url),
         ("POST", "/api/v1/sandboxes/{id}/extend") => post(json!({"ttl": "20m"})),
+        ("POST", "/api/v1/sandboxes/{id}/stop") | ("POST", "/api/v1/sandboxes/{id}/start") => {
+            post(json!({}))
+        }
         ("POST", "/api/v1/sandboxes/{id}/exec") => post(json!({"command": "echo hi"})),
         // a plain GET: the sandbox is checked before the upgrade
         ("GET", "/api/v1/sandboxes/{id}/exec/ws")
@@ -407,6 +410,28 @@ async fn grpc_call(
         "Destroy" => outcome(
             client
                 .destroy(keyed(
+                    pb::SandboxRef {
+                        id: sandbox_id.clone(),
+                    },
+                    key,
+                ))
+                .await,
+            id,
+        ),
+        "Stop" => outcome(
+            client
+                .stop(keyed(
+                    pb::SandboxRef {
+                        id: sandbox_id.clone(),
+                    },
+                    key,
+                ))
+                .await,
+            id,
+        ),
+        "Start" => outcome(
+            client
+                .start(keyed(
                     pb::SandboxRef {
                         id: sandbox_id.clone(),
                     },

@@ -193,6 +193,9 @@ pub enum ProviderError {
         port: u16,
         reason: String,
     },
+    /// Stopped (`berth sandbox stop`): it takes commands again once started.
+    #[error("sandbox {0:?} is stopped; start it with `berth sandbox start {0}`")]
+    Stopped(String),
     #[error("command timed out after {0:?}")]
     Timeout(Duration),
     #[error("provider unavailable: {0}")]
@@ -235,6 +238,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes the sandbox and everything it holds; `Ok` if it is already gone.
     async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError>;
+
+    /// Stops a sandbox: its processes end, its filesystem stays. Idempotent.
+    async fn stop(&self, sandbox_id: &str) -> Result<(), ProviderError>;
+
+    /// Starts a stopped sandbox again (its filesystem as it was). Idempotent.
+    async fn start(&self, sandbox_id: &str) -> Result<(), ProviderError>;
 
     async fn status(&self, sandbox_id: &str) -> Result<SandboxInfo, ProviderError>;
 

@@ -222,6 +222,38 @@ impl WorkerService for WorkerGrpc {
     }
 
     #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
+    async fn stop(
+        &self,
+        request: Request<pb::StopRequest>,
+    ) -> Result<Response<pb::StopResponse>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation).await?;
+        self.runtime
+            .provider
+            .stop(&request.sandbox_id)
+            .await
+            .map_err(status::from_provider)?;
+        tracing::info!("sandbox stopped");
+        Ok(Response::new(pb::StopResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
+    async fn start(
+        &self,
+        request: Request<pb::StartRequest>,
+    ) -> Result<Response<pb::StartResponse>, Status> {
+        let request = request.into_inner();
+        self.admit(&request.sandbox_id, request.generation).await?;
+        self.runtime
+            .provider
+            .start(&request.sandbox_id)
+            .await
+            .map_err(status::from_provider)?;
+        tracing::info!("sandbox started");
+        Ok(Response::new(pb::StartResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, sandbox_id = %request.get_ref().sandbox_id))]
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,

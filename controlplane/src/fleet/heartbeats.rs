@@ -134,7 +134,7 @@ impl Fleet {
         }
         for lease in &leases {
             let (id, generation) = (&lease.sandbox_id, lease.generation);
-            let must_report = lease.state == SandboxState::Running
+            let must_report = matches!(lease.state, SandboxState::Running | SandboxState::Stopped)
                 && lease
                     .started_at_ms
                     .is_some_and(|t| t < now_ms - REPORT_MARGIN_MS);

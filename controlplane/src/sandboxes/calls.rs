@@ -86,6 +86,7 @@ impl Sandboxes {
                     "sandbox {sandbox_id:?} is still being created"
                 )));
             }
+            SandboxState::Stopped => return Err(super::power::stopped(sandbox_id)),
             other => {
                 return Err(SandboxError::Conflict(format!(
                     "sandbox {sandbox_id:?} is {other}: {}",

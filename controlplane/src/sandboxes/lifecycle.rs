@@ -180,7 +180,7 @@ impl Sandboxes {
 
     /// Runs a template's `on_start` script in the new sandbox; a non-zero exit fails
     /// the create with the end of what the script printed.
-    async fn run_on_start(
+    pub(super) async fn run_on_start(
         &self,
         client: &crate::workers::WorkerClient,
         id: &str,
@@ -245,7 +245,7 @@ impl Sandboxes {
     }
 
     /// A stored sandbox as the API shows it.
-    fn view(&self, row: crate::store::SandboxRow) -> SandboxView {
+    pub(super) fn view(&self, row: crate::store::SandboxRow) -> SandboxView {
         let mut view = SandboxView::from(row);
         view.preview_domain
             .clone_from(&self.settings.preview_domain);
@@ -362,6 +362,20 @@ impl Sandboxes {
                 }
                 // it moved on meanwhile (running, lost, claimed…), never back to
                 // creating: destroy what it is now
+                Box::pin(self.destroy_now(id)).await
+            }
+            SandboxState::Stopped => {
+                if self
+                    .store
+                    .claim_destroy_from(id, SandboxState::Stopped, crate::clock::now_ms())
+                    .await?
+                {
+                    self.routes().forget(id);
+                    return self
+                        .destroy_claimed_from_store(id, SandboxState::Stopped)
+                        .await;
+                }
+                // started or claimed meanwhile: destroy what it is now
                 Box::pin(self.destroy_now(id)).await
             }
             SandboxState::Error | SandboxState::Lost => {
@@ -622,7 +636,7 @@ async fn finish_detached<T>(
 }
 
 /// The lease of a sandbox row as a route, if it has one.
-fn lease_route(row: &crate::store::SandboxRow) -> Option<Route> {
+pub(super) fn lease_route(row: &crate::store::SandboxRow) -> Option<Route> {
     Some(Route {
         worker_id: row.worker_id.clone()?,
         address: row.advertise_addr.clone()?,

@@ -446,16 +446,49 @@ impl Store {
     /// control plane died). False when it is no longer being created. Of replicas racing
     /// to destroy one sandbox exactly one wins.
     pub async fn claim_destroy_creating(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.claim_destroy_from(id, SandboxState::Creating, now_ms)
+            .await
+    }
+
+    /// Claims a sandbox in `from` (creating, stopped) for destruction; false when it
+    /// is no longer in `from`. Of replicas racing exactly one wins.
+    pub async fn claim_destroy_from(
+        &self,
+        id: &str,
+        from: SandboxState,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let updated = with_write_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE sandboxes SET state = 'destroying', destroying_since_ms = $1 \
-                 WHERE id = $2 AND state = 'creating'",
+                 WHERE id = $2 AND state = $3",
             )
             .bind(now_ms)
             .bind(id)
+            .bind(from.as_str())
             .execute(pool)
             .await?
             .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Moves a sandbox from `from` to `to` (running ⇄ stopped); false when it was not
+    /// in `from` (another call moved it first).
+    pub async fn move_sandbox_state(
+        &self,
+        id: &str,
+        from: SandboxState,
+        to: SandboxState,
+    ) -> Result<bool, StoreError> {
+        let updated = with_write_pool!(self, |pool| {
+            sqlx::query("UPDATE sandboxes SET state = $1 WHERE id = $2 AND state = $3")
+                .bind(to.as_str())
+                .bind(id)
+                .bind(from.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(updated == 1)
     }
@@ -606,7 +639,7 @@ impl Store {
         in_write_tx!(self, |tx| {
             let updated = sqlx::query(
                 "UPDATE sandboxes SET expires_at = $1 \
-                 WHERE id = $2 AND state IN ('creating', 'running')",
+                 WHERE id = $2 AND state IN ('creating', 'running', 'stopped')",
             )
             .bind(expires_at)
             .bind(id)
@@ -635,7 +668,7 @@ impl Store {
         let ids = with_pool!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT id FROM sandboxes \
-                 WHERE state IN ('creating', 'running', 'error', 'lost') AND expires_at < $1 \
+                 WHERE state IN ('creating', 'running', 'stopped', 'error', 'lost') AND expires_at < $1 \
                  ORDER BY id",
             )
             .bind(now)
@@ -689,7 +722,7 @@ impl Store {
             release_slot!(&mut *tx, worker_id, sandbox_id).await?;
             sqlx::query(
                 "UPDATE sandboxes SET state = 'lost', error = $1 \
-                 WHERE id = $2 AND state IN ('creating', 'running', 'destroying')",
+                 WHERE id = $2 AND state IN ('creating', 'running', 'stopped', 'destroying')",
             )
             .bind(reason)
             .bind(sandbox_id)

@@ -72,6 +72,8 @@ states! {
         /// Placed on a worker, which is creating it.
         Creating => "creating",
         Running => "running",
+        /// Stopped on request: its filesystem and lease kept, no processes running.
+        Stopped => "stopped",
         /// Claimed by one destroyer, which is calling its worker.
         Destroying => "destroying",
         Destroyed => "destroyed",

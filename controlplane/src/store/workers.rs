@@ -284,7 +284,7 @@ impl Store {
                     .await?;
             let lost: Vec<String> = sqlx::query_scalar(
                 "UPDATE sandboxes SET state = 'lost', error = 'its worker was revoked' \
-                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'destroying') \
+                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'stopped', 'destroying') \
                  RETURNING id",
             )
             .bind(id)
@@ -322,7 +322,7 @@ impl Store {
             }
             let held: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM sandboxes \
-                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'destroying') \
+                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'stopped', 'destroying') \
                  ORDER BY id",
             )
             .bind(id)
@@ -336,7 +336,7 @@ impl Store {
             }
             let lost: Vec<String> = sqlx::query_scalar(
                 "UPDATE sandboxes SET state = 'lost', error = 'its worker was removed' \
-                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'destroying') \
+                 WHERE worker_id = $1 AND state IN ('creating', 'running', 'stopped', 'destroying') \
                  RETURNING id",
             )
             .bind(id)

@@ -135,6 +135,44 @@ impl WorkerClient {
         Ok(())
     }
 
+    /// Stops the sandbox (its processes end, its filesystem stays); idempotent.
+    pub async fn stop(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), RemoteError> {
+        let request = pb::StopRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation,
+        };
+        self.inner
+            .clone()
+            .stop(timed(request, timeout))
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
+    /// Starts a stopped sandbox again; idempotent.
+    pub async fn start(
+        &self,
+        sandbox_id: &str,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), RemoteError> {
+        let request = pb::StartRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            generation,
+        };
+        self.inner
+            .clone()
+            .start(timed(request, timeout))
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
     pub async fn exec(&self, request: ExecRequest) -> Result<ExecOutcome, RemoteError> {
         let max_output = request.max_output;
         let (request, timeout) = exec_request(request);

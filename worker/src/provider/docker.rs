@@ -61,6 +61,9 @@ use files::Files;
 use firewall::HostFirewall;
 use spawn::Spawn;
 
+/// How long a stop lets the container's processes end on SIGTERM before SIGKILL.
+const STOP_GRACE_SECS: i32 = 5;
+
 /// A provider backed by a Docker engine; see the module docs.
 pub struct DockerProvider {
     config: DockerConfig,
@@ -351,6 +354,44 @@ impl Provider for DockerProvider {
     async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError> {
         let docker = self.docker().await?;
         self.spawner(&docker).destroy(sandbox_id).await
+    }
+
+    async fn stop(&self, sandbox_id: &str) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        let container = inventory::resolve(&docker, &self.worker_id, sandbox_id).await?;
+        let id = container
+            .id
+            .unwrap_or_else(|| inventory::resource_name(sandbox_id));
+        let options = bollard::query_parameters::StopContainerOptions {
+            t: Some(STOP_GRACE_SECS),
+            ..Default::default()
+        };
+        match docker.stop_container(&id, Some(options)).await {
+            // 304: stopped already
+            Ok(()) => Ok(()),
+            Err(err) if engine::status_of(&err) == Some(304) => Ok(()),
+            Err(err) => Err(engine::engine_error("stop the sandbox's container", err)),
+        }
+    }
+
+    async fn start(&self, sandbox_id: &str) -> Result<(), ProviderError> {
+        let docker = self.docker().await?;
+        let container = inventory::resolve(&docker, &self.worker_id, sandbox_id).await?;
+        let id = container
+            .id
+            .unwrap_or_else(|| inventory::resource_name(sandbox_id));
+        match docker
+            .start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            // 304: running already
+            Ok(()) => Ok(()),
+            Err(err) if engine::status_of(&err) == Some(304) => Ok(()),
+            Err(err) => Err(engine::engine_error("start the sandbox's container", err)),
+        }
     }
 
     async fn status(&self, sandbox_id: &str) -> Result<SandboxInfo, ProviderError> {

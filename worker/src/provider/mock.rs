@@ -62,6 +62,10 @@ struct Sandbox {
     listeners: serve::Listeners,
     /// Cancelled by `destroy`: ends its commands and log followers.
     destroyed: CancellationToken,
+    /// Cancelled by `stop` (and by `destroy`, as its child): ends its commands and
+    /// servers; `start` puts a fresh one in.
+    run: Mutex<CancellationToken>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Sandbox {
@@ -73,8 +77,32 @@ impl Sandbox {
         SandboxInfo {
             sandbox_id: self.id.clone(),
             vm_id: format!("mock-{}", self.id),
-            state: SandboxState::Running,
+            state: if self.is_stopped() {
+                SandboxState::Stopped
+            } else {
+                SandboxState::Running
+            },
         }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// What ends the commands and servers running now.
+    fn run_token(&self) -> CancellationToken {
+        self.run
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Refuses what needs the sandbox running.
+    fn check_running(&self) -> Result<(), ProviderError> {
+        if self.is_stopped() {
+            return Err(ProviderError::Stopped(self.id.clone()));
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +130,7 @@ impl MockProvider {
     /// The sandbox a command runs in, its working directory and environment.
     fn prepare(&self, sandbox_id: &str, spec: &ExecSpec) -> Result<Prepared, ProviderError> {
         let sandbox = self.sandbox(sandbox_id)?;
+        sandbox.check_running()?;
         if spec.mode == ExecMode::Argv && spec.command.is_empty() {
             return Err(ProviderError::InvalidArgument("empty command".into()));
         }
@@ -195,12 +224,15 @@ impl Provider for MockProvider {
         if sandboxes.contains_key(&spec.sandbox_id) {
             return Err(ProviderError::SandboxExists(spec.sandbox_id));
         }
+        let destroyed = self.shutdown.child_token();
         let sandbox = Sandbox {
             id: spec.sandbox_id.clone(),
             fs: Mutex::new(MemFs::new()),
             console: Console::new(),
             listeners: serve::Listeners::default(),
-            destroyed: self.shutdown.child_token(),
+            run: Mutex::new(destroyed.child_token()),
+            destroyed,
+            stopped: false.into(),
             spec,
         };
         sandbox.console.append(format!(
@@ -225,6 +257,29 @@ impl Provider for MockProvider {
             sandbox.console.append("sandbox destroyed");
             sandbox.destroyed.cancel();
             tracing::debug!(sandbox_id, "mock sandbox destroyed");
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, sandbox_id: &str) -> Result<(), ProviderError> {
+        let sandbox = self.sandbox(sandbox_id)?;
+        if !sandbox.stopped.swap(true, Ordering::SeqCst) {
+            sandbox.run_token().cancel();
+            sandbox.listeners.clear();
+            sandbox.console.append("sandbox stopped");
+            tracing::debug!(sandbox_id, "mock sandbox stopped");
+        }
+        Ok(())
+    }
+
+    async fn start(&self, sandbox_id: &str) -> Result<(), ProviderError> {
+        let sandbox = self.sandbox(sandbox_id)?;
+        if sandbox.is_stopped() {
+            *sandbox.run.lock().unwrap_or_else(PoisonError::into_inner) =
+                sandbox.destroyed.child_token();
+            sandbox.stopped.store(false, Ordering::SeqCst);
+            sandbox.console.append("sandbox started");
+            tracing::debug!(sandbox_id, "mock sandbox started");
         }
         Ok(())
     }
@@ -378,7 +433,9 @@ impl Provider for MockProvider {
         sandbox_id: &str,
         port: u16,
     ) -> Result<super::port::PortConnection, ProviderError> {
-        serve::connect(&self.sandbox(sandbox_id)?, port)
+        let sandbox = self.sandbox(sandbox_id)?;
+        sandbox.check_running()?;
+        serve::connect(&sandbox, port)
     }
 }
 

@@ -26,6 +26,7 @@ pub fn provider_codes(err: &ProviderError) -> (Code, ErrorCode) {
         | ProviderError::InvalidArgument(_)
         | ProviderError::ImageUnavailable { .. } => (Code::InvalidArgument, ErrorCode::BadRequest),
         ProviderError::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
+        ProviderError::Stopped(_) => (Code::FailedPrecondition, ErrorCode::Conflict),
         // not UNAVAILABLE on the mesh: that would say the worker itself is unreachable
         ProviderError::PortClosed { .. } => (Code::FailedPrecondition, ErrorCode::BadGateway),
         ProviderError::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),

@@ -209,6 +209,35 @@ impl SandboxesApi for SandboxesService {
         Ok(Response::new(sandbox_message(view)))
     }
 
+    async fn stop(
+        &self,
+        request: Request<pb::SandboxRef>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
+        let id = request.into_inner().id;
+        note_sandbox(&id);
+        let view = api(self.state.sandboxes.stop(&access, &id).await)?;
+        Ok(Response::new(sandbox_message(view)))
+    }
+
+    async fn start(
+        &self,
+        request: Request<pb::SandboxRef>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let access = caller(&self.state, &request, Scope::Write).await?.access;
+        let id = request.into_inner().id;
+        note_sandbox(&id);
+        let sandbox = api(self.state.sandboxes.get(&access, &id).await)?;
+        let on_start = api(crate::templates::on_start_of(
+            &self.state.store,
+            &sandbox.tenant_id,
+            &sandbox.template,
+        )
+        .await)?;
+        let view = api(self.state.sandboxes.start(&access, &id, &on_start).await)?;
+        Ok(Response::new(sandbox_message(view)))
+    }
+
     async fn exec(
         &self,
         request: Request<pb::ExecRequest>,

@@ -77,6 +77,8 @@ use crate::error::ErrorCode;
         sandboxes::get,
         sandboxes::destroy,
         sandboxes::extend,
+        sandboxes::stop,
+        sandboxes::start,
         exec::exec,
         exec::logs,
         exec_ws::exec_ws,

@@ -104,6 +104,8 @@ pub fn routes() -> Vec<Route> {
         at(M::GET, "/api/v1/sandboxes/{id}", sandboxes::get),
         at(M::DELETE, "/api/v1/sandboxes/{id}", sandboxes::destroy),
         at(M::POST, "/api/v1/sandboxes/{id}/extend", sandboxes::extend),
+        at(M::POST, "/api/v1/sandboxes/{id}/stop", sandboxes::stop),
+        at(M::POST, "/api/v1/sandboxes/{id}/start", sandboxes::start),
         at(M::POST, "/api/v1/sandboxes/{id}/exec", exec::exec),
         at(M::GET, "/api/v1/sandboxes/{id}/exec/ws", exec_ws::exec_ws),
         at(M::GET, "/api/v1/sandboxes/{id}/logs", exec::logs),

@@ -1,5 +1,5 @@
 //! `/api/v1/sandboxes`: create, list, get, destroy, extend, prune and admission, in
-//! StacyVM's shapes.
+//! StacyVM's shapes; and stop and start.
 
 use axum::Json;
 use axum::extract::State;
@@ -194,4 +194,43 @@ pub async fn prune(
     let selection = PruneSelection::parse(query.state.as_deref())?;
     let pruned = state.sandboxes.prune(&access, selection).await?;
     Ok(Json(Pruned { pruned }))
+}
+
+/// Stops a sandbox: its processes end, its filesystem, lease and slot stay; commands,
+/// files and ports answer 409 until it is started (write scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/stop", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), responses(
+    (status = 200, description = "The sandbox, stopped", body = SandboxView),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+    (status = 409, description = "Neither running nor stopped (creating, failed, lost)", body = ErrorBody),
+))]
+pub async fn stop(
+    Authorized { access, .. }: Authorized<WriteScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    audit: AuditSlot,
+) -> Result<Json<SandboxView>, ApiError> {
+    audit.sandbox(&id);
+    Ok(Json(state.sandboxes.stop(&access, &id).await?))
+}
+
+/// Starts a stopped sandbox again and runs its template's `on_start` (write scope).
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/start", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id")), responses(
+    (status = 200, description = "The sandbox, running", body = SandboxView),
+    (status = 400, description = "Its on_start failed (it stays stopped)", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+    (status = 409, description = "Neither running nor stopped (creating, failed, lost)", body = ErrorBody),
+))]
+pub async fn start(
+    Authorized { access, .. }: Authorized<WriteScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    audit: AuditSlot,
+) -> Result<Json<SandboxView>, ApiError> {
+    audit.sandbox(&id);
+    let sandbox = state.sandboxes.get(&access, &id).await?;
+    let on_start =
+        templates::on_start_of(&state.store, &sandbox.tenant_id, &sandbox.template).await?;
+    Ok(Json(state.sandboxes.start(&access, &id, &on_start).await?))
 }

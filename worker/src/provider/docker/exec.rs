@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::engine::{engine_error, message_of, status_of};
+use super::engine::{engine_error, status_of};
 use super::scripts;
 use crate::provider::{ExecEvent, ProviderError, Signal, TermSize};
 
@@ -222,10 +222,9 @@ pub async fn run(
 pub fn exec_error(sandbox_id: &str, err: bollard::errors::Error) -> ProviderError {
     match status_of(&err) {
         Some(404) => ProviderError::SandboxNotFound(sandbox_id.to_owned()),
-        Some(409) => ProviderError::Unavailable(format!(
-            "sandbox {sandbox_id:?} is not running: {}",
-            message_of(&err)
-        )),
+        // the container is not running: stopped (by `berth sandbox stop`, or its
+        // process ended); `start` brings it back
+        Some(409) => ProviderError::Stopped(sandbox_id.to_owned()),
         _ => engine_error("exec", err),
     }
 }

@@ -116,7 +116,8 @@ pub async fn run(
     let started = Instant::now();
     let signals = io.signals.clone();
     let mut raised = signals.subscribe_from_start();
-    let destroyed = sandbox.destroyed.clone();
+    // ended by a stop as well as a destroy
+    let destroyed = sandbox.run_token();
     let console_sandbox = Arc::clone(&sandbox);
     let mut ctx = Ctx {
         sandbox,

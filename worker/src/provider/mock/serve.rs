@@ -66,6 +66,14 @@ impl Listeners {
         true
     }
 
+    /// Every server ends (the sandbox stopped).
+    pub(super) fn clear(&self) {
+        self.ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     fn stop(&self, port: u16) -> bool {
         self.ports
             .lock()
@@ -164,7 +172,7 @@ pub fn connect(sandbox: &Arc<Sandbox>, port: u16) -> Result<PortConnection, Prov
     let (client, server) = tokio::io::duplex(PIPE_BUFFER);
     let sandbox = Arc::clone(sandbox);
     tokio::spawn(async move {
-        let destroyed = sandbox.destroyed.clone();
+        let destroyed = sandbox.run_token();
         let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
             let sandbox = Arc::clone(&sandbox);
             async move {

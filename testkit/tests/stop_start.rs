@@ -1,0 +1,319 @@
+//! Stop and start (`POST /api/v1/sandboxes/{id}/stop`, `/start`, gRPC `Stop`/`Start`):
+//! a file written in `/workspace` survives; a stopped sandbox refuses commands, files
+//! and ports with 409 saying it is stopped; its running commands and servers end;
+//! start runs the template's `on_start` again; a stopped sandbox can be destroyed and
+//! keeps its lease. Mock sandboxes on a listening and a dial-out worker, and a docker
+//! one (skipped visibly without an engine).
+
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use berth_proto::v1::sandboxes_client::SandboxesClient;
+use berth_testkit::docker::{DockerCleanup, docker_or_skip, unique_worker_id};
+use berth_testkit::{TestFleet, api_channel, id_of, keyed};
+use serde_json::{Value, json};
+
+async fn post(fleet: &TestFleet, path: &str) -> (u16, Value) {
+    fleet.api.post(path, json!({})).await
+}
+
+/// The must-show on any fleet: a file survives stop and start, and on_start runs at
+/// each start.
+async fn a_file_survives_stop_and_start(fleet: &TestFleet, image: Option<&str>) {
+    let api = &fleet.api;
+    let mut template = json!({"name": "resumable",
+        "on_start": "mkdir -p /workspace/log && echo started >> /workspace/log/starts"});
+    if let Some(image) = image {
+        template["image"] = json!(image);
+    }
+    let (status, body) = api.post("/templates", template).await;
+    assert_eq!(status, 201, "{body}");
+    let sandbox = api
+        .create_sandbox(json!({"template": "resumable", "ttl": "15m"}))
+        .await;
+    let id = id_of(&sandbox);
+    let (status, out) = api
+        .exec(
+            &id,
+            json!({"command": "echo kept across a stop > /workspace/notes.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+
+    let (status, stopped) = post(fleet, &format!("/sandboxes/{id}/stop")).await;
+    assert_eq!(
+        (status, stopped["state"].as_str()),
+        (200, Some("stopped")),
+        "{stopped}"
+    );
+    // stopping again is no error
+    let (status, again) = post(fleet, &format!("/sandboxes/{id}/stop")).await;
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (200, Some("stopped")),
+        "{again}"
+    );
+    let (_, view) = api.get(&format!("/sandboxes/{id}")).await;
+    assert_eq!(view["state"], "stopped");
+    assert!(
+        view["generation"].as_i64().unwrap() > 0,
+        "the lease is kept: {view}"
+    );
+
+    // what needs it running is refused, saying so
+    let (status, err) = api.exec(&id, json!({"command": "true"})).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("CONFLICT")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("is stopped; start it with `berth sandbox start"),
+        "{err}"
+    );
+    let (status, err) = api
+        .get(&format!("/sandboxes/{id}/files?path=/workspace/notes.txt"))
+        .await;
+    assert_eq!(status, 409, "{err}");
+    // the sandbox list shows it, stopped
+    let (_, listed) = api.get("/sandboxes").await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id.as_str() && s["state"] == "stopped"),
+        "{listed}"
+    );
+
+    let (status, started) = post(fleet, &format!("/sandboxes/{id}/start")).await;
+    assert_eq!(
+        (status, started["state"].as_str()),
+        (200, Some("running")),
+        "{started}"
+    );
+    let (status, out) = api
+        .exec(
+            &id,
+            json!({"command": "cat /workspace/notes.txt /workspace/log/starts"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out["stdout"], "kept across a stop\nstarted\nstarted\n",
+        "the file survived, and on_start ran at create and at start: {out}"
+    );
+    // starting a running sandbox is no error and runs nothing again
+    let (status, _) = post(fleet, &format!("/sandboxes/{id}/start")).await;
+    assert_eq!(status, 200);
+
+    // a stopped sandbox can be destroyed
+    let (status, _) = post(fleet, &format!("/sandboxes/{id}/stop")).await;
+    assert_eq!(status, 200);
+    let (status, body) = api.delete(&format!("/sandboxes/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, err) = post(fleet, &format!("/sandboxes/{id}/start")).await;
+    assert_eq!(status, 404, "{err}");
+}
+
+async fn mock_fleet(dial_out: bool) -> TestFleet {
+    TestFleet::builder()
+        .workers(1)
+        .worker(move |config| {
+            if dial_out {
+                config.listen = None;
+            }
+        })
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_file_survives_stop_and_start_on_a_listening_worker() {
+    let fleet = mock_fleet(false).await;
+    a_file_survives_stop_and_start(&fleet, None).await;
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_survives_stop_and_start_on_a_dial_out_worker() {
+    let fleet = mock_fleet(true).await;
+    a_file_survives_stop_and_start(&fleet, None).await;
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_ends_commands_and_servers_and_start_fails_cleanly() {
+    let fleet = mock_fleet(false).await;
+    let api = &fleet.api;
+    let id = id_of(&api.create_sandbox(json!({})).await);
+    // a server, and a command that would outlive the test
+    let (status, out) = api.exec(&id, json!({"command": "serve --port 8000"})).await;
+    assert_eq!(status, 200, "{out}");
+    let sleeper = {
+        let api = api.clone();
+        let id = id.clone();
+        tokio::spawn(async move { api.exec(&id, json!({"command": "sleep 600"})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = post(&fleet, &format!("/sandboxes/{id}/stop")).await;
+    assert_eq!(status, 200);
+    let (status, ended) = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .expect("the stop ended the running command")
+        .unwrap();
+    assert_ne!(
+        (status, ended["exit_code"].as_i64()),
+        (200, Some(0)),
+        "the command did not finish normally: {ended}"
+    );
+    // after a start the old server is gone: its port is free to serve again
+    let (status, _) = post(&fleet, &format!("/sandboxes/{id}/start")).await;
+    assert_eq!(status, 200);
+    let (_, out) = api.exec(&id, json!({"command": "serve --port 8000"})).await;
+    assert_eq!(
+        out["exit_code"], 0,
+        "the port is free again after the stop: {out}"
+    );
+
+    // an on_start that fails at a start leaves the sandbox stopped, saying why
+    let (status, _) = api
+        .post(
+            "/templates",
+            json!({"name": "flaky", "on_start": "cat /workspace/fail-next && exit 7 || true"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let flaky = id_of(&api.create_sandbox(json!({"template": "flaky"})).await);
+    let (status, _) = api
+        .exec(
+            &flaky,
+            json!({"command": "echo broken > /workspace/fail-next"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = post(&fleet, &format!("/sandboxes/{flaky}/stop")).await;
+    assert_eq!(status, 200);
+    let (status, err) = post(&fleet, &format!("/sandboxes/{flaky}/start")).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("on_start exited with 7"),
+        "{err}"
+    );
+    let (_, view) = api.get(&format!("/sandboxes/{flaky}")).await;
+    assert_eq!(view["state"], "stopped", "{view}");
+    let (status, _) = api.delete(&format!("/sandboxes/{flaky}")).await;
+    assert_eq!(status, 200);
+
+    // a sandbox that is neither running nor stopped
+    let (status, _) = api
+        .post(
+            "/templates",
+            json!({"name": "broken", "on_start": "exit 3"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, err) = api.post("/sandboxes", json!({"template": "broken"})).await;
+    assert_eq!(status, 400, "{err}");
+    let failed = err["sandbox_id"].as_str().unwrap();
+    let (status, err) = post(&fleet, &format!("/sandboxes/{failed}/stop")).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("is error"),
+        "{err}"
+    );
+
+    // gRPC: Stop and Start answer the sandbox; a call on a stopped one is
+    // FAILED_PRECONDITION with the CONFLICT code
+    let channel = api_channel(&fleet.cp.api_url()).await;
+    let mut client = SandboxesClient::new(channel);
+    let stopped = client
+        .stop(keyed(pb::SandboxRef { id: id.clone() }, &api.key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stopped.state, "stopped");
+    let err = client
+        .exec(keyed(
+            pb::ExecRequest {
+                sandbox_id: id.clone(),
+                command: "true".into(),
+                ..Default::default()
+            },
+            &api.key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("is stopped"), "{err:?}");
+    let started = client
+        .start(keyed(pb::SandboxRef { id: id.clone() }, &api.key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(started.state, "running");
+    fleet.stop().await;
+}
+
+async fn docker_keeps_a_file_across_stop_and_start(dial_out: bool) {
+    let test = "docker_keeps_a_file_across_stop_and_start";
+    let Some(docker) = docker_or_skip(test).await else {
+        return;
+    };
+    let worker_id = unique_worker_id("power");
+    let _cleanup = DockerCleanup::new(&docker, &[&worker_id]);
+    let builder = TestFleet::builder()
+        .docker(docker.clone())
+        .worker_ids(&[&worker_id]);
+    let builder = if dial_out {
+        builder.worker(|config| config.listen = None)
+    } else {
+        builder
+    };
+    let fleet = builder.start().await;
+    a_file_survives_stop_and_start(&fleet, None).await;
+
+    // the container is stopped for real (not merely refused), and running again
+    let id = id_of(&fleet.api.create_sandbox(json!({"ttl": "10m"})).await);
+    let engine = bollard::Docker::connect_with_unix_defaults().expect("docker client");
+    let running = |docker: &bollard::Docker, id: String| {
+        let docker = docker.clone();
+        async move {
+            let inspect = docker
+                .inspect_container(&format!("berth-{id}"), None)
+                .await
+                .unwrap();
+            inspect.state.and_then(|s| s.running).unwrap_or(false)
+        }
+    };
+    assert!(running(&engine, id.clone()).await);
+    let (status, _) = post(&fleet, &format!("/sandboxes/{id}/stop")).await;
+    assert_eq!(status, 200);
+    assert!(
+        !running(&engine, id.clone()).await,
+        "the container is stopped"
+    );
+    let (status, _) = post(&fleet, &format!("/sandboxes/{id}/start")).await;
+    assert_eq!(status, 200);
+    assert!(
+        running(&engine, id.clone()).await,
+        "the container runs again"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn docker_keeps_a_file_across_stop_and_start_on_a_listening_worker() {
+    docker_keeps_a_file_across_stop_and_start(false).await;
+}
+
+#[tokio::test]
+async fn docker_keeps_a_file_across_stop_and_start_on_a_dial_out_worker() {
+    docker_keeps_a_file_across_stop_and_start(true).await;
+}
