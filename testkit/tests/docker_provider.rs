@@ -445,9 +445,10 @@ async fn containers_killed_or_removed_from_outside_show_up_as_such() {
         provider.list().await.unwrap()[0].state,
         SandboxState::Stopped
     );
+    // a container that is not running is a stopped sandbox: `start` brings it back
     assert!(matches!(
         provider.exec(&id, shell("true"), LIMIT).await,
-        Err(ProviderError::Unavailable(_))
+        Err(ProviderError::Stopped(_))
     ));
     docker
         .remove_container(
