@@ -9,7 +9,7 @@ mod document;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use document::{TemplateSpec, valid_name};
+pub use document::{ServiceDoc, TemplateSpec, valid_name};
 
 use crate::clock::now_secs;
 use crate::sandboxes::{
@@ -225,6 +225,17 @@ pub async fn resolve(
             env: spec.env,
             on_start: spec.on_start,
             secrets,
+            services: spec
+                .services
+                .into_iter()
+                .map(|service| crate::workers::model::ServiceSpec {
+                    name: service.name,
+                    image: service.image,
+                    env: service.env,
+                    command: service.command,
+                    ports: service.ports,
+                })
+                .collect(),
         },
     ))
 }

@@ -17,6 +17,7 @@ pub fn spec(id: &str) -> SandboxSpec {
         env: BTreeMap::new(),
         metadata: BTreeMap::new(),
         internet: true,
+        services: Vec::new(),
     }
 }
 

@@ -94,6 +94,14 @@ async fn versions_move_only_when_the_content_does() {
 
     // refusals: what is wrong is named
     let (status, err) = api
+        .post("/templates", json!({"name": "x", "packages": ["git"]}))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("`packages`"),
+        "{err}"
+    );
+    let (status, err) = api
         .post(
             "/templates",
             json!({"name": "x", "services": [{"name": "db"}]}),
@@ -101,7 +109,10 @@ async fn versions_move_only_when_the_content_does() {
         .await;
     assert_eq!(status, 400, "{err}");
     assert!(
-        err["message"].as_str().unwrap().contains("`services`"),
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `image`"),
         "{err}"
     );
     let (status, err) = api

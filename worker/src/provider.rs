@@ -35,6 +35,19 @@ pub struct SandboxSpec {
     /// Whether the sandbox may reach addresses outside its own network (the
     /// internet, the LAN); the host itself is out of reach either way.
     pub internet: bool,
+    /// Companion containers on the sandbox's network, reachable by name.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// A companion container of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    /// Empty: the image's own command.
+    pub command: Vec<String>,
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -193,6 +193,21 @@ impl WorkerService for WorkerGrpc {
                 metadata: spec.metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 // a control plane that does not send it predates egress control
                 internet: spec.internet.unwrap_or(true),
+                services: spec
+                    .services
+                    .into_iter()
+                    .map(|service| crate::provider::ServiceSpec {
+                        name: service.name,
+                        image: service.image,
+                        env: service.env.into_iter().collect(),
+                        command: service.command,
+                        ports: service
+                            .ports
+                            .into_iter()
+                            .filter_map(|p| u16::try_from(p).ok())
+                            .collect(),
+                    })
+                    .collect(),
             })
             .await;
         self.count(&self.runtime.metrics.spawns, &info);

@@ -80,6 +80,7 @@ pub(super) fn like_berth_args(
         env: BTreeMap::new(),
         metadata: BTreeMap::new(),
         internet: true,
+        services: Vec::new(),
     };
     let worker_id = format!("{PREFIX}{pid}-cli");
     let mut args = vec!["-d".to_owned()];

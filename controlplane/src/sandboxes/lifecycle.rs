@@ -90,6 +90,7 @@ impl Sandboxes {
                 metadata: request.metadata.clone(),
                 env: request.launch.env.clone(),
                 secrets: request.launch.secrets.clone(),
+                services: request.launch.services.clone(),
                 internet: request.internet,
             };
             let generation = u64::try_from(placement.generation).unwrap_or(0);

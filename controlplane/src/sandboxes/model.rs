@@ -173,6 +173,8 @@ pub struct Launch {
     pub on_start: String,
     /// The team secrets the template names, with their values.
     pub secrets: crate::workers::model::SecretEnv,
+    /// Companion containers on the sandbox's network.
+    pub services: Vec<crate::workers::model::ServiceSpec>,
 }
 
 impl CreateSandbox {

@@ -16,11 +16,13 @@ use crate::sandboxes::{CreateRequest, SandboxSettings};
 const NOT_YET: &[(&str, &str)] = &[
     ("packages", "packages installed into a built image"),
     ("on_create", "an on_create hook run when the image is built"),
-    ("services", "companion services"),
     ("shell", "a login shell"),
     ("ports", "declared preview ports"),
     ("workdir", "a working directory"),
 ];
+
+/// The most companion services a template has.
+const MAX_SERVICES: usize = 8;
 
 /// The most environment variables a template sets.
 const MAX_ENV: usize = 128;
@@ -59,6 +61,11 @@ pub struct TemplateSpec {
     /// taken as their text).
     #[serde(default, deserialize_with = "scalar_map")]
     pub env: BTreeMap<String, String>,
+    /// Companion containers started on the sandbox's own network before it,
+    /// reachable from it by name, and stopped, started and removed with it (docker
+    /// workers only).
+    #[serde(default, deserialize_with = "or_default")]
+    pub services: Vec<ServiceDoc>,
     /// A shell script run in the sandbox after it is made, before it is running; a
     /// non-zero exit fails the create.
     #[serde(default, deserialize_with = "or_default")]
@@ -70,6 +77,45 @@ pub struct TemplateSpec {
     /// Egress (see the create request); absent: the control plane's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internet: Option<bool>,
+}
+
+/// A companion service (podspawn's `services:` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDoc {
+    /// The name the sandbox reaches it by (a DNS label: `web`, `postgres`).
+    #[schema(example = "web")]
+    pub name: String,
+    #[schema(example = "postgres:16")]
+    pub image: String,
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub env: BTreeMap<String, String>,
+    /// Its command: a list (argv) or a string (run by `sh -c`); empty: the image's.
+    #[serde(default, deserialize_with = "command")]
+    #[schema(value_type = Vec<String>)]
+    pub command: Vec<String>,
+    /// The ports it listens on, for the record (the sandbox reaches every port).
+    #[serde(default, deserialize_with = "or_default")]
+    pub ports: Vec<u16>,
+}
+
+/// A command as a list, or a string run by the shell.
+fn command<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Command {
+        Line(String),
+        Argv(Vec<String>),
+    }
+    Ok(match Option::<Command>::deserialize(deserializer)? {
+        None => Vec::new(),
+        Some(Command::Line(line)) if line.trim().is_empty() => Vec::new(),
+        Some(Command::Line(line)) => vec!["sh".into(), "-c".into(), line],
+        Some(Command::Argv(argv)) => argv,
+    })
 }
 
 /// `null` as the type's default (StacyVM's clients send `"metadata": null`).
@@ -188,6 +234,53 @@ impl TemplateSpec {
                 ));
             }
         }
+        if self.services.len() > MAX_SERVICES {
+            return bad(format!("a template has at most {MAX_SERVICES} services"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for service in &self.services {
+            let name = &service.name;
+            if !valid_service_name(name) {
+                return bad(format!(
+                    "service name {name:?}: 1-63 lowercase letters, digits and '-', starting \
+                     with a letter (it is a host name in the sandbox)"
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return bad(format!("two services are named {name:?}"));
+            }
+            let image = &service.image;
+            if image.is_empty()
+                || image.len() > 256
+                || image.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return bad(format!(
+                    "service {name:?}: image {image:?} is not an image reference"
+                ));
+            }
+            if service.env.len() > MAX_ENV
+                || service
+                    .env
+                    .iter()
+                    .any(|(k, v)| !valid_env_name(k) || v.len() > MAX_ENV_VALUE || v.contains('\0'))
+            {
+                return bad(format!(
+                    "service {name:?}: env names are letters, digits and '_'; at most \
+                     {MAX_ENV} of at most {MAX_ENV_VALUE} bytes"
+                ));
+            }
+            if service.command.len() > 256
+                || service.command.iter().map(String::len).sum::<usize>() > MAX_SCRIPT
+                || service.command.iter().any(|a| a.contains('\0'))
+            {
+                return bad(format!(
+                    "service {name:?}: a command is at most {MAX_SCRIPT} bytes"
+                ));
+            }
+            if service.ports.len() > 64 || service.ports.contains(&0) {
+                return bad(format!("service {name:?}: ports are 1-65535, at most 64"));
+            }
+        }
         if self.on_start.len() > MAX_SCRIPT || self.on_start.contains('\0') {
             return bad(format!(
                 "on_start is at most {MAX_SCRIPT} bytes, without NUL"
@@ -225,6 +318,15 @@ pub fn valid_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 63
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 63
+        && !name.ends_with('-')
+        && name != "localhost"
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -283,18 +385,14 @@ mod tests {
 
     #[test]
     fn fields_not_run_yet_and_unknown_fields_are_refused_by_name() {
-        let err = TemplateSpec::parse(
-            json!({"name": "x", "services": [{"name": "db", "image": "postgres:16"}]}),
-            None,
-            &settings(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("`services`"), "{err}");
+        let err = TemplateSpec::parse(json!({"name": "x", "packages": ["git"]}), None, &settings())
+            .unwrap_err();
+        assert!(err.to_string().contains("`packages`"), "{err}");
         let err = TemplateSpec::parse(json!({"name": "x", "on_star": "x"}), None, &settings())
             .unwrap_err();
         assert!(err.to_string().contains("on_star"), "{err}");
         // null for a field not run yet is as good as absent
-        TemplateSpec::parse(json!({"name": "x", "services": null}), None, &settings()).unwrap();
+        TemplateSpec::parse(json!({"name": "x", "packages": null}), None, &settings()).unwrap();
     }
 
     #[test]
@@ -312,6 +410,22 @@ mod tests {
             (json!(["x"]), "an object"),
             (json!({"name": "x", "secrets": ["1A"]}), "secret name"),
             (
+                json!({"name": "x", "services": [{"name": "Web", "image": "i"}]}),
+                "service name",
+            ),
+            (
+                json!({"name": "x", "services": [{"name": "db", "image": "i"}, {"name": "db", "image": "j"}]}),
+                "two services",
+            ),
+            (
+                json!({"name": "x", "services": [{"name": "db", "image": ""}]}),
+                "image",
+            ),
+            (
+                json!({"name": "x", "services": [{"name": "db", "image": "i", "volumes": []}]}),
+                "volumes",
+            ),
+            (
                 json!({"name": "x", "env": {"A": "1"}, "secrets": ["A"]}),
                 "both an env",
             ),
@@ -319,6 +433,22 @@ mod tests {
             let err = TemplateSpec::parse(document.clone(), None, &settings()).unwrap_err();
             assert!(err.to_string().contains(needle), "{document}: {err}");
         }
+    }
+
+    #[test]
+    fn a_service_command_is_argv_or_a_shell_line() {
+        let spec = TemplateSpec::parse(
+            json!({"name": "x", "services": [
+                {"name": "web", "image": "busybox", "command": "httpd -f -p 8080", "ports": [8080]},
+                {"name": "db", "image": "postgres:16", "command": ["postgres", "-c", "fsync=off"],
+                 "env": {"POSTGRES_PASSWORD": "dev", "PGPORT": 5432}}]}),
+            None,
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(spec.services[0].command, ["sh", "-c", "httpd -f -p 8080"]);
+        assert_eq!(spec.services[1].command, ["postgres", "-c", "fsync=off"]);
+        assert_eq!(spec.services[1].env["PGPORT"], "5432");
     }
 
     #[test]

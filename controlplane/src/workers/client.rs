@@ -102,6 +102,17 @@ impl WorkerClient {
                 metadata: spec.metadata.into_iter().collect(),
                 env: spec.env.into_iter().chain(spec.secrets.0).collect(),
                 internet: Some(spec.internet),
+                services: spec
+                    .services
+                    .into_iter()
+                    .map(|service| pb::ServiceSpec {
+                        name: service.name,
+                        image: service.image,
+                        env: service.env.into_iter().collect(),
+                        command: service.command,
+                        ports: service.ports.into_iter().map(u32::from).collect(),
+                    })
+                    .collect(),
             }),
             generation,
         };

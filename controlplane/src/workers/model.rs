@@ -20,8 +20,21 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// Team secrets, as environment variables too (over `env`).
     pub secrets: SecretEnv,
+    /// Companion containers on the sandbox's network, reachable by name.
+    pub services: Vec<ServiceSpec>,
     /// Whether the sandbox may reach addresses outside its own network.
     pub internet: bool,
+}
+
+/// A companion container of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    /// Empty: the image's own command.
+    pub command: Vec<String>,
+    pub ports: Vec<u16>,
 }
 
 /// Secret values on their way into a sandbox's environment. Its `Debug` shows the

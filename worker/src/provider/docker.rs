@@ -33,6 +33,7 @@ mod ports;
 mod process;
 mod run_args;
 mod scripts;
+mod services;
 mod spawn;
 mod subnets;
 mod workspace_watch;
@@ -368,10 +369,11 @@ impl Provider for DockerProvider {
         };
         match docker.stop_container(&id, Some(options)).await {
             // 304: stopped already
-            Ok(()) => Ok(()),
-            Err(err) if engine::status_of(&err) == Some(304) => Ok(()),
-            Err(err) => Err(engine::engine_error("stop the sandbox's container", err)),
+            Ok(()) => {}
+            Err(err) if engine::status_of(&err) == Some(304) => {}
+            Err(err) => return Err(engine::engine_error("stop the sandbox's container", err)),
         }
+        services::stop_all(&docker, &self.worker_id, sandbox_id, STOP_GRACE_SECS).await
     }
 
     async fn start(&self, sandbox_id: &str) -> Result<(), ProviderError> {
@@ -380,6 +382,8 @@ impl Provider for DockerProvider {
         let id = container
             .id
             .unwrap_or_else(|| inventory::resource_name(sandbox_id));
+        // its services first, as at the spawn
+        services::start_all(&docker, &self.worker_id, sandbox_id).await?;
         match docker
             .start_container(
                 &id,
@@ -411,6 +415,8 @@ impl Provider for DockerProvider {
         let networks = inventory::SandboxNetworks::list(&docker, &self.worker_id).await;
         let spawning = self.spawning.snapshot();
         let held = inventory::list(&docker, &self.worker_id).await?;
+        // before the networks: an orphaned service keeps its network in use
+        services::remove_orphans(&docker, &self.worker_id, &held, &spawning).await;
         match networks {
             Ok(networks) => {
                 networks.remove_strays(&docker, &held, &spawning).await;

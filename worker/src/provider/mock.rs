@@ -217,6 +217,11 @@ impl Provider for MockProvider {
         if spec.sandbox_id.is_empty() {
             return Err(ProviderError::InvalidArgument("empty sandbox id".into()));
         }
+        if !spec.services.is_empty() {
+            return Err(ProviderError::InvalidArgument(
+                "the mock provider runs no companion services; use the docker provider".into(),
+            ));
+        }
         let mut sandboxes = self
             .sandboxes
             .write()

@@ -23,6 +23,7 @@ async fn setup(limits: SessionLimits) -> (Arc<MockProvider>, Arc<Sessions>) {
             env: BTreeMap::new(),
             metadata: BTreeMap::new(),
             internet: true,
+            services: Vec::new(),
         })
         .await
         .unwrap();

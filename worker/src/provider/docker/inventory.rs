@@ -159,6 +159,10 @@ pub async fn list(docker: &Docker, worker_id: &str) -> Result<Vec<SandboxInfo>, 
             if labels.get(LABEL_WORKER).map(String::as_str) != Some(worker_id) {
                 return None;
             }
+            // a sandbox's companion service is not a sandbox
+            if super::services::is_service(labels) {
+                return None;
+            }
             Some(SandboxInfo {
                 sandbox_id: labels.get(LABEL_SANDBOX)?.clone(),
                 vm_id: container.id.clone().unwrap_or_default(),

@@ -21,6 +21,7 @@ use super::config::{DockerConfig, NetworkMode, PullPolicy};
 use super::engine::{engine_error, message_of, status_of};
 use super::inventory::{self, labels, owned_by, resource_name};
 use super::scripts;
+use super::services;
 use super::subnets::{self, Ipv4Net};
 use crate::provider::paths::WORKSPACE;
 use crate::provider::{ProviderError, SandboxInfo, SandboxSpec};
@@ -60,8 +61,24 @@ impl Spawn<'_> {
             spec.image.as_str()
         };
         self.ensure_image(image).await?;
-        let network = self.network(sandbox_id, spec.internet).await?;
-        let made = self.create_and_start(spec, image, &network).await;
+        if !spec.services.is_empty() && self.config.network != NetworkMode::PerSandbox {
+            return Err(ProviderError::InvalidArgument(
+                "companion services need a network of the sandbox's own; this worker runs \
+                 sandboxes on a shared or no network (docker.network)"
+                    .into(),
+            ));
+        }
+        // the sandbox reaches its services over its own network, so traffic between
+        // the containers on it is on when it has any
+        let with_services = !spec.services.is_empty();
+        let network = self
+            .network(sandbox_id, spec.internet, with_services)
+            .await?;
+        let made = async {
+            self.start_services(spec, &network).await?;
+            self.create_and_start(spec, image, &network).await
+        }
+        .await;
         match made {
             Ok(info) => Ok(info),
             Err(err) => {
@@ -70,6 +87,11 @@ impl Spawn<'_> {
                 // made it or a spawn that died half-way did
                 if !matches!(err, ProviderError::SandboxExists(_)) {
                     self.remove_container(sandbox_id).await;
+                    if let Err(err) =
+                        services::remove_all(self.docker, self.worker_id, sandbox_id).await
+                    {
+                        tracing::warn!(sandbox_id, error = %err, "cannot remove the services of a failed spawn");
+                    }
                     if self.config.network == NetworkMode::PerSandbox {
                         self.remove_network(sandbox_id).await;
                     }
@@ -111,7 +133,7 @@ impl Spawn<'_> {
     }
 
     /// Makes `image` present as the pull policy says.
-    async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
+    pub(super) async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
         if self.config.pull_policy != PullPolicy::Always {
             match self.docker.inspect_image(image).await {
                 Ok(_) => return Ok(()),
@@ -154,7 +176,12 @@ impl Spawn<'_> {
     /// The network mode of the container; a per-sandbox network is made (or one a
     /// spawn that died half-way left is taken). Without `internet` the per-sandbox
     /// network is internal: the engine routes nothing off it.
-    async fn network(&self, sandbox_id: &str, internet: bool) -> Result<String, ProviderError> {
+    async fn network(
+        &self,
+        sandbox_id: &str,
+        internet: bool,
+        icc: bool,
+    ) -> Result<String, ProviderError> {
         match &self.config.network {
             NetworkMode::None => Ok("none".to_owned()),
             NetworkMode::Named(name) if !internet => Err(ProviderError::InvalidArgument(format!(
@@ -196,7 +223,8 @@ impl Spawn<'_> {
                     Err(err) if status_of(&err) == Some(404) => {}
                     Err(err) => return Err(engine_error("inspect the network", err)),
                 }
-                self.create_network(&name, sandbox_id, internet).await?;
+                self.create_network(&name, sandbox_id, internet, icc)
+                    .await?;
                 Ok(name)
             }
         }
@@ -211,6 +239,7 @@ impl Spawn<'_> {
         name: &str,
         sandbox_id: &str,
         internet: bool,
+        icc: bool,
     ) -> Result<(), ProviderError> {
         let (pool, prefix) = (self.config.subnet_pool, self.config.subnet_prefix);
         let _one_at_a_time = self.subnet_lock.lock().await;
@@ -231,6 +260,7 @@ impl Spawn<'_> {
                     name,
                     subnet,
                     internet,
+                    icc,
                 ))
                 .await
             {
@@ -277,6 +307,8 @@ impl Spawn<'_> {
                 Err(err) => return Err(engine_error("remove the sandbox's container", err)),
             }
         }
+        // its services go with it (before its network, which they are on)
+        services::remove_all(self.docker, self.worker_id, sandbox_id).await?;
         let name = resource_name(sandbox_id);
         match self
             .docker
@@ -322,7 +354,8 @@ impl Spawn<'_> {
 }
 
 /// A sandbox's own network: a bridge on `subnet` (gateway its first address),
-/// with traffic between its containers off; internal (nothing routed off it, no
+/// with traffic between its containers off unless `icc` (it has companion services:
+/// only its own containers are ever on it); internal (nothing routed off it, no
 /// masquerading) when the sandbox may not reach the internet.
 fn network_request(
     worker_id: &str,
@@ -330,6 +363,7 @@ fn network_request(
     name: &str,
     subnet: Ipv4Net,
     internet: bool,
+    icc: bool,
 ) -> NetworkCreateRequest {
     NetworkCreateRequest {
         name: name.to_owned(),
@@ -339,7 +373,7 @@ fn network_request(
         labels: Some(labels(worker_id, sandbox_id)),
         options: Some(HashMap::from([(
             "com.docker.network.bridge.enable_icc".to_owned(),
-            "false".to_owned(),
+            icc.to_string(),
         )])),
         ipam: Some(Ipam {
             driver: Some("default".to_owned()),
@@ -446,6 +480,7 @@ pub(super) mod tests {
             env: BTreeMap::from([("A".into(), "1".into())]),
             metadata: BTreeMap::new(),
             internet: true,
+            services: Vec::new(),
         }
     }
 
@@ -509,7 +544,7 @@ pub(super) mod tests {
     #[test]
     fn a_sandbox_network_is_an_isolated_bridge_on_its_subnet() {
         let subnet: Ipv4Net = "10.213.0.48/28".parse().unwrap();
-        let request = network_request("w1", "sb1", "berth-sb1", subnet, true);
+        let request = network_request("w1", "sb1", "berth-sb1", subnet, true, false);
         assert_eq!(request.name, "berth-sb1");
         assert_eq!(request.driver.as_deref(), Some("bridge"));
         assert_eq!(request.internal, Some(false));
@@ -528,10 +563,22 @@ pub(super) mod tests {
     #[test]
     fn a_sandbox_without_internet_gets_an_internal_network() {
         let subnet: Ipv4Net = "10.213.0.48/28".parse().unwrap();
-        let request = network_request("w1", "sb1", "berth-sb1", subnet, false);
+        let request = network_request("w1", "sb1", "berth-sb1", subnet, false, false);
         assert_eq!(request.internal, Some(true));
         // still its own subnet and gateway, so the sandbox has an address
         let ipam = request.ipam.unwrap().config.unwrap();
         assert_eq!(ipam[0].subnet.as_deref(), Some("10.213.0.48/28"));
+    }
+
+    #[test]
+    fn a_sandbox_with_services_lets_its_own_containers_talk() {
+        let subnet: Ipv4Net = "10.213.0.48/28".parse().unwrap();
+        let request = network_request("w1", "sb1", "berth-sb1", subnet, true, true);
+        assert_eq!(
+            request.options.unwrap()["com.docker.network.bridge.enable_icc"],
+            "true"
+        );
+        // still no other container may join it
+        assert_eq!(request.attachable, Some(false));
     }
 }

@@ -21,6 +21,7 @@ fn sandbox_spec(id: &str) -> SandboxSpec {
         env: BTreeMap::from([("GREETING".into(), "hello".into())]),
         metadata: BTreeMap::new(),
         internet: true,
+        services: Vec::new(),
     }
 }
 
