@@ -191,3 +191,49 @@ async fn the_mock_provider_refuses_services_by_name() {
     );
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn services_count_in_the_sandbox_footprint_and_the_team_quota() {
+    let Some((fleet, _cleanup)) = fleet(false).await else {
+        return;
+    };
+    let api = &fleet.api;
+    // room for one sandbox of 128 MiB with one service of as much, not two
+    api.create_team("svc", json!({"max_memory_mb": 384, "max_vcpus": 4}))
+        .await;
+    let member = api.with_key(&api.team_key("svc", &["read", "write", "exec"]).await);
+    let (status, _) = member
+        .post(
+            "/templates",
+            json!({"name": "with-db", "memory_mb": 128, "vcpus": 1,
+                   "services": [{"name": "db", "image": TEST_IMAGE, "command": "exec sleep 600"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, sandbox) = member
+        .post("/sandboxes", json!({"template": "with-db"}))
+        .await;
+    assert_eq!(status, 201, "{sandbox}");
+    assert_eq!(
+        (&sandbox["memory_mb"], &sandbox["vcpus"]),
+        (&json!(256), &json!(2)),
+        "the footprint: its container and its service"
+    );
+    let (status, team) = api.get("/teams/svc").await;
+    assert_eq!(status, 200);
+    assert_eq!(team["usage"]["memory_mb"], 256, "{team}");
+    let (status, err) = member
+        .post("/sandboxes", json!({"template": "with-db"}))
+        .await;
+    assert_eq!(status, 429, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("max_memory_mb"),
+        "{err}"
+    );
+    // a sandbox without services still fits
+    let (status, plain) = member
+        .post("/sandboxes", json!({"memory_mb": 128, "vcpus": 1}))
+        .await;
+    assert_eq!(status, 201, "{plain}");
+    fleet.stop().await;
+}

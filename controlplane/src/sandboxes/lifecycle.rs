@@ -54,8 +54,10 @@ impl Sandboxes {
             id: id.clone(),
             provider: provider.clone(),
             image: request.image.clone(),
-            memory_mb: i64::try_from(request.memory_mb).unwrap_or(i64::MAX),
-            vcpus: i64::from(request.vcpus),
+            // what it holds on its worker and counts in its team's quota: its own
+            // container and each companion service's
+            memory_mb: request.footprint().0,
+            vcpus: request.footprint().1,
             owner_id: request.owner_id.clone(),
             template: request.template.clone(),
             metadata: serde_json::to_string(&request.metadata).unwrap_or_default(),

@@ -178,6 +178,21 @@ pub struct Launch {
 }
 
 impl CreateSandbox {
+    /// The memory (MiB) and CPUs the sandbox holds on its worker and in its team's
+    /// quota: its container's, and as much again for each companion service (each
+    /// runs with the sandbox's limits).
+    pub fn footprint(&self) -> (i64, i64) {
+        let containers = i64::try_from(self.launch.services.len())
+            .unwrap_or(i64::MAX)
+            .saturating_add(1);
+        (
+            i64::try_from(self.memory_mb)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(containers),
+            i64::from(self.vcpus).saturating_mul(containers),
+        )
+    }
+
     /// Checks raw request fields against `settings`; absent fields take defaults.
     #[allow(clippy::too_many_arguments)]
     fn validate(

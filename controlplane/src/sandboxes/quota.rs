@@ -74,13 +74,13 @@ impl Sandboxes {
             quota: settings.quota,
         };
         Self::check_ttl(&request.team, &standing.quota, request.ttl)?;
-        let memory_mb = i64::try_from(request.memory_mb).unwrap_or(i64::MAX);
+        let (memory_mb, vcpus) = request.footprint();
         match exceeded(
             &request.team,
             &standing.quota,
             &standing.usage,
             memory_mb,
-            i64::from(request.vcpus),
+            vcpus,
         ) {
             Some(message) => Err(SandboxError::OverQuota(message)),
             None => Ok(settings.pools),

@@ -207,10 +207,7 @@ fn known_providers(workers: &[WorkerRow]) -> BTreeSet<String> {
 
 /// The memory and CPUs a request reserves, as the store counts them.
 fn resources(request: &CreateSandbox) -> (i64, i64) {
-    (
-        i64::try_from(request.memory_mb).unwrap_or(i64::MAX),
-        i64::from(request.vcpus),
-    )
+    request.footprint()
 }
 
 /// The largest of `amounts` (one per worker), when every worker counts it (one

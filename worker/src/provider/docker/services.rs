@@ -1,6 +1,7 @@
 //! Companion services: containers a sandbox's template asks for (a database, a web
 //! server), started on the sandbox's own network before the sandbox and reachable
-//! from it by name (a network alias). They are labelled with their sandbox and the
+//! from it by name (a network alias). Each runs with the sandbox's memory and CPU
+//! limits, and the control plane counts them in the sandbox's footprint. They are labelled with their sandbox and the
 //! service's name, so they are stopped, started and removed with the sandbox, are
 //! never reported as sandboxes themselves, and one whose sandbox is gone (a spawn or
 //! a destroy that died half-way) is removed by the inventory pass.
@@ -108,6 +109,7 @@ fn service_body(
         host_config: Some(HostConfig {
             memory,
             memory_swap: memory,
+            nano_cpus: (spec.vcpus > 0).then(|| i64::from(spec.vcpus) * 1_000_000_000),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
             network_mode: Some(network.to_owned()),
             publish_all_ports: Some(false),
@@ -310,6 +312,7 @@ mod tests {
         let host = body.host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("berth-sbx-1"));
         assert_eq!(host.memory, Some(256 * MIB));
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
         assert_eq!(body.cmd.unwrap(), ["httpd", "-f"]);
         assert_eq!(body.env.unwrap(), ["A=b"]);
         assert_eq!(container_name("sbx-1", "web"), "berth-sbx-1-svc-web");
