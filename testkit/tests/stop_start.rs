@@ -317,3 +317,54 @@ async fn docker_keeps_a_file_across_stop_and_start_on_a_listening_worker() {
 async fn docker_keeps_a_file_across_stop_and_start_on_a_dial_out_worker() {
     docker_keeps_a_file_across_stop_and_start(true).await;
 }
+
+#[tokio::test]
+async fn a_stopped_sandbox_outlives_a_control_plane_restart_and_expires_like_any() {
+    let fleet = TestFleet::builder()
+        .workers(1)
+        .reap_interval(Duration::from_millis(200))
+        .start()
+        .await;
+    let api = fleet.api.clone();
+    let kept = id_of(&api.create_sandbox(json!({"ttl": "1h"})).await);
+    let (status, _) = api
+        .exec(
+            &kept,
+            json!({"command": "echo still here > /workspace/kept"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let short = id_of(&api.create_sandbox(json!({"ttl": "2s"})).await);
+    for id in [&kept, &short] {
+        let (status, _) = post(&fleet, &format!("/sandboxes/{id}/stop")).await;
+        assert_eq!(status, 200);
+    }
+    // the TTL runs on while stopped: the reaper destroys it
+    berth_testkit::eventually(
+        "the expired stopped sandbox is destroyed",
+        Duration::from_secs(20),
+        || async { (api.get(&format!("/sandboxes/{short}")).await.0 == 404).then_some(()) },
+    )
+    .await;
+
+    // the store holds `stopped`; heartbeats keep its lease through a restart (on the
+    // same mesh address, which the worker keeps dialling)
+    let mesh = fleet.cp.mesh_addr;
+    let fleet = fleet
+        .restart_control_plane_after(Duration::from_millis(200), move |config| {
+            config.mesh_listen = mesh;
+        })
+        .await;
+    fleet.wait_online().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, view) = fleet.api.get(&format!("/sandboxes/{kept}")).await;
+    assert_eq!(view["state"], "stopped", "{view}");
+    let (status, started) = post(&fleet, &format!("/sandboxes/{kept}/start")).await;
+    assert_eq!(status, 200, "{started}");
+    let (_, out) = fleet
+        .api
+        .exec(&kept, json!({"command": "cat /workspace/kept"}))
+        .await;
+    assert_eq!(out["stdout"], "still here\n", "{out}");
+    fleet.stop().await;
+}
