@@ -7,6 +7,7 @@ mod calls;
 pub mod constraints;
 mod lifecycle;
 mod model;
+mod on_start;
 mod ports;
 mod power;
 mod quota;

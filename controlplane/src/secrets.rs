@@ -120,15 +120,8 @@ impl Secrets {
             created_at: now,
             updated_at: now,
         };
-        let created = self.store.put_secret(&row).await?;
-        let shown = self
-            .store
-            .list_secrets(team)
-            .await?
-            .into_iter()
-            .find(|r| r.name == name)
-            .unwrap_or(row);
-        Ok((created, shown.into()))
+        let (created, stored) = self.store.put_secret(&row).await?;
+        Ok((created, stored.into()))
     }
 
     pub async fn list(&self, access: &Access) -> Result<Vec<SecretView>, SecretError> {

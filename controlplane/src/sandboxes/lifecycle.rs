@@ -15,10 +15,6 @@ use crate::teams::{Access, team_settings};
 use crate::workers::Route;
 use crate::workers::model::SpawnSpec;
 
-/// What an `on_start` script's output is collected up to, and how much of its end a
-/// failed create quotes.
-const ON_START_OUTPUT: usize = 64 << 10;
-const ON_START_TAIL_CHARS: usize = 500;
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A destroy claim older than this was abandoned (a replica died holding it): twice
 /// the longest a destroy call may take, so a live claimer is never raced.
@@ -179,57 +175,6 @@ impl Sandboxes {
             advertise_addr: Some(placement.advertise_addr),
             last_heartbeat_ms: Some(placed.last_heartbeat_ms),
         }))
-    }
-
-    /// Runs a template's `on_start` script in the new sandbox; a non-zero exit fails
-    /// the create with the end of what the script printed.
-    pub(super) async fn run_on_start(
-        &self,
-        client: &crate::workers::WorkerClient,
-        id: &str,
-        generation: u64,
-        script: &str,
-    ) -> Result<(), SandboxError> {
-        let outcome = client
-            .exec(crate::workers::model::ExecRequest {
-                sandbox_id: id.to_owned(),
-                generation,
-                command: script.to_owned(),
-                args: Vec::new(),
-                argv: false,
-                env: Default::default(),
-                workdir: String::new(),
-                timeout: self.settings.limits.spawn_timeout,
-                max_output: ON_START_OUTPUT,
-            })
-            .await?;
-        if outcome.exit_code == 0 {
-            return Ok(());
-        }
-        let printed = if outcome.stderr.is_empty() {
-            &outcome.stdout
-        } else {
-            &outcome.stderr
-        };
-        let text = String::from_utf8_lossy(printed);
-        let tail: String = {
-            let trimmed = text.trim_end();
-            let start = trimmed
-                .char_indices()
-                .rev()
-                .nth(ON_START_TAIL_CHARS)
-                .map_or(0, |(i, _)| i);
-            trimmed[start..].to_owned()
-        };
-        Err(SandboxError::BadRequest(format!(
-            "the template's on_start exited with {}{}",
-            outcome.exit_code,
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {tail}")
-            }
-        )))
     }
 
     /// Sandbox `id`, if `access` sees it (another team's is not found, like one that

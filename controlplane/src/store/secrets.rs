@@ -17,8 +17,9 @@ pub struct SecretRow {
 }
 
 impl Store {
-    /// Sets `row`'s secret (made, or its value replaced); true when it is new.
-    pub async fn put_secret(&self, row: &SecretRow) -> Result<bool, StoreError> {
+    /// Sets `row`'s secret (made, or its value replaced); answers whether it is new,
+    /// and the row as stored (a replaced one keeps its `created_at`).
+    pub async fn put_secret(&self, row: &SecretRow) -> Result<(bool, SecretRow), StoreError> {
         let existed: Option<i64> = with_pool!(self, |pool| {
             sqlx::query_scalar("SELECT created_at FROM secrets WHERE team_id = $1 AND name = $2")
                 .bind(&row.team_id)
@@ -26,22 +27,23 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        with_write_pool!(self, |pool| {
-            sqlx::query(
+        let stored = with_write_pool!(self, |pool| {
+            sqlx::query_as(
                 "INSERT INTO secrets (team_id, name, key_id, sealed, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $5) \
                  ON CONFLICT (team_id, name) DO UPDATE SET key_id = excluded.key_id, \
-                 sealed = excluded.sealed, updated_at = excluded.updated_at",
+                 sealed = excluded.sealed, updated_at = excluded.updated_at \
+                 RETURNING team_id, name, key_id, sealed, created_at, updated_at",
             )
             .bind(&row.team_id)
             .bind(&row.name)
             .bind(&row.key_id)
             .bind(&row.sealed)
             .bind(row.updated_at)
-            .execute(pool)
-            .await?;
+            .fetch_one(pool)
+            .await?
         });
-        Ok(existed.is_none())
+        Ok((existed.is_none(), stored))
     }
 
     /// `team`'s secrets by name, values left sealed.

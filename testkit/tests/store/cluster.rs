@@ -294,10 +294,19 @@ pub async fn secrets_are_kept_sealed_per_team(db: Db) {
         created_at: at,
         updated_at: at,
     };
-    assert!(one.put_secret(&row("red", &[0, 1, 255], 10)).await.unwrap());
-    assert!(one.put_secret(&row("blue", &[9], 11)).await.unwrap());
-    // replaced through another replica: same row, new value and time
-    assert!(!two.put_secret(&row("red", &[7, 7], 20)).await.unwrap());
+    assert!(
+        one.put_secret(&row("red", &[0, 1, 255], 10))
+            .await
+            .unwrap()
+            .0
+    );
+    assert!(one.put_secret(&row("blue", &[9], 11)).await.unwrap().0);
+    // replaced through another replica: same row, new value and time, its first
+    // time kept
+    let (created, stored) = two.put_secret(&row("red", &[7, 7], 20)).await.unwrap();
+    assert!(!created);
+    assert_eq!((stored.created_at, stored.updated_at), (10, 20));
+    assert_eq!(stored.sealed, vec![7, 7]);
     let red = one.list_secrets("red").await.unwrap();
     assert_eq!(red.len(), 1);
     assert_eq!(
