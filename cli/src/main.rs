@@ -22,6 +22,7 @@ mod serve;
 mod session;
 mod ssh_keys;
 mod status;
+mod stepper;
 mod teams;
 mod templates;
 mod tokens;

@@ -52,6 +52,11 @@ pub enum SandboxCommand {
         /// (repeatable; all must hold).
         #[arg(long = "constraint", value_name = "KEY=VALUE|KEY!=VALUE")]
         constraints: Vec<String>,
+        /// Show its startup phases live as they run (scheduled, building image,
+        /// starting services, creating, on_start, ready), ✓ or ✗ each with its time,
+        /// on stderr; the id still goes to stdout once it is ready.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -358,6 +363,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             metadata,
             no_internet,
             constraints,
+            wait,
             client,
         } => {
             let body = json!({
@@ -367,9 +373,12 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
                 "internet": no_internet.then_some(false),
                 "constraints": constraints,
             });
-            let created = ApiClient::new(&client)?
-                .post::<Value>("/api/v1/sandboxes", &body)
-                .await;
+            let api = ApiClient::new(&client)?;
+            let created = if wait {
+                crate::stepper::create_and_follow(&api, &body).await
+            } else {
+                api.post::<Value>("/api/v1/sandboxes", &body).await
+            };
             let sandbox = match created {
                 Ok(sandbox) => sandbox,
                 Err(err) => return Err(create_failure(err)),
@@ -882,7 +891,7 @@ async fn exec_streamed(api: &ApiClient, path: &str, body: &Value) -> anyhow::Res
 }
 
 /// Calls `handle` with each line of a streamed body until it returns `Some`.
-async fn for_each_line<T>(
+pub(crate) async fn for_each_line<T>(
     response: reqwest::Response,
     mut handle: impl FnMut(&str) -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<Option<T>> {

@@ -1,6 +1,7 @@
-//! `berth templates apply|list|get|delete`: a team's templates, the environments
-//! sandboxes are made from (`berth sandbox create --template NAME`). `apply` takes a
-//! Podfile-style YAML or JSON document.
+//! `berth templates apply|list|get|delete|prebuild`: a team's templates, the
+//! environments sandboxes are made from (`berth sandbox create --template NAME`).
+//! `apply` takes a Podfile-style YAML or JSON document; `prebuild` builds a template's
+//! image on the workers before any create needs it.
 
 use std::path::PathBuf;
 
@@ -38,6 +39,18 @@ pub enum TemplatesCommand {
     Get {
         /// The template's name.
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Build a template's image (its packages and on_create) on every worker its
+    /// sandboxes could run on, now, so no create waits for it; a line per worker as
+    /// its build ends. Exits 1 when a build failed.
+    Prebuild {
+        /// The template's name.
+        name: String,
+        /// Only these workers (ids, comma list or repeated).
+        #[arg(long, value_delimiter = ',')]
+        workers: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -117,6 +130,11 @@ pub async fn run(command: TemplatesCommand) -> anyhow::Result<()> {
             };
             output::structured(format, &template)
         }
+        TemplatesCommand::Prebuild {
+            name,
+            workers,
+            client,
+        } => prebuild(&name, &workers, &client).await,
         TemplatesCommand::Delete { name, yes, client } => {
             let api = ApiClient::new(&client)?;
             confirm(
@@ -131,6 +149,61 @@ pub async fn run(command: TemplatesCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `templates prebuild`: each worker's line as its build ends (`-o json`: the
+/// events as they come, one object a line).
+async fn prebuild(name: &str, workers: &[String], client: &ClientArgs) -> anyhow::Result<()> {
+    let api = ApiClient::new(client)?;
+    let request = api
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/templates/{name}/prebuild"),
+        )
+        .json(&serde_json::json!({ "workers": workers }));
+    let response = api.raw(request).await?;
+    let (mut failed, mut done) = (0usize, 0usize);
+    crate::sandbox::for_each_line(response, |line| {
+        if line.is_empty() {
+            return Ok(None::<()>);
+        }
+        let event: Value = serde_json::from_str(line)
+            .with_context(|| format!("a line of the prebuild is not JSON: {line}"))?;
+        if client.structured() {
+            outln!("{line}")?;
+        }
+        let text = |key: &str| output::text(&event[key]);
+        let status = text("status");
+        if status == "building" {
+            return Ok(None);
+        }
+        done += 1;
+        if status == "failed" {
+            failed += 1;
+        }
+        if !client.structured() {
+            let detail = match status.as_str() {
+                "built" => format!(
+                    "{} in {:.1}s",
+                    text("image"),
+                    event["build_ms"].as_u64().unwrap_or(0) as f64 / 1e3
+                ),
+                "reused" => text("image"),
+                _ => text("error"),
+            };
+            outln!("{}  {status}  {detail}", text("worker_id"))?;
+        }
+        Ok(None)
+    })
+    .await?;
+    if failed > 0 {
+        return Err(crate::exit::Exit {
+            code: 1,
+            message: Some(format!("the build failed on {failed} of {done} workers")),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// A YAML or JSON document (JSON is YAML too, but its errors read better as JSON's).

@@ -244,3 +244,100 @@ async fn a_secret_set_from_stdin_reaches_a_sandbox_of_its_template() {
     assert!(err.contains("has no secret API_TOKEN"), "{err}");
     fleet.stop().await;
 }
+
+const BUILT: &str = "\
+on_create: |
+  mkdir -p /opt && echo baked in > /opt/baked
+on_start: |
+  cat /opt/baked > /workspace/seen
+";
+
+#[tokio::test]
+async fn create_wait_draws_the_phases_and_prebuild_reports_each_worker() {
+    let fleet = TestFleet::builder().workers(2).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let podfile = dir.path().join("podfile.yaml");
+    std::fs::write(&podfile, BUILT).unwrap();
+    let file = podfile.to_str().unwrap();
+    let (_, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["templates", "apply", "-f", file, "--name", "baked"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
+    // every worker builds it once; a second prebuild finds it on each
+    let (out, err, code) = run(&fleet, dir.path(), &["templates", "prebuild", "baked"]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "a line per worker: {out}");
+    assert!(
+        lines.iter().all(|l| l.contains("  built  berth/built:")),
+        "{out}"
+    );
+    let (out, _, code) = run(&fleet, dir.path(), &["templates", "prebuild", "baked"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().all(|l| l.contains("  reused  berth/built:")),
+        "{out}"
+    );
+
+    // the stepper on stderr, the id on stdout
+    let (out, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "create", "--template", "baked", "--wait"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim();
+    assert!(id.starts_with("sbx-"), "{out}");
+    for step in [
+        "✓ scheduled",
+        "✓ building image",
+        "(reused berth/built:",
+        "✓ creating",
+        "✓ on_start",
+        "✓ ready",
+    ] {
+        assert!(
+            err.contains(step),
+            "{step:?} missing from the stepper:\n{err}"
+        );
+    }
+    let (out, _, code) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "exec", id, "--", "cat /workspace/seen"],
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "baked in\n"));
+
+    // a failing on_start: ✗ at that phase, exit 1 naming the sandbox and why
+    std::fs::write(&podfile, "on_start: echo nope >&2; exit 4\n").unwrap();
+    let (_, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["templates", "apply", "-f", file, "--name", "failing"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = run(
+        &fleet,
+        dir.path(),
+        &["sandbox", "create", "--template", "failing", "--wait"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("✗ on_start"), "{err}");
+    assert!(
+        err.contains("failed: the template's on_start exited with 4"),
+        "{err}"
+    );
+
+    // nothing to build is said so
+    let (_, err, code) = run(&fleet, dir.path(), &["templates", "prebuild", "failing"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("nothing to build"), "{err}");
+}

@@ -5,11 +5,15 @@
 
 mod calls;
 pub mod constraints;
+mod create;
+mod events;
 mod lifecycle;
 mod model;
 mod on_start;
+pub mod phases;
 mod ports;
 mod power;
+mod prebuild;
 mod quota;
 mod scheduler;
 mod sessions;
@@ -20,11 +24,13 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 pub use calls::ExecCall;
+pub use events::SandboxEvent;
 pub use model::{
     CreateRequest, CreateSandbox, FileInfoView, Launch, PruneSelection, SandboxView, parse_timeout,
     parse_ttl, rfc3339, rfc3339_millis,
 };
 pub use ports::check_port;
+pub use prebuild::PrebuildEvent;
 pub use quota::TeamStanding;
 pub use sessions::{DEFAULT_KILL_SIGNAL, SHUTTING_DOWN};
 

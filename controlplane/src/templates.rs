@@ -218,6 +218,8 @@ pub async fn resolve(
     metadata.append(&mut request.metadata);
     request.metadata = metadata;
     let secrets = secrets.reveal(team, &spec.secrets).await?;
+    // the base is the create's final image, filled in by `create_request`
+    let build = spec.build("");
     Ok((
         request,
         Launch {
@@ -236,6 +238,7 @@ pub async fn resolve(
                     ports: service.ports,
                 })
                 .collect(),
+            build,
         },
     ))
 }
@@ -252,7 +255,41 @@ pub async fn create_request(
     let (body, launch) = resolve(store, secrets, settings, access, body).await?;
     let mut request = body.validate_for(settings, access)?;
     request.launch = launch;
+    if let Some(build) = &mut request.launch.build {
+        build.base.clone_from(&request.image);
+    }
     Ok(request)
+}
+
+/// Builds template `name`'s image on the workers a create of the team could land on
+/// (of `only` among them, when given); each worker's progress as it comes. A template
+/// without `packages` or `on_create` has nothing to build.
+pub async fn prebuild(
+    store: &Store,
+    sandboxes: &crate::sandboxes::Sandboxes,
+    access: &Access,
+    name: &str,
+    only: &[String],
+) -> Result<
+    impl futures::Stream<Item = crate::sandboxes::PrebuildEvent> + Send + use<>,
+    TemplateError,
+> {
+    let template = get(store, access, name).await?;
+    let spec = template.spec;
+    let base = if spec.image.is_empty() {
+        sandboxes.settings().limits.default_image.clone()
+    } else {
+        spec.image.clone()
+    };
+    let build = spec.build(&base).ok_or_else(|| {
+        TemplateError::Invalid(format!(
+            "template {name:?} has no packages or on_create: its sandboxes run {base:?} as it is, \
+             and there is nothing to build"
+        ))
+    })?;
+    Ok(sandboxes
+        .prebuild(access.creating_team(), &spec.provider, build, only)
+        .await?)
 }
 
 /// The `on_start` a sandbox made from `template` (in `team`) runs when it is started

@@ -28,7 +28,7 @@ const COLLECTION: [(&str, &str); 4] = [
 ];
 
 /// Routes that reach no particular sandbox: the fleet, keys, teams and the API itself.
-const ELSEWHERE: [(&str, &str); 44] = [
+const ELSEWHERE: [(&str, &str); 45] = [
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/live"),
@@ -64,6 +64,7 @@ const ELSEWHERE: [(&str, &str); 44] = [
     ("PUT", "/api/v1/templates/{name}"),
     ("DELETE", "/api/v1/templates/{name}"),
     ("POST", "/api/v1/templates/{name}/spawn"),
+    ("POST", "/api/v1/templates/{name}/prebuild"),
     ("POST", "/api/v1/teams"),
     ("GET", "/api/v1/teams"),
     ("GET", "/api/v1/teams/{name}"),
@@ -127,6 +128,9 @@ fn sandbox_request(api: &Api, method: &str, path: &str, id: &str) -> reqwest::Re
         }
         ("GET", "/api/v1/sandboxes/{id}/logs") => {
             api.request(reqwest::Method::GET, &format!("{url}?lines=5"))
+        }
+        ("GET", "/api/v1/sandboxes/{id}/events") => {
+            api.request(reqwest::Method::GET, &format!("{url}?follow=false"))
         }
         ("POST", "/api/v1/sandboxes/{id}/files") => {
             post(json!({"path": "/tmp/planted", "content": "from b"}))

@@ -50,6 +50,41 @@ pub struct ServiceSpec {
     pub ports: Vec<u16>,
 }
 
+/// An image to build from a base: packages installed, then a script run as root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageBuild {
+    pub base: String,
+    pub packages: Vec<String>,
+    pub on_create: String,
+}
+
+/// The repository built images are tagged in; the tag is the build's content hash.
+pub const BUILT_REPOSITORY: &str = "berth/built";
+
+impl ImageBuild {
+    /// `berth/built:<hash>`: the same build gets the same tag on every worker, and any
+    /// change to the base, the packages or the script gets another.
+    pub fn tag(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [&self.base, &self.packages.join("\n"), &self.on_create] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        format!("{BUILT_REPOSITORY}:{}", &hex::encode(hash.finalize())[..24])
+    }
+}
+
+/// What a build answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The tag a spawn names.
+    pub image: String,
+    /// False when the image was there already.
+    pub built: bool,
+    pub build_ms: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxState {
     Running,
@@ -74,6 +109,9 @@ pub struct SandboxInfo {
     /// The provider's own handle (container id, ...).
     pub vm_id: String,
     pub state: SandboxState,
+    /// How long a spawn spent starting the sandbox's companion services (a spawn's
+    /// answer only; 0 elsewhere).
+    pub services_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +244,10 @@ pub enum ProviderError {
         port: u16,
         reason: String,
     },
+    /// An image build's script or package install failed (the message quotes the end
+    /// of what it printed): the template's to fix, not a reason to retry.
+    #[error("{0}")]
+    BuildFailed(String),
     /// Stopped (`berth sandbox stop`): it takes commands again once started.
     #[error("sandbox {0:?} is stopped; start it with `berth sandbox start {0}`")]
     Stopped(String),
@@ -248,6 +290,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
     async fn shutdown(&self) {}
 
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError>;
+
+    /// Builds `build` into an image tagged [`ImageBuild::tag`], or answers at once
+    /// when it is there already; concurrent builds of one tag run once.
+    async fn build_image(&self, build: &ImageBuild) -> Result<BuiltImage, ProviderError>;
 
     /// Removes the sandbox and everything it holds; `Ok` if it is already gone.
     async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError>;
@@ -372,6 +418,46 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_is_tagged_by_its_whole_content_and_nothing_else() {
+        let build = ImageBuild {
+            base: "alpine:3".into(),
+            packages: vec!["git".into(), "curl".into()],
+            on_create: "make".into(),
+        };
+        let tag = build.tag();
+        assert!(tag.starts_with("berth/built:"), "{tag}");
+        assert_eq!(tag.len(), "berth/built:".len() + 24);
+        assert_eq!(tag, build.clone().tag(), "the same content, the same tag");
+        let changed = [
+            ImageBuild {
+                base: "alpine:4".into(),
+                ..build.clone()
+            },
+            ImageBuild {
+                packages: vec!["git".into()],
+                ..build.clone()
+            },
+            ImageBuild {
+                packages: vec!["curl".into(), "git".into()],
+                ..build.clone()
+            },
+            ImageBuild {
+                on_create: "make all".into(),
+                ..build.clone()
+            },
+            // parts are length-prefixed: moving text between them is a change
+            ImageBuild {
+                packages: vec!["git".into(), "curlmake".into()],
+                on_create: String::new(),
+                ..build.clone()
+            },
+        ];
+        for other in changed {
+            assert_ne!(other.tag(), tag, "{other:?}");
+        }
+    }
 
     #[test]
     fn shell_lines_quote_every_arg() {

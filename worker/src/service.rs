@@ -217,6 +217,30 @@ impl WorkerService for WorkerGrpc {
             sandbox_id: info.sandbox_id,
             state: info.state.as_str().to_owned(),
             vm_id: info.vm_id,
+            services_ms: info.services_ms,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id, base = %request.get_ref().base))]
+    async fn build_image(
+        &self,
+        request: Request<pb::BuildImageRequest>,
+    ) -> Result<Response<pb::BuildImageResponse>, Status> {
+        let request = request.into_inner();
+        let built = self
+            .runtime
+            .provider
+            .build_image(&crate::provider::ImageBuild {
+                base: request.base,
+                packages: request.packages,
+                on_create: request.on_create,
+            })
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::BuildImageResponse {
+            image: built.image,
+            built: built.built,
+            build_ms: built.build_ms,
         }))
     }
 

@@ -1,4 +1,4 @@
-//! Create, get, list, destroy, extend and prune. No lock is held across a worker call:
+//! Get, list, destroy, extend and prune (create is in `create.rs`). No lock is held across a worker call:
 //! state changes are conditional updates in the store, so concurrent spawns run in
 //! parallel and two destroys of one sandbox cannot both act.
 
@@ -8,12 +8,11 @@ use berth_proto::ErrorCode;
 use tracing::Instrument;
 
 use super::calls::note_worker;
-use super::{CreateSandbox, PruneSelection, SandboxError, SandboxView, Sandboxes, model};
+use super::{PruneSelection, SandboxError, SandboxView, Sandboxes, model};
 use crate::clock::now_secs;
-use crate::store::{DrainState, SandboxState, StoreError};
+use crate::store::{DrainState, SandboxState};
 use crate::teams::{Access, team_settings};
 use crate::workers::Route;
-use crate::workers::model::SpawnSpec;
 
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A destroy claim older than this was abandoned (a replica died holding it): twice
@@ -21,162 +20,6 @@ const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 const STALLED_DESTROY_MS: i64 = 2 * DESTROY_TIMEOUT.as_millis() as i64;
 
 impl Sandboxes {
-    /// Creates a sandbox. The work runs in a task of its own, so a caller that goes
-    /// away mid-create (an HTTP client disconnecting drops the handler) does not leave
-    /// a sandbox half made: placed and holding a slot but never marked running.
-    pub async fn create(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
-        let sandboxes = self.clone();
-        finish_detached(
-            self.tasks
-                .spawn(async move { sandboxes.create_now(request).await }.in_current_span()),
-        )
-        .await
-    }
-
-    async fn create_now(&self, request: CreateSandbox) -> Result<SandboxView, SandboxError> {
-        let team = self.settings_of_team(&request.team).await?;
-        Self::check_ttl(&request.team, &team.quota, request.ttl)?;
-        // the team's pools bound where it may go, whatever the request asked
-        let request = CreateSandbox {
-            pools: team.pools,
-            ..request
-        };
-        let candidates = self.candidates(&request).await?;
-        let provider = candidates[0].1.clone();
-        let id = new_sandbox_id();
-        let now = now_secs();
-        let ttl = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
-        let sandbox = crate::store::NewSandbox {
-            id: id.clone(),
-            provider: provider.clone(),
-            image: request.image.clone(),
-            // what it holds on its worker and counts in its team's quota: its own
-            // container and each companion service's
-            memory_mb: request.footprint().0,
-            vcpus: request.footprint().1,
-            owner_id: request.owner_id.clone(),
-            template: request.template.clone(),
-            metadata: serde_json::to_string(&request.metadata).unwrap_or_default(),
-            created_at: now,
-            expires_at: now.saturating_add(ttl),
-            internet: request.internet,
-            team_id: request.team.clone(),
-        };
-        let placed = match self.place(&sandbox, &candidates).await {
-            Err(SandboxError::Store(StoreError::OverQuota(team))) => {
-                return Err(self
-                    .over_quota(&team, sandbox.memory_mb, sandbox.vcpus)
-                    .await?);
-            }
-            Err(SandboxError::Store(StoreError::UnknownTeam(team))) => {
-                return Err(SandboxError::UnknownTeam(team));
-            }
-            placed => placed?,
-        };
-        let placement = placed.placement;
-        let worker_id = placement.worker_id.clone();
-        tracing::Span::current().record("sandbox_id", &id);
-        note_worker(&worker_id);
-        let spawned = async {
-            let client = self.workers.client(&worker_id, &placement.advertise_addr)?;
-            let spec = SpawnSpec {
-                sandbox_id: id.clone(),
-                image: request.image.clone(),
-                provider: provider.clone(),
-                vcpus: request.vcpus,
-                memory_mb: request.memory_mb,
-                metadata: request.metadata.clone(),
-                env: request.launch.env.clone(),
-                secrets: request.launch.secrets.clone(),
-                services: request.launch.services.clone(),
-                internet: request.internet,
-            };
-            let generation = u64::try_from(placement.generation).unwrap_or(0);
-            let spawned = client
-                .spawn(spec, generation, self.settings.limits.spawn_timeout)
-                .await?;
-            if !request.launch.on_start.is_empty() {
-                self.run_on_start(&client, &id, generation, &request.launch.on_start)
-                    .await?;
-            }
-            Ok::<_, SandboxError>(spawned)
-        }
-        .await;
-        let answer = match spawned {
-            Ok(answer) => answer,
-            Err(err) => {
-                tracing::warn!(sandbox_id = %id, %worker_id, error = %err, "spawn failed");
-                self.store
-                    .finish_sandbox(&id, SandboxState::Error, &err.to_string(), now_secs())
-                    .await?;
-                // a spawn that timed out may still have created the sandbox: ask the
-                // worker to drop it (idempotent) so nothing runs without a lease
-                self.abandon_on_worker(
-                    &id,
-                    &worker_id,
-                    &placement.advertise_addr,
-                    placement.generation,
-                );
-                return Err(SandboxError::CreateFailed {
-                    sandbox_id: id,
-                    cause: Box::new(err),
-                });
-            }
-        };
-        let running = self
-            .store
-            .mark_sandbox_running(&id, &answer.vm_id, crate::clock::now_ms())
-            .await?;
-        tracing::info!(sandbox_id = %id, %worker_id, generation = placement.generation, "sandbox created");
-        if !running {
-            // something else (a destroy, a lost worker, reconciliation) moved it on
-            // meanwhile; unless that adopted it, the worker must not keep it
-            let row = self.store.get_sandbox(&id).await?;
-            if row.is_none_or(|row| row.state != SandboxState::Running) {
-                self.abandon_on_worker(
-                    &id,
-                    &worker_id,
-                    &placement.advertise_addr,
-                    placement.generation,
-                );
-            }
-            return self.get(&Access::everything(), &id).await;
-        }
-        self.routes().remember(
-            &id,
-            Route {
-                worker_id: worker_id.clone(),
-                address: placement.advertise_addr.clone(),
-                generation: u64::try_from(placement.generation).unwrap_or(0),
-                last_heartbeat_ms: placed.last_heartbeat_ms,
-                team_id: sandbox.team_id.clone(),
-            },
-        );
-        // what the store now holds, without reading it back
-        Ok(self.view(crate::store::SandboxRow {
-            id,
-            state: SandboxState::Running,
-            provider,
-            image: sandbox.image,
-            memory_mb: sandbox.memory_mb,
-            vcpus: sandbox.vcpus,
-            owner_id: sandbox.owner_id,
-            template: sandbox.template,
-            metadata: sandbox.metadata,
-            worker_id: Some(worker_id),
-            vm_id: answer.vm_id,
-            created_at: sandbox.created_at,
-            expires_at: sandbox.expires_at,
-            destroyed_at: None,
-            error: String::new(),
-            internet: sandbox.internet,
-            team_id: sandbox.team_id,
-            generation: Some(placement.generation),
-            advertise_addr: Some(placement.advertise_addr),
-            last_heartbeat_ms: Some(placed.last_heartbeat_ms),
-        }))
-    }
-
     /// Sandbox `id`, if `access` sees it (another team's is not found, like one that
     /// does not exist).
     pub async fn get(&self, access: &Access, id: &str) -> Result<SandboxView, SandboxError> {
@@ -551,7 +394,13 @@ impl Sandboxes {
 impl Sandboxes {
     /// Best effort, in the background: destroys `sandbox_id` on a worker after a failed
     /// spawn. Whatever is missed there, reconciliation of the worker's inventory catches.
-    fn abandon_on_worker(&self, sandbox_id: &str, worker_id: &str, address: &str, generation: i64) {
+    pub(super) fn abandon_on_worker(
+        &self,
+        sandbox_id: &str,
+        worker_id: &str,
+        address: &str,
+        generation: i64,
+    ) {
         let Ok(client) = self.workers.client(worker_id, address) else {
             return;
         };
@@ -569,7 +418,7 @@ impl Sandboxes {
 }
 
 /// The outcome of work spawned so that it outlives its caller.
-async fn finish_detached<T>(
+pub(super) async fn finish_detached<T>(
     task: tokio::task::JoinHandle<Result<T, SandboxError>>,
 ) -> Result<T, SandboxError> {
     match task.await {
@@ -595,7 +444,7 @@ pub(super) fn lease_route(row: &crate::store::SandboxRow) -> Option<Route> {
 }
 
 /// `sbx-` and 16 hex digits.
-fn new_sandbox_id() -> String {
+pub(super) fn new_sandbox_id() -> String {
     format!("sbx-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 

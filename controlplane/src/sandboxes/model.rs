@@ -175,6 +175,9 @@ pub struct Launch {
     pub secrets: crate::workers::model::SecretEnv,
     /// Companion containers on the sandbox's network.
     pub services: Vec<crate::workers::model::ServiceSpec>,
+    /// The image to build on the worker first (packages, on_create); the spawn then
+    /// runs the built image.
+    pub build: Option<crate::workers::model::ImageBuild>,
 }
 
 impl CreateSandbox {
@@ -358,6 +361,16 @@ pub struct SandboxView {
     #[serde(skip_serializing_if = "String::is_empty")]
     #[schema(required = false)]
     pub template: String,
+    /// The startup phase it is in (`scheduled`, `building image`, `starting
+    /// services`, `creating`, `on_start`, `ready`); a failed create stays at the
+    /// phase that failed.
+    #[schema(example = "ready")]
+    pub phase: String,
+    /// Its startup phases so far, oldest first, with their times.
+    pub phases: Vec<super::phases::PhaseView>,
+    /// The phases as recorded (for the gRPC edge's times in milliseconds).
+    #[serde(skip)]
+    pub phase_records: Vec<super::phases::PhaseRecord>,
     #[serde(skip)]
     pub created_at_unix: i64,
     #[serde(skip)]
@@ -366,7 +379,14 @@ pub struct SandboxView {
 
 impl From<SandboxRow> for SandboxView {
     fn from(row: SandboxRow) -> Self {
+        let phases = super::phases::read(&row.phases);
         Self {
+            phase: super::phases::current(&phases, row.state.as_str()),
+            phases: phases
+                .iter()
+                .map(super::phases::PhaseRecord::view)
+                .collect(),
+            phase_records: phases,
             metadata: serde_json::from_str(&row.metadata).unwrap_or_default(),
             created_at: rfc3339(row.created_at),
             expires_at: rfc3339(row.expires_at),

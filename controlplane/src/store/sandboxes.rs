@@ -6,7 +6,7 @@ use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite, teams};
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
      s.destroyed_at, s.error, s.internet, s.team_id, l.generation, w.advertise_addr, \
-     w.last_heartbeat_ms";
+     w.last_heartbeat_ms, s.phases";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SandboxRow {
@@ -36,6 +36,8 @@ pub struct SandboxRow {
     pub advertise_addr: Option<String>,
     /// When the lease holder last heartbeated (unix ms).
     pub last_heartbeat_ms: Option<i64>,
+    /// Its startup phases, a JSON list (see `sandboxes::phases`).
+    pub phases: String,
 }
 
 #[derive(Debug, Clone)]
@@ -608,6 +610,18 @@ impl Store {
             Pool::Sqlite(connections) => sqlite::mark_running(connections, id, vm_id, now_ms).await,
             Pool::Postgres(pool) => postgres::mark_running(pool, id, vm_id, now_ms).await,
         }
+    }
+
+    /// Records a sandbox's startup phases (a JSON list), whatever its state.
+    pub async fn set_sandbox_phases(&self, id: &str, phases: &str) -> Result<(), StoreError> {
+        with_write_pool!(self, |pool| {
+            sqlx::query("UPDATE sandboxes SET phases = $1 WHERE id = $2")
+                .bind(phases)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Ends a sandbox (`destroyed` or `error`): its lease is released and its worker's

@@ -14,12 +14,13 @@ use crate::sandboxes::{CreateRequest, SandboxSettings};
 /// Fields of podspawn's Podfile that a template will take but this control plane does
 /// not run yet; a document naming one is refused rather than half obeyed.
 const NOT_YET: &[(&str, &str)] = &[
-    ("packages", "packages installed into a built image"),
-    ("on_create", "an on_create hook run when the image is built"),
     ("shell", "a login shell"),
     ("ports", "declared preview ports"),
     ("workdir", "a working directory"),
 ];
+
+/// The most packages a template installs.
+const MAX_PACKAGES: usize = 128;
 
 /// The most companion services a template has.
 const MAX_SERVICES: usize = 8;
@@ -66,6 +67,27 @@ pub struct TemplateSpec {
     /// workers only).
     #[serde(default, deserialize_with = "or_default")]
     pub services: Vec<ServiceDoc>,
+    /// Packages installed into the image by the image's own package manager (apk,
+    /// apt-get, dnf, microdnf or yum), named as it spells them. With `on_create`, the
+    /// worker builds the image once and reuses it (see `on_create`).
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schema(required = false)]
+    pub packages: Vec<String>,
+    /// A shell script run as root when the image is built, after `packages`: the
+    /// worker commits the result as an image named by the hash of the base, the
+    /// packages and this script, builds it at the first create on that worker and
+    /// reuses it after (a change to any of the three builds again).
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    #[schema(required = false)]
+    pub on_create: String,
     /// A shell script run in the sandbox after it is made, before it is running; a
     /// non-zero exit fails the create.
     #[serde(default, deserialize_with = "or_default")]
@@ -164,7 +186,7 @@ impl TemplateSpec {
                 return Err(TemplateError::Invalid(format!(
                     "template field `{field}` ({what}) is not supported yet; this control \
                      plane runs image, memory_mb, vcpus, ttl, provider, metadata, env, \
-                     secrets, on_start and internet"
+                     secrets, services, packages, on_create, on_start and internet"
                 )));
             }
             fields.remove(*field);
@@ -286,7 +308,35 @@ impl TemplateSpec {
                 "on_start is at most {MAX_SCRIPT} bytes, without NUL"
             ));
         }
+        if self.on_create.len() > MAX_SCRIPT || self.on_create.contains('\0') {
+            return bad(format!(
+                "on_create is at most {MAX_SCRIPT} bytes, without NUL"
+            ));
+        }
+        if self.packages.len() > MAX_PACKAGES {
+            return bad(format!(
+                "a template installs at most {MAX_PACKAGES} packages"
+            ));
+        }
+        if let Some(package) = self.packages.iter().find(|p| !valid_package(p)) {
+            return bad(format!(
+                "package {package:?}: letters, digits and + - . _ : = ~ @ /, starting with a \
+                 letter or digit"
+            ));
+        }
         Ok(())
+    }
+
+    /// The image a worker builds for this template on `base`, if it installs packages
+    /// or has an `on_create`.
+    pub fn build(&self, base: &str) -> Option<crate::workers::model::ImageBuild> {
+        (!self.packages.is_empty() || !self.on_create.is_empty()).then(|| {
+            crate::workers::model::ImageBuild {
+                base: base.to_owned(),
+                packages: self.packages.clone(),
+                on_create: self.on_create.clone(),
+            }
+        })
     }
 
     /// The create fields this template sets, as a create request naming them would.
@@ -318,6 +368,16 @@ pub fn valid_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 63
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A package name as package managers spell them, and nothing a shell would read
+/// (the worker checks it again).
+fn valid_package(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._:=~@/".contains(c))
 }
 
 fn valid_service_name(name: &str) -> bool {
@@ -385,14 +445,14 @@ mod tests {
 
     #[test]
     fn fields_not_run_yet_and_unknown_fields_are_refused_by_name() {
-        let err = TemplateSpec::parse(json!({"name": "x", "packages": ["git"]}), None, &settings())
+        let err = TemplateSpec::parse(json!({"name": "x", "workdir": "/src"}), None, &settings())
             .unwrap_err();
-        assert!(err.to_string().contains("`packages`"), "{err}");
+        assert!(err.to_string().contains("`workdir`"), "{err}");
         let err = TemplateSpec::parse(json!({"name": "x", "on_star": "x"}), None, &settings())
             .unwrap_err();
         assert!(err.to_string().contains("on_star"), "{err}");
         // null for a field not run yet is as good as absent
-        TemplateSpec::parse(json!({"name": "x", "packages": null}), None, &settings()).unwrap();
+        TemplateSpec::parse(json!({"name": "x", "shell": null}), None, &settings()).unwrap();
     }
 
     #[test]
@@ -429,6 +489,9 @@ mod tests {
                 json!({"name": "x", "env": {"A": "1"}, "secrets": ["A"]}),
                 "both an env",
             ),
+            (json!({"name": "x", "packages": ["git; reboot"]}), "package"),
+            (json!({"name": "x", "packages": ["-y"]}), "package"),
+            (json!({"name": "x", "packages": "git"}), "not a template"),
         ] {
             let err = TemplateSpec::parse(document.clone(), None, &settings()).unwrap_err();
             assert!(err.to_string().contains(needle), "{document}: {err}");
@@ -449,6 +512,27 @@ mod tests {
         assert_eq!(spec.services[0].command, ["sh", "-c", "httpd -f -p 8080"]);
         assert_eq!(spec.services[1].command, ["postgres", "-c", "fsync=off"]);
         assert_eq!(spec.services[1].env["PGPORT"], "5432");
+    }
+
+    #[test]
+    fn packages_or_on_create_make_a_build_and_leave_older_hashes_alone() {
+        let plain = TemplateSpec::parse(json!({"name": "x", "image": "alpine"}), None, &settings())
+            .unwrap();
+        assert_eq!(plain.build("alpine"), None);
+        // absent build fields do not serialise: a template saved before they existed
+        // keeps its content hash
+        assert!(!serde_json::to_string(&plain).unwrap().contains("packages"));
+        let built = TemplateSpec::parse(
+            json!({"name": "x", "packages": ["git", "nodejs@22"], "on_create": "make\n"}),
+            None,
+            &settings(),
+        )
+        .unwrap();
+        let build = built.build("ubuntu:24.04").unwrap();
+        assert_eq!(build.base, "ubuntu:24.04");
+        assert_eq!(build.packages, ["git", "nodejs@22"]);
+        assert_eq!(build.on_create, "make\n");
+        assert_ne!(plain.content_hash(), built.content_hash());
     }
 
     #[test]

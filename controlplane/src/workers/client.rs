@@ -19,7 +19,8 @@ use tonic::transport::Channel;
 use super::RemoteError;
 use super::error::is_transport_failure;
 use super::model::{
-    ExecEvent, ExecOutcome, ExecRequest, FileInfo, LogLine, ProviderHealth, SpawnSpec, Spawned,
+    BuiltImage, ExecEvent, ExecOutcome, ExecRequest, FileInfo, ImageBuild, LogLine, ProviderHealth,
+    SpawnSpec, Spawned,
 };
 
 pub use ports::{PortConnection, PortIo};
@@ -125,6 +126,32 @@ impl WorkerClient {
             .into_inner();
         Ok(Spawned {
             vm_id: answer.vm_id,
+            services_ms: answer.services_ms,
+        })
+    }
+
+    /// Builds an image on the worker, or finds it built already.
+    pub async fn build_image(
+        &self,
+        build: ImageBuild,
+        timeout: Duration,
+    ) -> Result<BuiltImage, RemoteError> {
+        let request = pb::BuildImageRequest {
+            base: build.base,
+            packages: build.packages,
+            on_create: build.on_create,
+        };
+        let answer = self
+            .inner
+            .clone()
+            .build_image(timed(request, timeout))
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(BuiltImage {
+            image: answer.image,
+            built: answer.built,
+            build_ms: answer.build_ms,
         })
     }
 

@@ -53,6 +53,29 @@ impl std::fmt::Debug for SecretEnv {
 pub struct Spawned {
     /// The provider's own handle (container id, ...).
     pub vm_id: String,
+    /// How long of the spawn went to starting companion services (0: none).
+    pub services_ms: u64,
+}
+
+/// An image a worker builds from a base image: packages installed, then a script run,
+/// the result committed under a tag named by the content hash of all three, so a build
+/// happens once per worker and every later spawn reuses it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageBuild {
+    pub base: String,
+    pub packages: Vec<String>,
+    pub on_create: String,
+}
+
+/// What a worker's build answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The tag a spawn names (`berth/built:<hash>`).
+    pub image: String,
+    /// False when the worker had it already (reused).
+    pub built: bool,
+    /// How long the build took (0 when reused).
+    pub build_ms: u64,
 }
 
 /// How one of a worker's providers says it is.

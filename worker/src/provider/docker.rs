@@ -21,6 +21,7 @@
 //! `scripts` (the `sh` run inside sandboxes).
 
 pub(crate) mod archive;
+mod build;
 mod config;
 mod engine;
 mod exec;
@@ -53,8 +54,8 @@ pub use subnets::Ipv4Net;
 
 use super::paths::{WORKSPACE, normalize_in};
 use super::{
-    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Process, ProcessSpec, Provider,
-    ProviderError, ProviderHealth, SandboxInfo, SandboxSpec,
+    BuiltImage, ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, ImageBuild, LogLine, Process,
+    ProcessSpec, Provider, ProviderError, ProviderHealth, SandboxInfo, SandboxSpec,
 };
 use engine::Engine;
 use exec::{Attach, Command};
@@ -80,6 +81,8 @@ pub struct DockerProvider {
     firewall: HostFirewall,
     /// Stops sandboxes whose `/workspace` grew past the limit.
     workspace_watch: workspace_watch::WorkspaceWatch,
+    /// Image builds in flight, one per tag.
+    builds: build::Builds,
 }
 
 /// Sandbox ids with a spawn in flight (counted: two spawns of one id may overlap).
@@ -162,6 +165,7 @@ impl DockerProvider {
             tasks: TaskTracker::new(),
             spawning: Spawning::default(),
             subnet_lock: tokio::sync::Mutex::new(()),
+            builds: build::Builds::default(),
         }
     }
 
@@ -186,6 +190,15 @@ impl DockerProvider {
             }
             Err(err) => {
                 tracing::warn!(worker_id = %self.worker_id, error = %err, "cannot sweep sandbox networks")
+            }
+        }
+        match build::sweep_build_containers(&docker, &self.worker_id).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(worker_id = %self.worker_id, removed, "removed the containers of image builds cut off")
+            }
+            Err(err) => {
+                tracing::warn!(worker_id = %self.worker_id, error = %err, "cannot sweep image build containers")
             }
         }
     }
@@ -328,6 +341,22 @@ impl Provider for DockerProvider {
     async fn shutdown(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+
+    async fn build_image(&self, build: &ImageBuild) -> Result<BuiltImage, ProviderError> {
+        let docker = self.docker().await?;
+        // no base: this worker's default image, named in the tag like any other
+        let build = ImageBuild {
+            base: if build.base.is_empty() {
+                self.config.default_image.clone()
+            } else {
+                build.base.clone()
+            },
+            ..build.clone()
+        };
+        self.spawner(&docker)
+            .build_image(&self.builds, &self.tasks, &build)
+            .await
     }
 
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {

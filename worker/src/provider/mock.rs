@@ -30,8 +30,9 @@ use tokio_util::task::TaskTracker;
 
 use super::paths::{WORKSPACE, normalize_in};
 use super::{
-    ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, LogLine, Process, ProcessSpec, Provider,
-    ProviderError, ProviderHealth, SandboxInfo, SandboxSpec, SandboxState, process,
+    BuiltImage, ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, ImageBuild, LogLine, Process,
+    ProcessSpec, Provider, ProviderError, ProviderHealth, SandboxInfo, SandboxSpec, SandboxState,
+    process,
 };
 use console::Console;
 use fs::MemFs;
@@ -50,6 +51,11 @@ pub struct MockProvider {
     shutdown: CancellationToken,
     /// Commands whose task has not ended yet.
     running: Arc<AtomicUsize>,
+    /// Built images by tag: the filesystem a build's `on_create` left, which a
+    /// sandbox of that image starts with.
+    images: Mutex<HashMap<String, MemFs>>,
+    /// Held by a build, so concurrent builds of one tag run once.
+    building: tokio::sync::Mutex<()>,
 }
 
 /// One sandbox's state.
@@ -82,6 +88,7 @@ impl Sandbox {
             } else {
                 SandboxState::Running
             },
+            services_ms: 0,
         }
     }
 
@@ -113,7 +120,27 @@ impl MockProvider {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             running: Arc::default(),
+            images: Mutex::default(),
+            building: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Forgets a built image (as if removed from an engine): the next build of its
+    /// tag runs again.
+    pub fn remove_image(&self, image: &str) -> bool {
+        self.images
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(image)
+            .is_some()
+    }
+
+    fn built(&self, image: &str) -> Option<MemFs> {
+        self.images
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(image)
+            .cloned()
     }
 
     fn sandbox(&self, sandbox_id: &str) -> Result<Arc<Sandbox>, ProviderError> {
@@ -213,6 +240,71 @@ impl Provider for MockProvider {
         }
     }
 
+    /// A build runs `on_create` in a scratch sandbox of the base and keeps the
+    /// filesystem it leaves; packages cannot be installed into memory and are refused.
+    async fn build_image(&self, build: &ImageBuild) -> Result<BuiltImage, ProviderError> {
+        if !build.packages.is_empty() {
+            return Err(ProviderError::InvalidArgument(
+                "the mock provider installs no packages; use the docker provider".into(),
+            ));
+        }
+        let tag = build.tag();
+        let _building = self.building.lock().await;
+        if self.built(&tag).is_some() {
+            return Ok(BuiltImage {
+                image: tag,
+                built: false,
+                build_ms: 0,
+            });
+        }
+        let began = std::time::Instant::now();
+        let scratch = format!("build-{}", tag.rsplit(':').next().unwrap_or_default());
+        self.spawn(SandboxSpec {
+            sandbox_id: scratch.clone(),
+            image: build.base.clone(),
+            vcpus: 1,
+            memory_mb: 0,
+            env: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            internet: false,
+            services: Vec::new(),
+        })
+        .await?;
+        let ran = self
+            .exec(
+                &scratch,
+                ExecSpec {
+                    command: build.on_create.clone(),
+                    args: Vec::new(),
+                    mode: ExecMode::Shell,
+                    env: BTreeMap::new(),
+                    workdir: None,
+                    timeout: std::time::Duration::from_secs(60),
+                },
+                64 << 10,
+            )
+            .await;
+        let fs = self.sandbox(&scratch).map(|sandbox| sandbox.fs().clone());
+        self.destroy(&scratch).await?;
+        let ran = ran?;
+        if ran.exit_code != 0 {
+            return Err(ProviderError::BuildFailed(format!(
+                "building the image failed: on_create exited with {}: {}",
+                ran.exit_code,
+                String::from_utf8_lossy(&ran.stderr).trim()
+            )));
+        }
+        self.images
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tag.clone(), fs?);
+        Ok(BuiltImage {
+            image: tag,
+            built: true,
+            build_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {
         if spec.sandbox_id.is_empty() {
             return Err(ProviderError::InvalidArgument("empty sandbox id".into()));
@@ -229,10 +321,21 @@ impl Provider for MockProvider {
         if sandboxes.contains_key(&spec.sandbox_id) {
             return Err(ProviderError::SandboxExists(spec.sandbox_id));
         }
+        let fs = if spec.image.starts_with(super::BUILT_REPOSITORY) {
+            self.built(&spec.image).ok_or_else(|| {
+                ProviderError::InvalidArgument(format!(
+                    "image {:?} is not built on this worker; the next create from its \
+                     template builds it",
+                    spec.image
+                ))
+            })?
+        } else {
+            MemFs::new()
+        };
         let destroyed = self.shutdown.child_token();
         let sandbox = Sandbox {
             id: spec.sandbox_id.clone(),
-            fs: Mutex::new(MemFs::new()),
+            fs: Mutex::new(fs),
             console: Console::new(),
             listeners: serve::Listeners::default(),
             run: Mutex::new(destroyed.child_token()),

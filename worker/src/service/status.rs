@@ -24,6 +24,7 @@ pub fn provider_codes(err: &ProviderError) -> (Code, ErrorCode) {
         | ProviderError::DirectoryNotEmpty(_)
         | ProviderError::InvalidPath { .. }
         | ProviderError::InvalidArgument(_)
+        | ProviderError::BuildFailed(_)
         | ProviderError::ImageUnavailable { .. } => (Code::InvalidArgument, ErrorCode::BadRequest),
         ProviderError::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
         ProviderError::Stopped(_) => (Code::FailedPrecondition, ErrorCode::Conflict),

@@ -47,6 +47,20 @@ fn sandbox_message(view: SandboxView) -> pb::Sandbox {
         internet: view.internet,
         tenant_id: view.tenant_id,
         preview_domain: view.preview_domain,
+        phase: view.phase,
+        phases: view
+            .phase_records
+            .into_iter()
+            .map(|phase| pb::SandboxPhase {
+                status: phase.status().to_owned(),
+                name: phase.name,
+                started_at_ms: phase.started_ms,
+                ended_at_ms: phase.ended_ms.unwrap_or(0),
+                detail: phase.detail,
+                error: phase.error,
+            })
+            .collect(),
+        error: view.error,
     }
 }
 

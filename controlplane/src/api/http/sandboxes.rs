@@ -1,24 +1,31 @@
 //! `/api/v1/sandboxes`: create, list, get, destroy, extend, prune and admission, in
-//! StacyVM's shapes; and stop and start.
+//! StacyVM's shapes; and stop, start and the event stream.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use super::schemas::{Admission, ErrorBody, Pruned, StatusBody};
 use super::{Authorized, JsonBody, Path, Query, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
-use crate::sandboxes::{CreateRequest, PruneSelection, SandboxError, SandboxView};
+use crate::sandboxes::{CreateRequest, PruneSelection, SandboxError, SandboxEvent, SandboxView};
 use crate::teams::Access;
 use crate::templates;
 
-/// Creates a sandbox on a worker that can hold it (write scope).
+/// Creates a sandbox on a worker that can hold it (write scope). The answer comes
+/// once it is running; with `Prefer: respond-async`, as soon as it is placed (202,
+/// state `creating`), its phases then followed on `GET /api/v1/sandboxes/{id}/events`.
 #[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
     params(("X-User-Id" = Option<String>, Header, description = "The owner when the body names none"),
-        ("X-Tenant-Id" = Option<String>, Header, description = "The team to create in (a cluster key; a team key may only name its own)")), request_body = CreateRequest, responses(
+        ("X-Tenant-Id" = Option<String>, Header, description = "The team to create in (a cluster key; a team key may only name its own)"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer once placed (202), not once running")), request_body = CreateRequest, responses(
     (status = 201, description = "Created", body = SandboxView),
+    (status = 202, description = "Placed; creating in the background (Prefer: respond-async)", body = SandboxView),
     (status = 400, description = "A bad body", body = ErrorBody),
     (status = 403, description = "X-Tenant-ID or owner_id beyond what the key may act for", body = ErrorBody),
     (status = 404, description = "X-Tenant-ID names no team", body = ErrorBody),
@@ -29,6 +36,7 @@ pub async fn create(
     Authorized { access, .. }: Authorized<WriteScope>,
     State(state): State<ApiState>,
     audit: AuditSlot,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
     let request = templates::create_request(
@@ -47,9 +55,73 @@ pub async fn create(
             request.image, request.provider, request.template, request.launch.template_version
         )
     });
+    if prefers_async(&headers) {
+        let sandbox = state.sandboxes.create_in_background(request).await?;
+        audit.sandbox(&sandbox.id);
+        return Ok((StatusCode::ACCEPTED, Json(sandbox)));
+    }
     let sandbox = state.sandboxes.create(request).await?;
     audit.sandbox(&sandbox.id);
     Ok((StatusCode::CREATED, Json(sandbox)))
+}
+
+/// Whether a `Prefer` header (RFC 7240) asks for `respond-async`.
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| {
+            preference
+                .split(';')
+                .next()
+                .is_some_and(|token| token.trim().eq_ignore_ascii_case("respond-async"))
+        })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Keep the stream open for what happens next, until the sandbox is destroyed
+    /// (default true); false: what happened so far, then the end.
+    #[serde(default)]
+    pub follow: Option<bool>,
+}
+
+/// The sandbox's events as NDJSON: each startup phase as it starts and ends
+/// (`{"type":"phase","phase":"building image","status":"started"|"succeeded"|"failed",…}`)
+/// and each change of state (`{"type":"state","state":"running",…}`); what happened
+/// so far first (read scope).
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/events", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Sandbox id"), EventsQuery), responses(
+    (status = 200, description = "Events, one JSON object a line", content((SandboxEvent = "application/x-ndjson"))),
+    (status = 400, description = "A bad query", body = ErrorBody),
+    (status = 404, description = "No such sandbox", body = ErrorBody),
+))]
+pub async fn events(
+    Authorized { access, .. }: Authorized<ReadScope>,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let events = state
+        .sandboxes
+        .events(&access, &id, query.follow.unwrap_or(true))
+        .await?;
+    let body = events.map(|event| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(line)
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// Whether a create would be admitted now, without creating anything (read scope).
@@ -233,4 +305,26 @@ pub async fn start(
     let on_start =
         templates::on_start_of(&state.store, &sandbox.tenant_id, &sandbox.template).await?;
     Ok(Json(state.sandboxes.start(&access, &id, &on_start).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn respond_async_is_read_from_any_prefer_header() {
+        let prefer = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("prefer", value.parse().unwrap());
+            }
+            super::prefers_async(&headers)
+        };
+        assert!(prefer(&["respond-async"]));
+        assert!(prefer(&["return=minimal, Respond-Async; wait=10"]));
+        assert!(prefer(&["return=minimal", "respond-async"]));
+        assert!(!prefer(&[]));
+        assert!(!prefer(&["return=representation"]));
+        assert!(!prefer(&["respond-asynchronously"]));
+    }
 }

@@ -7,20 +7,23 @@
 //! - `GET /api/v1/templates[/{name}]`, `DELETE /api/v1/templates/{name}`.
 //! - `POST /api/v1/templates/{name}/spawn` creates a sandbox from it; an optional body
 //!   (a create request) overrides what it may.
+//! - `POST /api/v1/templates/{name}/prebuild` builds its image on the workers now.
 //!
 //! Reading takes the read scope; saving, deleting and spawning the write scope.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::schemas::{ErrorBody, StatusBody};
 use super::{Authorized, Path, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
-use crate::sandboxes::{CreateRequest, SandboxView};
+use crate::sandboxes::{CreateRequest, PrebuildEvent, SandboxView};
 use crate::templates::{self, Saved, TemplateSpec, TemplateView};
 
 /// The body as a document: YAML when the content type says so, else JSON.
@@ -147,6 +150,65 @@ pub async fn delete(
     audit.detail(format!("template={name}"));
     templates::delete(&state.store, &access, &name).await?;
     Ok(Json(StatusBody::new("deleted")))
+}
+
+/// What a prebuild builds on: every worker the team's creates could land on, or these.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuildRequest {
+    /// Worker ids; absent or empty: every one.
+    #[serde(default)]
+    pub workers: Vec<String>,
+}
+
+/// Builds the template's image (its `packages` and `on_create`) on the workers now,
+/// so no create waits for it (write scope). NDJSON, a line per worker as its build
+/// starts (`building`) and ends (`built`, `reused` or `failed`, with the image tag,
+/// the time and the error).
+#[utoipa::path(post, path = "/api/v1/templates/{name}/prebuild", tag = "templates", security(("api_key" = []), ("bearer" = [])),
+    params(("name" = String, Path, description = "Template name")),
+    request_body(content = Option<PrebuildRequest>, content_type = "application/json"), responses(
+    (status = 200, description = "Each worker's progress, a JSON object a line", content((PrebuildEvent = "application/x-ndjson"))),
+    (status = 400, description = "A bad body, or a template with nothing to build", body = ErrorBody),
+    (status = 404, description = "No such template in the team", body = ErrorBody),
+    (status = 429, description = "No worker to build on", body = ErrorBody),
+))]
+pub async fn prebuild(
+    Authorized { access, .. }: Authorized<WriteScope>,
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    audit: AuditSlot,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: PrebuildRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PrebuildRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| {
+            ApiError::bad_request(format!("the body is not a prebuild request: {err}"))
+        })?
+    };
+    audit.detail(format!("template={name}"));
+    let events = templates::prebuild(
+        &state.store,
+        &state.sandboxes,
+        &access,
+        &name,
+        &request.workers,
+    )
+    .await?;
+    let body = events.map(|event| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(line)
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// Creates a sandbox from a template (write scope); an optional create request in the

@@ -111,6 +111,7 @@ pub fn info_of(sandbox_id: &str, container: &ContainerInspectResponse) -> Sandbo
         sandbox_id: sandbox_id.to_owned(),
         vm_id: container.id.clone().unwrap_or_default(),
         state: state_of(status),
+        services_ms: 0,
     }
 }
 
@@ -167,6 +168,7 @@ pub async fn list(docker: &Docker, worker_id: &str) -> Result<Vec<SandboxInfo>, 
                 sandbox_id: labels.get(LABEL_SANDBOX)?.clone(),
                 vm_id: container.id.clone().unwrap_or_default(),
                 state: summary_state(container.state),
+                services_ms: 0,
             })
         })
         .collect();

@@ -24,7 +24,7 @@ use super::scripts;
 use super::services;
 use super::subnets::{self, Ipv4Net};
 use crate::provider::paths::WORKSPACE;
-use crate::provider::{ProviderError, SandboxInfo, SandboxSpec};
+use crate::provider::{BUILT_REPOSITORY, ProviderError, SandboxInfo, SandboxSpec};
 
 const MIB: i64 = 1024 * 1024;
 
@@ -75,8 +75,18 @@ impl Spawn<'_> {
             .network(sandbox_id, spec.internet, with_services)
             .await?;
         let made = async {
+            let began = std::time::Instant::now();
             self.start_services(spec, &network).await?;
-            self.create_and_start(spec, image, &network).await
+            let services_ms = if spec.services.is_empty() {
+                0
+            } else {
+                u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX)
+            };
+            let info = self.create_and_start(spec, image, &network).await?;
+            Ok(SandboxInfo {
+                services_ms,
+                ..info
+            })
         }
         .await;
         match made {
@@ -134,6 +144,19 @@ impl Spawn<'_> {
 
     /// Makes `image` present as the pull policy says.
     pub(super) async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
+        if image.starts_with(BUILT_REPOSITORY) {
+            // built here, never pulled: a missing one was removed since its build
+            return match self.docker.inspect_image(image).await {
+                Ok(_) => Ok(()),
+                Err(err) if status_of(&err) == Some(404) => Err(self.image_unavailable(
+                    image,
+                    "a built image, removed since it was built; the next create from its \
+                     template builds it again"
+                        .into(),
+                )),
+                Err(err) => Err(engine_error("inspect the image", err)),
+            };
+        }
         if self.config.pull_policy != PullPolicy::Always {
             match self.docker.inspect_image(image).await {
                 Ok(_) => return Ok(()),

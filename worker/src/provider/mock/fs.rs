@@ -56,7 +56,7 @@ impl Node {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MemFs {
     nodes: BTreeMap<String, Node>,
 }
