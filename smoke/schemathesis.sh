@@ -66,8 +66,9 @@ key=$(cat "$work/data/admin.key")
 # - POST /workers/{id}/cordon and /drain: they take the only worker out of service (a
 #   drain also destroys its sandboxes), after which /ready and creates answer 503 by
 #   design, which the not_a_server_error check counts as a failure.
-# - GET /sandboxes/{id}/logs: with follow=true the answer is a stream that only ends
-#   when the sandbox does, which would hold a check open until the time limit.
+# - GET /sandboxes/{id}/logs and /events: with follow=true the answer is a stream that
+#   only ends when the sandbox does, which would hold a check open until the time
+#   limit.
 # The stateful phase is not run: the description declares no links between operations.
 status=0
 # (run from the temp dir: schemathesis keeps a cache in its working directory)
@@ -81,6 +82,7 @@ status=0
     --exclude-path /api/v1/workers/{id}/cordon \
     --exclude-path /api/v1/workers/{id}/drain \
     --exclude-path /api/v1/sandboxes/{id}/logs \
+    --exclude-path /api/v1/sandboxes/{id}/events \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
     --request-timeout 30 \
     --workers 2 \

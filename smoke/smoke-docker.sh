@@ -3,8 +3,9 @@
 # and `berth worker --provider docker` processes on a real engine, with the test image
 # built locally (no registry). It checks what is provider-specific: a container-backed
 # sandbox created, exec'd (exit code, stderr apart, streamed), a 5 MB file through the
-# archive API, listing, the console log, destroy removing container and network, and
-# the worker's containers gone at the end. Without an engine it skips visibly, unless
+# archive API, listing, the console log, destroy removing container and network, a
+# worker killed mid image build (its build container removed at its restart), and the
+# worker's containers gone at the end. Without an engine it skips visibly, unless
 # BERTH_REQUIRE_DOCKER=1, when it fails.
 set -euo pipefail
 
@@ -85,11 +86,15 @@ step "starting berth serve and a docker worker ($worker_id, image $image)"
 pids+=($!)
 wait_for "the control plane" curl -fsS "$BERTH_API_URL/api/v1/health"
 "$BERTH" token create --worker-id "$worker_id" --ttl 10m >"$work/token" 2>/dev/null
-"$BERTH" worker --config config/worker.yaml --control-plane "https://127.0.0.1:$mesh_port" \
-    --listen "127.0.0.1:$worker_port" --data-dir "$work/worker" --join-token-file "$work/token" \
-    --provider docker --docker-default-image "$image" \
-    --heartbeat-interval 500ms >>"$work/worker.log" 2>&1 &
-pids+=($!)
+start_worker() {
+    "$BERTH" worker --config config/worker.yaml --control-plane "https://127.0.0.1:$mesh_port" \
+        --listen "127.0.0.1:$worker_port" --data-dir "$work/worker" --join-token-file "$work/token" \
+        --provider docker --docker-default-image "$image" \
+        --heartbeat-interval 500ms >>"$work/worker.log" 2>&1 &
+    worker_pid=$!
+    pids+=("$worker_pid")
+}
+start_worker
 worker_ready() { curl -fsS "$BERTH_API_URL/api/v1/ready" >/dev/null; }
 wait_for "the docker worker ready" worker_ready
 
@@ -120,6 +125,36 @@ step "destroy removes the container and its network"
 "$BERTH" sandbox destroy "$sandbox" 2>/dev/null
 [[ -z $(docker ps -aq --filter "label=berth.sandbox=$sandbox") ]] || fail "the container is still there"
 [[ -z $(docker network ls -q --filter "label=berth.sandbox=$sandbox") ]] || fail "the network is still there"
+
+step "a worker killed mid-build: the build's container goes at its restart, the create fails at its phase"
+cat >"$work/slow.yaml" <<YAML
+on_create: |
+  echo $worker_id > /built-by; sleep 120
+YAML
+"$BERTH" templates apply -f "$work/slow.yaml" --name slow-build >/dev/null
+"$BERTH" sandbox create --template slow-build --ttl 10m >"$work/slow.out" 2>&1 &
+create_pid=$!
+build_container() { [[ -n $(docker ps -q --filter label=berth.built --filter "label=berth.worker=$worker_id") ]]; }
+wait_for "the build's container" build_container
+building=$("$BERTH" sandbox list -o json | python3 -c 'import json,sys; print(next(s["id"] for s in json.load(sys.stdin) if s.get("template") == "slow-build"))')
+[[ $("$BERTH" sandbox get "$building" -o json | json_field phase) == "building image" ]] \
+    || fail "the sandbox is not at its building image phase"
+kill -KILL "$worker_pid"
+wait "$worker_pid" 2>/dev/null || true
+alive=()
+for pid in "${pids[@]}"; do [[ $pid == "$worker_pid" ]] || alive+=("$pid"); done
+pids=("${alive[@]}")
+wait "$create_pid" 2>/dev/null && fail "the create of a sandbox whose worker died succeeded"
+grep -q "sandbox $building failed" "$work/slow.out" || fail "the failed create does not name its sandbox: $(cat "$work/slow.out")"
+start_worker
+wait_for "the docker worker ready again" worker_ready
+no_build_container() { ! build_container && [[ -z $(docker ps -aq --filter label=berth.built --filter "label=berth.worker=$worker_id") ]]; }
+wait_for "the cut-off build's container removed" no_build_container
+sandbox_json=$("$BERTH" sandbox get "$building" -o json)
+[[ $(json_field state <<<"$sandbox_json") == error ]] || fail "the sandbox is not in error: $sandbox_json"
+[[ $(json_field phase <<<"$sandbox_json") == "building image" ]] || fail "the failed phase is not kept: $sandbox_json"
+"$BERTH" sandbox destroy "$building" 2>/dev/null
+"$BERTH" templates delete slow-build --yes >/dev/null
 
 step "stopping"
 for pid in "${pids[@]}"; do kill -TERM "$pid"; wait "$pid" || fail "a process did not exit cleanly"; done

@@ -33,8 +33,13 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// Whether `err` comes from writing to a closed stdout.
+/// Whether `err` comes from writing to a closed stdout. A connection's broken pipe
+/// (the control plane closed an upload it refused) comes wrapped in the HTTP client's
+/// error, and is an error like any other.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    if err.chain().any(|cause| cause.is::<reqwest::Error>()) {
+        return false;
+    }
     err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()

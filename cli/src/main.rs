@@ -11,6 +11,7 @@ mod contexts;
 mod copy;
 mod exit;
 mod ids;
+mod images;
 mod keys;
 mod logging;
 mod output;
@@ -122,7 +123,14 @@ enum Command {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
     },
-    /// Templates: named environments sandboxes are made from (apply, list, get, delete).
+    /// Images on the docker workers: push one from this machine, through the control
+    /// plane (for workers without a registry).
+    Images {
+        #[command(subcommand)]
+        command: images::ImagesCommand,
+    },
+    /// Templates: named environments sandboxes are made from (apply, list, get,
+    /// prebuild, delete).
     Templates {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
@@ -196,6 +204,7 @@ fn main() -> std::process::ExitCode {
             Command::SshKeys { command } => ssh_keys::run(command).await,
             Command::Templates { command } => templates::run(command).await,
             Command::Secrets { command } => secrets::run(command).await,
+            Command::Images { command } => images::run(command).await,
             Command::Teams { command } => teams::run(command).await,
             Command::Users { command } => users::run(command).await,
             Command::Quota(args) => quota::run(args).await,

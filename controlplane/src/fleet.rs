@@ -4,6 +4,7 @@
 
 mod enrollment;
 mod heartbeats;
+mod images;
 mod join_tokens;
 pub mod labels;
 mod providers;
@@ -16,6 +17,7 @@ pub use enrollment::{
     CheckedEnrollment, Credential, EnrollmentGrant, EnrollmentRequest, WorkerDescription,
 };
 pub use heartbeats::{HeartbeatAck, HeartbeatReport};
+pub use images::{MAX_ARCHIVE_BYTES, PushEvent};
 pub use join_tokens::{IssuedJoinToken, JoinTokenRequest};
 pub use providers::{PROVIDER_TEST_TIMEOUT, ProviderSummary};
 pub use workers::{DrainView, ProviderStatus, WorkerStatus, WorkerView};

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 pub use calls::ExecCall;
-pub use events::SandboxEvent;
+pub use events::{Follow, SandboxEvent};
 pub use model::{
     CreateRequest, CreateSandbox, FileInfoView, Launch, PruneSelection, SandboxView, parse_timeout,
     parse_ttl, rfc3339, rfc3339_millis,

@@ -366,9 +366,32 @@ async fn a_create_answered_early_is_followed_live_on_its_event_stream() {
         (Some("running"), Some("ready"))
     );
 
-    // a destroy ends a followed stream
+    // followed by default until the create settled: a stream of a ready sandbox ends
+    // after what happened
+    let settled = tokio::time::timeout(
+        Duration::from_secs(10),
+        api.request(reqwest::Method::GET, &format!("/sandboxes/{id}/events"))
+            .send()
+            .await
+            .unwrap()
+            .text(),
+    )
+    .await
+    .expect("the stream of a settled create ends")
+    .unwrap();
+    let settled: Vec<Value> = settled
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(phase_steps(&settled), steps, "{settled:?}");
+    assert_eq!(settled.last().unwrap()["state"], "running", "{settled:?}");
+
+    // follow=true: until the sandbox is destroyed
     let stream = api
-        .request(reqwest::Method::GET, &format!("/sandboxes/{id}/events"))
+        .request(
+            reqwest::Method::GET,
+            &format!("/sandboxes/{id}/events?follow=true"),
+        )
         .send()
         .await
         .unwrap();

@@ -28,7 +28,7 @@ const COLLECTION: [(&str, &str); 4] = [
 ];
 
 /// Routes that reach no particular sandbox: the fleet, keys, teams and the API itself.
-const ELSEWHERE: [(&str, &str); 45] = [
+const ELSEWHERE: [(&str, &str); 46] = [
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/health"),
     ("GET", "/api/v1/live"),
@@ -65,6 +65,7 @@ const ELSEWHERE: [(&str, &str); 45] = [
     ("DELETE", "/api/v1/templates/{name}"),
     ("POST", "/api/v1/templates/{name}/spawn"),
     ("POST", "/api/v1/templates/{name}/prebuild"),
+    ("POST", "/api/v1/images/push"),
     ("POST", "/api/v1/teams"),
     ("GET", "/api/v1/teams"),
     ("GET", "/api/v1/teams/{name}"),

@@ -85,6 +85,15 @@ pub struct BuiltImage {
     pub build_ms: u64,
 }
 
+/// What a load of pushed images answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedImages {
+    /// `name:tag` of each image the archive held (the id of an untagged one).
+    pub images: Vec<String>,
+    /// The archive's size.
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxState {
     Running,
@@ -294,6 +303,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug + 'static {
     /// Builds `build` into an image tagged [`ImageBuild::tag`], or answers at once
     /// when it is there already; concurrent builds of one tag run once.
     async fn build_image(&self, build: &ImageBuild) -> Result<BuiltImage, ProviderError>;
+
+    /// Loads the images of a `docker save` archive (`berth images push`); an archive
+    /// that ends with an error loads nothing.
+    async fn load_images(&self, archive: ByteStream) -> Result<LoadedImages, ProviderError>;
 
     /// Removes the sandbox and everything it holds; `Ok` if it is already gone.
     async fn destroy(&self, sandbox_id: &str) -> Result<(), ProviderError>;

@@ -126,31 +126,36 @@ fn file_info(info: crate::provider::FileInfo) -> pb::FileInfo {
     }
 }
 
+/// One message of a chunked upload (a file, an image archive), as [`chunks`] reads it.
+enum Piece {
+    Data(Vec<u8>),
+    End,
+    /// Not data and not the end (a second header, an empty message).
+    Other,
+}
+
 /// The data chunks of an upload, for the provider. The upload is whole only when the
 /// sender's `end` message came: a stream that just stops (tonic ends the request stream
 /// cleanly when the caller cancels the call) is an interrupted upload, and the error
-/// makes the provider drop what it received instead of committing a truncated file.
-fn upload_data<S>(incoming: S) -> crate::provider::ByteStream
+/// makes the provider drop what it received instead of committing a truncated file
+/// (or loading a truncated archive).
+fn chunks<S, M>(incoming: S, piece: fn(M) -> Piece) -> crate::provider::ByteStream
 where
-    S: Stream<Item = Result<pb::WriteFileChunk, Status>> + Send + 'static,
+    S: Stream<Item = Result<M, Status>> + Send + 'static,
+    M: Send + 'static,
 {
     use crate::provider::ProviderError;
-    use pb::write_file_chunk::Part;
-    futures::stream::unfold(Some(Box::pin(incoming)), |incoming| async move {
+    futures::stream::unfold(Some(Box::pin(incoming)), move |incoming| async move {
         let mut incoming = incoming?;
-        let item = match incoming.next().await {
-            Some(Ok(pb::WriteFileChunk {
-                part: Some(Part::Data(data)),
-            })) => return Some((Ok(data), Some(incoming))),
-            Some(Ok(pb::WriteFileChunk {
-                part: Some(Part::End(_)),
-            })) => match incoming.next().await {
+        let item = match incoming.next().await.map(|m| m.map(piece)) {
+            Some(Ok(Piece::Data(data))) => return Some((Ok(data), Some(incoming))),
+            Some(Ok(Piece::End)) => match incoming.next().await {
                 None => return None,
                 Some(_) => Err(ProviderError::InvalidArgument(
                     "nothing may follow the end of an upload".into(),
                 )),
             },
-            Some(Ok(_)) => Err(ProviderError::InvalidArgument(
+            Some(Ok(Piece::Other)) => Err(ProviderError::InvalidArgument(
                 "only data may follow the header".into(),
             )),
             Some(Err(status)) => Err(ProviderError::Unavailable(format!(
@@ -164,6 +169,34 @@ where
         Some((item, None))
     })
     .boxed()
+}
+
+/// A file upload's data (after its header).
+fn upload_data<S>(incoming: S) -> crate::provider::ByteStream
+where
+    S: Stream<Item = Result<pb::WriteFileChunk, Status>> + Send + 'static,
+{
+    use pb::write_file_chunk::Part;
+    chunks(incoming, |message: pb::WriteFileChunk| match message.part {
+        Some(Part::Data(data)) => Piece::Data(data),
+        Some(Part::End(_)) => Piece::End,
+        _ => Piece::Other,
+    })
+}
+
+/// An image archive's data.
+fn archive_data<S>(incoming: S) -> crate::provider::ByteStream
+where
+    S: Stream<Item = Result<pb::ImageArchiveChunk, Status>> + Send + 'static,
+{
+    use pb::image_archive_chunk::Part;
+    chunks(incoming, |message: pb::ImageArchiveChunk| {
+        match message.part {
+            Some(Part::Data(data)) => Piece::Data(data),
+            Some(Part::End(_)) => Piece::End,
+            None => Piece::Other,
+        }
+    })
 }
 
 #[tonic::async_trait]
@@ -241,6 +274,23 @@ impl WorkerService for WorkerGrpc {
             image: built.image,
             built: built.built,
             build_ms: built.build_ms,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(worker_id = %self.runtime.worker_id))]
+    async fn load_images(
+        &self,
+        request: Request<Streaming<pb::ImageArchiveChunk>>,
+    ) -> Result<Response<pb::LoadImagesResponse>, Status> {
+        let loaded = self
+            .runtime
+            .provider
+            .load_images(archive_data(request.into_inner()))
+            .await
+            .map_err(status::from_provider)?;
+        Ok(Response::new(pb::LoadImagesResponse {
+            images: loaded.images,
+            bytes: loaded.bytes,
         }))
     }
 

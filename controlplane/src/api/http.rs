@@ -7,6 +7,7 @@ pub(crate) mod exec;
 mod exec_ws;
 pub(crate) mod files;
 mod health;
+mod images;
 pub(crate) mod keys;
 pub mod openapi;
 mod ports;

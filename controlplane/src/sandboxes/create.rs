@@ -227,6 +227,8 @@ impl Sandboxes {
                 });
             }
         };
+        // recorded before the state moves, so whoever sees `running` sees `ready`
+        placed.phases.ready().await;
         let running = self
             .store
             .mark_sandbox_running(&id, &answer.vm_id, now_ms())
@@ -246,7 +248,6 @@ impl Sandboxes {
             }
             return self.get(&Access::everything(), &id).await;
         }
-        placed.phases.ready().await;
         self.routes().remember(
             &id,
             Route {

@@ -1,8 +1,9 @@
 //! A sandbox's event stream (`GET /api/v1/sandboxes/{id}/events`): each startup
 //! phase as it starts and ends, and each change of state, read from the store, so a
 //! stream on any replica follows a create running on another. What happened before
-//! the stream began comes first; with `follow`, it then polls until the sandbox is
-//! destroyed or the reader goes away.
+//! the stream began comes first; then, as [`Follow`] says, it polls for more until
+//! the create has settled, or until the sandbox is destroyed, or not at all. A reader
+//! that goes away ends it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,6 +17,18 @@ use super::{SandboxError, Sandboxes};
 use crate::clock::now_ms;
 use crate::store::{SandboxRow, SandboxState, Store};
 use crate::teams::Access;
+
+/// How long a stream follows the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// What happened so far, then the end.
+    No,
+    /// Until the create has settled: the sandbox is out of `creating` (running and
+    /// ready, or failed, or gone).
+    Create,
+    /// Until the sandbox is destroyed (stops and starts too).
+    Destroyed,
+}
 
 /// How often a followed stream reads the sandbox again.
 const POLL: Duration = Duration::from_millis(250);
@@ -62,7 +75,7 @@ impl Sandboxes {
         &self,
         access: &Access,
         id: &str,
-        follow: bool,
+        follow: Follow,
     ) -> Result<impl Stream<Item = SandboxEvent> + Send + use<>, SandboxError> {
         let row = self
             .store
@@ -93,9 +106,9 @@ struct Watch {
     seen: Vec<&'static str>,
     state: Option<SandboxState>,
     pending: VecDeque<SandboxEvent>,
-    follow: bool,
-    /// Nothing more will be read: the sandbox is destroyed or gone, or the stream
-    /// does not follow.
+    follow: Follow,
+    /// Nothing more will be read: the sandbox is destroyed or gone, or followed as
+    /// long as asked.
     ended: bool,
 }
 
@@ -105,7 +118,7 @@ impl Watch {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if self.ended || !self.follow {
+            if self.ended || self.follow == Follow::No {
                 return None;
             }
             tokio::time::sleep(POLL).await;
@@ -158,7 +171,8 @@ impl Watch {
                 state: Some(row.state.to_string()),
             });
         }
-        if row.state == SandboxState::Destroyed {
+        let settled = row.state != SandboxState::Creating;
+        if row.state == SandboxState::Destroyed || (settled && self.follow == Follow::Create) {
             self.ended = true;
         }
     }

@@ -379,7 +379,12 @@ pub struct SandboxView {
 
 impl From<SandboxRow> for SandboxView {
     fn from(row: SandboxRow) -> Self {
-        let phases = super::phases::read(&row.phases);
+        let phases = super::phases::settle(
+            super::phases::read(&row.phases),
+            row.state.as_str(),
+            &row.error,
+            row.destroyed_at.map(|at| at.saturating_mul(1000)),
+        );
         Self {
             phase: super::phases::current(&phases, row.state.as_str()),
             phases: phases

@@ -63,9 +63,9 @@ pub struct PhaseView {
 impl PhaseRecord {
     pub fn status(&self) -> &'static str {
         match (self.ended_ms, self.error.is_empty()) {
-            (None, _) => "running",
+            (_, false) => "failed",
+            (None, true) => "running",
             (Some(_), true) => "succeeded",
-            (Some(_), false) => "failed",
         }
     }
 
@@ -88,6 +88,29 @@ impl PhaseRecord {
 /// shows none rather than failing the sandbox's JSON.
 pub fn read(column: &str) -> Vec<PhaseRecord> {
     serde_json::from_str(column).unwrap_or_default()
+}
+
+/// The phases of a sandbox whose create ended without finishing them (its control
+/// plane died mid-create and reconciliation failed it, or it was destroyed while
+/// creating): a phase still `running` then ended with the sandbox, failed with its
+/// error.
+pub fn settle(
+    mut records: Vec<PhaseRecord>,
+    state: &str,
+    error: &str,
+    destroyed_ms: Option<i64>,
+) -> Vec<PhaseRecord> {
+    let ended = matches!(state, "error" | "lost" | "destroyed");
+    if let Some(last) = records.last_mut().filter(|r| ended && r.ended_ms.is_none()) {
+        // when it stopped is not known, except for a destroy
+        last.ended_ms = destroyed_ms.map(|at| at.max(last.started_ms));
+        last.error = if error.is_empty() {
+            format!("the sandbox is {state}")
+        } else {
+            bounded(error)
+        };
+    }
+    records
 }
 
 /// The phase a sandbox is in: its last recorded one (`ready` once made), or for a
@@ -246,6 +269,23 @@ mod tests {
         assert_eq!(current(&[], "running"), READY);
         let phases = [record(SCHEDULED, Some(1), ""), record(CREATING, None, "")];
         assert_eq!(current(&phases, "creating"), CREATING);
+    }
+
+    #[test]
+    fn a_phase_left_running_by_a_create_that_ended_is_failed_with_the_sandbox() {
+        let left = vec![
+            record(SCHEDULED, Some(1_200), ""),
+            record(CREATING, None, ""),
+        ];
+        let settled = settle(left.clone(), "error", "the control plane restarted", None);
+        assert_eq!(settled[1].status(), "failed");
+        assert_eq!(settled[1].error, "the control plane restarted");
+        assert_eq!(settled[1].ended_ms, None, "when it stopped is not known");
+        let destroyed = settle(left.clone(), "destroyed", "", Some(5_000));
+        assert_eq!(destroyed[1].error, "the sandbox is destroyed");
+        assert_eq!(destroyed[1].ended_ms, Some(5_000));
+        // a create still going is left be
+        assert_eq!(settle(left.clone(), "creating", "", None), left);
     }
 
     #[test]

@@ -19,8 +19,8 @@ use tonic::transport::Channel;
 use super::RemoteError;
 use super::error::is_transport_failure;
 use super::model::{
-    BuiltImage, ExecEvent, ExecOutcome, ExecRequest, FileInfo, ImageBuild, LogLine, ProviderHealth,
-    SpawnSpec, Spawned,
+    BuiltImage, ExecEvent, ExecOutcome, ExecRequest, FileInfo, ImageBuild, LoadedImages, LogLine,
+    ProviderHealth, SpawnSpec, Spawned,
 };
 
 pub use ports::{PortConnection, PortIo};
@@ -323,48 +323,52 @@ impl WorkerClient {
                 mode,
             })),
         };
-        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
-        let body = futures::stream::unfold(
-            (Box::pin(data), Some(failed_tx)),
-            |(mut data, mut failed_tx)| async move {
-                match data.next().await {
-                    Some(Ok(bytes)) => {
-                        let chunk = pb::WriteFileChunk {
-                            part: Some(Part::Data(bytes)),
-                        };
-                        Some((chunk, (data, failed_tx)))
-                    }
-                    Some(Err(err)) => {
-                        if let Some(tx) = failed_tx.take() {
-                            let _ = tx.send(err);
-                        }
-                        // never end the stream: ending it would commit a truncated
-                        // file; the call is dropped below instead
-                        std::future::pending().await
-                    }
-                    None => None,
-                }
+        let (outgoing, failed) = upload_stream(
+            data,
+            |bytes| pb::WriteFileChunk {
+                part: Some(Part::Data(bytes)),
+            },
+            // the worker commits only after this: a cancelled call never ends with it
+            pb::WriteFileChunk {
+                part: Some(Part::End(pb::WriteFileEnd {})),
             },
         );
-        // the worker commits only after this: a cancelled call never ends with it
-        let end = pb::WriteFileChunk {
-            part: Some(Part::End(pb::WriteFileEnd {})),
-        };
-        let outgoing = futures::stream::iter([header])
-            .chain(body)
-            .chain(futures::stream::iter([end]));
+        let outgoing = futures::stream::iter([header]).chain(outgoing);
         let mut inner = self.inner.clone();
         let call = inner.write_file(tonic::Request::new(outgoing));
-        // resolves only when the data stream failed; a finished stream drops the sender
-        let failed = async move {
-            match failed_rx.await {
-                Ok(reason) => reason,
-                Err(_) => std::future::pending().await,
-            }
-        };
         tokio::select! {
             answer = call => answer
                 .map(|answer| answer.into_inner().size)
+                .map_err(|status| WriteFileError::Remote(self.error(&status))),
+            reason = failed => Err(WriteFileError::Interrupted(reason)),
+        }
+    }
+
+    /// Streams a `docker save` archive to the worker, which loads its images; the
+    /// images and the archive's size. A `data` that fails stops the call without the
+    /// end message, so the worker loads nothing.
+    pub async fn load_images<S>(&self, data: S) -> Result<LoadedImages, WriteFileError>
+    where
+        S: Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        use pb::image_archive_chunk::Part;
+        let (outgoing, failed) = upload_stream(
+            data,
+            |bytes| pb::ImageArchiveChunk {
+                part: Some(Part::Data(bytes)),
+            },
+            pb::ImageArchiveChunk {
+                part: Some(Part::End(pb::ImageArchiveEnd {})),
+            },
+        );
+        let mut inner = self.inner.clone();
+        let call = inner.load_images(tonic::Request::new(outgoing));
+        tokio::select! {
+            answer = call => answer
+                .map(|answer| {
+                    let answer = answer.into_inner();
+                    LoadedImages { images: answer.images, bytes: answer.bytes }
+                })
                 .map_err(|status| WriteFileError::Remote(self.error(&status))),
             reason = failed => Err(WriteFileError::Interrupted(reason)),
         }
@@ -607,6 +611,48 @@ fn exec_event(event: pb::exec_event::Event) -> ExecEvent {
             message: err.message,
         },
     }
+}
+
+/// The messages of a client-streaming upload: each chunk of `data` wrapped, then `end`
+/// once `data` is done. When `data` fails the stream never ends (ending it would
+/// deliver a truncated upload as whole) and the returned future resolves with the
+/// reason, for the caller to drop the call.
+fn upload_stream<T, S>(
+    data: S,
+    wrap: fn(Vec<u8>) -> T,
+    end: T,
+) -> (
+    impl Stream<Item = T> + Send + 'static,
+    impl std::future::Future<Output = String> + Send + 'static,
+)
+where
+    T: Send + 'static,
+    S: Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
+{
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    let body = futures::stream::unfold(
+        (Box::pin(data), Some(failed_tx)),
+        move |(mut data, mut failed_tx)| async move {
+            match data.next().await {
+                Some(Ok(bytes)) => Some((wrap(bytes), (data, failed_tx))),
+                Some(Err(err)) => {
+                    if let Some(tx) = failed_tx.take() {
+                        let _ = tx.send(err);
+                    }
+                    std::future::pending().await
+                }
+                None => None,
+            }
+        },
+    );
+    // resolves only when the data stream failed; a finished stream drops the sender
+    let failed = async move {
+        match failed_rx.await {
+            Ok(reason) => reason,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    (body.chain(futures::stream::iter([end])), failed)
 }
 
 #[cfg(test)]

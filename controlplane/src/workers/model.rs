@@ -67,6 +67,14 @@ pub struct ImageBuild {
     pub on_create: String,
 }
 
+/// What a worker's load of pushed images answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedImages {
+    /// `name:tag` of each image loaded (the id of an untagged one).
+    pub images: Vec<String>,
+    pub bytes: u64,
+}
+
 /// What a worker's build answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltImage {

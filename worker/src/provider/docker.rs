@@ -28,6 +28,7 @@ mod exec;
 pub(crate) mod files;
 mod firewall;
 mod hijack;
+mod images;
 mod inventory;
 pub(crate) mod logs;
 mod ports;
@@ -54,8 +55,9 @@ pub use subnets::Ipv4Net;
 
 use super::paths::{WORKSPACE, normalize_in};
 use super::{
-    BuiltImage, ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, ImageBuild, LogLine, Process,
-    ProcessSpec, Provider, ProviderError, ProviderHealth, SandboxInfo, SandboxSpec,
+    BuiltImage, ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, ImageBuild, LoadedImages,
+    LogLine, Process, ProcessSpec, Provider, ProviderError, ProviderHealth, SandboxInfo,
+    SandboxSpec,
 };
 use engine::Engine;
 use exec::{Attach, Command};
@@ -357,6 +359,11 @@ impl Provider for DockerProvider {
         self.spawner(&docker)
             .build_image(&self.builds, &self.tasks, &build)
             .await
+    }
+
+    async fn load_images(&self, archive: ByteStream) -> Result<LoadedImages, ProviderError> {
+        let docker = self.docker().await?;
+        images::load(&docker, archive).await
     }
 
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {

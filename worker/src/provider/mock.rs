@@ -30,9 +30,9 @@ use tokio_util::task::TaskTracker;
 
 use super::paths::{WORKSPACE, normalize_in};
 use super::{
-    BuiltImage, ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, ImageBuild, LogLine, Process,
-    ProcessSpec, Provider, ProviderError, ProviderHealth, SandboxInfo, SandboxSpec, SandboxState,
-    process,
+    BuiltImage, ByteStream, ExecEvent, ExecMode, ExecSpec, FileInfo, ImageBuild, LoadedImages,
+    LogLine, Process, ProcessSpec, Provider, ProviderError, ProviderHealth, SandboxInfo,
+    SandboxSpec, SandboxState, process,
 };
 use console::Console;
 use fs::MemFs;
@@ -303,6 +303,12 @@ impl Provider for MockProvider {
             built: true,
             build_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
+    }
+
+    async fn load_images(&self, _archive: ByteStream) -> Result<LoadedImages, ProviderError> {
+        Err(ProviderError::InvalidArgument(
+            "the mock provider has no image store; images are pushed to docker workers".into(),
+        ))
     }
 
     async fn spawn(&self, spec: SandboxSpec) -> Result<SandboxInfo, ProviderError> {

@@ -13,8 +13,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit, exec, exec_ws, files, health, keys, ports, providers, quotas, sandboxes, secrets,
-    sessions, ssh, status, teams, templates, tokens, workers,
+    audit, exec, exec_ws, files, health, images, keys, ports, providers, quotas, sandboxes,
+    secrets, sessions, ssh, status, teams, templates, tokens, workers,
 };
 use crate::error::ErrorCode;
 
@@ -65,6 +65,7 @@ use crate::error::ErrorCode;
         templates::delete,
         templates::spawn,
         templates::prebuild,
+        images::push,
         quotas::summary,
         quotas::pool_status,
         status::metrics,

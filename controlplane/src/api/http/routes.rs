@@ -8,8 +8,8 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{
-    audit, exec, exec_ws, files, health, keys, openapi, ports, providers, quotas, sandboxes,
-    secrets, sessions, ssh, status, teams, templates, tokens, workers,
+    audit, exec, exec_ws, files, health, images, keys, openapi, ports, providers, quotas,
+    sandboxes, secrets, sessions, ssh, status, teams, templates, tokens, workers,
 };
 use crate::api::ApiState;
 
@@ -96,6 +96,8 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/templates/{name}/prebuild",
             templates::prebuild,
         ),
+        // the archive streams through to the workers, bounded by the push itself
+        at(M::POST, "/api/v1/images/push", images::push).body_limit(DefaultBodyLimit::disable()),
         at(M::GET, "/api/v1/quotas/summary", quotas::summary),
         at(M::GET, "/api/v1/pool/status", quotas::pool_status),
         at(M::GET, "/metrics", status::metrics),

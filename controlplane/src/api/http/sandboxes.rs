@@ -13,7 +13,9 @@ use super::schemas::{Admission, ErrorBody, Pruned, StatusBody};
 use super::{Authorized, JsonBody, Path, Query, ReadScope, WriteScope};
 use crate::api::{ApiState, AuditSlot};
 use crate::error::ApiError;
-use crate::sandboxes::{CreateRequest, PruneSelection, SandboxError, SandboxEvent, SandboxView};
+use crate::sandboxes::{
+    CreateRequest, Follow, PruneSelection, SandboxError, SandboxEvent, SandboxView,
+};
 use crate::teams::Access;
 use crate::templates;
 
@@ -83,8 +85,9 @@ fn prefers_async(headers: &HeaderMap) -> bool {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Keep the stream open for what happens next, until the sandbox is destroyed
-    /// (default true); false: what happened so far, then the end.
+    /// true: follow until the sandbox is destroyed (stops and starts too); false:
+    /// what happened so far, then the end; absent: follow until its create has
+    /// settled (running and ready, or failed).
     #[serde(default)]
     pub follow: Option<bool>,
 }
@@ -92,7 +95,8 @@ pub struct EventsQuery {
 /// The sandbox's events as NDJSON: each startup phase as it starts and ends
 /// (`{"type":"phase","phase":"building image","status":"started"|"succeeded"|"failed",…}`)
 /// and each change of state (`{"type":"state","state":"running",…}`); what happened
-/// so far first (read scope).
+/// so far first, then (by default) what follows until the create has settled (read
+/// scope).
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/events", tag = "sandboxes", security(("api_key" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id"), EventsQuery), responses(
     (status = 200, description = "Events, one JSON object a line", content((SandboxEvent = "application/x-ndjson"))),
@@ -107,7 +111,15 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let events = state
         .sandboxes
-        .events(&access, &id, query.follow.unwrap_or(true))
+        .events(
+            &access,
+            &id,
+            match query.follow {
+                None => Follow::Create,
+                Some(true) => Follow::Destroyed,
+                Some(false) => Follow::No,
+            },
+        )
         .await?;
     let body = events.map(|event| {
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
