@@ -9,6 +9,7 @@ pub(crate) mod files;
 mod health;
 mod images;
 pub(crate) mod keys;
+mod ndjson;
 pub mod openapi;
 mod ports;
 mod providers;

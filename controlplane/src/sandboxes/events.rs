@@ -77,12 +77,7 @@ impl Sandboxes {
         id: &str,
         follow: Follow,
     ) -> Result<impl Stream<Item = SandboxEvent> + Send + use<>, SandboxError> {
-        let row = self
-            .store
-            .get_sandbox(id)
-            .await?
-            .filter(|row| access.sees(&row.team_id))
-            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        let row = self.row_seen_by(access, id).await?;
         let mut watch = Watch {
             store: self.store.clone(),
             sandbox_id: id.to_owned(),

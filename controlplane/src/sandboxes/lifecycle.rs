@@ -20,15 +20,24 @@ const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 const STALLED_DESTROY_MS: i64 = 2 * DESTROY_TIMEOUT.as_millis() as i64;
 
 impl Sandboxes {
-    /// Sandbox `id`, if `access` sees it (another team's is not found, like one that
-    /// does not exist).
-    pub async fn get(&self, access: &Access, id: &str) -> Result<SandboxView, SandboxError> {
-        let row = self
-            .store
+    /// Sandbox `id`'s row in any state, if `access` sees it (another team's is not
+    /// found, like one that does not exist).
+    pub(super) async fn row_seen_by(
+        &self,
+        access: &Access,
+        id: &str,
+    ) -> Result<crate::store::SandboxRow, SandboxError> {
+        self.store
             .get_sandbox(id)
             .await?
             .filter(|row| access.sees(&row.team_id))
-            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))
+    }
+
+    /// Sandbox `id`, if `access` sees it (another team's is not found, like one that
+    /// does not exist).
+    pub async fn get(&self, access: &Access, id: &str) -> Result<SandboxView, SandboxError> {
+        let row = self.row_seen_by(access, id).await?;
         if row.state == SandboxState::Destroyed {
             return Err(SandboxError::Destroyed(id.to_owned()));
         }

@@ -103,12 +103,7 @@ impl Sandboxes {
         access: &Access,
         id: &str,
     ) -> Result<crate::store::SandboxRow, SandboxError> {
-        let row = self
-            .store
-            .get_sandbox(id)
-            .await?
-            .filter(|row| access.sees(&row.team_id))
-            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        let row = self.row_seen_by(access, id).await?;
         match row.state {
             SandboxState::Destroyed | SandboxState::Destroying => {
                 Err(SandboxError::Destroyed(id.to_owned()))

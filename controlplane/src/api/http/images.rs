@@ -4,7 +4,6 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -39,7 +38,8 @@ pub struct PushTargets {
 /// stored (admin). NDJSON, a line per worker as its load starts (`loading`) and ends
 /// (`loaded` with the images, or `failed` with why).
 #[utoipa::path(post, path = "/api/v1/images/push", tag = "images", security(("api_key" = []), ("bearer" = [])),
-    params(PushQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"), responses(
+    params(PushQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The `docker save` archive (a tar; any content type is taken)"), responses(
     (status = 200, description = "Each worker's progress, a JSON object a line; with dry_run=true, the workers it would go to", content(
         (PushEvent = "application/x-ndjson"),
         (PushTargets = "application/json"),
@@ -77,17 +77,5 @@ pub async fn push(
         .into_data_stream()
         .map(|chunk| chunk.map_err(|err| err.to_string()));
     let events = state.fleet.push_images(archive, &only).await?;
-    let lines = events.map(|event| {
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(line)
-    });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(lines),
-    )
-        .into_response())
+    Ok(super::ndjson::response(events))
 }

@@ -2,11 +2,9 @@
 //! StacyVM's shapes; and stop, start and the event stream.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::schemas::{Admission, ErrorBody, Pruned, StatusBody};
@@ -121,19 +119,7 @@ pub async fn events(
             },
         )
         .await?;
-    let body = events.map(|event| {
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(line)
-    });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(super::ndjson::response(events))
 }
 
 /// Whether a create would be admitted now, without creating anything (read scope).

@@ -12,11 +12,10 @@
 //! Reading takes the read scope; saving, deleting and spawning the write scope.
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use axum::response::Response;
 use serde_json::Value;
 
 use super::schemas::{ErrorBody, StatusBody};
@@ -196,19 +195,7 @@ pub async fn prebuild(
         &request.workers,
     )
     .await?;
-    let body = events.map(|event| {
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(line)
-    });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok(super::ndjson::response(events))
 }
 
 /// Creates a sandbox from a template (write scope); an optional create request in the
