@@ -70,6 +70,9 @@ key=$(cat "$work/data/admin.key")
 #   only ends when the sandbox does, which would hold a check open until the time
 #   limit.
 # The stateful phase is not run: the description declares no links between operations.
+# One worker: with two, Python 3.11's parser raised "AST constructor recursion depth
+# mismatch" inside hypothesis (two threads parsing a module's lambdas at once) on about
+# one run in two, failing an operation that had nothing wrong with it.
 status=0
 # (run from the temp dir: schemathesis keeps a cache in its working directory)
 (cd "$work" && timeout 600 "$venv/bin/schemathesis" run "$api/api/v1/openapi.json" \
@@ -85,7 +88,7 @@ status=0
     --exclude-path /api/v1/sandboxes/{id}/events \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
     --request-timeout 30 \
-    --workers 2 \
+    --workers 1 \
     --seed "${SCHEMATHESIS_SEED:-1}" \
     --no-color \
     --report junit --report-dir "$work/report") || status=$?

@@ -85,6 +85,30 @@ async fn a_service_is_reached_by_name_and_goes_with_its_sandbox(dial_out: bool) 
         .create_sandbox(json!({"template": "web-app", "ttl": "10m"}))
         .await;
     let id = id_of(&sandbox);
+    // the services' start is a phase of its own, before the sandbox's container
+    let phases: Vec<&str> = sandbox["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|phase| phase["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "scheduled",
+            "starting services",
+            "creating",
+            "on_start",
+            "ready"
+        ],
+        "{sandbox}"
+    );
+    let services = &sandbox["phases"][1];
+    assert_eq!(services["status"], "succeeded", "{sandbox}");
+    assert_eq!(
+        services["ended_at"], sandbox["phases"][2]["started_at"],
+        "creating starts where the worker says the services were up: {sandbox}"
+    );
 
     let (status, out) = api
         .exec(&id, json!({"command": "wget -qO- http://web:8080/"}))
