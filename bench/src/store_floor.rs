@@ -100,6 +100,9 @@ async fn pair(store: &Store, audit: &AuditLog, id: String) -> anyhow::Result<()>
         expires_at: 600,
         internet: true,
         team_id: "default".into(),
+        workdir: String::new(),
+        shell: String::new(),
+        ports: "[]".into(),
     };
     let placed = store
         .create_placed_sandbox(&sandbox, &[WORKER.to_owned()], 0, i64::MAX / 2, "full")

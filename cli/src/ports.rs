@@ -225,6 +225,20 @@ pub async fn ports(
     } else {
         outln!("public ports: {}", public.join(", "))?;
     }
+    // the ports its template serves previews on
+    for port in view["declared"].as_array().into_iter().flatten() {
+        let url = port["url"].as_str().filter(|url| !url.is_empty());
+        outln!(
+            "port {}: {}{}",
+            port["port"],
+            url.unwrap_or("(previews off)"),
+            if port["public"] == true {
+                " (public)"
+            } else {
+                ""
+            }
+        )?;
+    }
     Ok(())
 }
 

@@ -137,7 +137,8 @@ pub enum SandboxCommand {
         /// Working directory inside the sandbox.
         #[arg(long)]
         workdir: Option<String>,
-        /// The command and its arguments (after `--`; default: sh).
+        /// The command and its arguments (after `--`; default: the sandbox's shell,
+        /// its template's `shell`, else sh).
         #[arg(last = true)]
         command: Vec<String>,
         #[command(flatten)]
@@ -474,14 +475,17 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             command,
             client,
         } => {
+            let api = ApiClient::new(&client)?;
+            let id = ids::sandbox(&api, &id).await?;
             let command = if command.is_empty() {
-                vec!["sh".to_owned()]
+                // the sandbox's own shell (its template's `shell`), else sh
+                let sandbox: Value = api.get(&format!("/api/v1/sandboxes/{id}")).await?;
+                let shell = sandbox["shell"].as_str().filter(|s| !s.is_empty());
+                vec![shell.unwrap_or("sh").to_owned()]
             } else {
                 command
             };
             let request = session::start_request(&command, false, true, env, workdir, None)?;
-            let api = ApiClient::new(&client)?;
-            let id = ids::sandbox(&api, &id).await?;
             exit_with(session::run(&api, &id, request, session::Local::Terminal).await?)
         }
         SandboxCommand::Attach {

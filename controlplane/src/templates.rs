@@ -239,6 +239,9 @@ pub async fn resolve(
                 })
                 .collect(),
             build,
+            workdir: spec.workdir,
+            shell: spec.shell,
+            ports: spec.ports,
         },
     ))
 }

@@ -56,6 +56,9 @@ fn new_sandbox(id: &str, created_at: i64, expires_at: i64) -> NewSandbox {
         expires_at,
         internet: true,
         team_id: "default".into(),
+        workdir: String::new(),
+        shell: String::new(),
+        ports: "[]".into(),
     }
 }
 

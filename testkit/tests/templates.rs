@@ -94,11 +94,14 @@ async fn versions_move_only_when_the_content_does() {
 
     // refusals: what is wrong is named
     let (status, err) = api
-        .post("/templates", json!({"name": "x", "packages": ["git"]}))
+        .post(
+            "/templates",
+            json!({"name": "x", "packages": ["git; reboot"]}),
+        )
         .await;
     assert_eq!(status, 400, "{err}");
     assert!(
-        err["message"].as_str().unwrap().contains("`packages`"),
+        err["message"].as_str().unwrap().contains("package"),
         "{err}"
     );
     let (status, err) = api
@@ -347,4 +350,80 @@ async fn a_team_sees_only_its_own_templates() {
     api.create_team("blue", json!({})).await;
     let blue = api.with_key(&api.team_key("blue", &["read"]).await);
     assert_eq!(blue.get("/templates").await.1, json!([]));
+}
+
+/// A template's `workdir` is made at create and is where on_start, execs and sessions
+/// start when they name no directory (a relative one is taken from it); its `shell` is
+/// shown for the CLI's and the SSH gateway's login shells; its `ports` are listed with
+/// the sandbox's ports.
+#[tokio::test]
+async fn a_templates_workdir_is_where_commands_start() {
+    let fleet = fleet(false).await;
+    let api = &fleet.api;
+    let (status, body) = put(
+        &fleet,
+        "api",
+        json!({"workdir": "/workspace/api", "shell": "bash", "ports": [8080, 3000],
+               "on_start": "echo started > here.txt"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let sandbox = api.create_sandbox(json!({"template": "api"})).await;
+    assert_eq!(
+        (sandbox["workdir"].as_str(), sandbox["shell"].as_str()),
+        (Some("/workspace/api"), Some("bash")),
+        "{sandbox}"
+    );
+    assert_eq!(sandbox["ports"], json!([8080, 3000]), "{sandbox}");
+    let id = id_of(&sandbox);
+    // the declared ports are listed with their preview state
+    let (status, ports) = api.get(&format!("/sandboxes/{id}/ports")).await;
+    assert_eq!(status, 200, "{ports}");
+    let declared: Vec<(u64, bool)> = ports["declared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["port"].as_u64().unwrap(), p["public"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(declared, [(8080, false), (3000, false)], "{ports}");
+    let (status, out) = api
+        .exec(&id, json!({"command": "pwd && cat here.txt"}))
+        .await;
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("/workspace/api\nstarted\n")),
+        "on_start and the exec ran in the workdir: {out}"
+    );
+    let (status, _) = api.exec(&id, json!({"command": "mkdir -p sub/dir"})).await;
+    assert_eq!(status, 200);
+    let (status, out) = api
+        .exec(&id, json!({"command": "pwd", "workdir": "sub/dir"}))
+        .await;
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("/workspace/api/sub/dir\n")),
+        "{out}"
+    );
+    let (status, out) = api
+        .exec(&id, json!({"command": "pwd", "workdir": "/tmp"}))
+        .await;
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("/tmp\n")),
+        "{out}"
+    );
+    // a sandbox of no template starts where it always did
+    let plain = api.create_sandbox(json!({})).await;
+    assert!(plain.get("workdir").is_none(), "{plain}");
+    let (_, out) = api.exec(&id_of(&plain), json!({"command": "pwd"})).await;
+    assert_eq!(out["stdout"], "/workspace\n");
+    // refused: a relative workdir, a shell with syntax
+    for (document, needle) in [
+        (json!({"workdir": "api"}), "absolute path"),
+        (json!({"shell": "bash; id"}), "shell"),
+    ] {
+        let (status, err) = put(&fleet, "bad", document).await;
+        assert_eq!(status, 400, "{err}");
+        assert!(err["message"].as_str().unwrap().contains(needle), "{err}");
+    }
 }

@@ -37,10 +37,25 @@ impl ExecCall {
     }
 }
 
+/// The working directory of a call that names `asked` in a sandbox whose own is
+/// `base`: none is the sandbox's, a relative one is taken from it ("" leaves the
+/// worker's default, `/workspace`, to the worker).
+pub(super) fn workdir_in(asked: String, base: &str) -> String {
+    match asked.as_str() {
+        "" => base.to_owned(),
+        relative if !relative.starts_with('/') && !base.is_empty() => {
+            format!("{}/{relative}", base.trim_end_matches('/'))
+        }
+        _ => asked,
+    }
+}
+
 /// The lease holder of a live sandbox.
 pub(super) struct Target {
     pub(super) client: WorkerClient,
     pub(super) generation: u64,
+    /// The sandbox's own working directory ("": the worker's default).
+    pub(super) workdir: String,
     /// Taken from the route cache rather than read from the store just now.
     cached: bool,
 }
@@ -59,6 +74,7 @@ impl Sandboxes {
             return Ok(Target {
                 client,
                 generation: route.generation,
+                workdir: route.workdir,
                 cached: true,
             });
         }
@@ -121,11 +137,13 @@ impl Sandboxes {
                 generation,
                 last_heartbeat_ms,
                 team_id: row.team_id,
+                workdir: row.workdir.clone(),
             },
         );
         Ok(Target {
             client,
             generation,
+            workdir: row.workdir,
             cached: false,
         })
     }
@@ -170,19 +188,21 @@ impl Sandboxes {
         SandboxError::Remote(err)
     }
 
-    fn exec_request(&self, sandbox_id: &str, generation: u64, call: ExecCall) -> ExecRequest {
+    /// The exec to send to the lease holder `target`; a call that names no working
+    /// directory starts in the sandbox's own.
+    fn exec_request(&self, sandbox_id: &str, target: &Target, call: ExecCall) -> ExecRequest {
         let timeout = call
             .timeout
             .unwrap_or(self.settings.limits.default_exec_timeout)
             .min(self.settings.limits.max_exec_timeout);
         ExecRequest {
             sandbox_id: sandbox_id.to_owned(),
-            generation,
+            generation: target.generation,
             command: call.command,
             args: call.args,
             argv: call.argv,
             env: call.env,
-            workdir: call.workdir,
+            workdir: workdir_in(call.workdir, &target.workdir),
             timeout,
             max_output: self.settings.limits.max_exec_output_bytes,
         }
@@ -196,7 +216,7 @@ impl Sandboxes {
     ) -> Result<ExecOutcome, SandboxError> {
         check_command(&call)?;
         self.on_lease_holder(access, sandbox_id, |target| {
-            let request = self.exec_request(sandbox_id, target.generation, call.clone());
+            let request = self.exec_request(sandbox_id, &target, call.clone());
             async move { target.client.exec(request).await }
         })
         .await
@@ -212,7 +232,7 @@ impl Sandboxes {
     ) -> Result<ExecEvents, SandboxError> {
         check_command(&call)?;
         self.on_lease_holder(access, sandbox_id, |target| {
-            let request = self.exec_request(sandbox_id, target.generation, call.clone());
+            let request = self.exec_request(sandbox_id, &target, call.clone());
             async move { target.client.exec_stream(request).await }
         })
         .await

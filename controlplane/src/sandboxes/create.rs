@@ -116,6 +116,9 @@ impl Sandboxes {
             expires_at: now.saturating_add(ttl),
             internet: request.internet,
             team_id: request.team.clone(),
+            workdir: request.launch.workdir.clone(),
+            shell: request.launch.shell.clone(),
+            ports: serde_json::to_string(&request.launch.ports).unwrap_or_else(|_| "[]".into()),
         };
         let placed = match self.place(&sandbox, &candidates).await {
             Err(SandboxError::Store(StoreError::OverQuota(team))) => {
@@ -197,10 +200,21 @@ impl Sandboxes {
                     .phases
                     .begin_at(phases::CREATING, spawn_began.saturating_add(services_ms));
             }
+            if !request.launch.workdir.is_empty() {
+                // part of making it: the directory its commands start in
+                self.make_workdir(&client, &id, generation, &request.launch.workdir)
+                    .await?;
+            }
             if !request.launch.on_start.is_empty() {
                 placed.phases.begin(phases::ON_START).await;
-                self.run_on_start(&client, &id, generation, &request.launch.on_start)
-                    .await?;
+                self.run_on_start(
+                    &client,
+                    &id,
+                    generation,
+                    &request.launch.on_start,
+                    &request.launch.workdir,
+                )
+                .await?;
             }
             Ok::<_, SandboxError>(spawned)
         }
@@ -256,6 +270,7 @@ impl Sandboxes {
                 generation,
                 last_heartbeat_ms: placed.placed.last_heartbeat_ms,
                 team_id: placed.sandbox.team_id.clone(),
+                workdir: placed.sandbox.workdir.clone(),
             },
         );
         // what the store now holds, without reading it back
@@ -290,6 +305,9 @@ impl Placed {
             advertise_addr: Some(placement.advertise_addr.clone()),
             last_heartbeat_ms: Some(self.placed.last_heartbeat_ms),
             phases: self.phases.json(),
+            workdir: sandbox.workdir.clone(),
+            shell: sandbox.shell.clone(),
+            ports: sandbox.ports.clone(),
         }
     }
 }

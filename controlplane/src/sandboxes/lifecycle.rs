@@ -449,6 +449,7 @@ pub(super) fn lease_route(row: &crate::store::SandboxRow) -> Option<Route> {
         generation: u64::try_from(row.generation?).unwrap_or(0),
         last_heartbeat_ms: row.last_heartbeat_ms.unwrap_or(0),
         team_id: row.team_id.clone(),
+        workdir: row.workdir.clone(),
     })
 }
 

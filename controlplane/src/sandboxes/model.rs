@@ -178,6 +178,12 @@ pub struct Launch {
     /// The image to build on the worker first (packages, on_create); the spawn then
     /// runs the built image.
     pub build: Option<crate::workers::model::ImageBuild>,
+    /// Where commands and sessions start when they name none ("": `/workspace`).
+    pub workdir: String,
+    /// What an interactive session with no command runs ("": `sh`).
+    pub shell: String,
+    /// The ports it serves previews on (listed with their preview URLs).
+    pub ports: Vec<u16>,
 }
 
 impl CreateSandbox {
@@ -361,6 +367,21 @@ pub struct SandboxView {
     #[serde(skip_serializing_if = "String::is_empty")]
     #[schema(required = false)]
     pub template: String,
+    /// Where its commands and sessions start when they name none (its template's
+    /// `workdir`); absent: `/workspace`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[schema(required = false)]
+    pub workdir: String,
+    /// What an interactive session with no command runs (its template's `shell`);
+    /// absent: `sh`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[schema(required = false)]
+    pub shell: String,
+    /// The ports it serves previews on (its template's `ports`; `GET
+    /// /api/v1/sandboxes/{id}/ports` gives their URLs); absent: none declared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub ports: Vec<u16>,
     /// The startup phase it is in (`scheduled`, `building image`, `starting
     /// services`, `creating`, `on_start`, `ready`); a failed create stays at the
     /// phase that failed.
@@ -412,6 +433,9 @@ impl From<SandboxRow> for SandboxView {
             error: row.error,
             internet: row.internet,
             template: row.template,
+            workdir: row.workdir,
+            shell: row.shell,
+            ports: serde_json::from_str(&row.ports).unwrap_or_default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A template's `on_start` script, run in a sandbox once it is made and at each
-//! start: a non-zero exit fails the create (or the start) with the end of what the
-//! script printed.
+//! start (in its `workdir`, made before it): a non-zero exit fails the create (or the
+//! start) with the end of what the script printed.
 
 use super::{SandboxError, Sandboxes};
 use crate::workers::WorkerClient;
@@ -20,6 +20,7 @@ impl Sandboxes {
         id: &str,
         generation: u64,
         script: &str,
+        workdir: &str,
     ) -> Result<(), SandboxError> {
         let outcome = client
             .exec(ExecRequest {
@@ -29,7 +30,7 @@ impl Sandboxes {
                 args: Vec::new(),
                 argv: false,
                 env: Default::default(),
-                workdir: String::new(),
+                workdir: workdir.to_owned(),
                 timeout: self.settings.limits.spawn_timeout,
                 max_output: ON_START_OUTPUT,
             })
@@ -60,6 +61,40 @@ impl Sandboxes {
             } else {
                 format!(": {tail}")
             }
+        )))
+    }
+}
+
+impl Sandboxes {
+    /// Makes a template's `workdir` in the new sandbox (`mkdir -p`, as the user its
+    /// commands run as), so its commands and sessions can start there.
+    pub(super) async fn make_workdir(
+        &self,
+        client: &WorkerClient,
+        id: &str,
+        generation: u64,
+        workdir: &str,
+    ) -> Result<(), SandboxError> {
+        let outcome = client
+            .exec(ExecRequest {
+                sandbox_id: id.to_owned(),
+                generation,
+                command: "mkdir".to_owned(),
+                args: vec!["-p".to_owned(), workdir.to_owned()],
+                argv: true,
+                env: Default::default(),
+                workdir: String::new(),
+                timeout: self.settings.limits.spawn_timeout,
+                max_output: ON_START_OUTPUT,
+            })
+            .await?;
+        if outcome.exit_code == 0 {
+            return Ok(());
+        }
+        Err(SandboxError::BadRequest(format!(
+            "the template's workdir {workdir:?} could not be made (mkdir exited with {}): {}",
+            outcome.exit_code,
+            String::from_utf8_lossy(&outcome.stderr).trim()
         )))
     }
 }

@@ -81,7 +81,7 @@ impl Sandboxes {
         client.start(id, route.generation, timeout).await?;
         if !on_start.is_empty()
             && let Err(err) = self
-                .run_on_start(&client, id, route.generation, on_start)
+                .run_on_start(&client, id, route.generation, on_start, &row.workdir)
                 .await
         {
             // back to how it was: stopped, on the worker too

@@ -28,7 +28,12 @@ impl Sandboxes {
     ) -> Result<SessionStream, SandboxError> {
         check_open(&open)?;
         self.on_lease_holder(access, sandbox_id, |target| {
-            let open = open.clone();
+            let mut open = open.clone();
+            // a session that names no working directory starts in the sandbox's own
+            if let SessionOpen::Start(start) = &mut open {
+                start.workdir =
+                    super::calls::workdir_in(std::mem::take(&mut start.workdir), &target.workdir);
+            }
             async move {
                 target
                     .client

@@ -6,7 +6,8 @@ use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite, teams};
 const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
      s.destroyed_at, s.error, s.internet, s.team_id, l.generation, w.advertise_addr, \
-     w.last_heartbeat_ms, s.phases";
+     w.last_heartbeat_ms, s.phases, s.workdir, s.shell, \
+     s.ports";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SandboxRow {
@@ -38,6 +39,12 @@ pub struct SandboxRow {
     pub last_heartbeat_ms: Option<i64>,
     /// Its startup phases, a JSON list (see `sandboxes::phases`).
     pub phases: String,
+    /// Where its commands and sessions start when they name none ("": `/workspace`).
+    pub workdir: String,
+    /// What an interactive session with no command runs ("": `sh`).
+    pub shell: String,
+    /// The ports its template serves previews on, a JSON list.
+    pub ports: String,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +62,11 @@ pub struct NewSandbox {
     pub internet: bool,
     /// The team that owns it; its quotas are checked when it is placed.
     pub team_id: String,
+    /// Its template's `workdir` and `shell` ("": the defaults), and `ports` (a JSON
+    /// list).
+    pub workdir: String,
+    pub shell: String,
+    pub ports: String,
 }
 
 /// A worker that may take a sandbox, as the scheduler sees it.
@@ -164,12 +176,14 @@ pub(super) const RESERVE_SLOT: &str = "UPDATE workers SET reserved = reserved + 
 /// statements.
 pub(super) const SANDBOX_INSERT: &str = "INSERT INTO sandboxes (id, state, provider, image, \
      memory_mb, vcpus, owner_id, template, metadata, created_at, expires_at, worker_id, \
-     error, internet, team_id) \
-     SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', $14, $15";
+     error, internet, team_id, workdir, shell, ports) \
+     SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', $14, $15, $16, $17, \
+     $18";
 
 /// Binds a new sandbox's values as `$1`…`$10`, then `$11` the worker, `$12` the
-/// freshness bound, `$13` the lease expiry, `$14` the egress flag and `$15` the team:
-/// the numbering of every placing statement.
+/// freshness bound, `$13` the lease expiry, `$14` the egress flag, `$15` the team,
+/// `$16` the workdir, `$17` the shell and `$18` the ports: the numbering of every
+/// placing statement.
 macro_rules! bind_placement {
     ($query:expr, $sandbox:expr, $worker_id:expr, $fresh_since_ms:expr, $lease_expires_at_ms:expr) => {
         $query
@@ -188,6 +202,9 @@ macro_rules! bind_placement {
             .bind($lease_expires_at_ms)
             .bind($sandbox.internet)
             .bind(&$sandbox.team_id)
+            .bind(&$sandbox.workdir)
+            .bind(&$sandbox.shell)
+            .bind(&$sandbox.ports)
     };
 }
 pub(super) use bind_placement;
@@ -232,8 +249,10 @@ impl Store {
         with_write_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
-                     template, metadata, created_at, expires_at, internet, team_id) \
-                 VALUES ($1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     template, metadata, created_at, expires_at, internet, team_id, workdir, \
+                     shell, ports) \
+                 VALUES ($1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                     $14, $15)",
             )
             .bind(&sandbox.id)
             .bind(&sandbox.provider)
@@ -247,6 +266,9 @@ impl Store {
             .bind(sandbox.expires_at)
             .bind(sandbox.internet)
             .bind(&sandbox.team_id)
+            .bind(&sandbox.workdir)
+            .bind(&sandbox.shell)
+            .bind(&sandbox.ports)
             .execute(pool)
             .await?;
         });

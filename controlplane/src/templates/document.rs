@@ -11,12 +11,16 @@ use sha2::{Digest, Sha256};
 use super::TemplateError;
 use crate::sandboxes::{CreateRequest, SandboxSettings};
 
-/// Fields of podspawn's Podfile that a template will take but this control plane does
-/// not run yet; a document naming one is refused rather than half obeyed.
-const NOT_YET: &[(&str, &str)] = &[
-    ("shell", "a login shell"),
-    ("ports", "declared preview ports"),
-    ("workdir", "a working directory"),
+/// Fields the template does not serialise when they are empty (so documents saved
+/// before they existed keep their content hash), or at all (`base` is `image`).
+const QUIET_WHEN_EMPTY: &[&str] = &[
+    "base",
+    "internet",
+    "packages",
+    "on_create",
+    "workdir",
+    "shell",
+    "ports",
 ];
 
 /// The most packages a template installs.
@@ -96,6 +100,33 @@ pub struct TemplateSpec {
     /// variables of those names; every one must exist when a sandbox is made.
     #[serde(default, deserialize_with = "or_default")]
     pub secrets: Vec<String>,
+    /// Where commands, sessions and `on_start` start when they name no directory (an
+    /// absolute path, made at create); empty: `/workspace`.
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    #[schema(required = false, example = "/workspace/api")]
+    pub workdir: String,
+    /// What an interactive session with no command runs (`berth sandbox shell`, SSH):
+    /// a program name or absolute path, e.g. `/bin/bash`; empty: `sh`.
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    #[schema(required = false, example = "/bin/bash")]
+    pub shell: String,
+    /// The ports the sandbox serves previews on: listed with their preview URLs by
+    /// `GET /api/v1/sandboxes/{id}/ports` (private unless made public).
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schema(required = false, example = json!([8080]))]
+    pub ports: Vec<u16>,
     /// Egress (see the create request); absent: the control plane's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internet: Option<bool>,
@@ -181,16 +212,6 @@ impl TemplateSpec {
                 "a template is an object (a mapping in YAML)".into(),
             ));
         };
-        for (field, what) in NOT_YET {
-            if fields.get(*field).is_some_and(|v| !v.is_null()) {
-                return Err(TemplateError::Invalid(format!(
-                    "template field `{field}` ({what}) is not supported yet; this control \
-                     plane runs image, memory_mb, vcpus, ttl, provider, metadata, env, \
-                     secrets, services, packages, on_create, on_start and internet"
-                )));
-            }
-            fields.remove(*field);
-        }
         if let Some(name) = name {
             fields.insert("name".into(), Value::String(name.to_owned()));
         }
@@ -199,7 +220,7 @@ impl TemplateSpec {
         // what the document holds beyond what the template serialises is unknown
         let known = serde_json::to_value(&spec).unwrap_or_default();
         if let Some(unknown) = fields.keys().find(|field| {
-            known.get(field.as_str()).is_none() && !matches!(field.as_str(), "base" | "internet")
+            known.get(field.as_str()).is_none() && !QUIET_WHEN_EMPTY.contains(&field.as_str())
         }) {
             return Err(TemplateError::Invalid(format!(
                 "not a template: unknown field `{unknown}`"
@@ -312,6 +333,36 @@ impl TemplateSpec {
             return bad(format!(
                 "on_create is at most {MAX_SCRIPT} bytes, without NUL"
             ));
+        }
+        if !self.workdir.is_empty()
+            && (!self.workdir.starts_with('/')
+                || self.workdir.len() > 4096
+                || self.workdir.contains(['\0', '\n'])
+                || self.workdir.split('/').any(|part| part == ".."))
+        {
+            return bad(format!(
+                "workdir {:?}: an absolute path without `..`, at most 4096 bytes",
+                self.workdir
+            ));
+        }
+        if !self.shell.is_empty()
+            && (self.shell.len() > 256
+                || self
+                    .shell
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                || self
+                    .shell
+                    .contains(['\'', '"', '$', '`', ';', '&', '|', '<', '>']))
+        {
+            return bad(format!(
+                "shell {:?}: a program name or absolute path (e.g. /bin/bash), without \
+                 spaces or shell syntax",
+                self.shell
+            ));
+        }
+        if self.ports.len() > 64 || self.ports.contains(&0) {
+            return bad("ports are 1-65535, at most 64".to_owned());
         }
         if self.packages.len() > MAX_PACKAGES {
             return bad(format!(
@@ -444,15 +495,31 @@ mod tests {
     }
 
     #[test]
-    fn fields_not_run_yet_and_unknown_fields_are_refused_by_name() {
-        let err = TemplateSpec::parse(json!({"name": "x", "workdir": "/src"}), None, &settings())
-            .unwrap_err();
-        assert!(err.to_string().contains("`workdir`"), "{err}");
+    fn unknown_fields_are_refused_by_name_and_empty_known_ones_are_not() {
         let err = TemplateSpec::parse(json!({"name": "x", "on_star": "x"}), None, &settings())
             .unwrap_err();
         assert!(err.to_string().contains("on_star"), "{err}");
-        // null for a field not run yet is as good as absent
-        TemplateSpec::parse(json!({"name": "x", "shell": null}), None, &settings()).unwrap();
+        // null or empty is as good as absent, for fields left out when empty too
+        for (field, empty) in [
+            ("ports", json!(null)),
+            ("ports", json!([])),
+            ("packages", json!([])),
+            ("on_create", json!("")),
+            ("workdir", json!(null)),
+            ("shell", json!("")),
+        ] {
+            let mut document = json!({"name": "x"});
+            document[field] = empty;
+            TemplateSpec::parse(document.clone(), None, &settings())
+                .unwrap_or_else(|err| panic!("{document}: {err}"));
+        }
+        let spec = TemplateSpec::parse(
+            json!({"name": "x", "ports": [3000, 8080]}),
+            None,
+            &settings(),
+        )
+        .unwrap();
+        assert_eq!(spec.ports, [3000, 8080]);
     }
 
     #[test]
@@ -490,6 +557,15 @@ mod tests {
                 "both an env",
             ),
             (json!({"name": "x", "packages": ["git; reboot"]}), "package"),
+            (json!({"name": "x", "workdir": "src"}), "absolute path"),
+            (json!({"name": "x", "ports": [0]}), "ports are"),
+            (json!({"name": "x", "ports": [70000]}), "not a template"),
+            (
+                json!({"name": "x", "workdir": "/a/../etc"}),
+                "absolute path",
+            ),
+            (json!({"name": "x", "shell": "bash -l"}), "shell"),
+            (json!({"name": "x", "shell": "$(id)"}), "shell"),
             (json!({"name": "x", "packages": ["-y"]}), "package"),
             (json!({"name": "x", "packages": "git"}), "not a template"),
         ] {

@@ -30,6 +30,9 @@ pub struct Route {
     /// The team that owns the sandbox (it never changes), so a routed call checks
     /// who may make it without reading the store.
     pub team_id: String,
+    /// Where its commands and sessions start when they name none ("": the worker's
+    /// default, `/workspace`); it never changes either.
+    pub workdir: String,
 }
 
 #[derive(Debug)]
@@ -144,6 +147,7 @@ mod tests {
             generation: 3,
             last_heartbeat_ms: heartbeat_ms,
             team_id: "default".into(),
+            workdir: String::new(),
         }
     }
 

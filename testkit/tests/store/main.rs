@@ -171,6 +171,9 @@ pub(crate) async fn sandbox_expiring(store: &Store, id: &str, expires_at: i64) {
             expires_at,
             internet: true,
             team_id: "default".into(),
+            workdir: String::new(),
+            shell: String::new(),
+            ports: "[]".into(),
         })
         .await
         .expect("insert sandbox");

@@ -21,6 +21,9 @@ pub async fn a_sandbox_goes_from_creating_to_destroyed(db: Db) {
                 expires_at: 2,
                 internet: true,
                 team_id: "default".into(),
+                workdir: String::new(),
+                shell: String::new(),
+                ports: "[]".into(),
             })
             .await,
         Err(StoreError::Database(_))
@@ -776,6 +779,9 @@ fn new_sandbox(id: &str) -> NewSandbox {
         expires_at: 100,
         internet: true,
         team_id: "default".into(),
+        workdir: String::new(),
+        shell: String::new(),
+        ports: "[]".into(),
     }
 }
 

@@ -255,9 +255,13 @@ pub struct PortsView {
     pub preview_domain: String,
     /// Ports reachable through their preview URL without a key or link.
     pub public: Vec<u16>,
+    /// The ports its template serves previews on, with their URLs (empty when
+    /// previews are off) and whether each is public.
+    pub declared: Vec<PortView>,
 }
 
-/// The sandbox's preview domain and public ports (exec scope).
+/// The sandbox's preview domain, public ports, and the ports its template declares
+/// with their preview URLs (exec scope).
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/ports", tag = "ports", security(("api_key" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "Sandbox id")), responses(
     (status = 200, description = "Its ports", body = PortsView),
@@ -268,12 +272,23 @@ pub async fn list(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<PortsView>, ApiError> {
-    state.sandboxes.get(&access, &id).await?;
+    let sandbox = state.sandboxes.get(&access, &id).await?;
     let public = state.store.public_ports(&id).await?;
+    let declared = sandbox
+        .ports
+        .iter()
+        .map(|&port| PortView {
+            sandbox_id: id.clone(),
+            port,
+            public: public.contains(&port),
+            url: state.previews.url(&id, port).unwrap_or_default(),
+        })
+        .collect();
     Ok(Json(PortsView {
         sandbox_id: id,
         preview_domain: state.previews.domain().to_owned(),
         public,
+        declared,
     }))
 }
 

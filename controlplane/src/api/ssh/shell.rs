@@ -100,11 +100,22 @@ pub(super) async fn serve(
             _ => {}
         }
     };
-    let start = match start_of(command, request) {
+    let login = &context.login;
+    // a login shell is the sandbox's own (its template's `shell`), else `sh`
+    let shell = match &command {
+        Some(_) => String::new(),
+        None => context
+            .state
+            .sandboxes
+            .get(&login.access, &login.sandbox_id)
+            .await
+            .map(|sandbox| sandbox.shell)
+            .unwrap_or_default(),
+    };
+    let start = match start_of(command, request, &shell) {
         Ok(start) => start,
         Err(message) => return fail(&channel.split().1, &message).await,
     };
-    let login = &context.login;
     let opened = SessionAudit::open_as(
         &context.state,
         login.actor.clone(),
@@ -136,8 +147,12 @@ pub(super) async fn serve(
     let _ = write.close().await;
 }
 
-/// The session a `shell` (`command` none) or `exec` asks for.
-fn start_of(command: Option<Vec<u8>>, request: Request) -> Result<SessionStart, String> {
+/// The session a `shell` (`command` none: `shell`, "" for `sh`) or `exec` asks for.
+fn start_of(
+    command: Option<Vec<u8>>,
+    request: Request,
+    shell: &str,
+) -> Result<SessionStart, String> {
     let Request { tty, term, mut env } = request;
     if tty.is_some() && !term.is_empty() {
         env.insert("TERM".into(), term);
@@ -153,7 +168,8 @@ fn start_of(command: Option<Vec<u8>>, request: Request) -> Result<SessionStart, 
     };
     // no command (a `shell`, or an empty `exec`) is the shell
     let command = match line.trim() {
-        "" => SHELL.to_owned(),
+        "" if shell.is_empty() => SHELL.to_owned(),
+        "" => shell.to_owned(),
         line => line.to_owned(),
     };
     Ok(SessionStart {
@@ -344,9 +360,13 @@ mod tests {
                 term: "xterm-256color".into(),
                 env: BTreeMap::new(),
             },
+            "",
         )
         .unwrap();
         assert_eq!(shell.command, "sh");
+        // a sandbox whose template names a shell gets it; an exec is its line
+        let bash = start_of(None, Request::default(), "/bin/bash").unwrap();
+        assert_eq!(bash.command, "/bin/bash");
         assert_eq!(shell.env["TERM"], "xterm-256color");
         assert_eq!(
             shell.tty,
@@ -355,11 +375,11 @@ mod tests {
                 rows: 30
             })
         );
-        let exec = start_of(Some(b"echo hi; exit 3".to_vec()), Request::default()).unwrap();
+        let exec = start_of(Some(b"echo hi; exit 3".to_vec()), Request::default(), "").unwrap();
         assert_eq!(exec.command, "echo hi; exit 3");
         assert!(!exec.argv);
         assert!(exec.tty.is_none());
         assert!(exec.env.is_empty());
-        assert!(start_of(Some(vec![0xff]), Request::default()).is_err());
+        assert!(start_of(Some(vec![0xff]), Request::default(), "").is_err());
     }
 }
