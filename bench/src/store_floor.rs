@@ -103,6 +103,7 @@ async fn pair(store: &Store, audit: &AuditLog, id: String) -> anyhow::Result<()>
         workdir: String::new(),
         shell: String::new(),
         ports: "[]".into(),
+        auto_stop_secs: 0,
     };
     let placed = store
         .create_placed_sandbox(&sandbox, &[WORKER.to_owned()], 0, i64::MAX / 2, "full")

@@ -38,6 +38,11 @@ pub enum SandboxCommand {
         /// Lifetime, e.g. 30m.
         #[arg(long)]
         ttl: Option<String>,
+        /// Stop it after this long with no exec, file, session or port traffic, e.g.
+        /// 15m (files are kept; `berth sandbox start` brings it back); 0s: never.
+        /// Without it, its template's `auto_stop` applies.
+        #[arg(long)]
+        auto_stop: Option<String>,
         /// Owner id to record (admin keys only).
         #[arg(long)]
         owner: Option<String>,
@@ -360,6 +365,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
             memory_mb,
             vcpus,
             ttl,
+            auto_stop,
             owner,
             metadata,
             no_internet,
@@ -369,7 +375,7 @@ pub async fn run(command: SandboxCommand) -> anyhow::Result<()> {
         } => {
             let body = json!({
                 "image": image, "provider": provider, "memory_mb": memory_mb, "vcpus": vcpus,
-                "ttl": ttl, "owner_id": owner, "template": template,
+                "ttl": ttl, "auto_stop": auto_stop, "owner_id": owner, "template": template,
                 "metadata": metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 "internet": no_internet.then_some(false),
                 "constraints": constraints,
@@ -824,7 +830,15 @@ fn render_list(
         "ID", "STATE", "PROVIDER", "IMAGE", "WORKER", "AGE", "EXPIRES",
     ];
     if wide {
-        headers.extend(["OWNER", "MEMORY", "VCPUS", "GENERATION", "INTERNET"]);
+        headers.extend([
+            "OWNER",
+            "MEMORY",
+            "VCPUS",
+            "GENERATION",
+            "INTERNET",
+            "IDLE",
+            "AUTO-STOP",
+        ]);
     }
     let mut table = Table::new(&headers);
     for sandbox in sandboxes {
@@ -844,6 +858,9 @@ fn render_list(
                 output::text(&sandbox["vcpus"]),
                 output::text(&sandbox["generation"]),
                 output::text(&sandbox["internet"]),
+                // how long since it was last used
+                output::age(&sandbox["last_active_at"], now),
+                output::text(&sandbox["auto_stop"]),
             ]);
         }
         table.row(row);

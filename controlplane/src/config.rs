@@ -170,6 +170,12 @@ pub struct SandboxesConfig {
     /// How often sandboxes past their TTL are looked for and destroyed.
     #[serde(with = "humantime_serde")]
     pub reap_interval: Duration,
+    /// How stale a sandbox's last activity may be in the store: a sandbox in use has
+    /// it written at most this often, and one with an `auto_stop` is stopped once
+    /// idle for its auto-stop plus this much (never early; the reap loop looks every
+    /// `reap_interval`).
+    #[serde(with = "humantime_serde")]
+    pub activity_interval: Duration,
     /// What happens to the sandboxes of a worker that goes silent.
     pub disconnect: DisconnectConfig,
 }
@@ -210,6 +216,7 @@ impl Default for SandboxesConfig {
             max_exec_output_bytes: 16 << 20,
             spawn_timeout: Duration::from_secs(120),
             reap_interval: Duration::from_secs(10),
+            activity_interval: Duration::from_secs(30),
             disconnect: DisconnectConfig::default(),
         }
     }
@@ -380,6 +387,13 @@ impl ControlPlaneConfig {
         if sandboxes.reap_interval < Duration::from_millis(100) {
             return Err(ConfigError::Invalid(
                 "sandboxes.reap_interval must be at least 100ms".into(),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&sandboxes.activity_interval)
+        {
+            return Err(ConfigError::Invalid(
+                "sandboxes.activity_interval must be between 1s and 1h".into(),
             ));
         }
         if !(16..=sandboxes.max_memory_mb).contains(&sandboxes.default_memory_mb)

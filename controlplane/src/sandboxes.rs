@@ -3,6 +3,7 @@
 //! the lease's generation (exec, files, logs, interactive sessions). The HTTP and
 //! gRPC edges call into here.
 
+mod activity;
 mod calls;
 pub mod constraints;
 mod create;
@@ -101,6 +102,8 @@ pub struct Sandboxes {
     store: Store,
     workers: Arc<Workers>,
     settings: SandboxSettings,
+    /// When each sandbox was last used (for `auto_stop`).
+    activity: activity::Activity,
     /// Creates and destroys run here, so they finish even when their caller goes away
     /// and shutdown waits for them.
     tasks: TaskTracker,
@@ -114,6 +117,7 @@ impl Sandboxes {
         tasks: TaskTracker,
     ) -> Self {
         Self {
+            activity: activity::Activity::new(store.clone(), settings.limits.activity_interval),
             store,
             workers,
             settings,

@@ -357,7 +357,8 @@ async fn ensure_admin_key(store: &Store, path: &std::path::Path) -> anyhow::Resu
 }
 
 /// Destroys sandboxes whose TTL ran out, marks lost those whose lease ran out, moves
-/// drains along and finishes destroys a dead replica left behind. Safe beside other
+/// drains along, finishes destroys a dead replica left behind and stops sandboxes idle
+/// past their `auto_stop`. Safe beside other
 /// replicas doing the same: every step starts with a conditional claim in the store,
 /// so nothing is destroyed or released twice.
 ///
@@ -394,6 +395,11 @@ async fn reap_expired(
             Ok(0) => {}
             Ok(reaped) => tracing::info!(reaped, "expired sandboxes destroyed"),
             Err(err) => tracing::warn!(error = %err, "reaping expired sandboxes failed"),
+        }
+        match sandboxes.stop_idle().await {
+            Ok(0) => {}
+            Ok(stopped) => tracing::info!(stopped, "idle sandboxes stopped (auto_stop)"),
+            Err(err) => tracing::warn!(error = %err, "stopping idle sandboxes failed"),
         }
     }
 }

@@ -205,6 +205,9 @@ pub async fn resolve(
     if empty(&request.ttl) {
         request.ttl = from.ttl;
     }
+    if empty(&request.auto_stop) {
+        request.auto_stop = from.auto_stop;
+    }
     if request.memory_mb.is_none_or(|m| m == 0) {
         request.memory_mb = from.memory_mb;
     }

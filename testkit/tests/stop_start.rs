@@ -12,6 +12,7 @@ use berth_proto::v1::sandboxes_client::SandboxesClient;
 use berth_testkit::docker::{DockerCleanup, docker_or_skip, unique_worker_id};
 use berth_testkit::{TestFleet, api_channel, id_of, keyed};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn post(fleet: &TestFleet, path: &str) -> (u16, Value) {
     fleet.api.post(path, json!({})).await
@@ -366,5 +367,159 @@ async fn a_stopped_sandbox_outlives_a_control_plane_restart_and_expires_like_any
         .exec(&kept, json!({"command": "cat /workspace/kept"}))
         .await;
     assert_eq!(out["stdout"], "still here\n", "{out}");
+    fleet.stop().await;
+}
+
+/// The state `id` is in.
+async fn state_of(api: &berth_testkit::Api, id: &str) -> String {
+    let (status, view) = api.get(&format!("/sandboxes/{id}")).await;
+    assert_eq!(status, 200, "{view}");
+    view["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// `auto_stop`: a sandbox nobody uses is stopped once its period (plus the activity
+/// interval's slack) has passed, never before; execs, an attached session and an open
+/// port connection each keep one running; a sandbox without it runs on; a start makes
+/// the period count from the start, with `on_start` run again.
+#[tokio::test]
+async fn an_idle_sandbox_is_stopped_and_use_keeps_one_running() {
+    let fleet = TestFleet::builder()
+        .workers(1)
+        .reap_interval(Duration::from_millis(200))
+        .control_plane(|config| config.sandboxes.activity_interval = Duration::from_secs(1))
+        .start()
+        .await;
+    let api = &fleet.api;
+    let (status, body) = api
+        .post(
+            "/templates",
+            json!({"name": "napper", "auto_stop": "3s",
+                   "on_start": "echo up >> /workspace/starts"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["auto_stop"], "3s", "{body}");
+    // refused like any bad duration, on a create and in a template
+    let (status, err) = api.post("/sandboxes", json!({"auto_stop": "soon"})).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("auto_stop"),
+        "{err}"
+    );
+    let (status, err) = api
+        .post("/templates", json!({"name": "bad", "auto_stop": "-1s"}))
+        .await;
+    assert_eq!(status, 400, "{err}");
+
+    let created = std::time::Instant::now();
+    let idle = api
+        .create_sandbox(json!({"template": "napper", "ttl": "15m"}))
+        .await;
+    assert_eq!(idle["auto_stop"], "3s", "from the template: {idle}");
+    assert!(idle["last_active_at"].is_string(), "{idle}");
+    let idle = id_of(&idle);
+    let with_auto_stop = json!({"auto_stop": "3s", "ttl": "15m"});
+    let busy = id_of(&api.create_sandbox(with_auto_stop.clone()).await);
+    let attached = id_of(&api.create_sandbox(with_auto_stop.clone()).await);
+    let tunnelled = id_of(&api.create_sandbox(with_auto_stop).await);
+    let never = api.create_sandbox(json!({"ttl": "15m"})).await;
+    assert!(never.get("auto_stop").is_none(), "{never}");
+    let never = id_of(&never);
+    let (status, out) = api
+        .exec(&tunnelled, json!({"command": "serve --port 8000"}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+
+    // a session attached, typing nothing
+    let session = berth_testkit::GrpcSession::open(
+        &fleet.cp.api_url(),
+        &fleet.cp.admin_key,
+        pb::SessionOpen {
+            sandbox_id: attached.clone(),
+            command: "cat".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // a port connection open, carrying nothing
+    let mut request = format!(
+        "ws://{}/api/v1/sandboxes/{tunnelled}/ports/8000/ws",
+        fleet.cp.api_addr
+    )
+    .into_client_request()
+    .unwrap();
+    request
+        .headers_mut()
+        .insert("X-API-Key", fleet.cp.admin_key.parse().unwrap());
+    let (tunnel, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    if created.elapsed() < Duration::from_secs(3) {
+        assert_eq!(state_of(api, &idle).await, "running", "never early");
+    }
+
+    // execs in one, every half second, for well past the period and its slack
+    while created.elapsed() < Duration::from_secs(9) {
+        let (status, out) = api.exec(&busy, json!({"command": "true"})).await;
+        assert_eq!(status, 200, "in use, so running: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    berth_testkit::eventually(
+        "the idle sandbox is stopped",
+        Duration::from_secs(20),
+        || async { (state_of(api, &idle).await == "stopped").then_some(()) },
+    )
+    .await;
+    for id in [&busy, &attached, &tunnelled, &never] {
+        assert_eq!(
+            state_of(api, id).await,
+            "running",
+            "{id} is in use or has no auto_stop"
+        );
+    }
+    let (_, idle_view) = api.get(&format!("/sandboxes/{idle}")).await;
+    let (_, busy_view) = api.get(&format!("/sandboxes/{busy}")).await;
+    assert!(
+        busy_view["last_active_at"].as_str() > idle_view["last_active_at"].as_str(),
+        "the busy one was used later: {busy_view} {idle_view}"
+    );
+
+    // nobody uses them any more: each is stopped; the one without auto_stop runs on
+    drop(session);
+    drop(tunnel);
+    for id in [&busy, &attached, &tunnelled] {
+        berth_testkit::eventually(
+            "an idle sandbox is stopped",
+            Duration::from_secs(20),
+            || async { (state_of(api, id).await == "stopped").then_some(()) },
+        )
+        .await;
+    }
+    assert_eq!(state_of(api, &never).await, "running");
+
+    // started again: running, on_start ran again, and idle from the start on
+    let (status, view) = post(&fleet, &format!("/sandboxes/{idle}/start")).await;
+    assert_eq!(
+        (status, view["state"].as_str()),
+        (200, Some("running")),
+        "{view}"
+    );
+    let started = std::time::Instant::now();
+    let (status, out) = api
+        .exec(&idle, json!({"command": "cat /workspace/starts"}))
+        .await;
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("up\nup\n")),
+        "{out}"
+    );
+    if started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(state_of(api, &idle).await, "running", "never early");
+    }
+    berth_testkit::eventually(
+        "the started sandbox is stopped again once idle",
+        Duration::from_secs(20),
+        || async { (state_of(api, &idle).await == "stopped").then_some(()) },
+    )
+    .await;
     fleet.stop().await;
 }

@@ -59,6 +59,7 @@ fn new_sandbox(id: &str, created_at: i64, expires_at: i64) -> NewSandbox {
         workdir: String::new(),
         shell: String::new(),
         ports: "[]".into(),
+        auto_stop_secs: 0,
     }
 }
 

@@ -60,25 +60,46 @@ pub(super) struct Target {
     cached: bool,
 }
 
+/// What a routed call does with the sandbox: uses it (an exec, a file call, a session,
+/// a port: it counts as activity for `auto_stop`), or only looks (its logs, the list
+/// of its sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Use {
+    Work,
+    Look,
+}
+
 impl Sandboxes {
     /// Where calls for `sandbox_id` go: the cached route when it is fresh, else the
-    /// lease in the store (which is then cached).
-    async fn target(&self, access: &Access, sandbox_id: &str) -> Result<Target, SandboxError> {
+    /// lease in the store (which is then cached). A call that works in the sandbox is
+    /// noted as its activity once the caller is known to see it.
+    async fn target(
+        &self,
+        access: &Access,
+        sandbox_id: &str,
+        purpose: Use,
+    ) -> Result<Target, SandboxError> {
         let fresh_since = now_ms() - grace_ms(&self.settings);
-        if let Some(route) = self.routes().live(sandbox_id, fresh_since) {
-            if !access.sees(&route.team_id) {
-                return Err(SandboxError::NotFound(sandbox_id.to_owned()));
+        let target = match self.routes().live(sandbox_id, fresh_since) {
+            Some(route) => {
+                if !access.sees(&route.team_id) {
+                    return Err(SandboxError::NotFound(sandbox_id.to_owned()));
+                }
+                note_worker(&route.worker_id);
+                let client = self.workers.client(&route.worker_id, &route.address)?;
+                Target {
+                    client,
+                    generation: route.generation,
+                    workdir: route.workdir,
+                    cached: true,
+                }
             }
-            note_worker(&route.worker_id);
-            let client = self.workers.client(&route.worker_id, &route.address)?;
-            return Ok(Target {
-                client,
-                generation: route.generation,
-                workdir: route.workdir,
-                cached: true,
-            });
+            None => self.target_from_store(access, sandbox_id).await?,
+        };
+        if purpose == Use::Work {
+            self.activity.touch(sandbox_id);
         }
-        self.target_from_store(access, sandbox_id).await
+        Ok(target)
     }
 
     async fn target_from_store(
@@ -158,13 +179,14 @@ impl Sandboxes {
         &self,
         access: &Access,
         sandbox_id: &str,
+        purpose: Use,
         call: F,
     ) -> Result<T, SandboxError>
     where
         F: Fn(Target) -> Fut,
         Fut: Future<Output = Result<T, RemoteError>>,
     {
-        let target = self.target(access, sandbox_id).await?;
+        let target = self.target(access, sandbox_id, purpose).await?;
         let cached = target.cached;
         match call(target).await {
             Ok(answer) => Ok(answer),
@@ -215,7 +237,7 @@ impl Sandboxes {
         call: ExecCall,
     ) -> Result<ExecOutcome, SandboxError> {
         check_command(&call)?;
-        self.on_lease_holder(access, sandbox_id, |target| {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| {
             let request = self.exec_request(sandbox_id, &target, call.clone());
             async move { target.client.exec(request).await }
         })
@@ -231,7 +253,7 @@ impl Sandboxes {
         call: ExecCall,
     ) -> Result<ExecEvents, SandboxError> {
         check_command(&call)?;
-        self.on_lease_holder(access, sandbox_id, |target| {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| {
             let request = self.exec_request(sandbox_id, &target, call.clone());
             async move { target.client.exec_stream(request).await }
         })
@@ -247,7 +269,7 @@ impl Sandboxes {
         lines: u32,
         follow: bool,
     ) -> Result<LogLines, SandboxError> {
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Look, |target| async move {
             target.client.logs(sandbox_id, lines, follow).await
         })
         .await
@@ -260,7 +282,7 @@ impl Sandboxes {
         sandbox_id: &str,
         path: &str,
     ) -> Result<FileChunks, SandboxError> {
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target
                 .client
                 .read_file(sandbox_id, target.generation, path)
@@ -284,7 +306,7 @@ impl Sandboxes {
     where
         S: Stream<Item = Result<Vec<u8>, String>> + Send + 'static,
     {
-        let target = self.target(access, sandbox_id).await?;
+        let target = self.target(access, sandbox_id, Use::Work).await?;
         let written = target
             .client
             .write_file(sandbox_id, target.generation, path, mode, data)
@@ -304,7 +326,7 @@ impl Sandboxes {
         sandbox_id: &str,
         path: &str,
     ) -> Result<Vec<FileInfo>, SandboxError> {
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target
                 .client
                 .list_files(sandbox_id, target.generation, path)
@@ -319,7 +341,7 @@ impl Sandboxes {
         sandbox_id: &str,
         path: &str,
     ) -> Result<FileInfo, SandboxError> {
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target
                 .client
                 .stat_file(sandbox_id, target.generation, path)
@@ -335,7 +357,7 @@ impl Sandboxes {
         path: &str,
         recursive: bool,
     ) -> Result<(), SandboxError> {
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target
                 .client
                 .delete_file(sandbox_id, target.generation, path, recursive)
@@ -351,7 +373,7 @@ impl Sandboxes {
         old_path: &str,
         new_path: &str,
     ) -> Result<(), SandboxError> {
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target
                 .client
                 .move_file(sandbox_id, target.generation, old_path, new_path)
@@ -372,7 +394,7 @@ impl Sandboxes {
                 "mode must be at most 0o7777".into(),
             ));
         }
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target
                 .client
                 .chmod(sandbox_id, target.generation, path, mode)
@@ -390,7 +412,7 @@ impl Sandboxes {
         if pattern.is_empty() {
             return Err(SandboxError::BadRequest("pattern is empty".into()));
         }
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target.client.glob(sandbox_id, pattern).await
         })
         .await

@@ -119,6 +119,7 @@ impl Sandboxes {
             workdir: request.launch.workdir.clone(),
             shell: request.launch.shell.clone(),
             ports: serde_json::to_string(&request.launch.ports).unwrap_or_else(|_| "[]".into()),
+            auto_stop_secs: i64::try_from(request.auto_stop.as_secs()).unwrap_or(i64::MAX),
         };
         let placed = match self.place(&sandbox, &candidates).await {
             Err(SandboxError::Store(StoreError::OverQuota(team))) => {
@@ -308,6 +309,12 @@ impl Placed {
             workdir: sandbox.workdir.clone(),
             shell: sandbox.shell.clone(),
             ports: sandbox.ports.clone(),
+            auto_stop_secs: sandbox.auto_stop_secs,
+            // it started running just now, or has not
+            active_at: match state {
+                SandboxState::Running => now_secs(),
+                _ => 0,
+            },
         }
     }
 }

@@ -22,6 +22,11 @@ pub struct CreateRequest {
     pub memory_mb: Option<u64>,
     pub vcpus: Option<u32>,
     pub ttl: Option<String>,
+    /// Stop the sandbox after this long with no exec, file, session or port traffic
+    /// (a duration, `30m`); absent, empty or `0s`: never. A stopped sandbox keeps its
+    /// files and is started again with `POST /api/v1/sandboxes/{id}/start`.
+    #[schema(example = "30m")]
+    pub auto_stop: Option<String>,
     pub template: Option<String>,
     pub owner_id: Option<String>,
     #[serde(default)]
@@ -69,7 +74,8 @@ impl CreateRequest {
 
     /// Checks the request against `settings` and fills in the defaults.
     pub fn validate(self, settings: &SandboxSettings) -> Result<CreateSandbox, SandboxError> {
-        CreateSandbox::validate(
+        let auto_stop = parse_auto_stop(self.auto_stop.as_deref(), settings.limits.max_ttl)?;
+        let request = CreateSandbox::validate(
             settings,
             self.image,
             self.provider,
@@ -81,7 +87,11 @@ impl CreateRequest {
             self.metadata,
             self.internet,
             &self.constraints,
-        )
+        )?;
+        Ok(CreateSandbox {
+            auto_stop,
+            ..request
+        })
     }
 }
 
@@ -143,6 +153,8 @@ pub struct CreateSandbox {
     pub memory_mb: u64,
     pub vcpus: u32,
     pub ttl: Duration,
+    /// Stopped after this long without activity; zero: never.
+    pub auto_stop: Duration,
     pub template: String,
     pub owner_id: String,
     pub metadata: BTreeMap<String, String>,
@@ -275,6 +287,7 @@ impl CreateSandbox {
             memory_mb,
             vcpus,
             ttl,
+            auto_stop: Duration::ZERO,
             template,
             owner_id,
             metadata,
@@ -298,6 +311,26 @@ pub fn parse_ttl(text: &str, max: Duration) -> Result<Duration, SandboxError> {
         )));
     }
     Ok(ttl)
+}
+
+/// An auto-stop period (`30m`, `1h`): none, empty or zero is never; otherwise at least
+/// 1s and at most `max` (the longest TTL: a sandbox idle for longer has expired).
+pub fn parse_auto_stop(text: Option<&str>, max: Duration) -> Result<Duration, SandboxError> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(Duration::ZERO);
+    };
+    let period = humantime::parse_duration(text)
+        .map_err(|err| SandboxError::BadRequest(format!("invalid auto_stop {text:?}: {err}")))?;
+    if period.is_zero() {
+        return Ok(Duration::ZERO);
+    }
+    if period < Duration::from_secs(1) || period > max {
+        return Err(SandboxError::BadRequest(format!(
+            "auto_stop must be 0 (never) or between 1s and {}",
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(period)
 }
 
 /// An exec timeout as either edge receives it: `"30s"`, `"1m30s"`, `30`, `"30"`,
@@ -382,6 +415,17 @@ pub struct SandboxView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
     pub ports: Vec<u16>,
+    /// How long it may go without exec, file, session or port traffic before it is
+    /// stopped (`30m`); absent: never.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[schema(required = false, example = "30m")]
+    pub auto_stop: String,
+    /// When it last had exec, file, session or port traffic, or started running
+    /// (RFC 3339; recorded at most once per `sandboxes.activity_interval`, 30s by
+    /// default); absent: it never ran.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[schema(required = false)]
+    pub last_active_at: String,
     /// The startup phase it is in (`scheduled`, `building image`, `starting
     /// services`, `creating`, `on_start`, `ready`); a failed create stays at the
     /// phase that failed.
@@ -396,6 +440,8 @@ pub struct SandboxView {
     pub created_at_unix: i64,
     #[serde(skip)]
     pub expires_at_unix: i64,
+    #[serde(skip)]
+    pub last_active_at_unix: i64,
 }
 
 impl From<SandboxRow> for SandboxView {
@@ -436,6 +482,16 @@ impl From<SandboxRow> for SandboxView {
             workdir: row.workdir,
             shell: row.shell,
             ports: serde_json::from_str(&row.ports).unwrap_or_default(),
+            auto_stop: u64::try_from(row.auto_stop_secs)
+                .ok()
+                .filter(|secs| *secs > 0)
+                .map(|secs| humantime::format_duration(Duration::from_secs(secs)).to_string())
+                .unwrap_or_default(),
+            last_active_at_unix: row.active_at,
+            last_active_at: match row.active_at {
+                0 => String::new(),
+                at => rfc3339(at),
+            },
         }
     }
 }
@@ -615,6 +671,37 @@ mod tests {
             validate(None, None, Some("1h30m")).unwrap().ttl,
             Duration::from_secs(5400)
         );
+    }
+
+    #[test]
+    fn auto_stop_is_never_by_default_and_held_to_the_longest_ttl() {
+        let max = Duration::from_secs(24 * 3600);
+        for never in [None, Some(""), Some(" "), Some("0s"), Some("0")] {
+            assert_eq!(
+                parse_auto_stop(never, max).unwrap(),
+                Duration::ZERO,
+                "{never:?}"
+            );
+        }
+        assert_eq!(
+            parse_auto_stop(Some("15m"), max).unwrap(),
+            Duration::from_secs(900)
+        );
+        for bad in ["soon", "-1s", "500ms", "25h"] {
+            let err = parse_auto_stop(Some(bad), max).unwrap_err().to_string();
+            assert!(err.contains("auto_stop"), "{bad}: {err}");
+        }
+        // a create takes it from its body
+        let request = CreateRequest {
+            auto_stop: Some("30m".into()),
+            ..CreateRequest::default()
+        }
+        .validate(&SandboxSettings {
+            limits: crate::config::SandboxesConfig::default(),
+            ..SandboxSettings::default()
+        })
+        .unwrap();
+        assert_eq!(request.auto_stop, Duration::from_secs(1800));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the caller's business at its edge (an exec-scope key, a preview link, a public
 //! port, an SSH login); here the sandbox must be visible to `access`.
 
+use super::calls::Use;
 use super::{SandboxError, Sandboxes};
 use crate::teams::Access;
 use crate::workers::PortConnection;
@@ -19,13 +20,17 @@ impl Sandboxes {
         port: u32,
     ) -> Result<PortConnection, SandboxError> {
         let port = check_port(port)?;
-        self.on_lease_holder(access, sandbox_id, |target| async move {
-            target
-                .client
-                .open_port(sandbox_id, target.generation, port)
-                .await
-        })
-        .await
+        let mut connection = self
+            .on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
+                target
+                    .client
+                    .open_port(sandbox_id, target.generation, port)
+                    .await
+            })
+            .await?;
+        // the sandbox is in use while the connection is open
+        connection.io.hold(self.activity.hold(sandbox_id));
+        Ok(connection)
     }
 }
 

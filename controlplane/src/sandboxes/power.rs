@@ -11,8 +11,10 @@
 
 use super::lifecycle::lease_route;
 use super::{SandboxError, SandboxView, Sandboxes};
+use crate::clock::now_secs;
 use crate::store::SandboxState;
 use crate::teams::Access;
+use crate::workers::Route;
 
 /// What a call on a stopped sandbox is told.
 pub(super) fn stopped(sandbox_id: &str) -> SandboxError {
@@ -40,6 +42,14 @@ impl Sandboxes {
                 "sandbox {id:?} changed while it was being stopped; try again"
             )));
         }
+        self.stop_on_worker(id, route).await?;
+        tracing::info!(sandbox_id = %id, "sandbox stopped");
+        self.get(access, id).await
+    }
+
+    /// Stops sandbox `id`, already `stopped` in the store, on the worker `route`
+    /// names; a worker that fails puts it back to running.
+    pub(super) async fn stop_on_worker(&self, id: &str, route: Route) -> Result<(), SandboxError> {
         self.routes().forget(id);
         let stopped = async {
             let client = self.workers.client(&route.worker_id, &route.address)?;
@@ -56,8 +66,7 @@ impl Sandboxes {
                 .await?;
             return Err(err);
         }
-        tracing::info!(sandbox_id = %id, "sandbox stopped");
-        self.get(access, id).await
+        Ok(())
     }
 
     /// Starts a stopped sandbox and runs `on_start` in it (its template's, as the
@@ -90,6 +99,10 @@ impl Sandboxes {
             }
             return Err(err);
         }
+        // used now, so an auto-stop counts from here (noted before it is running, so
+        // the idle sweep never sees it running with its old activity)
+        self.store.touch_sandbox(id, now_secs(), 0).await?;
+        self.activity.forget(id);
         self.store
             .move_sandbox_state(id, SandboxState::Stopped, SandboxState::Running)
             .await?;

@@ -3,6 +3,9 @@
 //! list a sandbox's sessions, kill one. Same access rule as exec: the caller must see
 //! the sandbox's team, with a key that has the exec scope (checked at the edge).
 
+use futures::StreamExt;
+
+use super::calls::Use;
 use super::{SandboxError, Sandboxes};
 use crate::teams::Access;
 use crate::workers::SessionStream;
@@ -18,6 +21,7 @@ pub const SHUTTING_DOWN: &str =
 
 impl Sandboxes {
     /// Opens a session on the lease holder; answers once the worker said `started`.
+    /// The sandbox is in use while the stream is held (see `activity`).
     /// A refused cached route is tried once more on the lease in the store: nothing
     /// of the client's has been sent yet.
     pub async fn session(
@@ -27,21 +31,36 @@ impl Sandboxes {
         open: SessionOpen,
     ) -> Result<SessionStream, SandboxError> {
         check_open(&open)?;
-        self.on_lease_holder(access, sandbox_id, |target| {
-            let mut open = open.clone();
-            // a session that names no working directory starts in the sandbox's own
-            if let SessionOpen::Start(start) = &mut open {
-                start.workdir =
-                    super::calls::workdir_in(std::mem::take(&mut start.workdir), &target.workdir);
-            }
-            async move {
-                target
-                    .client
-                    .session(sandbox_id, target.generation, open)
-                    .await
-            }
+        let stream = self
+            .on_lease_holder(access, sandbox_id, Use::Work, |target| {
+                let mut open = open.clone();
+                // a session that names no working directory starts in the sandbox's own
+                if let SessionOpen::Start(start) = &mut open {
+                    start.workdir = super::calls::workdir_in(
+                        std::mem::take(&mut start.workdir),
+                        &target.workdir,
+                    );
+                }
+                async move {
+                    target
+                        .client
+                        .session(sandbox_id, target.generation, open)
+                        .await
+                }
+            })
+            .await?;
+        // attached is in use, typing or not, until the stream is dropped
+        let held = self.activity.hold(sandbox_id);
+        Ok(SessionStream {
+            events: stream
+                .events
+                .map(move |event| {
+                    let _held = &held;
+                    event
+                })
+                .boxed(),
+            ..stream
         })
-        .await
     }
 
     pub async fn list_sessions(
@@ -49,7 +68,7 @@ impl Sandboxes {
         access: &Access,
         sandbox_id: &str,
     ) -> Result<Vec<SessionInfo>, SandboxError> {
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Look, |target| async move {
             target.client.list_sessions(sandbox_id).await
         })
         .await
@@ -84,7 +103,7 @@ impl Sandboxes {
             "" => DEFAULT_KILL_SIGNAL,
             signal => signal,
         };
-        self.on_lease_holder(access, sandbox_id, |target| async move {
+        self.on_lease_holder(access, sandbox_id, Use::Work, |target| async move {
             target
                 .client
                 .kill_session(sandbox_id, target.generation, session_id, signal)

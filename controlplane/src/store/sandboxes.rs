@@ -7,7 +7,12 @@ const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, 
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
      s.destroyed_at, s.error, s.internet, s.team_id, l.generation, w.advertise_addr, \
      w.last_heartbeat_ms, s.phases, s.workdir, s.shell, \
-     s.ports";
+     s.ports, s.auto_stop_secs";
+
+/// When sandbox `s` last had activity or started running, whichever is later (unix
+/// seconds; 0: it never ran).
+const ACTIVE_AT: &str = "CASE WHEN s.active_at * 1000 > COALESCE(s.started_at_ms, 0) \
+     THEN s.active_at ELSE COALESCE(s.started_at_ms, 0) / 1000 END AS active_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SandboxRow {
@@ -45,6 +50,12 @@ pub struct SandboxRow {
     pub shell: String,
     /// The ports its template serves previews on, a JSON list.
     pub ports: String,
+    /// Stopped after this long without activity (seconds); 0: never.
+    pub auto_stop_secs: i64,
+    /// When it last had exec, file, session or port traffic, or started running,
+    /// whichever is later (unix seconds; written at most once per activity
+    /// interval); 0: it never ran.
+    pub active_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +78,8 @@ pub struct NewSandbox {
     pub workdir: String,
     pub shell: String,
     pub ports: String,
+    /// Stopped after this long without activity (seconds); 0: never.
+    pub auto_stop_secs: i64,
 }
 
 /// A worker that may take a sandbox, as the scheduler sees it.
@@ -176,14 +189,14 @@ pub(super) const RESERVE_SLOT: &str = "UPDATE workers SET reserved = reserved + 
 /// statements.
 pub(super) const SANDBOX_INSERT: &str = "INSERT INTO sandboxes (id, state, provider, image, \
      memory_mb, vcpus, owner_id, template, metadata, created_at, expires_at, worker_id, \
-     error, internet, team_id, workdir, shell, ports) \
+     error, internet, team_id, workdir, shell, ports, auto_stop_secs) \
      SELECT $1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', $14, $15, $16, $17, \
-     $18";
+     $18, $19";
 
 /// Binds a new sandbox's values as `$1`…`$10`, then `$11` the worker, `$12` the
 /// freshness bound, `$13` the lease expiry, `$14` the egress flag, `$15` the team,
-/// `$16` the workdir, `$17` the shell and `$18` the ports: the numbering of every
-/// placing statement.
+/// `$16` the workdir, `$17` the shell, `$18` the ports and `$19` the auto-stop: the
+/// numbering of every placing statement.
 macro_rules! bind_placement {
     ($query:expr, $sandbox:expr, $worker_id:expr, $fresh_since_ms:expr, $lease_expires_at_ms:expr) => {
         $query
@@ -205,6 +218,7 @@ macro_rules! bind_placement {
             .bind(&$sandbox.workdir)
             .bind(&$sandbox.shell)
             .bind(&$sandbox.ports)
+            .bind($sandbox.auto_stop_secs)
     };
 }
 pub(super) use bind_placement;
@@ -250,9 +264,9 @@ impl Store {
             sqlx::query(
                 "INSERT INTO sandboxes (id, state, provider, image, memory_mb, vcpus, owner_id, \
                      template, metadata, created_at, expires_at, internet, team_id, workdir, \
-                     shell, ports) \
+                     shell, ports, auto_stop_secs) \
                  VALUES ($1, 'creating', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-                     $14, $15)",
+                     $14, $15, $16)",
             )
             .bind(&sandbox.id)
             .bind(&sandbox.provider)
@@ -269,6 +283,7 @@ impl Store {
             .bind(&sandbox.workdir)
             .bind(&sandbox.shell)
             .bind(&sandbox.ports)
+            .bind(sandbox.auto_stop_secs)
             .execute(pool)
             .await?;
         });
@@ -276,7 +291,7 @@ impl Store {
     }
 
     pub async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRow>, StoreError> {
-        let sql = format!("SELECT {SANDBOX_COLUMNS} {SANDBOX_FROM} WHERE s.id = $1");
+        let sql = format!("SELECT {SANDBOX_COLUMNS}, {ACTIVE_AT} {SANDBOX_FROM} WHERE s.id = $1");
         let row = with_pool!(self, |pool| {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
         });
@@ -286,7 +301,7 @@ impl Store {
     /// Sandboxes that are not destroyed, oldest first.
     pub async fn list_sandboxes(&self) -> Result<Vec<SandboxRow>, StoreError> {
         let sql = format!(
-            "SELECT {SANDBOX_COLUMNS} {SANDBOX_FROM} \
+            "SELECT {SANDBOX_COLUMNS}, {ACTIVE_AT} {SANDBOX_FROM} \
              WHERE s.state <> 'destroyed' ORDER BY s.created_at, s.id"
         );
         let rows = with_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await?);
@@ -513,6 +528,65 @@ impl Store {
                 .execute(pool)
                 .await?
                 .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Notes activity on sandbox `id` at `now` (unix seconds), unless some was noted
+    /// within `min_interval_secs` (by any control plane); whether it wrote.
+    pub async fn touch_sandbox(
+        &self,
+        id: &str,
+        now: i64,
+        min_interval_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let written = with_write_pool!(self, |pool| {
+            sqlx::query("UPDATE sandboxes SET active_at = $2 WHERE id = $1 AND active_at < $3")
+                .bind(id)
+                .bind(now)
+                .bind(now - min_interval_secs)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(written == 1)
+    }
+
+    /// Running sandboxes with an auto-stop whose last activity is before `now` minus
+    /// their auto-stop and `slack_secs` more, with that activity (unix seconds), by id.
+    pub async fn idle_sandboxes(
+        &self,
+        now: i64,
+        slack_secs: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as(&format!(
+                "SELECT id, active_at FROM (SELECT s.id, s.auto_stop_secs, {ACTIVE_AT} \
+                     FROM sandboxes s WHERE s.state = 'running' AND s.auto_stop_secs > 0) idle \
+                 WHERE active_at + auto_stop_secs + $2 < $1 ORDER BY id"
+            ))
+            .bind(now)
+            .bind(slack_secs)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// `running → stopped` for an idle sandbox, if it has had no activity after
+    /// `active_at` (unix seconds, as [`Self::idle_sandboxes`] read it): a call that
+    /// came in since keeps it running. Whether it applied.
+    pub async fn stop_idle_sandbox(&self, id: &str, active_at: i64) -> Result<bool, StoreError> {
+        let updated = with_write_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE sandboxes SET state = 'stopped' \
+                 WHERE id = $1 AND state = 'running' AND active_at <= $2",
+            )
+            .bind(id)
+            .bind(active_at)
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         Ok(updated == 1)
     }

@@ -15,6 +15,7 @@ use crate::sandboxes::{CreateRequest, SandboxSettings};
 /// before they existed keep their content hash), or at all (`base` is `image`).
 const QUIET_WHEN_EMPTY: &[&str] = &[
     "base",
+    "auto_stop",
     "internet",
     "packages",
     "on_create",
@@ -58,6 +59,16 @@ pub struct TemplateSpec {
     /// A Go-style duration (`30m`); empty: the control plane's default.
     #[serde(default, deserialize_with = "or_default")]
     pub ttl: String,
+    /// Stop a sandbox made from it after this long with no exec, file, session or
+    /// port traffic (`30m`); empty or `0s`: never. Started again with `berth sandbox
+    /// start`, its files kept.
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    #[schema(required = false, example = "30m")]
+    pub auto_stop: String,
     #[serde(default, deserialize_with = "or_default")]
     pub provider: String,
     #[serde(default, deserialize_with = "or_default")]
@@ -399,6 +410,7 @@ impl TemplateSpec {
             memory_mb: Some(self.memory_mb).filter(|m| *m > 0),
             vcpus: Some(self.vcpus).filter(|v| *v > 0),
             ttl: text(&self.ttl),
+            auto_stop: text(&self.auto_stop),
             template: Some(self.name.clone()),
             metadata: self.metadata.clone(),
             internet: self.internet,

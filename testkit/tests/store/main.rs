@@ -174,6 +174,7 @@ pub(crate) async fn sandbox_expiring(store: &Store, id: &str, expires_at: i64) {
             workdir: String::new(),
             shell: String::new(),
             ports: "[]".into(),
+            auto_stop_secs: 0,
         })
         .await
         .expect("insert sandbox");
@@ -317,6 +318,7 @@ conformance!(
     sandboxes::a_new_sandbox_is_placed_on_the_first_eligible_candidate_in_one_step,
     sandboxes::replicas_creating_at_once_fill_a_worker_exactly,
     sandboxes::placement_counts_memory_and_cpus_and_gives_them_back,
+    sandboxes::idle_sandboxes_are_found_from_their_last_use_and_stopped_once,
 );
 
 /// Replicas starting together on an empty database: sqlx's advisory lock lets one

@@ -24,6 +24,7 @@ pub async fn a_sandbox_goes_from_creating_to_destroyed(db: Db) {
                 workdir: String::new(),
                 shell: String::new(),
                 ports: "[]".into(),
+                auto_stop_secs: 0,
             })
             .await,
         Err(StoreError::Database(_))
@@ -782,6 +783,7 @@ fn new_sandbox(id: &str) -> NewSandbox {
         workdir: String::new(),
         shell: String::new(),
         ports: "[]".into(),
+        auto_stop_secs: 0,
     }
 }
 
@@ -951,4 +953,90 @@ pub async fn placement_counts_memory_and_cpus_and_gives_them_back(db: Db) {
     store.revoke_worker("w1", 10).await.unwrap();
     let worker_row = store.get_worker("w1").await.unwrap().unwrap();
     assert_eq!(worker_row.reserved, 0);
+}
+
+pub async fn idle_sandboxes_are_found_from_their_last_use_and_stopped_once(db: Db) {
+    let [a, b] = db.replicas().await;
+    for (id, auto_stop_secs) in [("napper", 60), ("busy", 60), ("never", 0), ("new", 60)] {
+        a.insert_sandbox(&NewSandbox {
+            auto_stop_secs,
+            ..new_sandbox(id)
+        })
+        .await
+        .unwrap();
+    }
+    // started at 1000 s (unix ms below); "new" is still being created
+    for id in ["napper", "busy", "never"] {
+        assert!(a.mark_sandbox_running(id, "vm", 1_000_000).await.unwrap());
+    }
+    let row = a.get_sandbox("napper").await.unwrap().unwrap();
+    assert_eq!(
+        (row.auto_stop_secs, row.active_at),
+        (60, 1000),
+        "use counts from the start"
+    );
+    assert_eq!(a.get_sandbox("new").await.unwrap().unwrap().active_at, 0);
+    // used at 1050; a second touch within the interval writes nothing
+    assert!(b.touch_sandbox("busy", 1050, 30).await.unwrap());
+    assert!(!a.touch_sandbox("busy", 1060, 30).await.unwrap());
+    assert_eq!(
+        a.get_sandbox("busy").await.unwrap().unwrap().active_at,
+        1050
+    );
+
+    // idle means: last use + auto_stop + slack before now
+    assert!(
+        a.idle_sandboxes(1060, 0).await.unwrap().is_empty(),
+        "not yet"
+    );
+    assert_eq!(
+        a.idle_sandboxes(1065, 0).await.unwrap(),
+        vec![("napper".to_owned(), 1000)]
+    );
+    assert!(
+        a.idle_sandboxes(1065, 10).await.unwrap().is_empty(),
+        "the slack waits"
+    );
+    assert_eq!(
+        a.idle_sandboxes(2000, 0).await.unwrap(),
+        vec![("busy".to_owned(), 1050), ("napper".to_owned(), 1000)]
+    );
+
+    // a use written after the sweep read it keeps it running
+    assert!(a.touch_sandbox("busy", 1990, 0).await.unwrap());
+    assert!(!b.stop_idle_sandbox("busy", 1050).await.unwrap());
+    // replicas stopping at once: one does
+    let (first, second) = tokio::join!(
+        a.stop_idle_sandbox("napper", 1000),
+        b.stop_idle_sandbox("napper", 1000)
+    );
+    assert_eq!(
+        [first.unwrap(), second.unwrap()]
+            .iter()
+            .filter(|s| **s)
+            .count(),
+        1
+    );
+    let state = |id: &'static str| {
+        let a = a.clone();
+        async move { a.get_sandbox(id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state("napper").await, SandboxState::Stopped);
+    assert_eq!(state("busy").await, SandboxState::Running);
+    // a stopped one is not idle; started again (use noted first) it counts from then
+    assert_eq!(
+        a.idle_sandboxes(2000, 0).await.unwrap(),
+        Vec::<(String, i64)>::new()
+    );
+    assert!(a.touch_sandbox("napper", 2000, 0).await.unwrap());
+    assert!(
+        a.move_sandbox_state("napper", SandboxState::Stopped, SandboxState::Running)
+            .await
+            .unwrap()
+    );
+    assert!(a.idle_sandboxes(2050, 0).await.unwrap().is_empty());
+    assert_eq!(
+        a.idle_sandboxes(2061, 0).await.unwrap(),
+        vec![("busy".to_owned(), 1990), ("napper".to_owned(), 2000)]
+    );
 }

@@ -61,6 +61,8 @@ fn sandbox_message(view: SandboxView) -> pb::Sandbox {
             })
             .collect(),
         error: view.error,
+        auto_stop: view.auto_stop,
+        last_active_at: view.last_active_at_unix,
     }
 }
 
@@ -136,6 +138,7 @@ impl From<pb::CreateSandboxRequest> for CreateRequest {
             memory_mb: Some(body.memory_mb),
             vcpus: Some(body.vcpus),
             ttl: Some(body.ttl),
+            auto_stop: Some(body.auto_stop),
             template: Some(body.template),
             owner_id: Some(body.owner_id),
             metadata: body.metadata.into_iter().collect(),

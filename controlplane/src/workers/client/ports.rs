@@ -47,6 +47,15 @@ pub struct PortConnection {
 pub struct PortIo {
     pipe: DuplexStream,
     _hang_up: DropGuard,
+    /// Dropped with the connection (the caller's: what keeps the sandbox in use).
+    _held: Option<DropGuard>,
+}
+
+impl PortIo {
+    /// Keeps `guard` until the connection is dropped.
+    pub fn hold(&mut self, guard: DropGuard) {
+        self._held = Some(guard);
+    }
 }
 
 impl AsyncRead for PortIo {
@@ -140,6 +149,7 @@ impl WorkerClient {
             io: PortIo {
                 pipe,
                 _hang_up: hang_up.drop_guard(),
+                _held: None,
             },
         })
     }
