@@ -13,10 +13,14 @@
 //! `berth-bench-<pid>-docker` in their `berth.worker` label. It is all removed at the
 //! end, and what a run whose process is gone left behind is removed at the start.
 //!
-//! This file runs the section; the parts live in `docker/`: [`paths`] (what is timed),
+//! Section 9 runs on the same kind of fleet: a template's image built on the worker at
+//! the first spawn of a version versus its reuse by later spawns ([`templates`]).
+//!
+//! This file runs the sections; the parts live in `docker/`: [`paths`] (what is timed),
 //! [`measure`] (the timed rounds), [`berth`] (the Berth API calls), [`cli`] (the docker
 //! CLI calls), [`engine`] (probing the engine and the image), [`sweep`] (removing what
-//! bench runs left) and [`report`] (tables, ratios, targets and notes).
+//! bench runs left), [`report`] (tables, ratios, targets and notes) and [`templates`]
+//! (section 9's rounds and report).
 
 mod berth;
 mod cli;
@@ -25,6 +29,7 @@ mod measure;
 mod paths;
 mod report;
 mod sweep;
+mod templates;
 
 use std::time::Duration;
 
@@ -54,8 +59,23 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 const MEMORY_MB: u64 = 512;
 const VCPUS: u32 = 1;
 
+/// What a docker section measures on its fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// Section 5: Berth against the docker CLI.
+    AgainstCli,
+    /// Section 9: a template's built image, first spawn against reuse.
+    TemplateBuilds,
+}
+
+/// Section 9: a template's first spawn of each version (which builds its image) against
+/// later spawns (which reuse it) and a plain spawn.
+pub async fn run_templates(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
+    run_section(bench, section, Measure::TemplateBuilds).await
+}
+
 pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
-    let result = run_section(bench, section).await;
+    let result = run_section(bench, section, Measure::AgainstCli).await;
     if let Err(err) = &result
         && section.targets.is_empty()
     {
@@ -70,7 +90,7 @@ pub async fn run(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
     result
 }
 
-async fn run_section(bench: &Bench, section: &mut Section) -> anyhow::Result<()> {
+async fn run_section(bench: &Bench, section: &mut Section, what: Measure) -> anyhow::Result<()> {
     let settings = &bench.settings;
     let image = settings.docker_image.clone();
     section.setting(
@@ -84,21 +104,40 @@ async fn run_section(bench: &Bench, section: &mut Section) -> anyhow::Result<()>
             .store_name(),
     );
     section.setting("image", format!("`{image}` (local, never pulled)"));
-    section.setting(
-        "runs",
-        format!(
-            "{} spawns and {} execs per path, one at a time (1 client); one untimed warm-up \
-             round first; paths take turns each round, in rotating order",
-            settings.docker_spawns, settings.docker_execs
-        ),
-    );
-    section.setting(
-        "exec command",
-        format!(
-            "`{}` through `/bin/sh -c` on both sides, output checked",
-            measure::COMMAND
-        ),
-    );
+    match what {
+        Measure::AgainstCli => {
+            section.setting(
+                "runs",
+                format!(
+                    "{} spawns and {} execs per path, one at a time (1 client); one untimed \
+                     warm-up round first; paths take turns each round, in rotating order",
+                    settings.docker_spawns, settings.docker_execs
+                ),
+            );
+            section.setting(
+                "exec command",
+                format!(
+                    "`{}` through `/bin/sh -c` on both sides, output checked",
+                    measure::COMMAND
+                ),
+            );
+        }
+        Measure::TemplateBuilds => {
+            section.setting(
+                "runs",
+                format!(
+                    "rounds: {}, one spawn per path each, one at a time (1 client); one \
+                     untimed warm-up round first; each round saves a new template version",
+                    settings.template_rounds
+                ),
+            );
+            section.setting(
+                "template",
+                "the image above, `provider: docker`, `on_create: echo round N > \
+                 /etc/berth-bench-round` (no packages: the image has no package manager)",
+            );
+        }
+    }
     section.setting(
         "Berth client",
         "HTTP/JSON, one HTTP/1.1 keep-alive connection, admin key",
@@ -165,9 +204,15 @@ async fn run_section(bench: &Bench, section: &mut Section) -> anyhow::Result<()>
         .await;
     let result = match fleet {
         Ok(fleet) => {
-            let result =
-                measure::measure(bench, section, &fleet.control_plane, &fleet.worker, &docker)
-                    .await;
+            let (control_plane, worker) = (&fleet.control_plane, &fleet.worker);
+            let result = match what {
+                Measure::AgainstCli => {
+                    measure::measure(bench, section, control_plane, worker, &docker).await
+                }
+                Measure::TemplateBuilds => {
+                    templates::measure(bench, section, control_plane, worker, &docker).await
+                }
+            };
             fleet.stop().await;
             result
         }

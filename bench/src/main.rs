@@ -108,6 +108,7 @@ enum Choice {
     Memory,
     Soak,
     Dialout,
+    Templates,
 }
 
 impl Args {
@@ -128,6 +129,7 @@ impl Args {
                 Choice::Memory => Some(SectionName::Memory),
                 Choice::Soak => Some(SectionName::Soak),
                 Choice::Dialout => Some(SectionName::Dialout),
+                Choice::Templates => Some(SectionName::Templates),
             })
             .collect();
         chosen.sort();

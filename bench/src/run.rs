@@ -26,10 +26,11 @@ pub enum SectionName {
     Memory,
     Soak,
     Dialout,
+    Templates,
 }
 
 impl SectionName {
-    pub const ALL: [SectionName; 8] = [
+    pub const ALL: [SectionName; 9] = [
         SectionName::Exec,
         SectionName::Spawn,
         SectionName::Heartbeats,
@@ -38,6 +39,7 @@ impl SectionName {
         SectionName::Memory,
         SectionName::Soak,
         SectionName::Dialout,
+        SectionName::Templates,
     ];
 
     fn title(self) -> &'static str {
@@ -50,6 +52,7 @@ impl SectionName {
             Self::Memory => "6. Control-plane memory at rest",
             Self::Soak => "7. Soak: the relay under minutes of sandbox lives",
             Self::Dialout => "8. Exec round trip: dial-out vs inbound worker",
+            Self::Templates => "9. Docker: a template's built image, first spawn vs reuse",
         }
     }
 
@@ -108,6 +111,14 @@ impl SectionName {
                  reversed). Each client alternates between a sandbox on each worker, call \
                  by call, so both see the same load at the same moments and the ratio \
                  dial-out / inbound comes from the same run."
+            }
+            Self::Templates => {
+                "A template's image built on the worker (base image + `on_create`, \
+                 committed and tagged by content hash) at the first spawn of each version, \
+                 against a later spawn of that version (which reuses the image) and a \
+                 plain spawn of the base image, one at a time through the HTTP API on a \
+                 docker worker; the `building image` phase is read from each sandbox's \
+                 phases."
             }
         }
     }
@@ -205,6 +216,7 @@ pub async fn run(
             SectionName::Memory => memory::run(bench, &mut section).await,
             SectionName::Soak => soak::run(bench, &mut section).await,
             SectionName::Dialout => dialout::run(bench, &mut section).await,
+            SectionName::Templates => docker::run_templates(bench, &mut section).await,
         };
         if let Err(err) = result {
             eprintln!("berth-bench: {} failed: {err:#}", name.title());

@@ -33,6 +33,8 @@ pub struct Settings {
     /// Timed spawns, and execs, per path of the docker section (one at a time).
     pub docker_spawns: usize,
     pub docker_execs: usize,
+    /// Rounds of the template section (a new version built, then reused, each round).
+    pub template_rounds: usize,
     /// Clients of the soak, and how long it runs.
     pub soak_clients: usize,
     pub soak_duration: Duration,
@@ -63,6 +65,7 @@ impl Settings {
             docker_image: "berth-test-busybox:latest".to_owned(),
             docker_spawns: 20,
             docker_execs: 200,
+            template_rounds: 10,
             soak_clients: 8,
             soak_duration: Duration::from_secs(300),
         }
@@ -89,6 +92,7 @@ impl Settings {
             memory_sandboxes: 5,
             docker_spawns: 2,
             docker_execs: 4,
+            template_rounds: 1,
             soak_clients: 4,
             soak_duration: Duration::from_secs(5),
             ..Self::full()
@@ -125,6 +129,7 @@ mod tests {
         assert!(quick.stream_bytes < full.stream_bytes);
         assert!(quick.docker_spawns < full.docker_spawns);
         assert!(quick.docker_execs < full.docker_execs);
+        assert!(quick.template_rounds < full.template_rounds);
         assert_eq!(quick.docker_image, full.docker_image);
         assert_eq!(full.max_concurrency(), 64);
         assert!(full.heartbeat_ladder.contains(&10_000));

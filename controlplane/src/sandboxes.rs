@@ -9,15 +9,16 @@ pub mod constraints;
 mod create;
 mod events;
 mod lifecycle;
-mod model;
 mod on_start;
 pub mod phases;
 mod ports;
 mod power;
 mod prebuild;
 mod quota;
+mod request;
 mod scheduler;
 mod sessions;
+mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +27,12 @@ use tokio_util::task::TaskTracker;
 
 pub use calls::ExecCall;
 pub use events::{Follow, SandboxEvent};
-pub use model::{
-    CreateRequest, CreateSandbox, FileInfoView, Launch, PruneSelection, SandboxView, parse_timeout,
-    parse_ttl, rfc3339, rfc3339_millis,
-};
 pub use ports::check_port;
 pub use prebuild::PrebuildEvent;
 pub use quota::TeamStanding;
+pub use request::{CreateRequest, CreateSandbox, Launch, PruneSelection, parse_timeout, parse_ttl};
 pub use sessions::{DEFAULT_KILL_SIGNAL, SHUTTING_DOWN};
+pub use view::{FileInfoView, SandboxView, rfc3339, rfc3339_millis};
 
 pub use crate::workers::model::{
     ExecEvent, ExecOutcome, FileInfo, LogLine, OutputStream, SessionAttach, SessionEvent,

@@ -54,12 +54,14 @@
 #[macro_use]
 mod dispatch;
 
+mod activity;
 mod api_keys;
 mod audit;
 pub mod backup;
 mod certificates;
 mod cluster;
 mod join_tokens;
+mod leases;
 mod ports;
 mod postgres;
 mod sandboxes;
@@ -89,9 +91,9 @@ pub use audit::AuditRow;
 pub use certificates::NewCertificate;
 pub use cluster::ClusterIdentity;
 pub use join_tokens::NewJoinToken;
+pub use leases::{ExpiredLease, HeldLease};
 pub use sandboxes::{
-    CandidateRow, CreatedPlacement, ExpiredLease, HeldLease, NewSandbox, Placement, SandboxRow,
-    UnconfirmedSpawn,
+    CandidateRow, CreatedPlacement, NewSandbox, Placement, SandboxRow, UnconfirmedSpawn,
 };
 pub use secrets::SecretRow;
 pub use ssh::{SshKeyRow, SshTokenRow, TokenSpend};

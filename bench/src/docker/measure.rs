@@ -38,6 +38,30 @@ pub(super) struct Target<'a> {
     pub(super) pid: u32,
 }
 
+impl<'a> Target<'a> {
+    /// The calls' target once the fleet's docker worker is online and its provider
+    /// healthy.
+    pub(super) async fn when_ready(
+        bench: &'a Bench,
+        control_plane: &'a ControlPlane,
+        worker: &Worker,
+        docker: &'a DockerConfig,
+    ) -> anyhow::Result<Self> {
+        let api = &control_plane.api;
+        api.wait_worker_online(&worker.worker_id, Duration::from_secs(30))
+            .await?;
+        api.wait_provider_healthy(&worker.worker_id, "docker", Duration::from_secs(30))
+            .await?;
+        Ok(Self {
+            http: http_client()?,
+            api,
+            image: &bench.settings.docker_image,
+            docker,
+            pid: std::process::id(),
+        })
+    }
+}
+
 pub(super) async fn measure(
     bench: &Bench,
     section: &mut Section,
@@ -47,17 +71,7 @@ pub(super) async fn measure(
 ) -> anyhow::Result<()> {
     let settings = &bench.settings;
     let api = &control_plane.api;
-    api.wait_worker_online(&worker.worker_id, Duration::from_secs(30))
-        .await?;
-    api.wait_provider_healthy(&worker.worker_id, "docker", Duration::from_secs(30))
-        .await?;
-    let target = Target {
-        http: http_client()?,
-        api,
-        image: &settings.docker_image,
-        docker: docker_config,
-        pid: std::process::id(),
-    };
+    let target = Target::when_ready(bench, control_plane, worker, docker_config).await?;
 
     // spawn-to-running
     for path in SpawnPath::ALL {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::Stream;
 use serde::Serialize;
 
-use super::model::rfc3339_millis;
 use super::phases::{self, PhaseRecord};
+use super::view::rfc3339_millis;
 use super::{SandboxError, Sandboxes};
 use crate::clock::now_ms;
 use crate::store::{SandboxRow, SandboxState, Store};

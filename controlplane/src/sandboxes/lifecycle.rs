@@ -8,7 +8,7 @@ use berth_proto::ErrorCode;
 use tracing::Instrument;
 
 use super::calls::note_worker;
-use super::{PruneSelection, SandboxError, SandboxView, Sandboxes, model};
+use super::{PruneSelection, SandboxError, SandboxView, Sandboxes, request};
 use crate::clock::now_secs;
 use crate::store::{DrainState, SandboxState};
 use crate::teams::{Access, team_settings};
@@ -320,7 +320,7 @@ impl Sandboxes {
         id: &str,
         ttl: &str,
     ) -> Result<SandboxView, SandboxError> {
-        let ttl = model::parse_ttl(ttl, self.settings.limits.max_ttl)?;
+        let ttl = request::parse_ttl(ttl, self.settings.limits.max_ttl)?;
         let row = self
             .store
             .get_sandbox(id)

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::rfc3339_millis;
+use super::view::rfc3339_millis;
 use crate::clock::now_ms;
 use crate::store::Store;
 

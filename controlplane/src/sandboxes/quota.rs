@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::model::CreateSandbox;
+use super::request::CreateSandbox;
 use super::{SandboxError, Sandboxes};
 use crate::store::TeamUsage;
 use crate::teams::{Quota, TeamSettings, team_settings};

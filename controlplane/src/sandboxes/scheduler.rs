@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use super::constraints::{self, Placeable};
-use super::model::CreateSandbox;
+use super::request::CreateSandbox;
 use super::{SandboxError, Sandboxes, grace_ms, lease_ms};
 use crate::clock::now_ms;
 use crate::fleet::ProviderStatus;

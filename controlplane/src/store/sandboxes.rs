@@ -1,5 +1,6 @@
-//! `sandboxes` and `leases`: the sandbox records, scheduling (capacity reservation plus
-//! lease acquisition in one transaction), lease renewal and release.
+//! `sandboxes`: the sandbox records and their states, and scheduling (capacity
+//! reservation plus lease acquisition in one transaction). Renewing, expiring and
+//! losing leases is in `leases.rs`; a sandbox's last use (auto-stop) in `activity.rs`.
 
 use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite, teams};
 
@@ -11,7 +12,7 @@ const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, 
 
 /// When sandbox `s` last had activity or started running, whichever is later (unix
 /// seconds; 0: it never ran).
-const ACTIVE_AT: &str = "CASE WHEN s.active_at * 1000 > COALESCE(s.started_at_ms, 0) \
+pub(super) const ACTIVE_AT: &str = "CASE WHEN s.active_at * 1000 > COALESCE(s.started_at_ms, 0) \
      THEN s.active_at ELSE COALESCE(s.started_at_ms, 0) / 1000 END AS active_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -125,30 +126,11 @@ pub struct Placement {
     pub generation: i64,
 }
 
-/// A lease a worker holds, with its sandbox's state ([`Store::leases_of`]).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct HeldLease {
-    pub sandbox_id: String,
-    pub generation: i64,
-    #[sqlx(try_from = "String")]
-    pub state: SandboxState,
-    /// When the sandbox started running (unix ms); `None` before it did.
-    pub started_at_ms: Option<i64>,
-}
-
 /// A sandbox still being created long after it was placed ([`Store::unconfirmed_spawns`]).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UnconfirmedSpawn {
     pub sandbox_id: String,
     /// The generation of the lease its worker holds.
-    pub generation: i64,
-}
-
-/// A lease that ran out ([`Store::expired_leases`]).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ExpiredLease {
-    pub sandbox_id: String,
-    pub worker_id: String,
     pub generation: i64,
 }
 
@@ -257,6 +239,7 @@ macro_rules! release_lease_at {
         .execute($conn)
     };
 }
+pub(super) use release_lease_at;
 
 impl Store {
     pub async fn insert_sandbox(&self, sandbox: &NewSandbox) -> Result<(), StoreError> {
@@ -532,65 +515,6 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// Notes activity on sandbox `id` at `now` (unix seconds), unless some was noted
-    /// within `min_interval_secs` (by any control plane); whether it wrote.
-    pub async fn touch_sandbox(
-        &self,
-        id: &str,
-        now: i64,
-        min_interval_secs: i64,
-    ) -> Result<bool, StoreError> {
-        let written = with_write_pool!(self, |pool| {
-            sqlx::query("UPDATE sandboxes SET active_at = $2 WHERE id = $1 AND active_at < $3")
-                .bind(id)
-                .bind(now)
-                .bind(now - min_interval_secs)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(written == 1)
-    }
-
-    /// Running sandboxes with an auto-stop whose last activity is before `now` minus
-    /// their auto-stop and `slack_secs` more, with that activity (unix seconds), by id.
-    pub async fn idle_sandboxes(
-        &self,
-        now: i64,
-        slack_secs: i64,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = with_pool!(self, |pool| {
-            sqlx::query_as(&format!(
-                "SELECT id, active_at FROM (SELECT s.id, s.auto_stop_secs, {ACTIVE_AT} \
-                     FROM sandboxes s WHERE s.state = 'running' AND s.auto_stop_secs > 0) idle \
-                 WHERE active_at + auto_stop_secs + $2 < $1 ORDER BY id"
-            ))
-            .bind(now)
-            .bind(slack_secs)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
-    }
-
-    /// `running → stopped` for an idle sandbox, if it has had no activity after
-    /// `active_at` (unix seconds, as [`Self::idle_sandboxes`] read it): a call that
-    /// came in since keeps it running. Whether it applied.
-    pub async fn stop_idle_sandbox(&self, id: &str, active_at: i64) -> Result<bool, StoreError> {
-        let updated = with_write_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE sandboxes SET state = 'stopped' \
-                 WHERE id = $1 AND state = 'running' AND active_at <= $2",
-            )
-            .bind(id)
-            .bind(active_at)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(updated == 1)
-    }
-
     /// Sandboxes of `worker_id` still `creating` though created before `created_before`
     /// (unix seconds), with the generation of the lease it holds: spawns nobody
     /// confirmed (the control plane that placed them died mid-spawn), by sandbox id.
@@ -797,95 +721,5 @@ impl Store {
                 .await?
         });
         Ok(ids)
-    }
-
-    /// Leases `worker_id` holds, by sandbox id.
-    pub async fn leases_of(&self, worker_id: &str) -> Result<Vec<HeldLease>, StoreError> {
-        let rows = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT l.sandbox_id, l.generation, s.state, s.started_at_ms FROM leases l \
-                 JOIN sandboxes s ON s.id = l.sandbox_id WHERE l.worker_id = $1 \
-                 ORDER BY l.sandbox_id",
-            )
-            .bind(worker_id)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
-    }
-
-    /// Marks `sandbox_id` lost if `worker_id` still holds its lease at `generation`,
-    /// releasing the lease and the slot; false when anything changed meanwhile (or
-    /// another replica marked it first).
-    pub async fn mark_lost(
-        &self,
-        sandbox_id: &str,
-        worker_id: &str,
-        generation: i64,
-        reason: &str,
-    ) -> Result<bool, StoreError> {
-        in_write_tx!(self, |tx| {
-            let released = release_lease_at!(&mut *tx, sandbox_id, worker_id, generation).await?;
-            if released.rows_affected() == 0 {
-                return Ok(false);
-            }
-            release_slot!(&mut *tx, worker_id, sandbox_id).await?;
-            sqlx::query(
-                "UPDATE sandboxes SET state = 'lost', error = $1 \
-                 WHERE id = $2 AND state IN ('creating', 'running', 'stopped', 'destroying')",
-            )
-            .bind(reason)
-            .bind(sandbox_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        })
-    }
-
-    /// Leases that ran out before `now_ms`, by sandbox id.
-    pub async fn expired_leases(&self, now_ms: i64) -> Result<Vec<ExpiredLease>, StoreError> {
-        let rows = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT sandbox_id, worker_id, generation FROM leases WHERE expires_at_ms < $1 \
-                 ORDER BY sandbox_id",
-            )
-            .bind(now_ms)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
-    }
-
-    /// Extends the leases `worker_id` holds at the generations it reports; returns how
-    /// many were renewed. A report of another worker's lease or an old generation
-    /// renews nothing.
-    pub async fn renew_leases(
-        &self,
-        worker_id: &str,
-        held: &[(String, i64)],
-        expires_at_ms: i64,
-    ) -> Result<u64, StoreError> {
-        // one order for every writer of several lease rows, so two never deadlock
-        let mut held = held.to_vec();
-        held.sort();
-        in_write_tx!(self, |tx| {
-            let mut renewed = 0;
-            for (sandbox_id, generation) in &held {
-                let updated = sqlx::query(
-                    "UPDATE leases SET expires_at_ms = $1 \
-                     WHERE sandbox_id = $2 AND worker_id = $3 AND generation = $4",
-                )
-                .bind(expires_at_ms)
-                .bind(sandbox_id)
-                .bind(worker_id)
-                .bind(generation)
-                .execute(&mut *tx)
-                .await?;
-                renewed += updated.rows_affected();
-            }
-            tx.commit().await?;
-            Ok(renewed)
-        })
     }
 }
