@@ -51,6 +51,12 @@ const OWNER_LABEL: &str = "berth-bench.owner";
 /// Prefix of names and worker ids of a bench run: `berth-bench-<pid>-…`.
 const PREFIX: &str = "berth-bench-";
 
+/// The id of the docker worker of the bench run `pid` (its containers', networks' and
+/// built images' `berth.worker` label).
+fn worker_id(pid: u32) -> String {
+    format!("{PREFIX}{pid}-docker")
+}
+
 /// Longest one docker CLI command may take (and a Berth sandbox to start running).
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -195,7 +201,7 @@ async fn run_section(bench: &Bench, section: &mut Section, what: Measure) -> any
                 provider: "docker".to_owned(),
                 max_sandboxes: 16,
                 heartbeat_interval: Duration::from_secs(2),
-                id: Some(format!("{PREFIX}{pid}-docker")),
+                id: Some(worker_id(pid)),
                 docker: Some(docker_config),
                 dial_out: false,
                 labels: None,

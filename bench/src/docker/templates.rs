@@ -72,7 +72,6 @@ pub(super) async fn measure(
     let settings = &bench.settings;
     let target = Target::when_ready(bench, control_plane, worker, docker_config).await?;
     let template = format!("bench-build-{}", target.pid);
-    let built_before = built_images().await?;
 
     let result = async {
         // untimed: one version built and reused, and a plain spawn
@@ -119,12 +118,13 @@ pub(super) async fn measure(
     }
     .await;
     // what this run built, whatever happened
-    let removed = remove_built_since(&built_before).await;
+    let removed = remove_built(target.pid).await;
     let runs = result?;
     match removed {
         Ok(0) => {}
         Ok(count) => section.notes.push(format!(
-            "Removed the {count} images this run built (`berth.built` label) at the end."
+            "Removed the {count} images this run's worker built (labels `berth.built` and \
+             `berth.worker`) at the end."
         )),
         Err(err) => section.notes.push(format!(
             "Could not remove the images this run built: {err:#}"
@@ -217,30 +217,24 @@ fn check_phase(sandbox: &Value, kind: SpawnKind) -> anyhow::Result<Option<Durati
     }
 }
 
-/// The built images on the engine (`berth.built` label), as `repository:tag`.
-async fn built_images() -> anyhow::Result<Vec<String>> {
+/// Removes the images the worker of bench run `pid` built (a built image carries its
+/// build container's `berth.built` and `berth.worker` labels); returns how many.
+async fn remove_built(pid: u32) -> anyhow::Result<usize> {
     let listed = docker(&[
         "images",
         "--filter",
         "label=berth.built",
+        "--filter",
+        &format!("label=berth.worker={}", super::worker_id(pid)),
         "--format",
         "{{.Repository}}:{{.Tag}}",
     ])
     .await?;
-    Ok(listed.lines().map(str::to_owned).collect())
-}
-
-/// Removes the built images that were not there before; returns how many.
-async fn remove_built_since(before: &[String]) -> anyhow::Result<usize> {
-    let new: Vec<String> = built_images()
-        .await?
-        .into_iter()
-        .filter(|image| !before.contains(image))
-        .collect();
-    for image in &new {
+    let built: Vec<&str> = listed.lines().collect();
+    for image in &built {
         docker(&["rmi", "-f", image]).await?;
     }
-    Ok(new.len())
+    Ok(built.len())
 }
 
 fn report(section: &mut Section, runs: Vec<KindRun>, rounds: usize) {

@@ -23,7 +23,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{SandboxError, Sandboxes};
 use crate::clock::now_secs;
-use crate::store::Store;
+use crate::store::{SandboxRow, Store};
 
 /// Beyond this many sandboxes the memory of writes starts over rather than grow.
 const MAX_ENTRIES: usize = 10_000;
@@ -128,8 +128,9 @@ impl Sandboxes {
             .idle_sandboxes(now_secs(), self.activity.slack_secs())
             .await?;
         let mut stopped = 0;
-        for (id, active_at) in idle {
-            match self.stop_if_idle(&id, active_at).await {
+        for row in idle {
+            let id = row.id.clone();
+            match self.stop_if_idle(row).await {
                 Ok(true) => {
                     tracing::info!(sandbox_id = %id, "idle sandbox stopped (auto_stop)");
                     stopped += 1;
@@ -145,17 +146,15 @@ impl Sandboxes {
         Ok(stopped)
     }
 
-    async fn stop_if_idle(&self, id: &str, active_at: i64) -> Result<bool, SandboxError> {
-        let Some(row) = self.store.get_sandbox(id).await? else {
-            return Ok(false);
-        };
+    /// Stops `row` (as the idle query read it) unless it was used since.
+    async fn stop_if_idle(&self, row: SandboxRow) -> Result<bool, SandboxError> {
         let Some(route) = super::lifecycle::lease_route(&row) else {
             return Ok(false);
         };
-        if !self.store.stop_idle_sandbox(id, active_at).await? {
+        if !self.store.stop_idle_sandbox(&row.id, row.active_at).await? {
             return Ok(false);
         }
-        self.stop_on_worker(id, route).await?;
+        self.stop_on_worker(&row.id, route).await?;
         Ok(true)
     }
 }

@@ -3,8 +3,8 @@
 //! sandboxes idle past their `auto_stop`, and the conditional move to `stopped` that a
 //! use written meanwhile prevents.
 
-use super::sandboxes::ACTIVE_AT;
-use super::{Store, StoreError};
+use super::sandboxes::{ACTIVE_AT, SANDBOX_COLUMNS, SANDBOX_FROM};
+use super::{SandboxRow, Store, StoreError};
 
 impl Store {
     /// Notes activity on sandbox `id` at `now` (unix seconds), unless some was noted
@@ -27,17 +27,18 @@ impl Store {
         Ok(written == 1)
     }
 
-    /// Running sandboxes with an auto-stop whose last activity is before `now` minus
-    /// their auto-stop and `slack_secs` more, with that activity (unix seconds), by id.
+    /// Running sandboxes with an auto-stop whose last activity (their `active_at`) is
+    /// before `now` minus their auto-stop and `slack_secs` more, with their leases (what
+    /// stopping them on their workers needs), by id.
     pub async fn idle_sandboxes(
         &self,
         now: i64,
         slack_secs: i64,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Vec<SandboxRow>, StoreError> {
         let rows = with_pool!(self, |pool| {
             sqlx::query_as(&format!(
-                "SELECT id, active_at FROM (SELECT s.id, s.auto_stop_secs, {ACTIVE_AT} \
-                     FROM sandboxes s WHERE s.state = 'running' AND s.auto_stop_secs > 0) idle \
+                "SELECT * FROM (SELECT {SANDBOX_COLUMNS}, {ACTIVE_AT} {SANDBOX_FROM} \
+                     WHERE s.state = 'running' AND s.auto_stop_secs > 0) idle \
                  WHERE active_at + auto_stop_secs + $2 < $1 ORDER BY id"
             ))
             .bind(now)

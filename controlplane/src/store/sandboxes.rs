@@ -4,7 +4,7 @@
 
 use super::{Pool, SandboxState, Store, StoreError, postgres, sqlite, teams};
 
-const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
+pub(super) const SANDBOX_COLUMNS: &str = "s.id, s.state, s.provider, s.image, s.memory_mb, s.vcpus, \
      s.owner_id, s.template, s.metadata, s.worker_id, s.vm_id, s.created_at, s.expires_at, \
      s.destroyed_at, s.error, s.internet, s.team_id, l.generation, w.advertise_addr, \
      w.last_heartbeat_ms, s.phases, s.workdir, s.shell, \
@@ -143,7 +143,7 @@ pub struct CreatedPlacement {
 }
 
 /// A sandbox joined with its lease and the lease holder's address and heartbeat.
-const SANDBOX_FROM: &str = "FROM sandboxes s \
+pub(super) const SANDBOX_FROM: &str = "FROM sandboxes s \
      LEFT JOIN leases l ON l.sandbox_id = s.id \
      LEFT JOIN workers w ON w.id = l.worker_id";
 

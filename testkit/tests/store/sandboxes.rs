@@ -955,6 +955,17 @@ pub async fn placement_counts_memory_and_cpus_and_gives_them_back(db: Db) {
     assert_eq!(worker_row.reserved, 0);
 }
 
+/// The idle sandboxes at `now` with `slack` as (id, last use).
+async fn idle(store: &Store, now: i64, slack: i64) -> Vec<(String, i64)> {
+    store
+        .idle_sandboxes(now, slack)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.id, row.active_at))
+        .collect()
+}
+
 pub async fn idle_sandboxes_are_found_from_their_last_use_and_stopped_once(db: Db) {
     let [a, b] = db.replicas().await;
     for (id, auto_stop_secs) in [("napper", 60), ("busy", 60), ("never", 0), ("new", 60)] {
@@ -985,20 +996,11 @@ pub async fn idle_sandboxes_are_found_from_their_last_use_and_stopped_once(db: D
     );
 
     // idle means: last use + auto_stop + slack before now
-    assert!(
-        a.idle_sandboxes(1060, 0).await.unwrap().is_empty(),
-        "not yet"
-    );
+    assert!(idle(&a, 1060, 0).await.is_empty(), "not yet");
+    assert_eq!(idle(&a, 1065, 0).await, vec![("napper".to_owned(), 1000)]);
+    assert!(idle(&a, 1065, 10).await.is_empty(), "the slack waits");
     assert_eq!(
-        a.idle_sandboxes(1065, 0).await.unwrap(),
-        vec![("napper".to_owned(), 1000)]
-    );
-    assert!(
-        a.idle_sandboxes(1065, 10).await.unwrap().is_empty(),
-        "the slack waits"
-    );
-    assert_eq!(
-        a.idle_sandboxes(2000, 0).await.unwrap(),
+        idle(&a, 2000, 0).await,
         vec![("busy".to_owned(), 1050), ("napper".to_owned(), 1000)]
     );
 
@@ -1024,19 +1026,16 @@ pub async fn idle_sandboxes_are_found_from_their_last_use_and_stopped_once(db: D
     assert_eq!(state("napper").await, SandboxState::Stopped);
     assert_eq!(state("busy").await, SandboxState::Running);
     // a stopped one is not idle; started again (use noted first) it counts from then
-    assert_eq!(
-        a.idle_sandboxes(2000, 0).await.unwrap(),
-        Vec::<(String, i64)>::new()
-    );
+    assert_eq!(idle(&a, 2000, 0).await, Vec::<(String, i64)>::new());
     assert!(a.touch_sandbox("napper", 2000, 0).await.unwrap());
     assert!(
         a.move_sandbox_state("napper", SandboxState::Stopped, SandboxState::Running)
             .await
             .unwrap()
     );
-    assert!(a.idle_sandboxes(2050, 0).await.unwrap().is_empty());
+    assert!(idle(&a, 2050, 0).await.is_empty());
     assert_eq!(
-        a.idle_sandboxes(2061, 0).await.unwrap(),
+        idle(&a, 2061, 0).await,
         vec![("busy".to_owned(), 1990), ("napper".to_owned(), 2000)]
     );
 }
